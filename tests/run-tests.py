@@ -70,17 +70,16 @@ def run_unittest(group, directory, tally, pattern):
     suite = unittest.defaultTestLoader.discover(directory, pattern="test_*.py", top_level_dir=directory)
     if pattern:
         suite = unittest.TestSuite(t for t in _flatten(suite) if pattern in t.id())
+    ids = [t.id() for t in _flatten(suite)]  # run() drops the tests from the suite as they finish
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2)
     result = runner.run(suite)
-    failed = {t.id() for t, _ in result.failures + result.errors + [(t, None) for t in result.unexpectedSuccesses]}
+    failed = {t.id() for t, _ in result.failures + result.errors} | {t.id() for t in result.unexpectedSuccesses}
     skipped = {t.id() for t, _ in result.skipped}
-    for t in _flatten(suite):
-        tid = t.id()
+    for tid in ids:
         tally.add(group, tid, "fail" if tid in failed else "skip" if tid in skipped else "pass")
-    # Errors outside any test (a module that failed to import, a setUpClass that failed).
-    for t, _ in result.errors:
-        if t.id() not in {x.id() for x in _flatten(suite)}:
-            tally.add(group, t.id(), "fail")
+    # Errors outside any test: a setUpClass or a module fixture that failed.
+    for tid in sorted(failed - set(ids)):
+        tally.add(group, tid, "fail")
     if result.testsRun == 0:
         tally.add(group, "no test ran", "fail")
 
