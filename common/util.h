@@ -1,0 +1,50 @@
+/* Small string and number helpers shared by the daemons and helpers: comparisons that read like
+ * prose, and strict parsers for integers and sizes taken from untrusted input (D-Bus, HTTP, MCP),
+ * which accept exactly the documented forms and report -EINVAL for junk and -ERANGE for overflow. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+
+/* Both NULL, or equal strings. */
+static inline bool streq_ptr(const char *a, const char *b) {
+        if (!a || !b)
+                return a == b;
+        return streq(a, b);
+}
+
+/* If s begins with prefix, a pointer into s just after it; else NULL. */
+static inline char *startswith(const char *s, const char *prefix) {
+        size_t l = strlen(prefix);
+
+        if (strncmp(s, prefix, l) != 0)
+                return NULL;
+        return (char *) s + l;
+}
+
+/* s, or "" if s is NULL: for printing optional strings. */
+static inline const char *strempty(const char *s) {
+        return s ?: "";
+}
+
+/* True if s is NULL or "". */
+static inline bool isempty(const char *s) {
+        return !s || s[0] == '\0';
+}
+
+/* Decimal digits only: no sign, no whitespace, no base prefix, nothing after. -EINVAL for anything
+ * else, -ERANGE if the value does not fit. *ret is written only on success. */
+int safe_atou64(const char *s, uint64_t *ret);
+
+/* As safe_atou64(), with an optional leading '-'. */
+int safe_atoi(const char *s, int *ret);
+
+/* A byte count: decimal digits with an optional binary suffix K, M, G or T (either case; K = 1024).
+ * "1024", "512M", "2G". -EINVAL for junk (fractions, spaces, other suffixes, "B"), -ERANGE if the
+ * result does not fit in 64 bits. */
+int parse_size(const char *s, uint64_t *ret);
