@@ -1,0 +1,32 @@
+/* The audit trail: one journald record per create, state change, stop and denial, each kind with its
+ * fixed MESSAGE_ID (listed in docs/audit.md), and the fields CCDOCKER_SESSION, CCDOCKER_PARENT, UNIT,
+ * CALLER_UID, CCDOCKER_EVENT, so that `journalctl MESSAGE_ID=... CCDOCKER_SESSION=...` finds them. */
+#pragma once
+
+#include <sys/types.h>
+
+#define AUDIT_SESSION_CREATED "a9d92449b44246168afa8e04f30b2fdf"
+#define AUDIT_SESSION_STATE "7fc538d2299444988e9fbd8f21a4ea48"
+#define AUDIT_SESSION_STOP "fc6618581d66411a813b43e273a65345"
+#define AUDIT_ACCESS_DENIED "c2962f7914b0421cae356094e82b5bf0"
+#define AUDIT_CREATE_FAILED "c3dd46ac2dde4839996a2140953888ae"
+
+typedef enum AuditEvent {
+        AUDIT_EVENT_CREATED,       /* a session was created */
+        AUDIT_EVENT_STATE,         /* a session changed state */
+        AUDIT_EVENT_STOP,          /* someone asked to stop a session */
+        AUDIT_EVENT_DENIED,        /* a call was refused by polkit or ownership */
+        AUDIT_EVENT_CREATE_FAILED, /* a CreateSession failed after validation (podman, systemd) */
+} AuditEvent;
+
+/* Sends one record. session_id, parent_id and unit may be NULL (their fields are then left out);
+ * caller_uid is (uid_t) -1 when there is no caller (the daemon itself noticed a change). The message is
+ * printf-style. Never pass secret values. Returns what sd_journal_send returned. */
+int audit_log(
+        AuditEvent event,
+        const char *session_id,
+        const char *parent_id,
+        const char *unit,
+        uid_t caller_uid,
+        const char *format,
+        ...) __attribute__((format(printf, 6, 7)));

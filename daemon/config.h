@@ -1,0 +1,67 @@
+/* The daemon's configuration: defaults, the configuration file (/etc/ccdocker/ccdockerd.conf, key=value
+ * lines, documented in docs/ccdockerd.conf.md) and the command line, in that order of precedence from
+ * lowest to highest. Ceilings bound what a CreateSession may ask for. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum DaemonMode {
+        DAEMON_USER,   /* the user bus, the user's systemd manager; no polkit */
+        DAEMON_SYSTEM, /* the system bus, the system manager; every method asks polkit */
+} DaemonMode;
+
+typedef struct DaemonConfig {
+        DaemonMode mode;
+        /* Which bus systemd is reached on: "user" or "system". Defaults to the mode's own bus; the test
+         * sandbox runs --system against a user manager (PID 1 here is not systemd). */
+        char *systemd_bus;
+        char *podman_socket; /* libpod REST socket path */
+        char *state_dir;     /* ccdockerd.db and ephemeral workspaces live here */
+        char *default_image;
+        char **session_command; /* NULL: the image's own entrypoint and command; else argv, NULL-ended */
+
+        uint64_t default_memory, max_memory;         /* bytes */
+        uint64_t default_cpu_millis, max_cpu_millis; /* 1000 = one CPU */
+        uint64_t default_tasks, max_tasks;
+        uint64_t default_timeout_sec, max_timeout_sec; /* RuntimeMaxSec of the unit; 0 = none */
+        uint64_t stop_timeout_sec;                     /* a graceful stop gets this long, then SIGKILL */
+        unsigned max_sessions;                         /* live (not stopped or failed) sessions at once */
+        bool allow_host_network;                       /* may a session ask for network "host" */
+        char **workspace_roots; /* host workspace paths must lie below one of these; NULL-ended */
+
+        /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
+         * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */
+        unsigned defaults_assigned;
+} DaemonConfig;
+
+/* Fills c with the built-in defaults for mode (state_dir /var/lib/ccdocker or $XDG_STATE_HOME/ccdocker,
+ * podman socket /run/podman/podman.sock or $XDG_RUNTIME_DIR/podman/podman.sock, ...). */
+int config_init(DaemonConfig *c, DaemonMode mode);
+void config_done(DaemonConfig *c);
+
+/* Reads key=value lines ('#' and ';' comments, blank lines, an optional "[ccdockerd]" section header;
+ * keys as in docs/ccdockerd.conf.md, e.g. "MaxMemory=4G"). A missing file is fine when !must_exist.
+ * Unknown keys and bad values are errors: -EINVAL, logged as "PATH:LINE: ..." naming the key; every
+ * bad line is reported before returning. Returns 1 if the file was read, 0 if it was missing. */
+int config_load_file(DaemonConfig *c, const char *path, bool must_exist);
+
+/* Applies one KEY=VALUE assignment (the command line's --set KEY=VALUE uses the same keys). Logs what
+ * was wrong and returns -EINVAL for an unknown key or a bad value (c is then unchanged). */
+int config_set(DaemonConfig *c, const char *key, const char *value);
+
+/* Checks cross-field consistency (defaults within ceilings, absolute paths); logs and returns -EINVAL. */
+int config_verify(const DaemonConfig *c);
+
+/* A number of CPUs as the configuration and CreateSession write it: "2", "1.5", "0.25" (decimal digits,
+ * at most three after the point) in thousandths of a CPU. 0 is returned as 0 (callers refuse it);
+ * -EINVAL for anything else, -ERANGE if it does not fit. */
+int config_parse_cpus(const char *s, uint64_t *ret_millis);
+
+/* Enough for any value of the two formatters below, with the NUL. */
+#define CONFIG_FORMAT_MAX 32
+
+/* The shortest exact form parse_size() reads back: 4294967296 -> "4G", 1536 -> "1536", 1048576 -> "1M". */
+const char *config_format_size(uint64_t bytes, char buf[static CONFIG_FORMAT_MAX]);
+/* Thousandths of a CPU as config_parse_cpus() reads them: 2000 -> "2", 1500 -> "1.5", 250 -> "0.25". */
+const char *config_format_cpus(uint64_t millis, char buf[static CONFIG_FORMAT_MAX]);

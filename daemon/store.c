@@ -1,0 +1,662 @@
+/* The durable record of sessions in SQLite (REFERENCE.md C.5): WAL with synchronous=NORMAL, so that a
+ * commit costs no fsync yet a crash of the daemon never loses one; a schema versioned by user_version
+ * and migrated forward step by step; every statement prepared once at open and run with bound
+ * parameters only. SQLite's errors become negative errno values, logged here with SQLite's own message
+ * since only this file has it. */
+#define _GNU_SOURCE
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+#define STORE_BUSY_TIMEOUT_MSEC 5000
+
+/* migrations[i] takes the schema from user_version i to i + 1, in one transaction with the version bump.
+ * Only ever append. */
+static const char *const migrations[] = {
+        /* 0 -> 1 */
+        "CREATE TABLE sessions ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  parent_id TEXT,"
+        "  depth INTEGER NOT NULL,"
+        "  state TEXT NOT NULL,"
+        "  state_reason TEXT,"
+        "  unit TEXT,"
+        "  container_name TEXT,"
+        "  container_id TEXT,"
+        "  task_type TEXT,"
+        "  workspace_path TEXT,"
+        "  workspace_ephemeral INTEGER NOT NULL,"
+        "  owner_uid INTEGER NOT NULL,"
+        "  created_usec INTEGER NOT NULL,"
+        "  updated_usec INTEGER NOT NULL,"
+        "  config_json TEXT"
+        ") STRICT;"
+        "CREATE TABLE session_states ("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        "  state TEXT NOT NULL,"
+        "  reason TEXT,"
+        "  usec INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX session_states_by_id ON session_states(id, seq);",
+};
+
+#define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
+
+#define SESSION_COLUMNS                                                                              \
+        "id, parent_id, depth, state, state_reason, unit, container_name, container_id, task_type, " \
+        "workspace_path, workspace_ephemeral, owner_uid, created_usec, updated_usec, config_json"
+
+enum {
+        STMT_SAVE_SESSION,
+        STMT_UPDATE_STATE,
+        STMT_INSERT_STATE,
+        STMT_LOAD_SESSIONS,
+        STMT_LOAD_STATES,
+        STMT_DELETE_SESSION,
+        _STMT_MAX,
+};
+
+static const char *const statements[_STMT_MAX] = {
+        /* An upsert, not INSERT OR REPLACE: a replace deletes the row first, and with it (ON DELETE
+         * CASCADE) the session's state history. */
+        [STMT_SAVE_SESSION] =
+                "INSERT INTO sessions (" SESSION_COLUMNS ") "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
+                "ON CONFLICT (id) DO UPDATE SET "
+                "parent_id = excluded.parent_id, depth = excluded.depth, state = excluded.state, "
+                "state_reason = excluded.state_reason, unit = excluded.unit, "
+                "container_name = excluded.container_name, container_id = excluded.container_id, "
+                "task_type = excluded.task_type, workspace_path = excluded.workspace_path, "
+                "workspace_ephemeral = excluded.workspace_ephemeral, owner_uid = excluded.owner_uid, "
+                "created_usec = excluded.created_usec, updated_usec = excluded.updated_usec, "
+                "config_json = excluded.config_json",
+        [STMT_UPDATE_STATE] =
+                "UPDATE sessions SET state = ?2, state_reason = ?3, updated_usec = ?4 WHERE id = ?1",
+        [STMT_INSERT_STATE] = "INSERT INTO session_states (id, state, reason, usec) VALUES (?1, ?2, ?3, ?4)",
+        [STMT_LOAD_SESSIONS] = "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY created_usec, rowid",
+        [STMT_LOAD_STATES] = "SELECT state, reason, usec FROM session_states WHERE id = ?1 ORDER BY seq",
+        [STMT_DELETE_SESSION] = "DELETE FROM sessions WHERE id = ?1",
+};
+
+struct Store {
+        sqlite3 *db;
+        char *path;
+        sqlite3_stmt *stmt[_STMT_MAX];
+};
+
+/* Maps a (possibly extended) result code to a negative errno. */
+static int sqlite_to_errno(sqlite3 *db, int rc) {
+        int sys;
+
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_INTERRUPT:
+                return -EINTR;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_TOOBIG:
+                return -E2BIG;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_PROTOCOL:
+                return -EPROTO;
+        case SQLITE_MISMATCH:
+        case SQLITE_RANGE:
+        case SQLITE_MISUSE:
+                return -EINVAL;
+        case SQLITE_CONSTRAINT:
+                switch (rc) {
+                case SQLITE_CONSTRAINT_FOREIGNKEY:
+                        return -ENOENT;
+                case SQLITE_CONSTRAINT_PRIMARYKEY:
+                case SQLITE_CONSTRAINT_UNIQUE:
+                        return -EEXIST;
+                default:
+                        return -EINVAL;
+                }
+        case SQLITE_CANTOPEN:
+        case SQLITE_IOERR:
+                sys = db ? sqlite3_system_errno(db) : 0;
+                if (sys > 0)
+                        return -sys;
+                return (rc & 0xff) == SQLITE_CANTOPEN ? -ENOENT : -EIO;
+        default:
+                return -EIO;
+        }
+}
+
+static int log_sqlite(Store *s, int rc, const char *what) {
+        return log_error_errno(
+                sqlite_to_errno(s->db, rc),
+                "Failed to %s in %s: %s (SQLite %d)",
+                what,
+                s->path,
+                s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc),
+                rc);
+}
+
+/* A statement in use is reset and its bindings cleared when the scope is left, ready for the next call. */
+static void stmt_resetp(sqlite3_stmt **st) {
+        if (*st) {
+                (void) sqlite3_reset(*st);
+                (void) sqlite3_clear_bindings(*st);
+        }
+}
+
+#define _cleanup_stmt_ _cleanup_(stmt_resetp)
+
+/* For the few statements that are run once and not kept. */
+static void stmt_finalizep(sqlite3_stmt **st) {
+        (void) sqlite3_finalize(*st);
+}
+
+static int store_exec(Store *s, const char *sql, const char *what) {
+        int rc;
+
+        /* Constant SQL only: every value goes through a prepared statement with bound parameters. */
+        rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, what);
+        return 0;
+}
+
+static void rollback(Store *s) {
+        if (!sqlite3_get_autocommit(s->db))
+                (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *v) {
+        return v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+/* Callers have checked that v fits. */
+static int bind_usec(sqlite3_stmt *st, int i, uint64_t v) {
+        return sqlite3_bind_int64(st, i, (sqlite3_int64) v);
+}
+
+static int pragma_int(Store *s, const char *sql, int *ret) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                return log_sqlite(s, rc, sql);
+
+        *ret = sqlite3_column_int(st, 0);
+        return 0;
+}
+
+static int store_migrate(Store *s) {
+        char bump[64];
+        int version = 0, r;
+
+        /* Read and raised under one write lock, so that two openers cannot both migrate. DDL is
+         * transactional in SQLite: a failed step leaves the previous schema. */
+        r = store_exec(s, "BEGIN IMMEDIATE", "begin a schema migration");
+        if (r < 0)
+                return r;
+
+        r = pragma_int(s, "PRAGMA user_version", &version);
+        if (r < 0) {
+                rollback(s);
+                return r;
+        }
+        if (version > STORE_SCHEMA_VERSION) {
+                rollback(s);
+                return log_error_errno(
+                        EPROTO,
+                        "%s has schema version %d, newer than the %d this ccdockerd knows; refusing to use it.",
+                        s->path,
+                        version,
+                        STORE_SCHEMA_VERSION);
+        }
+        if (version == STORE_SCHEMA_VERSION)
+                return store_exec(s, "COMMIT", "end a schema check");
+
+        for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+                r = store_exec(s, migrations[v], "migrate the schema");
+                if (r < 0) {
+                        rollback(s);
+                        return r;
+                }
+        }
+
+        /* PRAGMA takes no parameters; the number is ours. */
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+        r = store_exec(s, bump, "set the schema version");
+        if (r >= 0)
+                r = store_exec(s, "COMMIT", "commit a schema migration");
+        if (r < 0) {
+                rollback(s);
+                return r;
+        }
+
+        log_debug("Migrated %s from schema version %d to %d.", s->path, version, STORE_SCHEMA_VERSION);
+        return 0;
+}
+
+Store *store_close(Store *s) {
+        if (!s)
+                return NULL;
+
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                (void) sqlite3_finalize(s->stmt[i]);
+        if (s->db)
+                (void) sqlite3_close(s->db);
+        free(s->path);
+        free(s);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
+
+int store_open(const char *path, Store **ret) {
+        _cleanup_(store_closep) Store *s = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        const char *mode;
+        int rc, r;
+
+        if (!path || !ret)
+                return -EINVAL;
+
+        s = calloc(1, sizeof(Store));
+        if (!s)
+                return -ENOMEM;
+        s->path = strdup(path);
+        if (!s->path)
+                return -ENOMEM;
+
+        /* Created here rather than by SQLite, so that it is 0600 whatever the umask: the records hold
+         * the sessions' configurations, environment included. SQLite gives -wal and -shm the same mode. */
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open %s: %m", path);
+        fd = safe_close(fd);
+
+        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE, NULL);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "open the database");
+        (void) sqlite3_extended_result_codes(s->db, 1);
+
+        rc = sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MSEC);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "set the busy timeout");
+
+        /* journal_mode answers with the mode in force: anything but "wal" (a filesystem without shared
+         * memory, say) is an error rather than a silent fallback to a rollback journal. */
+        {
+                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+
+                rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        return log_sqlite(s, rc, "switch to WAL");
+
+                mode = (const char *) sqlite3_column_text(st, 0);
+                if (!mode || strcasecmp(mode, "wal") != 0)
+                        return log_error_errno(
+                                EOPNOTSUPP,
+                                "%s cannot use WAL, journal mode is '%s'.",
+                                path,
+                                strempty(mode));
+        }
+
+        r = store_exec(s, "PRAGMA synchronous = NORMAL", "set synchronous=NORMAL");
+        if (r < 0)
+                return r;
+        r = store_exec(s, "PRAGMA foreign_keys = ON", "enable foreign keys");
+        if (r < 0)
+                return r;
+
+        r = store_migrate(s);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < _STMT_MAX; i++) {
+                rc = sqlite3_prepare_v3(
+                        s->db, statements[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+                if (rc != SQLITE_OK)
+                        return log_sqlite(s, rc, "prepare a statement");
+        }
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int store_save_session(Store *s, const SessionRecord *rec) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !rec || !rec->id || !rec->state || rec->created_usec > INT64_MAX ||
+            rec->updated_usec > INT64_MAX)
+                return -EINVAL;
+
+        st = s->stmt[STMT_SAVE_SESSION];
+        rc = bind_text(st, 1, rec->id);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 2, rec->parent_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, rec->depth);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 4, rec->state);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 5, rec->state_reason);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 6, rec->unit);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 7, rec->container_name);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 8, rec->container_id);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 9, rec->task_type);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 10, rec->workspace_path);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(st, 11, rec->workspace_ephemeral);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 12, rec->owner_uid);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 13, rec->created_usec);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 14, rec->updated_usec);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 15, rec->config_json);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "save a session");
+
+        return 0;
+}
+
+int store_record_state(Store *s, const char *id, const char *state, const char *reason, uint64_t usec) {
+        int rc, r;
+
+        if (!s || !id || !state || usec > INT64_MAX)
+                return -EINVAL;
+
+        /* The history and the session's current state change together or not at all. */
+        r = store_exec(s, "BEGIN IMMEDIATE", "begin a state change");
+        if (r < 0)
+                return r;
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_UPDATE_STATE];
+
+                rc = bind_text(st, 1, id);
+                if (rc == SQLITE_OK)
+                        rc = bind_text(st, 2, state);
+                if (rc == SQLITE_OK)
+                        rc = bind_text(st, 3, reason);
+                if (rc == SQLITE_OK)
+                        rc = bind_usec(st, 4, usec);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE) {
+                        r = log_sqlite(s, rc, "update a session's state");
+                        rollback(s);
+                        return r;
+                }
+                if (sqlite3_changes(s->db) == 0) {
+                        rollback(s);
+                        return -ENOENT;
+                }
+        }
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_INSERT_STATE];
+
+                rc = bind_text(st, 1, id);
+                if (rc == SQLITE_OK)
+                        rc = bind_text(st, 2, state);
+                if (rc == SQLITE_OK)
+                        rc = bind_text(st, 3, reason);
+                if (rc == SQLITE_OK)
+                        rc = bind_usec(st, 4, usec);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE) {
+                        r = log_sqlite(s, rc, "append to a session's state history");
+                        rollback(s);
+                        return r;
+                }
+        }
+
+        r = store_exec(s, "COMMIT", "commit a state change");
+        if (r < 0) {
+                rollback(s);
+                return r;
+        }
+        return 0;
+}
+
+void session_record_done(SessionRecord *r) {
+        if (!r)
+                return;
+
+        r->id = mfree(r->id);
+        r->parent_id = mfree(r->parent_id);
+        r->state = mfree(r->state);
+        r->state_reason = mfree(r->state_reason);
+        r->unit = mfree(r->unit);
+        r->container_name = mfree(r->container_name);
+        r->container_id = mfree(r->container_id);
+        r->task_type = mfree(r->task_type);
+        r->workspace_path = mfree(r->workspace_path);
+        r->config_json = mfree(r->config_json);
+}
+
+/* A copy of a text column: NULL for SQL NULL. */
+static int column_text(sqlite3_stmt *st, int i, char **ret) {
+        const unsigned char *t;
+
+        if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+                *ret = NULL;
+                return 0;
+        }
+        t = sqlite3_column_text(st, i);
+        if (!t)
+                return -ENOMEM;
+        *ret = strdup((const char *) t);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static uint64_t column_u64(sqlite3_stmt *st, int i) {
+        sqlite3_int64 v = sqlite3_column_int64(st, i);
+        return v < 0 ? 0 : (uint64_t) v;
+}
+
+static int read_session_row(sqlite3_stmt *st, SessionRecord *rec) {
+        int r;
+
+        *rec = (SessionRecord){
+                .depth = (unsigned) sqlite3_column_int64(st, 2),
+                .workspace_ephemeral = sqlite3_column_int(st, 10) != 0,
+                .owner_uid = (uid_t) sqlite3_column_int64(st, 11),
+                .created_usec = column_u64(st, 12),
+                .updated_usec = column_u64(st, 13),
+        };
+
+        r = column_text(st, 0, &rec->id);
+        if (r >= 0)
+                r = column_text(st, 1, &rec->parent_id);
+        if (r >= 0)
+                r = column_text(st, 3, &rec->state);
+        if (r >= 0)
+                r = column_text(st, 4, &rec->state_reason);
+        if (r >= 0)
+                r = column_text(st, 5, &rec->unit);
+        if (r >= 0)
+                r = column_text(st, 6, &rec->container_name);
+        if (r >= 0)
+                r = column_text(st, 7, &rec->container_id);
+        if (r >= 0)
+                r = column_text(st, 8, &rec->task_type);
+        if (r >= 0)
+                r = column_text(st, 9, &rec->workspace_path);
+        if (r >= 0)
+                r = column_text(st, 14, &rec->config_json);
+        if (r < 0)
+                session_record_done(rec);
+        return r;
+}
+
+typedef struct RecordList {
+        SessionRecord *items;
+        size_t n;
+} RecordList;
+
+static void record_list_done(RecordList *l) {
+        for (size_t i = 0; i < l->n; i++)
+                session_record_done(&l->items[i]);
+        l->items = mfree(l->items);
+        l->n = 0;
+}
+
+int store_load_sessions(Store *s, int (*cb)(const SessionRecord *r, void *userdata), void *userdata) {
+        _cleanup_(record_list_done) RecordList l = {};
+        int rc, r;
+
+        if (!s || !cb)
+                return -EINVAL;
+
+        /* Read everything first and reset the statement, so that cb may use the store (record a state,
+         * delete a session) while the rows are handed out. */
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_LOAD_SESSIONS];
+
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        SessionRecord *items;
+
+                        items = reallocarray(l.items, l.n + 1, sizeof(SessionRecord));
+                        if (!items)
+                                return log_oom();
+                        l.items = items;
+                        r = read_session_row(st, &l.items[l.n]);
+                        if (r < 0)
+                                return log_oom();
+                        l.n++;
+                }
+                if (rc != SQLITE_DONE)
+                        return log_sqlite(s, rc, "load the sessions");
+        }
+
+        for (size_t i = 0; i < l.n; i++) {
+                r = cb(&l.items[i], userdata);
+                if (r < 0)
+                        return r;
+        }
+
+        return (int) l.n;
+}
+
+typedef struct StateRow {
+        char *state, *reason;
+        uint64_t usec;
+} StateRow;
+
+typedef struct StateList {
+        StateRow *items;
+        size_t n;
+} StateList;
+
+static void state_list_done(StateList *l) {
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->items[i].state);
+                free(l->items[i].reason);
+        }
+        l->items = mfree(l->items);
+        l->n = 0;
+}
+
+int store_load_states(
+        Store *s,
+        const char *id,
+        int (*cb)(const char *state, const char *reason, uint64_t usec, void *userdata),
+        void *userdata) {
+        _cleanup_(state_list_done) StateList l = {};
+        int rc, r;
+
+        if (!s || !id || !cb)
+                return -EINVAL;
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_LOAD_STATES];
+
+                rc = bind_text(st, 1, id);
+                if (rc != SQLITE_OK)
+                        return log_sqlite(s, rc, "load a session's states");
+
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        StateRow *items;
+
+                        items = reallocarray(l.items, l.n + 1, sizeof(StateRow));
+                        if (!items)
+                                return log_oom();
+                        l.items = items;
+                        l.items[l.n] = (StateRow){ .usec = column_u64(st, 2) };
+                        r = column_text(st, 0, &l.items[l.n].state);
+                        if (r >= 0)
+                                r = column_text(st, 1, &l.items[l.n].reason);
+                        l.n++; /* counted even when half-filled, so that it is freed */
+                        if (r < 0)
+                                return log_oom();
+                }
+                if (rc != SQLITE_DONE)
+                        return log_sqlite(s, rc, "load a session's states");
+        }
+
+        for (size_t i = 0; i < l.n; i++) {
+                r = cb(l.items[i].state, l.items[i].reason, l.items[i].usec, userdata);
+                if (r < 0)
+                        return r;
+        }
+
+        return (int) l.n;
+}
+
+int store_delete_session(Store *s, const char *id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !id)
+                return -EINVAL;
+
+        /* The state history goes with it (ON DELETE CASCADE). */
+        st = s->stmt[STMT_DELETE_SESSION];
+        rc = bind_text(st, 1, id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "delete a session");
+
+        return sqlite3_changes(s->db);
+}

@@ -1,0 +1,1025 @@
+/* Validation at the edge (STYLE.md 7): CreateSession's a{sv} is read here, key by key, each value's
+ * variant type checked before it is read, and every value checked against the daemon's ceilings and
+ * policy (workspace roots, host network) before anything is created. A refusal is a D-Bus error that
+ * names the field, what it must be and what it got. Also the SessionConfig's JSON form for the store
+ * and the session ids. */
+#define _GNU_SOURCE
+#include "validate.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+/* podman refuses memory limits below 6M ("minimum memory limit allowed is 6MB"); say so at the edge. */
+#define SESSION_MEMORY_MIN (UINT64_C(6) << 20)
+#define SESSION_ENV_MAX 64
+#define SESSION_ENV_ENTRY_MAX 4096 /* bytes of "NAME=value" */
+#define SESSION_TASK_TYPE_MAX 64
+#define SESSION_IMAGE_MAX 512
+/* The longest value echoed back in an error message; longer ones are cut and end in "...". */
+#define ECHO_MAX 64
+
+static char **strv_free(char **l) {
+        if (!l)
+                return NULL;
+        for (char **i = l; *i; i++)
+                free(*i);
+        free(l);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
+
+SessionConfig *session_config_free(SessionConfig *c) {
+        if (!c)
+                return NULL;
+
+        free(c->workspace_path);
+        free(c->image);
+        free(c->task_type);
+        strv_free(c->environment);
+        free(c->network);
+        free(c);
+        return NULL;
+}
+
+/* Caller-supplied text as it is put into an error message: control characters replaced by '?', and cut
+ * at ECHO_MAX bytes, so that a refusal can be logged and printed safely whatever was sent. */
+static const char *echo(const char *s, char buf[static ECHO_MAX + 4]) {
+        size_t i;
+
+        for (i = 0; s[i] && i < ECHO_MAX; i++)
+                buf[i] = (unsigned char) s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+        if (s[i]) {
+                memcpy(buf + i, "...", 3);
+                i += 3;
+        }
+        buf[i] = '\0';
+        return buf;
+}
+
+static int refuse(sd_bus_error *error, const char *name, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static int refuse(sd_bus_error *error, const char *name, const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        (void) sd_bus_error_setfv(error, name, format, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
+static int refuse_read(sd_bus_error *error, const char *field, int r) {
+        if (r == -ENOMEM)
+                return r;
+        if (field)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field '%s' could not be read: %s",
+                        field,
+                        strerror(-r));
+        return refuse(
+                error,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: the configuration must be of type a{sv}: %s",
+                strerror(-r));
+}
+
+/* ---- the fields ---- */
+
+enum {
+        FIELD_WORKSPACE,
+        FIELD_IMAGE,
+        FIELD_MEMORY,
+        FIELD_CPUS,
+        FIELD_TASKS,
+        FIELD_TIMEOUT,
+        FIELD_TASK_TYPE,
+        FIELD_ENVIRONMENT,
+        FIELD_NETWORK,
+        _FIELD_MAX,
+};
+
+static const struct {
+        const char *name;
+        const char *types[2]; /* the variant signatures accepted, NULL-padded */
+} fields[_FIELD_MAX] = {
+        [FIELD_WORKSPACE] = { "workspace", { "s" } }, [FIELD_IMAGE] = { "image", { "s" } },
+        [FIELD_MEMORY] = { "memory", { "s", "t" } },  [FIELD_CPUS] = { "cpus", { "s", "d" } },
+        [FIELD_TASKS] = { "tasks", { "u", "t" } },    [FIELD_TIMEOUT] = { "timeout_seconds", { "u", "t" } },
+        [FIELD_TASK_TYPE] = { "task_type", { "s" } }, [FIELD_ENVIRONMENT] = { "environment", { "a{ss}" } },
+        [FIELD_NETWORK] = { "network", { "s" } },
+};
+
+static bool path_has_dotdot(const char *p) {
+        for (const char *c = p; *c;) {
+                size_t len;
+
+                c += strspn(c, "/");
+                len = strcspn(c, "/");
+                if (len == 2 && c[0] == '.' && c[1] == '.')
+                        return true;
+                c += len;
+        }
+        return false;
+}
+
+/* Drops "." components, repeated and trailing slashes; p is absolute and has no "..". */
+static char *path_normalize(const char *p) {
+        char *s, *o;
+
+        s = o = malloc(strlen(p) + 2);
+        if (!s)
+                return NULL;
+
+        for (const char *c = p; *c;) {
+                size_t len;
+
+                c += strspn(c, "/");
+                len = strcspn(c, "/");
+                if (len == 0 || (len == 1 && c[0] == '.')) {
+                        c += len;
+                        continue;
+                }
+                *o++ = '/';
+                memcpy(o, c, len);
+                o += len;
+                c += len;
+        }
+        if (o == s)
+                *o++ = '/';
+        *o = '\0';
+        return s;
+}
+
+static bool path_is_below(const char *path, const char *root) {
+        const char *rest;
+
+        if (streq(root, "/"))
+                return true;
+        rest = startswith(path, root);
+        return rest && (rest[0] == '\0' || rest[0] == '/');
+}
+
+/* Is path below one of the roots, either as configured or as it resolves (a root may itself be a
+ * symlink, like /home on some distributions)? With resolved_only, only the roots' real paths count. */
+static int path_is_below_a_root(const char *path, char **roots, bool resolved_only) {
+        for (char **i = roots; i && *i; i++) {
+                _cleanup_free_ char *real = NULL, *norm = NULL;
+
+                norm = path_normalize(*i);
+                if (!norm)
+                        return -ENOMEM;
+                if (!resolved_only && path_is_below(path, norm))
+                        return true;
+
+                real = realpath(*i, NULL);
+                if (!real) {
+                        if (errno == ENOMEM)
+                                return -ENOMEM;
+                        continue; /* a root that does not exist holds nothing */
+                }
+                if (path_is_below(path, real))
+                        return true;
+        }
+        return false;
+}
+
+static int check_host_workspace(const char *value, const DaemonConfig *dc, char **ret, sd_bus_error *error) {
+        _cleanup_free_ char *norm = NULL, *real = NULL;
+        char e[ECHO_MAX + 4];
+        struct stat st;
+        int r;
+
+        if (value[0] != '/' || strlen(value) >= PATH_MAX)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must be \"ephemeral\" or an absolute path, got '%s'",
+                        echo(value, e));
+        if (path_has_dotdot(value))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must be a path without \"..\", got '%s'",
+                        echo(value, e));
+        if (!dc->workspace_roots || !dc->workspace_roots[0])
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must be \"ephemeral\": no host workspace roots are configured (WorkspaceRoots=), got '%s'",
+                        echo(value, e));
+
+        /* Lexically first, so that a caller cannot learn through the errors below what exists outside
+         * the roots (the system daemon resolves paths as root). */
+        norm = path_normalize(value);
+        if (!norm)
+                return -ENOMEM;
+        r = path_is_below_a_root(norm, dc->workspace_roots, false);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must lie below a configured workspace root, got '%s'",
+                        echo(value, e));
+
+        real = realpath(norm, NULL);
+        if (!real) {
+                if (errno == ENOMEM)
+                        return -ENOMEM;
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must be an existing directory, got '%s' (%s)",
+                        echo(value, e),
+                        strerror(errno));
+        }
+
+        /* Then as it resolves: a symlink inside a root must not lead out of it. */
+        r = path_is_below_a_root(real, dc->workspace_roots, true);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must lie below a configured workspace root once symlinks are resolved, got '%s'",
+                        echo(value, e));
+
+        if (stat(real, &st) < 0)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must be an existing directory, got '%s' (%s)",
+                        echo(value, e),
+                        strerror(errno));
+        if (!S_ISDIR(st.st_mode))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace' must be a directory, got '%s'",
+                        echo(value, e));
+
+        *ret = TAKE_PTR(real);
+        return 0;
+}
+
+static int read_workspace(sd_bus_message *m, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        const char *s;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "workspace", r);
+
+        if (streq(s, "ephemeral")) {
+                c->workspace_type = WORKSPACE_EPHEMERAL;
+                c->workspace_path = mfree(c->workspace_path);
+                return 0;
+        }
+
+        r = check_host_workspace(s, dc, &c->workspace_path, error);
+        if (r < 0)
+                return r;
+        c->workspace_type = WORKSPACE_HOST;
+        return 0;
+}
+
+static int read_image(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        char e[ECHO_MAX + 4];
+        const char *s;
+        char *copy;
+        bool bad;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "image", r);
+
+        bad = isempty(s) || s[0] == '-' || strlen(s) > SESSION_IMAGE_MAX;
+        for (const char *p = s; !bad && *p; p++)
+                bad = (unsigned char) *p <= ' ' || *p == 0x7f;
+        if (bad)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'image' must be an image reference without spaces like localhost/ccdocker-session:latest, got '%s'",
+                        echo(s, e));
+
+        copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        free(c->image);
+        c->image = copy;
+        return 0;
+}
+
+static int read_memory(
+        sd_bus_message *m, const char *type, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        char got[CONFIG_FORMAT_MAX + ECHO_MAX + 4], b[CONFIG_FORMAT_MAX];
+        uint64_t v;
+        int r;
+
+        if (streq(type, "t")) {
+                r = sd_bus_message_read_basic(m, 't', &v);
+                if (r < 0)
+                        return refuse_read(error, "memory", r);
+                snprintf(got, sizeof got, "%" PRIu64, v);
+        } else {
+                const char *s;
+
+                r = sd_bus_message_read_basic(m, 's', &s);
+                if (r < 0)
+                        return refuse_read(error, "memory", r);
+                echo(s, got);
+                r = parse_size(s, &v);
+                if (r == -ERANGE)
+                        v = UINT64_MAX; /* well-formed, and certainly over the ceiling */
+                else if (r < 0)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'memory' must be a size like 2G or 512M, got '%s'",
+                                got);
+        }
+
+        if (v < SESSION_MEMORY_MIN)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'memory' must be at least %s, got '%s'",
+                        config_format_size(SESSION_MEMORY_MIN, b),
+                        got);
+        if (v > dc->max_memory)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'memory' must be at most %s, got '%s'",
+                        config_format_size(dc->max_memory, b),
+                        got);
+
+        c->memory = v;
+        return 0;
+}
+
+static int read_cpus(
+        sd_bus_message *m, const char *type, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        char got[CONFIG_FORMAT_MAX + ECHO_MAX + 4], b[CONFIG_FORMAT_MAX];
+        uint64_t v;
+        int r;
+
+        if (streq(type, "d")) {
+                double d;
+
+                r = sd_bus_message_read_basic(m, 'd', &d);
+                if (r < 0)
+                        return refuse_read(error, "cpus", r);
+                snprintf(got, sizeof got, "%g", d);
+                if (!isfinite(d) || d < 0)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'cpus' must be a number of CPUs like 2 or 1.5, got '%s'",
+                                got);
+                /* Anything this large is over every ceiling; avoid the undefined conversion. Rounded
+                 * by hand: libm is not linked for one call. */
+                v = d * 1000 >= 0x1p63 ? UINT64_MAX : (uint64_t) (d * 1000 + 0.5);
+        } else {
+                const char *s;
+
+                r = sd_bus_message_read_basic(m, 's', &s);
+                if (r < 0)
+                        return refuse_read(error, "cpus", r);
+                echo(s, got);
+                r = config_parse_cpus(s, &v);
+                if (r == -ERANGE)
+                        v = UINT64_MAX;
+                else if (r < 0)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'cpus' must be a number of CPUs like 2 or 1.5, got '%s'",
+                                got);
+        }
+
+        if (v == 0)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'cpus' must be at least 0.001, got '%s'",
+                        got);
+        if (v > dc->max_cpu_millis)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'cpus' must be at most %s, got '%s'",
+                        config_format_cpus(dc->max_cpu_millis, b),
+                        got);
+
+        c->cpu_millis = v;
+        return 0;
+}
+
+/* u or t, as a uint64_t. */
+static int read_unsigned(
+        sd_bus_message *m, const char *type, const char *field, uint64_t *ret, sd_bus_error *error) {
+        int r;
+
+        if (streq(type, "u")) {
+                uint32_t u;
+
+                r = sd_bus_message_read_basic(m, 'u', &u);
+                if (r < 0)
+                        return refuse_read(error, field, r);
+                *ret = u;
+                return 0;
+        }
+
+        r = sd_bus_message_read_basic(m, 't', ret);
+        if (r < 0)
+                return refuse_read(error, field, r);
+        return 0;
+}
+
+static int read_tasks(
+        sd_bus_message *m, const char *type, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        uint64_t v;
+        int r;
+
+        r = read_unsigned(m, type, "tasks", &v, error);
+        if (r < 0)
+                return r;
+
+        if (v == 0)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'tasks' must be at least 1, got '0'");
+        if (v > dc->max_tasks)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'tasks' must be at most %" PRIu64 ", got '%" PRIu64 "'",
+                        dc->max_tasks,
+                        v);
+
+        c->tasks = v;
+        return 0;
+}
+
+static int read_timeout(
+        sd_bus_message *m, const char *type, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        uint64_t v;
+        int r;
+
+        r = read_unsigned(m, type, "timeout_seconds", &v, error);
+        if (r < 0)
+                return r;
+
+        /* 0 asks for no limit, which only a daemon without a ceiling grants. */
+        if (dc->max_timeout_sec > 0 && (v == 0 || v > dc->max_timeout_sec))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'timeout_seconds' must be at most %" PRIu64 "%s, got '%" PRIu64
+                        "'",
+                        dc->max_timeout_sec,
+                        v == 0 ? " (0, no limit, is not allowed)" : "",
+                        v);
+        if (v > UINT64_MAX / 1000000 - 1)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'timeout_seconds' must be at most %" PRIu64 ", got '%" PRIu64
+                        "'",
+                        UINT64_MAX / 1000000 - 1,
+                        v);
+
+        c->timeout_sec = v;
+        return 0;
+}
+
+static int read_task_type(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        char e[ECHO_MAX + 4];
+        const char *s;
+        char *copy = NULL;
+        bool bad;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "task_type", r);
+
+        bad = strlen(s) > SESSION_TASK_TYPE_MAX;
+        for (const char *p = s; !bad && *p; p++)
+                bad = *p < 0x20 || *p > 0x7e;
+        if (bad)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'task_type' must be at most %d printable ASCII characters, got '%s'",
+                        SESSION_TASK_TYPE_MAX,
+                        echo(s, e));
+
+        if (!isempty(s)) {
+                copy = strdup(s);
+                if (!copy)
+                        return -ENOMEM;
+        }
+        free(c->task_type);
+        c->task_type = copy;
+        return 0;
+}
+
+static bool env_name_is_valid(const char *s) {
+        if (!s || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+                return false;
+        for (const char *p = s + 1; *p; p++)
+                if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                      *p == '_'))
+                        return false;
+        return true;
+}
+
+static int read_environment(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        _cleanup_(strv_freep) char **env = NULL;
+        char e[ECHO_MAX + 4];
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{ss}");
+        if (r < 0)
+                return refuse_read(error, "environment", r);
+
+        for (;;) {
+                const char *name, *value;
+                size_t len;
+                char *entry, **ne;
+
+                r = sd_bus_message_read(m, "{ss}", &name, &value);
+                if (r < 0)
+                        return refuse_read(error, "environment", r);
+                if (r == 0)
+                        break;
+
+                if (n >= SESSION_ENV_MAX) {
+                        size_t total = n + 1;
+
+                        while ((r = sd_bus_message_skip(m, "{ss}")) > 0)
+                                total++;
+                        if (r < 0)
+                                return refuse_read(error, "environment", r);
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_LIMIT,
+                                "CreateSession: field 'environment' must have at most %d entries, got '%zu'",
+                                SESSION_ENV_MAX,
+                                total);
+                }
+
+                if (!env_name_is_valid(name))
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'environment' names must match [A-Za-z_][A-Za-z0-9_]*, got '%s'",
+                                echo(name, e));
+
+                len = strlen(name);
+                for (size_t i = 0; i < n; i++)
+                        if (strncmp(env[i], name, len) == 0 && env[i][len] == '=')
+                                return refuse(
+                                        error,
+                                        CCDOCKER_ERROR_INVALID_CONFIG,
+                                        "CreateSession: field 'environment' names must be unique, got '%s' twice",
+                                        echo(name, e));
+
+                /* D-Bus strings cannot hold NUL; the length is what counts here. */
+                if (len + 1 + strlen(value) > SESSION_ENV_ENTRY_MAX)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_LIMIT,
+                                "CreateSession: field 'environment' entries must be at most %d bytes as NAME=value, got '%zu' for '%s'",
+                                SESSION_ENV_ENTRY_MAX,
+                                len + 1 + strlen(value),
+                                echo(name, e));
+
+                if (asprintf(&entry, "%s=%s", name, value) < 0)
+                        return -ENOMEM;
+                ne = reallocarray(env, n + 2, sizeof(char *));
+                if (!ne) {
+                        free(entry);
+                        return -ENOMEM;
+                }
+                env = ne;
+                env[n++] = entry;
+                env[n] = NULL;
+        }
+
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return refuse_read(error, "environment", r);
+
+        strv_free(c->environment);
+        c->environment = TAKE_PTR(env);
+        return 0;
+}
+
+static int read_network(sd_bus_message *m, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        char e[ECHO_MAX + 4];
+        const char *s;
+        char *copy;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "network", r);
+
+        if (!streq(s, "none") && !streq(s, "host"))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'network' must be \"none\" or \"host\", got '%s'",
+                        echo(s, e));
+        if (streq(s, "host") && !dc->allow_host_network)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'network' may be \"host\" only where the daemon is configured with AllowHostNetwork=yes, got 'host'");
+
+        copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        free(c->network);
+        c->network = copy;
+        return 0;
+}
+
+static int read_field(
+        sd_bus_message *m,
+        unsigned field,
+        const char *type,
+        const DaemonConfig *dc,
+        SessionConfig *c,
+        sd_bus_error *error) {
+        switch (field) {
+        case FIELD_WORKSPACE:
+                return read_workspace(m, dc, c, error);
+        case FIELD_IMAGE:
+                return read_image(m, c, error);
+        case FIELD_MEMORY:
+                return read_memory(m, type, dc, c, error);
+        case FIELD_CPUS:
+                return read_cpus(m, type, dc, c, error);
+        case FIELD_TASKS:
+                return read_tasks(m, type, dc, c, error);
+        case FIELD_TIMEOUT:
+                return read_timeout(m, type, dc, c, error);
+        case FIELD_TASK_TYPE:
+                return read_task_type(m, c, error);
+        case FIELD_ENVIRONMENT:
+                return read_environment(m, c, error);
+        case FIELD_NETWORK:
+                return read_network(m, dc, c, error);
+        default:
+                return -EINVAL;
+        }
+}
+
+static SessionConfig *session_config_new_default(const DaemonConfig *dc) {
+        _cleanup_(session_config_freep) SessionConfig *c = NULL;
+
+        c = calloc(1, sizeof(SessionConfig));
+        if (!c)
+                return NULL;
+
+        *c = (SessionConfig){
+                .workspace_type = WORKSPACE_EPHEMERAL,
+                .memory = dc->default_memory,
+                .cpu_millis = dc->default_cpu_millis,
+                .tasks = dc->default_tasks,
+                .timeout_sec = dc->default_timeout_sec,
+        };
+        c->image = strdup(dc->default_image);
+        c->network = strdup("none");
+        if (!c->image || !c->network)
+                return NULL;
+
+        return TAKE_PTR(c);
+}
+
+int session_config_from_bus(
+        sd_bus_message *m, const DaemonConfig *dc, SessionConfig **ret, sd_bus_error *error) {
+        _cleanup_(session_config_freep) SessionConfig *c = NULL;
+        bool seen[_FIELD_MAX] = {};
+        int r;
+
+        if (!m || !dc || !ret || !dc->default_image)
+                return -EINVAL;
+
+        c = session_config_new_default(dc);
+        if (!c)
+                return -ENOMEM;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return refuse_read(error, NULL, r);
+
+        for (;;) {
+                char e[ECHO_MAX + 4], t[ECHO_MAX + 4];
+                const char *key, *contents;
+                unsigned field;
+                char type;
+                bool ok;
+
+                r = sd_bus_message_enter_container(m, 'e', "sv");
+                if (r < 0)
+                        return refuse_read(error, NULL, r);
+                if (r == 0)
+                        break;
+
+                r = sd_bus_message_read_basic(m, 's', &key);
+                if (r < 0)
+                        return refuse_read(error, NULL, r);
+
+                for (field = 0; field < _FIELD_MAX; field++)
+                        if (streq(fields[field].name, key))
+                                break;
+                if (field >= _FIELD_MAX)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: unknown field '%s'",
+                                echo(key, e));
+                if (seen[field])
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field '%s' must be given at most once",
+                                fields[field].name);
+                seen[field] = true;
+
+                r = sd_bus_message_peek_type(m, &type, &contents);
+                if (r < 0)
+                        return refuse_read(error, fields[field].name, r);
+                if (r == 0 || type != SD_BUS_TYPE_VARIANT || !contents)
+                        return refuse_read(error, fields[field].name, -EBADMSG);
+
+                ok = false;
+                for (size_t i = 0; i < ELEMENTSOF(fields[field].types) && fields[field].types[i]; i++)
+                        ok = ok || streq(contents, fields[field].types[i]);
+                if (!ok)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field '%s' must be of type %s%s%s, got '%s'",
+                                fields[field].name,
+                                fields[field].types[0],
+                                fields[field].types[1] ? " or " : "",
+                                strempty(fields[field].types[1]),
+                                echo(contents, t));
+
+                r = sd_bus_message_enter_container(m, SD_BUS_TYPE_VARIANT, contents);
+                if (r < 0)
+                        return refuse_read(error, fields[field].name, r);
+
+                r = read_field(m, field, contents, dc, c, error);
+                if (r < 0)
+                        return r;
+
+                r = sd_bus_message_exit_container(m); /* the variant */
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m); /* the dict entry */
+                if (r < 0)
+                        return refuse_read(error, fields[field].name, r);
+        }
+
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return refuse_read(error, NULL, r);
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+/* ---- JSON ---- */
+
+static int json_set_u64(json_t *o, const char *key, uint64_t v) {
+        if (v > INT64_MAX)
+                return -ERANGE;
+        return json_object_set_new(o, key, json_integer((json_int_t) v)) < 0 ? -ENOMEM : 0;
+}
+
+static int json_set_string(json_t *o, const char *key, const char *s) {
+        return json_object_set_new(o, key, json_string(s)) < 0 ? -ENOMEM : 0;
+}
+
+char *session_config_to_json(const SessionConfig *c) {
+        _cleanup_(json_decrefp) json_t *o = NULL, *ws = NULL;
+        char *s;
+        int r;
+
+        if (!c || !c->image || !c->network || (c->workspace_type == WORKSPACE_HOST && !c->workspace_path)) {
+                errno = EINVAL;
+                return NULL;
+        }
+
+        o = json_object();
+        ws = json_object();
+        if (!o || !ws) {
+                errno = ENOMEM;
+                return NULL;
+        }
+
+        r = json_set_string(ws, "type", c->workspace_type == WORKSPACE_HOST ? "host" : "ephemeral");
+        if (r >= 0 && c->workspace_type == WORKSPACE_HOST)
+                r = json_set_string(ws, "path", c->workspace_path);
+        if (r >= 0)
+                r = json_object_set(o, "workspace", ws) < 0 ? -ENOMEM : 0;
+        if (r >= 0)
+                r = json_set_string(o, "image", c->image);
+        if (r >= 0)
+                r = json_set_u64(o, "memory", c->memory);
+        if (r >= 0)
+                r = json_set_u64(o, "cpu_millis", c->cpu_millis);
+        if (r >= 0)
+                r = json_set_u64(o, "tasks", c->tasks);
+        if (r >= 0)
+                r = json_set_u64(o, "timeout_sec", c->timeout_sec);
+        if (r >= 0 && c->task_type)
+                r = json_set_string(o, "task_type", c->task_type);
+        if (r >= 0 && c->environment) {
+                json_t *env = json_object();
+
+                r = env ? json_object_set_new(o, "environment", env) : -1;
+                r = r < 0 ? -ENOMEM : 0;
+                for (char **i = c->environment; r >= 0 && *i; i++) {
+                        const char *eq = strchr(*i, '=');
+                        _cleanup_free_ char *name = NULL;
+
+                        if (!eq) {
+                                r = -EINVAL;
+                                break;
+                        }
+                        name = strndup(*i, (size_t) (eq - *i));
+                        r = name ? json_set_string(env, name, eq + 1) : -ENOMEM;
+                }
+        }
+        if (r >= 0)
+                r = json_set_string(o, "network", c->network);
+        if (r < 0) {
+                errno = -r;
+                return NULL;
+        }
+
+        s = json_dumps(o, JSON_COMPACT);
+        if (!s)
+                errno = ENOMEM;
+        return s;
+}
+
+static int json_get_u64(json_t *o, const char *key, uint64_t *ret) {
+        json_t *v = json_object_get(o, key);
+
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return -EBADMSG;
+        *ret = (uint64_t) json_integer_value(v);
+        return 0;
+}
+
+static int json_get_string(json_t *o, const char *key, bool optional, char **ret) {
+        json_t *v = json_object_get(o, key);
+        char *s;
+
+        if (!v && optional) {
+                *ret = NULL;
+                return 0;
+        }
+        if (!json_is_string(v))
+                return -EBADMSG;
+        s = strdup(json_string_value(v));
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int session_config_from_json(const char *json, SessionConfig **ret) {
+        _cleanup_(session_config_freep) SessionConfig *c = NULL;
+        _cleanup_(json_decrefp) json_t *o = NULL;
+        json_t *ws, *env, *type;
+        int r;
+
+        if (!json || !ret)
+                return -EINVAL;
+
+        o = json_loads(json, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(o))
+                return -EBADMSG;
+
+        c = calloc(1, sizeof(SessionConfig));
+        if (!c)
+                return -ENOMEM;
+
+        ws = json_object_get(o, "workspace");
+        type = json_object_get(ws, "type");
+        if (!json_is_string(type))
+                return -EBADMSG;
+        if (streq(json_string_value(type), "ephemeral"))
+                c->workspace_type = WORKSPACE_EPHEMERAL;
+        else if (streq(json_string_value(type), "host")) {
+                c->workspace_type = WORKSPACE_HOST;
+                r = json_get_string(ws, "path", false, &c->workspace_path);
+                if (r < 0)
+                        return r;
+        } else
+                return -EBADMSG;
+
+        r = json_get_string(o, "image", false, &c->image);
+        if (r >= 0)
+                r = json_get_u64(o, "memory", &c->memory);
+        if (r >= 0)
+                r = json_get_u64(o, "cpu_millis", &c->cpu_millis);
+        if (r >= 0)
+                r = json_get_u64(o, "tasks", &c->tasks);
+        if (r >= 0)
+                r = json_get_u64(o, "timeout_sec", &c->timeout_sec);
+        if (r >= 0)
+                r = json_get_string(o, "task_type", true, &c->task_type);
+        if (r >= 0)
+                r = json_get_string(o, "network", false, &c->network);
+        if (r < 0)
+                return r;
+
+        env = json_object_get(o, "environment");
+        if (env) {
+                const char *name;
+                json_t *value;
+                size_t n = 0;
+
+                if (!json_is_object(env))
+                        return -EBADMSG;
+                c->environment = calloc(json_object_size(env) + 1, sizeof(char *));
+                if (!c->environment)
+                        return -ENOMEM;
+                json_object_foreach (env, name, value) {
+                        if (!json_is_string(value))
+                                return -EBADMSG;
+                        if (asprintf(&c->environment[n], "%s=%s", name, json_string_value(value)) < 0) {
+                                c->environment[n] = NULL;
+                                return -ENOMEM;
+                        }
+                        n++;
+                }
+        }
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+/* ---- session ids ---- */
+
+bool session_id_is_valid(const char *id) {
+        if (!id || strlen(id) != 12)
+                return false;
+        for (const char *p = id; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                        return false;
+        return true;
+}
+
+int session_id_new(char ret[static 13]) {
+        static const char hex[] = "0123456789abcdef";
+        uint8_t b[6];
+        ssize_t n;
+
+        do
+                n = getrandom(b, sizeof b, 0);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        if ((size_t) n != sizeof b)
+                return -EIO;
+
+        for (size_t i = 0; i < sizeof b; i++) {
+                ret[2 * i] = hex[b[i] >> 4];
+                ret[2 * i + 1] = hex[b[i] & 15];
+        }
+        ret[12] = '\0';
+        return 0;
+}

@@ -1,0 +1,385 @@
+/* Unit tests for daemon/store.c against real SQLite files in a mkdtemp() directory: records survive a
+ * close and reopen, a save replaces the whole record but keeps its history, state changes are appended
+ * in order, deleting takes the history along, the file is in WAL mode at the current schema version,
+ * and a newer schema is refused. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "store.h"
+#include "unit-test.h"
+#include "util.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
+
+typedef struct Fixture {
+        char dir[64];
+        char path[128];
+} Fixture;
+
+static int setup(void **state) {
+        Fixture *f = calloc(1, sizeof(Fixture));
+
+        assert_non_null(f);
+        strcpy(f->dir, "/tmp/test-store-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->path, sizeof f->path, "%s/ccdockerd.db", f->dir);
+        log_set_target(LOG_TARGET_STDERR);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        static const char *const suffixes[] = { "", "-wal", "-shm", "-journal" };
+        Fixture *f = *state;
+
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                char p[160];
+
+                snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+                (void) unlink(p);
+        }
+        assert_int_equal(rmdir(f->dir), 0);
+        free(f);
+        return 0;
+}
+
+static SessionRecord sample(const char *id, const char *parent, uint64_t created) {
+        return (SessionRecord){
+                .id = (char *) id,
+                .parent_id = (char *) parent,
+                .depth = parent ? 1 : 0,
+                .state = (char *) "starting",
+                .unit = (char *) "ccdocker-session-x.service",
+                .container_name = (char *) "ccdocker-x",
+                .task_type = (char *) "review",
+                .workspace_path = (char *) "/var/lib/ccdocker/workspaces/x",
+                .workspace_ephemeral = true,
+                .owner_uid = 1000,
+                .created_usec = created,
+                .updated_usec = created,
+                .config_json = (char *) "{\"image\":\"i\"}",
+        };
+}
+
+/* Collects copies of what store_load_sessions() hands out. */
+typedef struct Loaded {
+        SessionRecord r[8];
+        size_t n;
+} Loaded;
+
+static char *strdup_or_null(const char *s) {
+        return s ? strdup(s) : NULL;
+}
+
+static int collect(const SessionRecord *r, void *userdata) {
+        Loaded *l = userdata;
+        SessionRecord *c;
+
+        assert_true(l->n < ELEMENTSOF(l->r));
+        c = &l->r[l->n++];
+        *c = *r;
+        c->id = strdup_or_null(r->id);
+        c->parent_id = strdup_or_null(r->parent_id);
+        c->state = strdup_or_null(r->state);
+        c->state_reason = strdup_or_null(r->state_reason);
+        c->unit = strdup_or_null(r->unit);
+        c->container_name = strdup_or_null(r->container_name);
+        c->container_id = strdup_or_null(r->container_id);
+        c->task_type = strdup_or_null(r->task_type);
+        c->workspace_path = strdup_or_null(r->workspace_path);
+        c->config_json = strdup_or_null(r->config_json);
+        return 0;
+}
+
+static void loaded_done(Loaded *l) {
+        for (size_t i = 0; i < l->n; i++)
+                session_record_done(&l->r[i]);
+        l->n = 0;
+}
+
+typedef struct States {
+        char text[512];
+        size_t n;
+} States;
+
+static int collect_state(const char *state, const char *reason, uint64_t usec, void *userdata) {
+        States *s = userdata;
+        size_t len = strlen(s->text);
+
+        snprintf(
+                s->text + len,
+                sizeof s->text - len,
+                "%s%s/%s/%llu",
+                s->n > 0 ? " " : "",
+                state,
+                reason ?: "-",
+                (unsigned long long) usec);
+        s->n++;
+        return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_store_survives_reopen(void **state) {
+        _cleanup_(loaded_done) Loaded l = {};
+        Fixture *f = *state;
+        Store *s = NULL;
+        SessionRecord a = sample("aaaaaaaaaaaa", NULL, 2000),
+                      b = sample("bbbbbbbbbbbb", "aaaaaaaaaaaa", 1000);
+        struct stat st;
+
+        b.container_id = (char *) "0123abcd";
+        b.workspace_ephemeral = false;
+        b.task_type = NULL;
+        b.owner_uid = 4294967294u;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_save_session(s, &a), 0);
+        assert_int_equal(store_save_session(s, &b), 0);
+        s = store_close(s);
+        assert_null(s);
+
+        /* The records hold configurations: not for other users' eyes. */
+        assert_int_equal(stat(f->path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_load_sessions(s, collect, &l), 2);
+        s = store_close(s);
+
+        /* Oldest first. */
+        assert_int_equal(l.n, 2);
+        assert_string_equal(l.r[0].id, "bbbbbbbbbbbb");
+        assert_string_equal(l.r[0].parent_id, "aaaaaaaaaaaa");
+        assert_int_equal(l.r[0].depth, 1);
+        assert_string_equal(l.r[0].container_id, "0123abcd");
+        assert_null(l.r[0].task_type);
+        assert_false(l.r[0].workspace_ephemeral);
+        assert_true(l.r[0].owner_uid == 4294967294u);
+
+        assert_string_equal(l.r[1].id, "aaaaaaaaaaaa");
+        assert_null(l.r[1].parent_id);
+        assert_int_equal(l.r[1].depth, 0);
+        assert_string_equal(l.r[1].state, "starting");
+        assert_null(l.r[1].state_reason);
+        assert_string_equal(l.r[1].unit, "ccdocker-session-x.service");
+        assert_string_equal(l.r[1].container_name, "ccdocker-x");
+        assert_null(l.r[1].container_id);
+        assert_string_equal(l.r[1].task_type, "review");
+        assert_string_equal(l.r[1].workspace_path, "/var/lib/ccdocker/workspaces/x");
+        assert_true(l.r[1].workspace_ephemeral);
+        assert_true(l.r[1].owner_uid == 1000);
+        assert_true(l.r[1].created_usec == 2000);
+        assert_true(l.r[1].updated_usec == 2000);
+        assert_string_equal(l.r[1].config_json, "{\"image\":\"i\"}");
+}
+
+static void test_store_records_state_history(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        _cleanup_(loaded_done) Loaded l = {};
+        States h = {}, none = {};
+        Fixture *f = *state;
+        SessionRecord a = sample("aaaaaaaaaaaa", NULL, 1000);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_save_session(s, &a), 0);
+        assert_int_equal(store_record_state(s, "aaaaaaaaaaaa", "idle", NULL, 1100), 0);
+        assert_int_equal(store_record_state(s, "aaaaaaaaaaaa", "running", "prompt", 1200), 0);
+        assert_int_equal(store_record_state(s, "aaaaaaaaaaaa", "failed", "unit failed: exit-code", 1300), 0);
+
+        assert_int_equal(store_load_states(s, "aaaaaaaaaaaa", collect_state, &h), 3);
+        assert_string_equal(h.text, "idle/-/1100 running/prompt/1200 failed/unit failed: exit-code/1300");
+
+        /* The session carries the latest. */
+        assert_int_equal(store_load_sessions(s, collect, &l), 1);
+        assert_string_equal(l.r[0].state, "failed");
+        assert_string_equal(l.r[0].state_reason, "unit failed: exit-code");
+        assert_true(l.r[0].updated_usec == 1300);
+        assert_true(l.r[0].created_usec == 1000);
+
+        /* Nothing is recorded for a session the store does not know. */
+        assert_int_equal(store_record_state(s, "cccccccccccc", "idle", NULL, 1400), -ENOENT);
+        assert_int_equal(store_load_states(s, "cccccccccccc", collect_state, &none), 0);
+        assert_int_equal(none.n, 0);
+}
+
+static void test_store_replaces_session(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        _cleanup_(loaded_done) Loaded l = {};
+        States h = {};
+        Fixture *f = *state;
+        SessionRecord a = sample("aaaaaaaaaaaa", NULL, 1000);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_save_session(s, &a), 0);
+        assert_int_equal(store_record_state(s, "aaaaaaaaaaaa", "idle", NULL, 1100), 0);
+
+        a.container_id = (char *) "deadbeef";
+        a.state = (char *) "running";
+        a.task_type = NULL;
+        a.updated_usec = 1500;
+        assert_int_equal(store_save_session(s, &a), 0);
+
+        assert_int_equal(store_load_sessions(s, collect, &l), 1);
+        assert_string_equal(l.r[0].container_id, "deadbeef");
+        assert_string_equal(l.r[0].state, "running");
+        assert_null(l.r[0].task_type);
+        assert_true(l.r[0].updated_usec == 1500);
+
+        /* Saving the whole record again does not lose its history. */
+        assert_int_equal(store_load_states(s, "aaaaaaaaaaaa", collect_state, &h), 1);
+        assert_string_equal(h.text, "idle/-/1100");
+}
+
+static void test_store_delete_removes_history(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        _cleanup_(loaded_done) Loaded l = {};
+        States h = {};
+        Fixture *f = *state;
+        SessionRecord a = sample("aaaaaaaaaaaa", NULL, 1000), b = sample("bbbbbbbbbbbb", NULL, 1001);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_save_session(s, &a), 0);
+        assert_int_equal(store_save_session(s, &b), 0);
+        assert_int_equal(store_record_state(s, "aaaaaaaaaaaa", "stopped", NULL, 1100), 0);
+
+        assert_int_equal(store_delete_session(s, "aaaaaaaaaaaa"), 1);
+        assert_int_equal(store_delete_session(s, "aaaaaaaaaaaa"), 0);
+        assert_int_equal(store_load_states(s, "aaaaaaaaaaaa", collect_state, &h), 0);
+        assert_int_equal(store_load_sessions(s, collect, &l), 1);
+        assert_string_equal(l.r[0].id, "bbbbbbbbbbbb");
+}
+
+static int stop_at_first(const SessionRecord *r, void *userdata) {
+        (*(unsigned *) userdata)++;
+        return -ECANCELED;
+}
+
+/* The callback may use the store while sessions are handed out: the daemon records states as it
+ * re-adopts. */
+static int record_while_loading(const SessionRecord *r, void *userdata) {
+        return store_record_state(userdata, r->id, "stopped", "not found at startup", 5000);
+}
+
+static void test_store_load_callback_controls_iteration(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        SessionRecord a = sample("aaaaaaaaaaaa", NULL, 1000), b = sample("bbbbbbbbbbbb", NULL, 1001);
+        unsigned calls = 0;
+        States h = {};
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_save_session(s, &a), 0);
+        assert_int_equal(store_save_session(s, &b), 0);
+
+        assert_int_equal(store_load_sessions(s, stop_at_first, &calls), -ECANCELED);
+        assert_int_equal(calls, 1);
+
+        assert_int_equal(store_load_sessions(s, record_while_loading, s), 2);
+        assert_int_equal(store_load_states(s, "bbbbbbbbbbbb", collect_state, &h), 1);
+        assert_string_equal(h.text, "stopped/not found at startup/5000");
+}
+
+static void test_store_refuses_incomplete_record(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        SessionRecord a = sample(NULL, NULL, 1000), b = sample("bbbbbbbbbbbb", NULL, UINT64_MAX);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_save_session(s, &a), -EINVAL);
+        a = sample("aaaaaaaaaaaa", NULL, 1000);
+        a.state = NULL;
+        assert_int_equal(store_save_session(s, &a), -EINVAL);
+        /* A time SQLite cannot hold. */
+        assert_int_equal(store_save_session(s, &b), -EINVAL);
+}
+
+static void test_store_uses_wal_and_schema_version(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal((const char *) sqlite3_column_text(st, 0), "wal");
+        sqlite3_finalize(st);
+        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 1);
+        sqlite3_finalize(st);
+        assert_int_equal(
+                sqlite3_prepare_v2(
+                        db,
+                        "SELECT count(*) FROM sqlite_schema WHERE name IN ('sessions', 'session_states', 'session_states_by_id')",
+                        -1,
+                        &st,
+                        NULL),
+                SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 3);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+
+        /* Opening again migrates nothing and keeps the version. */
+        s = store_close(s);
+        assert_int_equal(store_open(f->path, &s), 0);
+}
+
+static void test_store_refuses_newer_schema(void **state) {
+        Fixture *f = *state;
+        sqlite3 *db = NULL;
+        Store *s = NULL;
+
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+
+        assert_int_equal(store_open(f->path, &s), -EPROTO);
+        assert_null(s);
+}
+
+static void test_store_refuses_file_that_is_not_a_database(void **state) {
+        Fixture *f = *state;
+        Store *s = NULL;
+        FILE *file;
+
+        file = fopen(f->path, "we");
+        assert_non_null(file);
+        fputs("this is not an SQLite database, and it is long enough for SQLite to read a header from it. "
+              "this is not an SQLite database, and it is long enough for SQLite to read a header from it.\n",
+              file);
+        fclose(file);
+
+        assert_int_equal(store_open(f->path, &s), -EBADMSG);
+        assert_null(s);
+}
+
+int main(void) {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        const struct CMUnitTest tests[] = {
+                T(test_store_survives_reopen),
+                T(test_store_records_state_history),
+                T(test_store_replaces_session),
+                T(test_store_delete_removes_history),
+                T(test_store_load_callback_controls_iteration),
+                T(test_store_refuses_incomplete_record),
+                T(test_store_uses_wal_and_schema_version),
+                T(test_store_refuses_newer_schema),
+                T(test_store_refuses_file_that_is_not_a_database),
+        };
+#undef T
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
