@@ -1,0 +1,508 @@
+/* podman: the daemon's libpod REST client. Each call is one HTTP request over podman's unix socket,
+ * run by libcurl's multi interface on the daemon's sd-event loop (curl-glue.c), with a JSON body out
+ * and a size-capped JSON body back. The outcome reaches the caller's callback exactly once and always
+ * from the event loop; libpod's error statuses and {"cause","message"} bodies are turned into negative
+ * errno values and one readable line. */
+#define _GNU_SOURCE
+#include "podman.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "cleanup.h"
+#include "config-build.h"
+#include "curl-glue.h"
+#include "log.h"
+#include "util.h"
+
+/* The host part is ignored on a unix socket; podman's own bindings use "d". /v4.0.0/ works on 4.3
+ * through 5.x (REFERENCE.md B.1). */
+#define PODMAN_URL_PREFIX "http://d/v4.0.0/libpod"
+
+/* The largest body we keep. Inspect output is a few KiB; a bigger answer is a bug or an attack on
+ * the daemon's memory, and fails the request. */
+#define PODMAN_RESPONSE_MAX (16U * 1024U * 1024U)
+
+/* How a request reads its outcome beyond the generic status mapping. */
+typedef enum PodmanMode {
+        PODMAN_MODE_PLAIN,
+        PODMAN_MODE_REMOVE, /* 404 is success (already gone); a 200 report with "Err" set is not */
+} PodmanMode;
+
+typedef struct PodmanRequest PodmanRequest;
+
+struct PodmanRequest {
+        PodmanClient *client;
+        PodmanRequest *prev, *next;
+
+        CURL *easy;
+        struct curl_slist *headers;
+        char *body; /* CURLOPT_POSTFIELDS is not copied by curl */
+        char *response;
+        size_t response_size;
+        size_t response_allocated;
+        bool response_too_big;
+        char error_buffer[CURL_ERROR_SIZE];
+
+        PodmanMode mode;
+        podman_callback_t cb;
+        void *userdata;
+};
+
+struct PodmanClient {
+        sd_event *event;
+        CurlGlue *glue;
+        char *socket_path;
+        PodmanRequest *requests;
+};
+
+static void podman_request_unlink(PodmanRequest *req) {
+        PodmanClient *c = req->client;
+
+        if (!c)
+                return;
+        if (req->next)
+                req->next->prev = req->prev;
+        if (req->prev)
+                req->prev->next = req->next;
+        else
+                c->requests = req->next;
+        req->prev = req->next = NULL;
+        req->client = NULL;
+}
+
+static PodmanRequest *podman_request_free(PodmanRequest *req) {
+        if (!req)
+                return NULL;
+
+        if (req->client) {
+                curl_glue_remove(req->client->glue, req->easy);
+                podman_request_unlink(req);
+        }
+        if (req->easy)
+                curl_easy_cleanup(req->easy);
+        curl_slist_free_all(req->headers);
+        free(req->body);
+        free(req->response);
+        return mfree(req);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(PodmanRequest *, podman_request_free);
+
+static size_t podman_on_write(char *data, size_t size, size_t nmemb, void *userdata) {
+        PodmanRequest *req = userdata;
+        size_t n = size * nmemb;
+
+        if (n == 0)
+                return 0;
+        if (n > PODMAN_RESPONSE_MAX || req->response_size > PODMAN_RESPONSE_MAX - n) {
+                /* Returning less than n makes curl fail the transfer with CURLE_WRITE_ERROR. */
+                req->response_too_big = true;
+                return 0;
+        }
+
+        /* Grow geometrically: curl hands over 16 KiB at a time, and a realloc per chunk copies the whole
+         * body each time (quadratic; it showed in the sanitizer build). */
+        if (req->response_size + n + 1 > req->response_allocated) {
+                size_t a = req->response_allocated ?: 4096;
+                char *p;
+
+                while (a < req->response_size + n + 1)
+                        a *= 2;
+                p = realloc(req->response, a);
+                if (!p)
+                        return 0;
+                req->response = p;
+                req->response_allocated = a;
+        }
+
+        memcpy(req->response + req->response_size, data, n);
+        req->response_size += n;
+        req->response[req->response_size] = '\0';
+        return n;
+}
+
+static int curl_code_to_errno(CURLcode code) {
+        switch (code) {
+        case CURLE_OUT_OF_MEMORY:
+                return -ENOMEM;
+        case CURLE_COULDNT_CONNECT:
+                return -ECONNREFUSED;
+        case CURLE_OPERATION_TIMEDOUT:
+                return -ETIMEDOUT;
+        case CURLE_GOT_NOTHING:
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+                return -ECONNRESET;
+        default:
+                return -EIO;
+        }
+}
+
+/* libpod's "cause" is a fixed sentinel string (the Go error it wraps); a few of them say more than the
+ * status, which is 500 for most failures in 4.3. */
+static int libpod_cause_to_errno(const char *cause) {
+        static const struct {
+                const char *cause;
+                int error;
+        } table[] = {
+                { "that name is already in use", EEXIST }, /* create with a taken name */
+                { "container already exists", EEXIST },
+                { "image not known", ENOENT }, /* create from a missing image (404 from 4.8) */
+                { "no such container", ENOENT },
+                { "no such image", ENOENT },
+                { "container state improper", EBUSY }, /* kill of a stopped container */
+        };
+
+        if (!cause)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (streq(cause, table[i].cause))
+                        return -table[i].error;
+        return 0;
+}
+
+static int http_status_to_errno(long status, json_t *reply) {
+        const char *cause = json_string_value(json_object_get(reply, "cause"));
+        int r;
+
+        if (status == 404)
+                return -ENOENT;
+        /* libpod answers 409 when a request conflicts with an object's state (kill of a stopped
+         * container, removal of an image in use), not for "already exists" (that is a 500). */
+        if (status == 409)
+                return -EBUSY;
+        r = libpod_cause_to_errno(cause);
+        if (r < 0)
+                return r;
+        return -EPROTO;
+}
+
+/* One line for humans: libpod's "message" (which already ends in the cause), else its "cause", else
+ * the start of a non-JSON body, else the status. */
+static char *http_error_message(long status, json_t *reply, const char *body, size_t body_size) {
+        const char *s;
+        char *m = NULL;
+
+        s = json_string_value(json_object_get(reply, "message"));
+        if (isempty(s))
+                s = json_string_value(json_object_get(reply, "cause"));
+        if (!isempty(s))
+                return strdup(s);
+
+        if (!reply && body_size > 0) {
+                int n = (int) strcspn(body, "\r\n");
+
+                if (n > 200)
+                        n = 200;
+                if (asprintf(&m, "HTTP %ld from libpod: %.*s", status, n, body) < 0)
+                        return NULL;
+                return m;
+        }
+
+        if (asprintf(&m, "HTTP %ld from libpod", status) < 0)
+                return NULL;
+        return m;
+}
+
+/* A DELETE answers 200 with [{"Id","Err"}]: an entry with Err set is a failure with a 200 status. */
+static const char *remove_report_error(json_t *reply) {
+        size_t i;
+        json_t *e;
+
+        if (!json_is_array(reply))
+                return NULL;
+        json_array_foreach (reply, i, e) {
+                const char *err = json_string_value(json_object_get(e, "Err"));
+
+                if (!isempty(err))
+                        return err;
+        }
+        return NULL;
+}
+
+static void podman_on_done(CURL *easy, CURLcode result, void *userdata) {
+        _cleanup_(podman_request_freep) PodmanRequest *req = userdata;
+        _cleanup_(json_decrefp) json_t *reply = NULL;
+        _cleanup_free_ char *message = NULL;
+        podman_callback_t cb = req->cb;
+        void *cb_userdata = req->userdata;
+        long status = 0;
+        int r = 0;
+
+        /* The glue has already taken the handle out of the multi handle: only unlink from the client,
+         * which may be freed by the callback below. */
+        podman_request_unlink(req);
+
+        (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+
+        if (result != CURLE_OK) {
+                if (req->response_too_big) {
+                        r = -EMSGSIZE;
+                        message = strdup("libpod's response is larger than 16 MiB");
+                } else {
+                        r = curl_code_to_errno(result);
+                        message =
+                                strdup(!isempty(req->error_buffer) ? req->error_buffer
+                                                                   : curl_easy_strerror(result));
+                }
+                if (!message)
+                        r = -ENOMEM;
+                cb(r, status, NULL, message ?: "out of memory", cb_userdata);
+                return;
+        }
+
+        if (req->response_size > 0) {
+                json_error_t jerr;
+
+                /* JSON_DECODE_ANY: some endpoints answer a bare value (wait: "137"). */
+                reply = json_loadb(req->response, req->response_size, JSON_DECODE_ANY, &jerr);
+                if (!reply && status >= 200 && status < 400) {
+                        r = -EBADMSG;
+                        if (asprintf(
+                                    &message, "invalid JSON from libpod (HTTP %ld): %s", status, jerr.text) <
+                            0)
+                                message = NULL;
+                        cb(r, status, NULL, message ?: "invalid JSON from libpod", cb_userdata);
+                        return;
+                }
+        }
+
+        if (status >= 400 || status < 200) {
+                r = http_status_to_errno(status, reply);
+                if (req->mode == PODMAN_MODE_REMOVE && r == -ENOENT) {
+                        cb(0, status, NULL, NULL, cb_userdata);
+                        return;
+                }
+                message = http_error_message(status, reply, req->response, req->response_size);
+                cb(r, status, reply, message ?: "libpod request failed", cb_userdata);
+                return;
+        }
+
+        if (req->mode == PODMAN_MODE_REMOVE) {
+                const char *err = remove_report_error(reply);
+
+                if (err) {
+                        cb(-EIO, status, reply, err, cb_userdata);
+                        return;
+                }
+        }
+
+        cb(0, status, reply, NULL, cb_userdata);
+}
+
+static bool method_is_valid(const char *method) {
+        if (isempty(method) || strlen(method) > 16)
+                return false;
+        for (const char *p = method; *p; p++)
+                if (*p < 'A' || *p > 'Z')
+                        return false;
+        return true;
+}
+
+/* Printable ASCII without spaces: what goes into the request line unchanged. */
+static bool url_part_is_valid(const char *s) {
+        for (const char *p = s; *p; p++)
+                if (*p <= ' ' || *p >= 127)
+                        return false;
+        return true;
+}
+
+static bool path_is_valid(const char *path) {
+        return path && path[0] == '/' && url_part_is_valid(path);
+}
+
+static int podman_request_full(
+        PodmanClient *c,
+        const char *method,
+        const char *path,
+        const char *name, /* escaped and inserted after path, or NULL */
+        const char *suffix,
+        json_t *body,
+        PodmanMode mode,
+        podman_callback_t cb,
+        void *userdata) {
+        _cleanup_(podman_request_freep) PodmanRequest *req = NULL;
+        _cleanup_free_ char *url = NULL;
+        char *escaped = NULL;
+        int r;
+
+        if (!c || !cb || !method_is_valid(method) || !path_is_valid(path))
+                return -EINVAL;
+        if (name && isempty(name))
+                return -EINVAL;
+        if (suffix && !url_part_is_valid(suffix))
+                return -EINVAL;
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        req->mode = mode;
+        req->cb = cb;
+        req->userdata = userdata;
+
+        req->easy = curl_easy_init();
+        if (!req->easy)
+                return -ENOMEM;
+
+        if (name) {
+                escaped = curl_easy_escape(req->easy, name, 0);
+                if (!escaped)
+                        return -ENOMEM;
+        }
+        r = asprintf(&url, PODMAN_URL_PREFIX "%s%s%s", path, strempty(escaped), strempty(suffix));
+        curl_free(escaped);
+        if (r < 0) {
+                url = NULL;
+                return -ENOMEM;
+        }
+
+        if (body) {
+                req->body = json_dumps(body, JSON_COMPACT);
+                if (!req->body)
+                        return -ENOMEM;
+                req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+                if (!req->headers)
+                        return -ENOMEM;
+        }
+        /* No "Expect: 100-continue" round trip for larger bodies. */
+        {
+                struct curl_slist *l = curl_slist_append(req->headers, "Expect:");
+
+                if (!l)
+                        return -ENOMEM;
+                req->headers = l;
+        }
+
+        if (curl_easy_setopt(req->easy, CURLOPT_UNIX_SOCKET_PATH, c->socket_path) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 30000L) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_USERAGENT, "ccdockerd/" PROJECT_VERSION) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->headers) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->error_buffer) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, podman_on_write) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req) != CURLE_OK)
+                return -EINVAL;
+
+        if (body || streq(method, "POST")) {
+                /* An empty POST still needs POSTFIELDS, or curl reads the body from stdin. */
+                if (curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->body ?: "") != CURLE_OK ||
+                    curl_easy_setopt(
+                            req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(req->body ?: "")) !=
+                            CURLE_OK)
+                        return -EINVAL;
+        } else if (curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L) != CURLE_OK)
+                return -EINVAL;
+        /* DELETE, PUT, and a GET with a body: the verb on top of the POST or GET set up above. */
+        if (!streq(method, body || streq(method, "POST") ? "POST" : "GET") &&
+            curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK)
+                return -EINVAL;
+
+        r = curl_glue_add(c->glue, req->easy, podman_on_done, req);
+        if (r < 0)
+                return r;
+
+        req->client = c;
+        req->next = c->requests;
+        if (c->requests)
+                c->requests->prev = req;
+        c->requests = req;
+        TAKE_PTR(req);
+        return 0;
+}
+
+int podman_client_new(sd_event *event, const char *socket_path, PodmanClient **ret) {
+        _cleanup_(curl_glue_unrefp) CurlGlue *glue = NULL;
+        PodmanClient *c;
+        int r;
+
+        if (!event || !ret || isempty(socket_path))
+                return -EINVAL;
+        if (strlen(socket_path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                return -ENAMETOOLONG;
+
+        r = curl_glue_new(event, &glue);
+        if (r < 0)
+                return r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->socket_path = strdup(socket_path);
+        if (!c->socket_path) {
+                free(c);
+                return -ENOMEM;
+        }
+        c->event = sd_event_ref(event);
+        c->glue = TAKE_PTR(glue);
+
+        *ret = c;
+        return 0;
+}
+
+PodmanClient *podman_client_free(PodmanClient *c) {
+        if (!c)
+                return NULL;
+
+        /* Outstanding requests are dropped without their callbacks. */
+        while (c->requests)
+                podman_request_free(c->requests);
+
+        curl_glue_unref(c->glue);
+        sd_event_unref(c->event);
+        free(c->socket_path);
+        return mfree(c);
+}
+
+int podman_request(
+        PodmanClient *c,
+        const char *method,
+        const char *path,
+        json_t *body,
+        podman_callback_t cb,
+        void *userdata) {
+        return podman_request_full(c, method, path, NULL, NULL, body, PODMAN_MODE_PLAIN, cb, userdata);
+}
+
+int podman_container_create(PodmanClient *c, json_t *spec, podman_callback_t cb, void *userdata) {
+        if (!json_is_object(spec))
+                return -EINVAL;
+        return podman_request_full(
+                c, "POST", "/containers/create", NULL, NULL, spec, PODMAN_MODE_PLAIN, cb, userdata);
+}
+
+int podman_container_inspect(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata) {
+        if (isempty(name))
+                return -EINVAL;
+        return podman_request_full(
+                c, "GET", "/containers/", name, "/json", NULL, PODMAN_MODE_PLAIN, cb, userdata);
+}
+
+int podman_container_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata) {
+        if (isempty(name))
+                return -EINVAL;
+        return podman_request_full(
+                c,
+                "DELETE",
+                "/containers/",
+                name,
+                "?force=true&v=true",
+                NULL,
+                PODMAN_MODE_REMOVE,
+                cb,
+                userdata);
+}
+
+int podman_image_exists(PodmanClient *c, const char *image, podman_callback_t cb, void *userdata) {
+        if (isempty(image))
+                return -EINVAL;
+        /* 204 is success and 404 is -ENOENT through the generic mapping. */
+        return podman_request_full(
+                c, "GET", "/images/", image, "/exists", NULL, PODMAN_MODE_PLAIN, cb, userdata);
+}

@@ -1,0 +1,50 @@
+/* A libpod REST client on libcurl's multi interface, driven by the daemon's sd-event loop (the pattern
+ * of systemd's src/import/curl-util.c): nothing here blocks. Every call takes a callback that runs
+ * once, from the event loop, with the outcome. Docker's compatible API would sit behind the same
+ * functions. */
+#pragma once
+
+#include <jansson.h>
+#include <systemd/sd-event.h>
+
+typedef struct PodmanClient PodmanClient;
+
+/* r: 0 on success, or a negative errno (transport failure, or -EPROTO for an HTTP error status).
+ * status: the HTTP status (0 if none arrived). reply: the parsed JSON body when there was one (borrowed
+ * for the duration of the callback), else NULL. error: on failure a one-line human message taken from
+ * libpod's {"cause","message"} body (its "message", which ends in the cause) or from curl, else NULL.
+ *
+ * Statuses 200-399 are success (304, "already in that state", included). Errors: 404 -> -ENOENT;
+ * 409 -> -EBUSY (libpod's 409 means a conflict with the object's state, such as killing a stopped
+ * container; "already exists" comes as a 500); a 500 whose "cause" is one of libpod's sentinels maps to
+ * -EEXIST ("that name is already in use"), -ENOENT ("image not known", "no such container") or -EBUSY
+ * ("container state improper"); any other status -> -EPROTO. A body over 16 MiB -> -EMSGSIZE, a 2xx body
+ * that is not JSON -> -EBADMSG, curl failures -> -ECONNREFUSED, -ETIMEDOUT, -ECONNRESET or -EIO.
+ *
+ * When a call below returns < 0 the request was not sent and cb is never called; otherwise cb runs
+ * exactly once, from the event loop (never from inside the call), unless podman_client_free() cancels
+ * the request first. */
+typedef void (*podman_callback_t)(int r, long status, json_t *reply, const char *error, void *userdata);
+
+int podman_client_new(sd_event *event, const char *socket_path, PodmanClient **ret);
+/* Cancels outstanding requests without calling their callbacks. May be called from a callback. */
+PodmanClient *podman_client_free(PodmanClient *c);
+
+/* Any libpod call: method "GET"/"POST"/"DELETE", path below /v4.0.0/libpod (e.g. "/containers/create"),
+ * body NULL or a JSON value sent as application/json (borrowed). */
+int podman_request(
+        PodmanClient *c,
+        const char *method,
+        const char *path,
+        json_t *body,
+        podman_callback_t cb,
+        void *userdata);
+
+/* POST /containers/create; on success reply holds "Id". */
+int podman_container_create(PodmanClient *c, json_t *spec, podman_callback_t cb, void *userdata);
+/* GET /containers/{name}/json; 404 arrives as r = -ENOENT. */
+int podman_container_inspect(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata);
+/* DELETE /containers/{name}?force=true&v=true; a missing container is success (status 404, reply NULL). */
+int podman_container_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata);
+/* GET /images/{name}/exists; r = 0 exists (204), -ENOENT not (404). */
+int podman_image_exists(PodmanClient *c, const char *image, podman_callback_t cb, void *userdata);
