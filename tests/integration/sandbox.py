@@ -316,3 +316,111 @@ def stream_events(text):
             except json.JSONDecodeError:
                 pass
     return events
+
+
+# ---------------------------------------------------------------------------------------------
+# ccdockerd in the sandbox
+
+# What test sessions run until ccdocker-init exists: a shell that acts on $CCDOCKER_TEST (set through
+# CreateSession's environment): "oom" allocates past any limit, "exitN" exits with N, anything else
+# says hello, then idles and exits 0 on SIGTERM.
+TEST_SESSION_COMMAND = (
+    "sh -c 'case \"$CCDOCKER_TEST\" in "
+    "oom) exec python3 -c \"b = bytearray(1 << 31)\";; "
+    "exit*) exit \"${CCDOCKER_TEST#exit}\";; "
+    "esac; echo \"session $CCDOCKER_SESSION_ID up\"; trap \"exit 0\" TERM; "
+    "while :; do sleep 0.2; done'")
+
+
+class Daemon:
+    """ccdockerd run as a transient unit of the sandbox's user manager, so that it can be killed
+    and restarted like the real service."""
+
+    def __init__(self, unit="ccdockerd-test.service", mode="--user", settings=None, extra_env=None):
+        self.unit = unit
+        self.mode = mode
+        self.state_dir = os.path.join(env("CCDOCKER_RUN_DIR"), "ccdockerd-" + unit.split(".")[0])
+        self.settings = {
+            "StateDirectory": self.state_dir,
+            "PodmanSocket": env("CCDOCKER_PODMAN_SOCKET"),
+            "DefaultImage": os.environ.get("CCDOCKER_SESSION_IMAGE", "localhost/ccdocker-session:dev"),
+            "SessionCommand": TEST_SESSION_COMMAND,
+            "StopTimeoutSec": "5",
+        }
+        self.settings.update(settings or {})
+        self.extra_env = dict(extra_env or {})
+        self.binary = os.path.join(env("CCDOCKER_BUILD_DIR"), "daemon", "ccdockerd")
+
+    def start(self):
+        systemctl("reset-failed", self.unit, check=False)
+        # The settings go through a configuration file: systemd expands $VARIABLES in ExecStart
+        # arguments, which would mangle the session command.
+        os.makedirs(self.state_dir, exist_ok=True)
+        conf = os.path.join(self.state_dir, "ccdockerd.conf")
+        with open(conf, "w") as f:
+            f.write("# written by tests/integration/sandbox.py\n[ccdockerd]\n")
+            for k, v in self.settings.items():
+                f.write(f"{k}={v}\n")
+        argv = ["systemd-run", "--user", f"--unit={self.unit}", "-p", "Type=notify", "-p", "NotifyAccess=main",
+                "-p", "KillMode=process"]
+        for k, v in self.extra_env.items():
+            argv.append(f"--setenv={k}={v}")
+        argv += [self.binary, self.mode, "--log-level=debug", f"--config={conf}"]
+        p = run(*argv, check=False, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError(f"ccdockerd did not start: {p.stderr.strip()}\n{self.log()[-3000:]}")
+        return self
+
+    def main_pid(self):
+        return int(unit_show(self.unit, "MainPID")["MainPID"])
+
+    def kill9(self):
+        pid = self.main_pid()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, what="ccdockerd to die")
+        wait_until(lambda: systemctl("is-active", self.unit, check=False).stdout.strip() != "active", 10,
+                   what="the daemon unit to end")
+
+    def stop(self):
+        systemctl("stop", self.unit, check=False)
+        systemctl("reset-failed", self.unit, check=False)
+
+    def log(self):
+        return journal(f"_SYSTEMD_UNIT={self.unit}", output="cat")
+
+
+def busctl(*args, check=True, bus="--user"):
+    return run("busctl", bus, "--json=short", *args, check=check, timeout=60)
+
+
+def create_session(*config, bus="--user"):
+    """CreateSession with config as busctl a{sv} words, e.g. ("memory", "s", "256M")."""
+    n = 0
+    words = []
+    it = iter(config)
+    for key, sig in zip(it, it):
+        n += 1
+        words += [key, sig]
+        if sig == "a{ss}":
+            pairs = next(it)
+            words.append(str(len(pairs)))
+            for k, v in pairs.items():
+                words += [k, v]
+        else:
+            words.append(str(next(it)))
+    p = busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession", "a{sv}",
+               str(n), *words, bus=bus)
+    sid, path = json.loads(p.stdout)["data"]
+    return sid, path
+
+
+def session_prop(path, prop, bus="--user"):
+    p = busctl("get-property", "org.ccdocker1", path, "org.ccdocker1.Session", prop, bus=bus)
+    return json.loads(p.stdout)["data"]
+
+
+def wait_state(path, *states, timeout=60, bus="--user"):
+    def probe():
+        state = session_prop(path, "State", bus=bus)
+        return state if state in states else None
+    return wait_until(probe, timeout, 0.2, what=f"session {path} to reach {'/'.join(states)}")

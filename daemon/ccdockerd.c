@@ -1,0 +1,182 @@
+/* ccdockerd: runs Claude Code sessions as podman containers inside transient systemd units and serves
+ * them over D-Bus as org.ccdocker1. This file is only the command line; manager.c is the daemon. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "config-build.h"
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "util.h"
+
+#define DEFAULT_CONFIG_FILE "/etc/ccdocker/ccdockerd.conf"
+
+static void help(void) {
+        printf("Usage: ccdockerd [OPTIONS...]\n"
+               "\n"
+               "Runs Claude Code sessions, each in a podman container inside a transient systemd unit\n"
+               "ccdocker-session-<id>.service, and serves them on D-Bus as org.ccdocker1 (see\n"
+               "docs/dbus-api.md). Sessions keep running when the daemon stops; a restarted daemon\n"
+               "re-adopts them from its store.\n"
+               "\n"
+               "Options:\n"
+               "  --user              Serve on the user bus and use the user's systemd manager; no polkit\n"
+               "  --system            Serve on the system bus, authorise every call with polkit (default\n"
+               "                      for root)\n"
+               "  --config=PATH       Read this configuration file (default %s; a missing default\n"
+               "                      file is fine, a missing named one is an error)\n"
+               "  --set=KEY=VALUE     Set one configuration key, after the file (repeatable; keys as in\n"
+               "                      docs/ccdockerd.conf.md, e.g. --set=MaxMemory=4G)\n"
+               "  --log-level=LEVEL   debug, info (default), notice, warning, err\n"
+               "  -h --help           Show this help\n"
+               "  --version           Show the version\n"
+               "\n"
+               "Exit status: 0 after SIGTERM or SIGINT, 1 on a startup error (the log says which).\n",
+               DEFAULT_CONFIG_FILE);
+}
+
+static int parse_level(const char *s) {
+        static const struct {
+                const char *name;
+                int level;
+        } levels[] = {
+                { "debug", LOG_DEBUG },     { "info", LOG_INFO }, { "notice", LOG_NOTICE },
+                { "warning", LOG_WARNING }, { "err", LOG_ERR },   { "error", LOG_ERR },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(levels); i++)
+                if (streq(levels[i].name, s))
+                        return levels[i].level;
+        return -EINVAL;
+}
+
+int main(int argc, char *argv[]) {
+        enum { ARG_USER = 0x100, ARG_SYSTEM, ARG_CONFIG, ARG_SET, ARG_LOG_LEVEL, ARG_VERSION };
+        static const struct option options[] = {
+                { "user", no_argument, NULL, ARG_USER },
+                { "system", no_argument, NULL, ARG_SYSTEM },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "set", required_argument, NULL, ARG_SET },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        _cleanup_(manager_freep) Manager *m = NULL;
+        DaemonConfig config = {};
+        const char *config_file = NULL;
+        char **sets = NULL;
+        size_t n_sets = 0;
+        DaemonMode mode = geteuid() == 0 ? DAEMON_SYSTEM : DAEMON_USER;
+        sigset_t mask;
+        int c, r;
+
+        log_set_prefix("ccdockerd");
+        log_set_target(LOG_TARGET_AUTO);
+
+        sets = calloc(argc + 1, sizeof(char *));
+        if (!sets)
+                return EXIT_FAILURE;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_USER:
+                        mode = DAEMON_USER;
+                        break;
+                case ARG_SYSTEM:
+                        mode = DAEMON_SYSTEM;
+                        break;
+                case ARG_CONFIG:
+                        config_file = optarg;
+                        break;
+                case ARG_SET:
+                        sets[n_sets++] = optarg;
+                        break;
+                case ARG_LOG_LEVEL:
+                        r = parse_level(optarg);
+                        if (r < 0) {
+                                log_error(
+                                        "--log-level: unknown level '%s' (debug, info, notice, warning, err)",
+                                        optarg);
+                                free(sets);
+                                return EXIT_FAILURE;
+                        }
+                        log_set_max_level(r);
+                        break;
+                case 'h':
+                        help();
+                        free(sets);
+                        return EXIT_SUCCESS;
+                case ARG_VERSION:
+                        printf("ccdockerd %s\n", PROJECT_VERSION);
+                        free(sets);
+                        return EXIT_SUCCESS;
+                default:
+                        free(sets);
+                        return EXIT_FAILURE;
+                }
+        if (optind < argc) {
+                log_error("unexpected argument '%s' (see --help)", argv[optind]);
+                free(sets);
+                return EXIT_FAILURE;
+        }
+
+        r = config_init(&config, mode);
+        if (r >= 0)
+                r = config_load_file(&config, config_file ?: DEFAULT_CONFIG_FILE, config_file != NULL);
+        for (size_t i = 0; r >= 0 && i < n_sets; i++) {
+                _cleanup_free_ char *key = NULL;
+                const char *eq = strchr(sets[i], '=');
+
+                if (!eq) {
+                        log_error("--set: '%s' is not KEY=VALUE", sets[i]);
+                        r = -EINVAL;
+                        break;
+                }
+                key = strndup(sets[i], eq - sets[i]);
+                if (!key) {
+                        r = log_oom();
+                        break;
+                }
+                r = config_set(&config, key, eq + 1); /* logs what was wrong */
+        }
+        free(sets);
+        if (r >= 0)
+                r = config_verify(&config);
+        if (r < 0) {
+                config_done(&config);
+                return EXIT_FAILURE;
+        }
+
+        /* sd-event handles these; they must be blocked first. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        r = manager_new(&config, &m);
+        if (r < 0) {
+                config_done(&config);
+                log_error_errno(r, "could not set up: %m");
+                return EXIT_FAILURE;
+        }
+        r = manager_startup(m);
+        if (r < 0)
+                return EXIT_FAILURE;
+        log_info(
+                "ccdockerd %s serving org.ccdocker1 on the %s bus",
+                PROJECT_VERSION,
+                mode == DAEMON_SYSTEM ? "system" : "user");
+        r = manager_run(m);
+        if (r < 0) {
+                log_error_errno(r, "event loop failed: %m");
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}

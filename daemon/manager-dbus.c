@@ -1,0 +1,331 @@
+/* org.ccdocker1.Manager at /org/ccdocker1: CreateSession, ListSessions, GetSession and the SessionNew and
+ * SessionRemoved signals (dbus/org.ccdocker1.Manager.xml). The handlers marshal, authorise and call into
+ * the manager and the session; CreateSession answers once the image is known to exist and the session is
+ * recorded, and the container and unit follow asynchronously as state changes. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "audit.h"
+#include "cleanup.h"
+#include "config-build.h"
+#include "log.h"
+#include "manager.h"
+#include "polkit.h"
+#include "util.h"
+
+typedef struct CreateRequest {
+        Manager *manager;
+        sd_bus_message *message;
+        SessionConfig *config;
+        uid_t uid;
+} CreateRequest;
+
+static CreateRequest *create_request_free(CreateRequest *req) {
+        if (!req)
+                return NULL;
+        sd_bus_message_unref(req->message);
+        session_config_free(req->config);
+        return mfree(req);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(CreateRequest *, create_request_free);
+
+static int caller_uid(sd_bus_message *message, uid_t *ret) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        int r;
+
+        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
+        if (r < 0)
+                return r;
+        return sd_bus_creds_get_euid(creds, ret);
+}
+
+static void reply_error(sd_bus_message *message, const char *name, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void reply_error(sd_bus_message *message, const char *name, const char *format, ...) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        (void) sd_bus_error_setfv(&error, name, format, ap);
+        va_end(ap);
+        (void) sd_bus_reply_method_error(message, &error);
+}
+
+static void on_image_checked(int r, long status, json_t *reply, const char *error, void *userdata) {
+        _cleanup_(create_request_freep) CreateRequest *req = userdata;
+        _cleanup_(session_unrefp) Session *s = NULL;
+        Manager *m = req->manager;
+        const char *image = req->config->image;
+
+        if (r == -ENOENT) {
+                reply_error(
+                        req->message,
+                        CCDOCKER_ERROR_NO_SUCH_IMAGE,
+                        "CreateSession: image '%s' does not exist in podman's storage",
+                        image);
+                return;
+        }
+        if (r < 0) {
+                reply_error(
+                        req->message,
+                        SD_BUS_ERROR_FAILED,
+                        "CreateSession: could not ask podman whether image '%s' exists: %s",
+                        image,
+                        error ? error : strerror(-r));
+                return;
+        }
+        if (manager_live_sessions(m) >= m->config.max_sessions) {
+                reply_error(
+                        req->message,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: %u sessions are already live, the configured MaxSessions",
+                        m->config.max_sessions);
+                return;
+        }
+
+        r = session_new(m, &req->config, req->uid, &s);
+        if (r >= 0)
+                r = manager_add_session(m, s);
+        if (r < 0) {
+                reply_error(req->message, SD_BUS_ERROR_NO_MEMORY, "CreateSession: %s", strerror(-r));
+                return;
+        }
+        /* Recorded before it is announced: a daemon killed right after the reply still knows it. */
+        r = session_store_new(s);
+        if (r < 0) {
+                manager_remove_session(m, s);
+                reply_error(
+                        req->message,
+                        SD_BUS_ERROR_FAILED,
+                        "CreateSession: could not record the session: %s",
+                        strerror(-r));
+                return;
+        }
+        audit_log(
+                AUDIT_EVENT_CREATED,
+                s->id,
+                s->parent_id,
+                s->unit,
+                req->uid,
+                "session %s created by uid %u (image %s)",
+                s->id,
+                (unsigned) req->uid,
+                s->image);
+        manager_dbus_emit_session_new(m, s);
+
+        r = sd_bus_reply_method_return(req->message, "so", s->id, s->object_path);
+        if (r < 0)
+                log_warning_errno(r, "CreateSession: could not send the reply: %m");
+
+        (void) session_start(s);
+}
+
+static int create_continue(CreateRequest *req) {
+        CreateRequest *owned = req;
+        int r;
+
+        r = podman_image_exists(req->manager->podman, req->config->image, on_image_checked, owned);
+        if (r < 0) {
+                reply_error(
+                        req->message,
+                        SD_BUS_ERROR_FAILED,
+                        "CreateSession: could not reach podman: %s",
+                        strerror(-r));
+                create_request_free(req);
+        }
+        return 1;
+}
+
+static void on_create_authorized(int r, sd_bus_message *call, const sd_bus_error *error, void *userdata) {
+        CreateRequest *req = userdata;
+
+        if (r <= 0) {
+                audit_log(
+                        AUDIT_EVENT_DENIED,
+                        NULL,
+                        NULL,
+                        NULL,
+                        req->uid,
+                        "CreateSession denied for uid %u: %s",
+                        (unsigned) req->uid,
+                        error && error->message ? error->message : "not authorized");
+                reply_error(
+                        req->message,
+                        CCDOCKER_ERROR_ACCESS_DENIED,
+                        "CreateSession: not authorized (polkit action %s)%s%s",
+                        POLKIT_ACTION_CREATE,
+                        error && error->message ? ": " : "",
+                        error && error->message ? error->message : "");
+                create_request_free(req);
+                return;
+        }
+        (void) create_continue(req);
+}
+
+static int method_create_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        _cleanup_(create_request_freep) CreateRequest *req = NULL;
+        int r;
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        req->manager = m;
+        req->message = sd_bus_message_ref(message);
+
+        r = session_config_from_bus(message, &m->config, &req->config, error);
+        if (r < 0)
+                return r;
+        r = caller_uid(message, &req->uid);
+        if (r < 0)
+                return sd_bus_error_setf(
+                        error,
+                        SD_BUS_ERROR_ACCESS_DENIED,
+                        "CreateSession: could not identify the caller: %s",
+                        strerror(-r));
+        if (manager_live_sessions(m) >= m->config.max_sessions)
+                return sd_bus_error_setf(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: %u sessions are already live, the configured MaxSessions",
+                        m->config.max_sessions);
+
+        if (m->config.mode == DAEMON_SYSTEM) {
+                r = polkit_check_async(
+                        m->bus, message, POLKIT_ACTION_CREATE, NULL, on_create_authorized, req);
+                if (r < 0)
+                        return sd_bus_error_setf(
+                                error,
+                                CCDOCKER_ERROR_ACCESS_DENIED,
+                                "CreateSession: could not ask polkit: %s",
+                                strerror(-r));
+                TAKE_PTR(req);
+                return 1;
+        }
+        return create_continue(TAKE_PTR(req));
+}
+
+static int method_list_sessions(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        int r;
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssssto)");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                Session *s = m->sessions[i];
+
+                r = sd_bus_message_append(
+                        reply,
+                        "(ssssto)",
+                        s->id,
+                        strempty(s->parent_id),
+                        session_state_to_string(s->state),
+                        s->unit,
+                        s->created_usec,
+                        s->object_path);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_get_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *id;
+        Session *s;
+        int r;
+
+        r = sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        s = manager_get_session(m, id);
+        if (!s)
+                return sd_bus_error_setf(
+                        error, CCDOCKER_ERROR_NO_SUCH_SESSION, "GetSession: no session '%s'", id);
+        return sd_bus_reply_method_return(message, "o", s->object_path);
+}
+
+static int property_version(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", PROJECT_VERSION);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_ARGS(
+                "CreateSession",
+                SD_BUS_ARGS("a{sv}", config),
+                SD_BUS_RESULT("s", id, "o", session),
+                method_create_session,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "ListSessions",
+                SD_BUS_NO_ARGS,
+                SD_BUS_RESULT("a(ssssto)", sessions),
+                method_list_sessions,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "GetSession",
+                SD_BUS_ARGS("s", id),
+                SD_BUS_RESULT("o", session),
+                method_get_session,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("SessionNew", SD_BUS_ARGS("s", id, "o", session), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("SessionRemoved", SD_BUS_ARGS("s", id, "o", session), 0),
+        SD_BUS_VTABLE_END,
+};
+
+int manager_dbus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_object_vtable(
+                m->bus, NULL, "/org/ccdocker1", "org.ccdocker1.Manager", manager_vtable, m);
+        if (r < 0)
+                return log_error_errno(r, "could not publish org.ccdocker1.Manager: %m");
+        return 0;
+}
+
+void manager_dbus_emit_session_new(Manager *m, Session *s) {
+        int r = sd_bus_emit_signal(
+                m->bus,
+                "/org/ccdocker1",
+                "org.ccdocker1.Manager",
+                "SessionNew",
+                "so",
+                s->id,
+                s->object_path);
+        if (r < 0)
+                log_warning_errno(r, "could not emit SessionNew for %s: %m", s->id);
+}
+
+void manager_dbus_emit_session_removed(Manager *m, Session *s) {
+        int r = sd_bus_emit_signal(
+                m->bus,
+                "/org/ccdocker1",
+                "org.ccdocker1.Manager",
+                "SessionRemoved",
+                "so",
+                s->id,
+                s->object_path);
+        if (r < 0)
+                log_warning_errno(r, "could not emit SessionRemoved for %s: %m", s->id);
+}

@@ -1,0 +1,225 @@
+/* The manager: one sd-event loop, the API bus (where org.ccdocker1 lives) and the bus systemd is reached
+ * on, the store, the podman client and the session registry. On start it loads every stored session and
+ * re-adopts those whose units still run, before it takes the bus name, so a client never sees a
+ * half-loaded daemon. */
+#define _GNU_SOURCE
+#include "manager.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "unit.h"
+#include "util.h"
+
+int manager_new(DaemonConfig *config, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        /* The manager takes the configuration over; the caller's copy is emptied. */
+        m->config = *config;
+        *config = (DaemonConfig){};
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                /* Watches hold plain pointers to their session: drop them before the sessions. */
+                m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
+                session_unref(m->sessions[i]);
+        }
+        free(m->sessions);
+        podman_client_free(m->podman);
+        store_close(m->store);
+        if (m->systemd_bus != m->bus)
+                sd_bus_flush_close_unref(m->systemd_bus);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        config_done(&m->config);
+        return mfree(m);
+}
+
+Session *manager_get_session(Manager *m, const char *id) {
+        if (!id)
+                return NULL;
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (streq(m->sessions[i]->id, id))
+                        return m->sessions[i];
+        return NULL;
+}
+
+Session *manager_get_session_by_path(Manager *m, const char *path) {
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (streq(m->sessions[i]->object_path, path))
+                        return m->sessions[i];
+        return NULL;
+}
+
+int manager_add_session(Manager *m, Session *s) {
+        Session **n;
+
+        n = reallocarray(m->sessions, m->n_sessions + 1, sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        m->sessions = n;
+        m->sessions[m->n_sessions++] = session_ref(s);
+        return 0;
+}
+
+void manager_remove_session(Manager *m, Session *s) {
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                if (m->sessions[i] != s)
+                        continue;
+                memmove(m->sessions + i,
+                        m->sessions + i + 1,
+                        (m->n_sessions - i - 1) * sizeof(*m->sessions));
+                m->n_sessions--;
+                s->removed = true;
+                s->unit_watch = sd_bus_slot_unref(s->unit_watch);
+                session_unref(s);
+                return;
+        }
+}
+
+unsigned manager_live_sessions(Manager *m) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (!session_state_is_final(m->sessions[i]->state))
+                        n++;
+        return n;
+}
+
+static int open_bus(const char *which, sd_bus **ret) {
+        if (streq(which, "user"))
+                return sd_bus_open_user(ret);
+        if (streq(which, "system"))
+                return sd_bus_open_system(ret);
+        return -EINVAL;
+}
+
+static int load_session(const SessionRecord *rec, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_(session_unrefp) Session *s = NULL;
+        int r;
+
+        r = session_new_from_record(m, rec, &s);
+        if (r < 0)
+                return 0; /* logged; one bad record must not keep the daemon from starting */
+        return manager_add_session(m, s);
+}
+
+static int mkdir_p(const char *path, mode_t mode) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+int manager_startup(Manager *m) {
+        const char *api_bus = m->config.mode == DAEMON_SYSTEM ? "system" : "user";
+        _cleanup_free_ char *db = NULL;
+        int r;
+
+        r = mkdir_p(m->config.state_dir, 0700);
+        if (r < 0)
+                return log_error_errno(
+                        r, "could not create the state directory %s: %m", m->config.state_dir);
+        if (asprintf(&db, "%s/ccdockerd.db", m->config.state_dir) < 0)
+                return log_oom();
+        r = store_open(db, &m->store);
+        if (r < 0)
+                return log_error_errno(r, "could not open the store %s: %m", db);
+
+        r = podman_client_new(m->event, m->config.podman_socket, &m->podman);
+        if (r < 0)
+                return log_error_errno(r, "could not set up the podman client: %m");
+
+        r = open_bus(api_bus, &m->bus);
+        if (r < 0)
+                return log_error_errno(r, "could not connect to the %s bus: %m", api_bus);
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "could not attach the bus to the event loop: %m");
+
+        if (streq(m->config.systemd_bus, api_bus))
+                m->systemd_bus = m->bus;
+        else {
+                r = open_bus(m->config.systemd_bus, &m->systemd_bus);
+                if (r < 0)
+                        return log_error_errno(
+                                r, "could not connect to the %s bus for systemd: %m", m->config.systemd_bus);
+                r = sd_bus_attach_event(m->systemd_bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+                if (r < 0)
+                        return log_error_errno(r, "could not attach the systemd bus to the event loop: %m");
+        }
+        r = unit_subscribe(m->systemd_bus);
+        if (r < 0)
+                return log_error_errno(r, "could not subscribe to systemd's signals: %m");
+
+        r = manager_dbus_register(m);
+        if (r < 0)
+                return r;
+        r = session_dbus_register(m);
+        if (r < 0)
+                return r;
+
+        r = store_load_sessions(m->store, load_session, m);
+        if (r < 0)
+                return log_error_errno(r, "could not load the stored sessions: %m");
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                r = session_adopt(m->sessions[i]);
+                if (r < 0)
+                        log_warning_errno(
+                                r, "session %s: could not look up its unit: %m", m->sessions[i]->id);
+        }
+        log_info("loaded %zu session(s), %u live", m->n_sessions, manager_live_sessions(m));
+
+        r = sd_bus_request_name(m->bus, "org.ccdocker1", 0);
+        if (r < 0)
+                return log_error_errno(r, "could not take the bus name org.ccdocker1: %m");
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        if (r < 0)
+                return r;
+        (void) sd_event_set_watchdog(m->event, true);
+
+        (void) sd_notify(false, "READY=1\nSTATUS=Managing sessions.");
+        r = sd_event_loop(m->event);
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down; sessions keep running.");
+        return r;
+}

@@ -1,0 +1,352 @@
+/* org.ccdocker1.Session at /org/ccdocker1/session/<escaped id> (dbus/org.ccdocker1.Session.xml): the
+ * session's properties and its Stop and Remove methods. Objects are served by a fallback vtable that
+ * finds the session by path, so a session needs no registration of its own. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "cleanup.h"
+#include "log.h"
+#include "manager.h"
+#include "polkit.h"
+#include "util.h"
+
+#define SESSION_PATH "/org/ccdocker1/session"
+#define SESSION_INTERFACE "org.ccdocker1.Session"
+
+static int session_object_find(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        void *userdata,
+        void **found,
+        sd_bus_error *error) {
+        Manager *m = userdata;
+        Session *s;
+
+        s = manager_get_session_by_path(m, path);
+        if (!s)
+                return 0;
+        *found = s;
+        return 1;
+}
+
+static int session_node_enumerator(
+        sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        char **l;
+
+        l = calloc(m->n_sessions + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                l[i] = strdup(m->sessions[i]->object_path);
+                if (!l[i]) {
+                        for (size_t j = 0; j < i; j++)
+                                free(l[j]);
+                        free(l);
+                        return -ENOMEM;
+                }
+        }
+        *nodes = l;
+        return 1;
+}
+
+/* Strings that may be NULL are published as "". */
+static int property_get_string(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        char **p = userdata;
+
+        return sd_bus_message_append(reply, "s", strempty(*p));
+}
+
+static int property_get_state(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+
+        return sd_bus_message_append(reply, "s", session_state_to_string(s->state));
+}
+
+static int property_get_owner(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+
+        return sd_bus_message_append(reply, "u", (uint32_t) s->owner_uid);
+}
+
+/* ---- authorisation: the owner and root pass, anyone else needs polkit's manage-sessions ---- */
+
+typedef void (*authorized_t)(Session *s, sd_bus_message *message, uid_t caller);
+
+typedef struct AuthRequest {
+        Session *session;
+        uid_t caller;
+        authorized_t next;
+        const char *method;
+} AuthRequest;
+
+static void on_authorized(int r, sd_bus_message *call, const sd_bus_error *error, void *userdata) {
+        AuthRequest *req = userdata;
+        Session *s = req->session;
+
+        if (r > 0 && !s->removed)
+                req->next(s, call, req->caller);
+        else if (r > 0)
+                (void) sd_bus_reply_method_errorf(
+                        call, CCDOCKER_ERROR_NO_SUCH_SESSION, "%s: no session '%s'", req->method, s->id);
+        else {
+                audit_log(
+                        AUDIT_EVENT_DENIED,
+                        s->id,
+                        s->parent_id,
+                        s->unit,
+                        req->caller,
+                        "%s of session %s denied for uid %u",
+                        req->method,
+                        s->id,
+                        (unsigned) req->caller);
+                (void) sd_bus_reply_method_errorf(
+                        call,
+                        CCDOCKER_ERROR_ACCESS_DENIED,
+                        "%s: uid %u may not manage session %s, owned by uid %u (polkit action %s)%s%s",
+                        req->method,
+                        (unsigned) req->caller,
+                        s->id,
+                        (unsigned) s->owner_uid,
+                        POLKIT_ACTION_MANAGE_ANY,
+                        error && error->message ? ": " : "",
+                        error && error->message ? error->message : "");
+        }
+        session_unref(req->session);
+        free(req);
+}
+
+static int session_authorize(
+        Session *s, sd_bus_message *message, const char *method, authorized_t next, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        Manager *m = s->manager;
+        AuthRequest *req;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(creds, &uid);
+        if (r < 0)
+                return sd_bus_error_setf(
+                        error,
+                        SD_BUS_ERROR_ACCESS_DENIED,
+                        "%s: could not identify the caller: %s",
+                        method,
+                        strerror(-r));
+
+        /* On the user bus only the user can call; on the system bus the owner and root pass. */
+        if (m->config.mode == DAEMON_USER || uid == 0 || uid == s->owner_uid) {
+                next(s, message, uid);
+                return 1;
+        }
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (AuthRequest){ .session = session_ref(s), .caller = uid, .next = next, .method = method };
+        r = polkit_check_async(m->bus, message, POLKIT_ACTION_MANAGE_ANY, NULL, on_authorized, req);
+        if (r < 0) {
+                session_unref(req->session);
+                free(req);
+                return sd_bus_error_setf(
+                        error,
+                        CCDOCKER_ERROR_ACCESS_DENIED,
+                        "%s: could not ask polkit: %s",
+                        method,
+                        strerror(-r));
+        }
+        return 1;
+}
+
+/* ---- Stop ---- */
+
+static void on_stopped(int r, const char *error, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+
+        if (r < 0)
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        SD_BUS_ERROR_FAILED,
+                        "Stop: systemd could not stop the unit: %s",
+                        error ? error : strerror(-r));
+        else
+                (void) sd_bus_reply_method_return(message, NULL);
+}
+
+static void do_stop(Session *s, sd_bus_message *message, uid_t caller) {
+        int force = 0, r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "b", &force);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(
+                        message, SD_BUS_ERROR_INVALID_ARGS, "Stop: %s", strerror(-r));
+                return;
+        }
+        sd_bus_message_ref(message);
+        r = session_stop(s, force, caller, on_stopped, message);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        SD_BUS_ERROR_FAILED,
+                        "Stop: could not stop session %s: %s",
+                        s->id,
+                        strerror(-r));
+                sd_bus_message_unref(message);
+        }
+}
+
+static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int force, r;
+
+        /* Read once here so that a wrong type is refused before anything is asked. */
+        r = sd_bus_message_read(message, "b", &force);
+        if (r < 0)
+                return r;
+        return session_authorize(userdata, message, "Stop", do_stop, error);
+}
+
+/* ---- Remove ---- */
+
+static void do_remove(Session *s, sd_bus_message *message, uid_t caller) {
+        Manager *m = s->manager;
+        int r;
+
+        if (!session_state_is_final(s->state)) {
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        CCDOCKER_ERROR_BAD_STATE,
+                        "Remove: session %s is %s; stop it first",
+                        s->id,
+                        session_state_to_string(s->state));
+                return;
+        }
+        r = store_delete_session(m->store, s->id);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        SD_BUS_ERROR_FAILED,
+                        "Remove: could not delete session %s: %s",
+                        s->id,
+                        strerror(-r));
+                return;
+        }
+        manager_dbus_emit_session_removed(m, s);
+        (void) sd_bus_reply_method_return(message, NULL);
+        manager_remove_session(m, s);
+}
+
+static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return session_authorize(userdata, message, "Remove", do_remove, error);
+}
+
+static const sd_bus_vtable session_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", property_get_string, offsetof(Session, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY(
+                "ParentId",
+                "s",
+                property_get_string,
+                offsetof(Session, parent_id),
+                SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Depth", "u", NULL, offsetof(Session, depth), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY(
+                "StateReason",
+                "s",
+                property_get_string,
+                offsetof(Session, state_reason),
+                SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY(
+                "Unit", "s", property_get_string, offsetof(Session, unit), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY(
+                "ContainerId",
+                "s",
+                property_get_string,
+                offsetof(Session, container_id),
+                SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY(
+                "TaskType",
+                "s",
+                property_get_string,
+                offsetof(Session, task_type),
+                SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY(
+                "CreatedAt", "t", NULL, offsetof(Session, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("OwnerUID", "u", property_get_owner, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY(
+                "Image", "s", property_get_string, offsetof(Session, image), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY(
+                "Workspace",
+                "s",
+                property_get_string,
+                offsetof(Session, workspace),
+                SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_ARGS(
+                "Stop", SD_BUS_ARGS("b", force), SD_BUS_NO_RESULT, method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "Remove", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_remove, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+int session_dbus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_fallback_vtable(
+                m->bus, NULL, SESSION_PATH, SESSION_INTERFACE, session_vtable, session_object_find, m);
+        if (r < 0)
+                return log_error_errno(r, "could not publish %s: %m", SESSION_INTERFACE);
+        r = sd_bus_add_node_enumerator(m->bus, NULL, SESSION_PATH, session_node_enumerator, m);
+        if (r < 0)
+                return log_error_errno(r, "could not publish the session objects: %m");
+        return 0;
+}
+
+void session_dbus_emit_changed(Session *s, const char *property, ...) {
+        const char *names[8];
+        size_t n = 0;
+        va_list ap;
+        int r;
+
+        if (s->removed || !s->manager->bus)
+                return;
+        va_start(ap, property);
+        for (const char *p = property; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
+                names[n++] = p;
+        va_end(ap);
+        names[n] = NULL;
+
+        r = sd_bus_emit_properties_changed_strv(
+                s->manager->bus, s->object_path, SESSION_INTERFACE, (char **) names);
+        if (r < 0)
+                log_debug_errno(r, "session %s: could not emit PropertiesChanged: %m", s->id);
+}

@@ -1,0 +1,838 @@
+/* The session object and its state machine. Creation is a chain of asynchronous steps, each resumed
+ * from the event loop: workspace, container (libpod REST), unit (StartTransientUnit), then the unit's
+ * state changes drive the session's. Every asynchronous step holds a reference on the session. */
+#define _GNU_SOURCE
+#include "session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-bus.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "cleanup.h"
+#include "log.h"
+#include "manager.h"
+#include "unit.h"
+#include "util.h"
+
+#define SESSION_UID 1000
+#define SESSION_GID 1000
+
+static const char *const state_names[_SESSION_STATE_MAX] = {
+        [SESSION_STARTING] = "starting", [SESSION_IDLE] = "idle",     [SESSION_RUNNING] = "running",
+        [SESSION_STOPPED] = "stopped",   [SESSION_FAILED] = "failed",
+};
+
+const char *session_state_to_string(SessionState s) {
+        if (s < 0 || s >= _SESSION_STATE_MAX)
+                return NULL;
+        return state_names[s];
+}
+
+SessionState session_state_from_string(const char *s) {
+        if (!s)
+                return _SESSION_STATE_INVALID;
+        for (SessionState i = 0; i < _SESSION_STATE_MAX; i++)
+                if (streq(state_names[i], s))
+                        return i;
+        return _SESSION_STATE_INVALID;
+}
+
+static uint64_t now_realtime_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+static int session_alloc(Manager *m, const char *id, Session **ret) {
+        _cleanup_(session_unrefp) Session *s = NULL;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->n_ref = 1;
+        s->manager = m;
+        s->owner_uid = (uid_t) -1;
+        s->stop_uid = (uid_t) -1;
+        s->id = strdup(id);
+        if (!s->id)
+                return -ENOMEM;
+        if (asprintf(&s->unit, "ccdocker-session-%s.service", id) < 0 ||
+            asprintf(&s->container_name, "ccdocker-%s", id) < 0) {
+                s->unit = s->container_name = NULL;
+                return -ENOMEM;
+        }
+        r = sd_bus_path_encode("/org/ccdocker1/session", id, &s->object_path);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int session_new(Manager *m, SessionConfig **config, uid_t owner, Session **ret) {
+        _cleanup_(session_unrefp) Session *s = NULL;
+        char id[13];
+        int r;
+
+        r = session_id_new(id);
+        if (r < 0)
+                return r;
+        r = session_alloc(m, id, &s);
+        if (r < 0)
+                return r;
+
+        s->config = TAKE_PTR(*config);
+        s->state = SESSION_STARTING;
+        s->owner_uid = owner;
+        s->created_usec = now_realtime_usec();
+        s->image = strdup(s->config->image);
+        if (!s->image)
+                return -ENOMEM;
+        if (s->config->task_type) {
+                s->task_type = strdup(s->config->task_type);
+                if (!s->task_type)
+                        return -ENOMEM;
+        }
+        if (s->config->workspace_type == WORKSPACE_HOST) {
+                s->workspace = strdup(s->config->workspace_path);
+        } else {
+                s->workspace_ephemeral = true;
+                if (asprintf(&s->workspace, "%s/workspaces/%s", m->config.state_dir, id) < 0)
+                        s->workspace = NULL;
+        }
+        if (!s->workspace)
+                return -ENOMEM;
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static int strdup_or_null(const char *in, char **out) {
+        if (!in) {
+                *out = NULL;
+                return 0;
+        }
+        *out = strdup(in);
+        return *out ? 0 : -ENOMEM;
+}
+
+int session_new_from_record(Manager *m, const SessionRecord *rec, Session **ret) {
+        _cleanup_(session_unrefp) Session *s = NULL;
+        int r;
+
+        if (!session_id_is_valid(rec->id))
+                return log_error_errno(EINVAL, "store: session id '%s' is not valid, ignoring it", rec->id);
+        r = session_alloc(m, rec->id, &s);
+        if (r < 0)
+                return r;
+
+        s->state = session_state_from_string(rec->state);
+        if (s->state < 0)
+                return log_error_errno(
+                        EINVAL, "store: session %s has unknown state '%s'", rec->id, rec->state);
+        s->depth = rec->depth;
+        s->owner_uid = rec->owner_uid;
+        s->created_usec = rec->created_usec;
+        s->workspace_ephemeral = rec->workspace_ephemeral;
+        if (strdup_or_null(rec->parent_id, &s->parent_id) < 0 ||
+            strdup_or_null(rec->state_reason, &s->state_reason) < 0 ||
+            strdup_or_null(rec->container_id, &s->container_id) < 0 ||
+            strdup_or_null(rec->task_type, &s->task_type) < 0 ||
+            strdup_or_null(rec->workspace_path, &s->workspace) < 0)
+                return -ENOMEM;
+        if (rec->config_json) {
+                r = session_config_from_json(rec->config_json, &s->config);
+                if (r < 0)
+                        return log_error_errno(r, "store: session %s has an unreadable config: %m", rec->id);
+                if (strdup_or_null(s->config->image, &s->image) < 0)
+                        return -ENOMEM;
+        }
+        /* A session that had ended was cleaned up before it was recorded as ended. */
+        s->cleaned_up = session_state_is_final(s->state);
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static Session *session_free(Session *s) {
+        sd_bus_slot_unref(s->unit_watch);
+        free(s->id);
+        free(s->parent_id);
+        free(s->state_reason);
+        free(s->unit);
+        free(s->container_name);
+        free(s->container_id);
+        free(s->task_type);
+        free(s->image);
+        free(s->workspace);
+        free(s->object_path);
+        session_config_free(s->config);
+        return mfree(s);
+}
+
+Session *session_ref(Session *s) {
+        if (s)
+                s->n_ref++;
+        return s;
+}
+
+Session *session_unref(Session *s) {
+        if (!s)
+                return NULL;
+        if (--s->n_ref > 0)
+                return NULL;
+        return session_free(s);
+}
+
+void session_to_record(Session *s, SessionRecord *r, char **ret_config_json) {
+        *ret_config_json = s->config ? session_config_to_json(s->config) : NULL;
+        *r = (SessionRecord){
+                .id = s->id,
+                .parent_id = s->parent_id,
+                .depth = s->depth,
+                .state = (char *) session_state_to_string(s->state),
+                .state_reason = s->state_reason,
+                .unit = s->unit,
+                .container_name = s->container_name,
+                .container_id = s->container_id,
+                .task_type = s->task_type,
+                .workspace_path = s->workspace,
+                .workspace_ephemeral = s->workspace_ephemeral,
+                .owner_uid = s->owner_uid,
+                .created_usec = s->created_usec,
+                .updated_usec = now_realtime_usec(),
+                .config_json = *ret_config_json,
+        };
+}
+
+static void session_save(Session *s) {
+        _cleanup_free_ char *json = NULL;
+        SessionRecord rec;
+        int r;
+
+        if (s->removed)
+                return;
+        session_to_record(s, &rec, &json);
+        r = store_save_session(s->manager->store, &rec);
+        if (r < 0)
+                log_error_errno(r, "session %s: could not store the session: %m", s->id);
+}
+
+int session_store_new(Session *s) {
+        _cleanup_free_ char *json = NULL;
+        SessionRecord rec;
+        int r;
+
+        session_to_record(s, &rec, &json);
+        r = store_save_session(s->manager->store, &rec);
+        if (r < 0)
+                return log_error_errno(r, "session %s: could not store it: %m", s->id);
+        r = store_record_state(
+                s->manager->store, s->id, session_state_to_string(s->state), NULL, s->created_usec);
+        if (r < 0)
+                return log_error_errno(r, "session %s: could not store its first state: %m", s->id);
+        return 0;
+}
+
+void session_set_state(Session *s, SessionState state, const char *reason) {
+        const char *name = session_state_to_string(state);
+        int r;
+
+        if (s->state == state && streq_ptr(s->state_reason, reason))
+                return;
+        /* An ended session stays ended: a late unit event must not revive it. */
+        if (session_state_is_final(s->state) && s->state != state)
+                return;
+
+        free(s->state_reason);
+        s->state_reason = reason ? strdup(reason) : NULL;
+        s->state = state;
+
+        r = store_record_state(s->manager->store, s->id, name, reason, now_realtime_usec());
+        if (r < 0)
+                log_error_errno(r, "session %s: could not store state %s: %m", s->id, name);
+        session_save(s);
+
+        audit_log(
+                AUDIT_EVENT_STATE,
+                s->id,
+                s->parent_id,
+                s->unit,
+                (uid_t) -1,
+                "session %s is %s%s%s",
+                s->id,
+                name,
+                reason ? ": " : "",
+                strempty(reason));
+        session_dbus_emit_changed(s, "State", "StateReason", NULL);
+}
+
+/* ---- cleanup: container, unit, workspace ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        if (remove(path) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "could not remove %s: %m", path);
+        return 0;
+}
+
+static void remove_tree(const char *path) {
+        if (access(path, F_OK) < 0)
+                return;
+        (void) nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+static void on_container_removed(int r, long status, json_t *reply, const char *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+
+        if (r < 0)
+                log_warning_errno(
+                        r,
+                        "session %s: could not remove container %s: %s",
+                        s->id,
+                        s->container_name,
+                        strempty(error));
+}
+
+static void on_unit_reset(int r, const sd_bus_error *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+
+        /* A unit that is already gone has nothing to reset. */
+        if (r < 0 && !sd_bus_error_has_name(error, "org.freedesktop.systemd1.NoSuchUnit"))
+                log_debug_errno(
+                        r,
+                        "session %s: reset-failed of %s: %s",
+                        s->id,
+                        s->unit,
+                        error ? error->message : "");
+}
+
+/* Removes what the session left: the container (ExecStopPost normally did), the failed unit's record,
+ * and an ephemeral workspace. Idempotent. */
+static void session_cleanup(Session *s) {
+        Manager *m = s->manager;
+        int r;
+
+        if (s->cleaned_up)
+                return;
+        s->cleaned_up = true;
+        s->unit_watch = sd_bus_slot_unref(s->unit_watch);
+
+        r = podman_container_remove(m->podman, s->container_name, on_container_removed, session_ref(s));
+        if (r < 0) {
+                session_unref(s);
+                log_warning_errno(r, "session %s: could not ask podman to remove the container: %m", s->id);
+        }
+        r = unit_reset_failed(m->systemd_bus, s->unit, on_unit_reset, session_ref(s));
+        if (r < 0)
+                session_unref(s);
+        if (s->workspace_ephemeral)
+                remove_tree(s->workspace);
+}
+
+static void session_fail(Session *s, const char *reason) {
+        log_warning("session %s failed: %s", s->id, reason);
+        session_set_state(s, SESSION_FAILED, reason);
+        session_cleanup(s);
+}
+
+/* ---- following the unit ---- */
+
+static char *describe_unit_end(Session *s, const UnitState *st, SessionState *ret_state) {
+        char *reason = NULL;
+        int r = 0;
+
+        if (s->stop_requested) {
+                *ret_state = SESSION_STOPPED;
+                if (s->stop_uid != (uid_t) -1)
+                        r = asprintf(&reason, "stopped on request of uid %u", (unsigned) s->stop_uid);
+                else
+                        r = asprintf(&reason, "stopped on request");
+        } else if (streq_ptr(st->result, "success")) {
+                *ret_state = SESSION_STOPPED;
+                r = asprintf(&reason, "the container exited with status 0");
+        } else if (streq_ptr(st->result, "oom-kill")) {
+                *ret_state = SESSION_FAILED;
+                r = asprintf(
+                        &reason,
+                        "out of memory: the container was killed at its memory limit (%" PRIu64 " bytes)",
+                        s->config ? s->config->memory : 0);
+        } else if (streq_ptr(st->result, "timeout")) {
+                *ret_state = SESSION_FAILED;
+                r = asprintf(
+                        &reason,
+                        "timeout: the session ran longer than timeout_seconds (%" PRIu64 " s)",
+                        s->config ? s->config->timeout_sec : 0);
+        } else if (st->exec_main_code == CLD_KILLED || st->exec_main_code == CLD_DUMPED) {
+                *ret_state = SESSION_FAILED;
+                r = asprintf(
+                        &reason,
+                        "the container was killed by signal %s (unit result %s)",
+                        strsignal(st->exec_main_status),
+                        strempty(st->result));
+        } else if (st->exec_main_code == CLD_EXITED && st->exec_main_status == 137) {
+                *ret_state = SESSION_FAILED;
+                r = asprintf(
+                        &reason,
+                        "the container was killed (SIGKILL, exit status 137; unit result %s)",
+                        strempty(st->result));
+        } else if (st->exec_main_code == CLD_EXITED) {
+                *ret_state = SESSION_FAILED;
+                r = asprintf(
+                        &reason,
+                        "the container exited with status %d (unit result %s)",
+                        st->exec_main_status,
+                        strempty(st->result));
+        } else {
+                *ret_state = SESSION_FAILED;
+                r = asprintf(&reason, "the unit ended with result %s", strempty(st->result));
+        }
+        return r < 0 ? NULL : reason;
+}
+
+static void on_unit_state(const UnitState *st, void *userdata) {
+        Session *s = userdata;
+        SessionState next;
+
+        if (session_state_is_final(s->state) || s->removed)
+                return;
+
+        log_debug(
+                "session %s: unit %s is %s/%s (result %s)",
+                s->id,
+                s->unit,
+                strempty(st->active_state),
+                strempty(st->sub_state),
+                strempty(st->result));
+
+        if (streq_ptr(st->active_state, "active")) {
+                s->unit_was_active = true;
+                if (s->state == SESSION_STARTING)
+                        session_set_state(s, SESSION_IDLE, NULL);
+                return;
+        }
+        if (!st->exists && !s->unit_was_active)
+                return; /* not started yet: the start job will tell */
+
+        if (streq_ptr(st->active_state, "inactive") || streq_ptr(st->active_state, "failed") ||
+            !st->exists) {
+                _cleanup_free_ char *reason = NULL;
+
+                if (!s->unit_was_active && !st->exists)
+                        return;
+                reason = describe_unit_end(s, st, &next);
+                session_set_state(s, next, reason ? reason : "the unit ended");
+                session_cleanup(s);
+        }
+}
+
+static int session_watch_unit(Session *s) {
+        if (s->unit_watch)
+                return 0;
+        return unit_watch(s->manager->systemd_bus, s->unit, on_unit_state, s, &s->unit_watch);
+}
+
+/* ---- creation ---- */
+
+static void on_unit_started(int r, const sd_bus_error *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+        _cleanup_free_ char *reason = NULL;
+
+        if (r >= 0 || session_state_is_final(s->state))
+                return;
+        if (asprintf(
+                    &reason,
+                    "systemd could not start unit %s: %s",
+                    s->unit,
+                    error && error->message ? error->message : strerror(-r)) < 0)
+                reason = NULL;
+        audit_log(
+                AUDIT_EVENT_CREATE_FAILED,
+                s->id,
+                s->parent_id,
+                s->unit,
+                (uid_t) -1,
+                "%s",
+                reason ? reason : "unit start failed");
+        session_fail(s, reason ? reason : "systemd could not start the unit");
+}
+
+static void session_start_unit(Session *s) {
+        Manager *m = s->manager;
+        _cleanup_free_ char *description = NULL;
+        int r;
+
+        if (asprintf(&description, "cc-docker session %s", s->id) < 0) {
+                session_fail(s, "out of memory");
+                return;
+        }
+
+        UnitSpec spec = {
+                .name = s->unit,
+                .description = description,
+                .container_name = s->container_name,
+                .memory_max = s->config->memory,
+                .cpu_millis = s->config->cpu_millis,
+                .tasks_max = s->config->tasks,
+                .runtime_max_sec = s->config->timeout_sec,
+                .stop_timeout_sec = m->config.stop_timeout_sec,
+        };
+
+        r = session_watch_unit(s);
+        if (r < 0)
+                log_warning_errno(r, "session %s: could not watch unit %s: %m", s->id, s->unit);
+        r = unit_start(m->systemd_bus, &spec, on_unit_started, session_ref(s));
+        if (r < 0) {
+                session_unref(s);
+                _cleanup_free_ char *reason = NULL;
+                if (asprintf(&reason, "could not ask systemd to start %s: %s", s->unit, strerror(-r)) < 0)
+                        reason = NULL;
+                session_fail(s, reason ? reason : "could not start the unit");
+        }
+}
+
+static void on_container_created(int r, long status, json_t *reply, const char *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+        const char *id;
+
+        if (session_state_is_final(s->state) || s->removed)
+                return;
+        if (r < 0) {
+                _cleanup_free_ char *reason = NULL;
+
+                if (asprintf(
+                            &reason,
+                            "podman could not create the container: %s",
+                            error ? error : strerror(-r)) < 0)
+                        reason = NULL;
+                audit_log(
+                        AUDIT_EVENT_CREATE_FAILED,
+                        s->id,
+                        s->parent_id,
+                        s->unit,
+                        (uid_t) -1,
+                        "%s",
+                        reason ? reason : "container create failed");
+                session_fail(s, reason ? reason : "podman could not create the container");
+                return;
+        }
+
+        id = json_string_value(json_object_get(reply, "Id"));
+        if (id) {
+                free(s->container_id);
+                s->container_id = strdup(id);
+                session_save(s);
+                session_dbus_emit_changed(s, "ContainerId", NULL);
+        }
+        if (s->stop_requested) {
+                session_set_state(s, SESSION_STOPPED, "stopped on request before it started");
+                session_cleanup(s);
+                return;
+        }
+        session_start_unit(s);
+}
+
+static int json_add_tmpfs(json_t *mounts, const char *dest, const char *extra) {
+        json_t *opts = json_pack("[ssss]", "rw", "nosuid", "nodev", "size=256m");
+
+        if (!opts)
+                return -ENOMEM;
+        if (extra && json_array_append_new(opts, json_string(extra)) < 0) {
+                json_decref(opts);
+                return -ENOMEM;
+        }
+        if (json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:o}",
+                            "type",
+                            "tmpfs",
+                            "source",
+                            "tmpfs",
+                            "destination",
+                            dest,
+                            "options",
+                            opts)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* The container of SPEC.md 9.4: uid 1000, no capabilities, no new privileges, a read-only root with
+ * tmpfs /tmp, /run and home, a writable /workspace, and the session's limits also as the container's
+ * own (the unit's bind too: docs/sandbox.md). */
+static json_t *session_container_spec(Session *s) {
+        const SessionConfig *c = s->config;
+        Manager *m = s->manager;
+        _cleanup_(json_decrefp) json_t *spec = NULL, *mounts = NULL, *env = NULL, *labels = NULL;
+
+        mounts = json_array();
+        env = json_object();
+        labels = json_pack("{s:s}", "org.ccdocker.session", s->id);
+        if (!mounts || !env || !labels)
+                return NULL;
+
+        /* "U": podman hands the tmpfs to the container's user, so the CLI can write its home. */
+        if (json_add_tmpfs(mounts, "/tmp", NULL) < 0 || json_add_tmpfs(mounts, "/run", NULL) < 0 ||
+            json_add_tmpfs(mounts, "/var/tmp", NULL) < 0 || json_add_tmpfs(mounts, "/home/claude", "U") < 0)
+                return NULL;
+        if (json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:[sss]}",
+                            "type",
+                            "bind",
+                            "source",
+                            s->workspace,
+                            "destination",
+                            "/workspace",
+                            "options",
+                            "rbind",
+                            "rw",
+                            "nosuid")) < 0)
+                return NULL;
+
+        for (char **e = c->environment; e && *e; e++) {
+                const char *eq = strchr(*e, '=');
+                _cleanup_free_ char *name = NULL;
+
+                if (!eq)
+                        continue;
+                name = strndup(*e, eq - *e);
+                if (!name || json_object_set_new(env, name, json_string(eq + 1)) < 0)
+                        return NULL;
+        }
+        if (json_object_set_new(env, "CCDOCKER_SESSION_ID", json_string(s->id)) < 0)
+                return NULL;
+
+        spec = json_pack(
+                "{s:s, s:s, s:s, s:[s], s:b, s:b, s:s, s:{s:s}, s:O, s:O, s:O, s:i}",
+                "name",
+                s->container_name,
+                "image",
+                c->image,
+                "user",
+                "1000:1000",
+                "cap_drop",
+                "ALL",
+                "no_new_privileges",
+                1,
+                "read_only_filesystem",
+                1,
+                "cgroups_mode",
+                "split",
+                "netns",
+                "nsmode",
+                c->network,
+                "mounts",
+                mounts,
+                "env",
+                env,
+                "labels",
+                labels,
+                "stop_timeout",
+                (int) m->config.stop_timeout_sec);
+        if (!spec)
+                return NULL;
+
+        if (json_object_set_new(
+                    spec,
+                    "resource_limits",
+                    json_pack(
+                            "{s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I}}",
+                            "memory",
+                            "limit",
+                            (json_int_t) c->memory,
+                            "swap",
+                            (json_int_t) c->memory,
+                            "cpu",
+                            "quota",
+                            (json_int_t) (c->cpu_millis * 100),
+                            "period",
+                            (json_int_t) 100000,
+                            "pids",
+                            "limit",
+                            (json_int_t) c->tasks)) < 0)
+                return NULL;
+
+        if (m->config.session_command) {
+                json_t *argv = json_array();
+
+                if (!argv || json_object_set_new(spec, "command", argv) < 0)
+                        return NULL;
+                for (char **a = m->config.session_command; *a; a++)
+                        if (json_array_append_new(argv, json_string(*a)) < 0)
+                                return NULL;
+        }
+        return TAKE_PTR(spec);
+}
+
+static int session_make_workspace(Session *s) {
+        _cleanup_free_ char *parent = NULL;
+
+        if (!s->workspace_ephemeral)
+                return 0;
+        if (asprintf(&parent, "%s/workspaces", s->manager->config.state_dir) < 0)
+                return -ENOMEM;
+        if (mkdir(parent, 0711) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "session %s: could not create %s: %m", s->id, parent);
+        if (mkdir(s->workspace, 0750) < 0)
+                return log_error_errno(
+                        errno, "session %s: could not create workspace %s: %m", s->id, s->workspace);
+        if (chown(s->workspace, SESSION_UID, SESSION_GID) < 0)
+                return log_error_errno(
+                        errno,
+                        "session %s: could not hand workspace %s to uid %d: %m",
+                        s->id,
+                        s->workspace,
+                        SESSION_UID);
+        return 0;
+}
+
+int session_start(Session *s) {
+        _cleanup_(json_decrefp) json_t *spec = NULL;
+        _cleanup_free_ char *reason = NULL;
+        int r;
+
+        r = session_make_workspace(s);
+        if (r < 0) {
+                if (asprintf(&reason, "could not create the workspace %s: %s", s->workspace, strerror(-r)) <
+                    0)
+                        reason = NULL;
+                session_fail(s, reason ? reason : "could not create the workspace");
+                return r;
+        }
+
+        spec = session_container_spec(s);
+        if (!spec) {
+                session_fail(s, "out of memory building the container spec");
+                return -ENOMEM;
+        }
+        r = podman_container_create(s->manager->podman, spec, on_container_created, session_ref(s));
+        if (r < 0) {
+                session_unref(s);
+                if (asprintf(&reason, "could not ask podman to create the container: %s", strerror(-r)) < 0)
+                        reason = NULL;
+                session_fail(s, reason ? reason : "could not ask podman to create the container");
+                return r;
+        }
+        return 0;
+}
+
+/* ---- adoption after a restart ---- */
+
+static void on_adopt_state(const UnitState *st, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+        _cleanup_free_ char *reason = NULL;
+
+        if (session_state_is_final(s->state))
+                return;
+        if (st->exists &&
+            (streq_ptr(st->active_state, "active") || streq_ptr(st->active_state, "activating") ||
+             streq_ptr(st->active_state, "deactivating"))) {
+                int r;
+
+                log_info("session %s: re-adopting running unit %s", s->id, s->unit);
+                s->unit_was_active = streq_ptr(st->active_state, "active");
+                r = session_watch_unit(s);
+                if (r < 0)
+                        log_warning_errno(r, "session %s: could not watch unit %s: %m", s->id, s->unit);
+                if (s->state == SESSION_STARTING && s->unit_was_active)
+                        session_set_state(s, SESSION_IDLE, NULL);
+                return;
+        }
+        if (st->exists) {
+                SessionState next;
+
+                s->unit_was_active = true;
+                reason = describe_unit_end(s, st, &next);
+                session_set_state(s, next, reason ? reason : "the unit ended while the daemon was down");
+        } else {
+                if (asprintf(&reason, "lost while the daemon was down: unit %s no longer exists", s->unit) <
+                    0)
+                        reason = NULL;
+                session_set_state(s, SESSION_FAILED, reason ? reason : "lost while the daemon was down");
+        }
+        session_cleanup(s);
+}
+
+int session_adopt(Session *s) {
+        int r;
+
+        if (session_state_is_final(s->state))
+                return 0;
+        r = unit_get_state(s->manager->systemd_bus, s->unit, on_adopt_state, session_ref(s));
+        if (r < 0)
+                session_unref(s);
+        return r;
+}
+
+/* ---- stopping ---- */
+
+typedef struct StopRequest {
+        Session *session;
+        void (*cb)(int r, const char *error, void *userdata);
+        void *userdata;
+} StopRequest;
+
+static void on_stop_done(int r, const sd_bus_error *error, void *userdata) {
+        StopRequest *req = userdata;
+
+        if (req->cb)
+                req->cb(r, r < 0 && error ? error->message : NULL, req->userdata);
+        session_unref(req->session);
+        free(req);
+}
+
+int session_stop(
+        Session *s,
+        bool force,
+        uid_t caller,
+        void (*cb)(int r, const char *error, void *userdata),
+        void *userdata) {
+        StopRequest *req;
+        int r;
+
+        audit_log(
+                AUDIT_EVENT_STOP,
+                s->id,
+                s->parent_id,
+                s->unit,
+                caller,
+                "session %s: stop%s requested",
+                s->id,
+                force ? " (force)" : "");
+        s->stop_requested = true;
+        s->stop_uid = caller;
+
+        if (session_state_is_final(s->state) || (s->state == SESSION_STARTING && !s->container_id)) {
+                /* Nothing runs yet (or any more): the creation chain sees stop_requested. */
+                if (cb)
+                        cb(0, NULL, userdata);
+                return 0;
+        }
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (StopRequest){ .session = session_ref(s), .cb = cb, .userdata = userdata };
+
+        if (force)
+                r = unit_kill(s->manager->systemd_bus, s->unit, SIGKILL, on_stop_done, req);
+        else
+                r = unit_stop(s->manager->systemd_bus, s->unit, on_stop_done, req);
+        if (r < 0) {
+                session_unref(req->session);
+                free(req);
+        }
+        return r;
+}

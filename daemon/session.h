@@ -1,0 +1,99 @@
+/* A session: one Claude Code container inside one transient unit, and its state machine (SPEC.md 4.5):
+ * starting -> idle (the unit runs the container) -> running (a prompt is being worked on, later issues)
+ * -> stopped (asked to stop, or the container ended cleanly) or failed (anything else, with the reason).
+ * The session drives its own creation (container over libpod REST, then the unit) and follows its unit
+ * to learn of exits it did not cause. */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+
+#include "cleanup.h"
+#include "store.h"
+#include "validate.h"
+
+typedef struct Manager Manager;
+typedef struct Session Session;
+
+typedef enum SessionState {
+        SESSION_STARTING,
+        SESSION_IDLE,
+        SESSION_RUNNING,
+        SESSION_STOPPED,
+        SESSION_FAILED,
+        _SESSION_STATE_MAX,
+        _SESSION_STATE_INVALID = -EINVAL,
+} SessionState;
+
+struct Session {
+        unsigned n_ref;
+        Manager *manager;
+
+        char *id;
+        char *parent_id;
+        unsigned depth;
+        SessionState state;
+        char *state_reason;
+        char *unit;
+        char *container_name;
+        char *container_id;
+        char *task_type;
+        char *image;
+        char *workspace;
+        bool workspace_ephemeral;
+        uid_t owner_uid;
+        uint64_t created_usec;
+        SessionConfig *config;
+        char *object_path;
+
+        sd_bus_slot *unit_watch;
+        bool unit_was_active; /* the unit reached active at least once */
+        bool stop_requested;  /* Stop was called: the end is "stopped", whatever the unit's result */
+        uid_t stop_uid;
+        bool cleaned_up; /* container removed, unit reset, ephemeral workspace gone */
+        bool removed;    /* forgotten (Remove): no object, no record */
+};
+
+const char *session_state_to_string(SessionState s);
+SessionState session_state_from_string(const char *s);
+static inline bool session_state_is_final(SessionState s) {
+        return s == SESSION_STOPPED || s == SESSION_FAILED;
+}
+
+/* A new session in state starting, not yet stored or published. Takes ownership of *config. */
+int session_new(Manager *m, SessionConfig **config, uid_t owner, Session **ret);
+/* A session read back from the store (daemon restart). */
+int session_new_from_record(Manager *m, const SessionRecord *r, Session **ret);
+
+Session *session_ref(Session *s);
+Session *session_unref(Session *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Session *, session_unref);
+
+/* Creates the workspace and the container, then starts the unit. Progress and failure arrive as state
+ * changes; nothing is left behind when it fails. */
+int session_start(Session *s);
+
+/* Follows the unit of a session whose unit may still run after a daemon restart: re-adopts it if the
+ * unit is active, else ends the session with the reason. */
+int session_adopt(Session *s);
+
+/* Stops the unit: gracefully (TimeoutStopSec, then SIGKILL) or at once with SIGKILL. cb (may be NULL)
+ * runs when the stop job is done. */
+int session_stop(
+        Session *s,
+        bool force,
+        uid_t caller,
+        void (*cb)(int r, const char *error, void *userdata),
+        void *userdata);
+
+/* Writes a new session and its first state to the store. */
+int session_store_new(Session *s);
+
+/* Moves to state with reason (NULL: none): stored, announced on the bus, audited. */
+void session_set_state(Session *s, SessionState state, const char *reason);
+
+/* Fills a store record that borrows the session's strings. */
+void session_to_record(Session *s, SessionRecord *r, char **ret_config_json);
