@@ -21,6 +21,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "manager.h"
+#include "oom.h"
 #include "unit.h"
 #include "util.h"
 
@@ -348,7 +349,7 @@ static void session_fail(Session *s, const char *reason) {
 
 /* ---- following the unit ---- */
 
-static char *describe_unit_end(Session *s, const UnitState *st, SessionState *ret_state) {
+static char *describe_unit_end(Session *s, const UnitState *st, bool oom_killed, SessionState *ret_state) {
         char *reason = NULL;
         int r = 0;
 
@@ -361,7 +362,7 @@ static char *describe_unit_end(Session *s, const UnitState *st, SessionState *re
         } else if (streq_ptr(st->result, "success")) {
                 *ret_state = SESSION_STOPPED;
                 r = asprintf(&reason, "the container exited with status 0");
-        } else if (streq_ptr(st->result, "oom-kill")) {
+        } else if (streq_ptr(st->result, "oom-kill") || oom_killed) {
                 *ret_state = SESSION_FAILED;
                 r = asprintf(
                         &reason,
@@ -400,10 +401,105 @@ static char *describe_unit_end(Session *s, const UnitState *st, SessionState *re
         return r < 0 ? NULL : reason;
 }
 
-static void on_unit_state(const UnitState *st, void *userdata) {
-        Session *s = userdata;
+/* The end of a unit, as far as systemd told it, kept while podman is asked how the container ended. */
+typedef struct UnitEnd {
+        Session *session;
+        char *result;
+        int exec_main_code;
+        int exec_main_status;
+        bool exists;
+} UnitEnd;
+
+static void unit_end_free(UnitEnd *e) {
+        session_unref(e->session);
+        free(e->result);
+        free(e);
+}
+
+static void session_end(Session *s, const UnitState *st, bool oom_killed) {
+        _cleanup_free_ char *reason = NULL;
         SessionState next;
 
+        if (session_state_is_final(s->state) || s->removed)
+                return;
+        reason = describe_unit_end(s, st, oom_killed, &next);
+        session_set_state(s, next, reason ? reason : "the unit ended");
+        session_cleanup(s);
+}
+
+static void on_end_inspected(int r, long status, json_t *reply, const char *error, void *userdata) {
+        UnitEnd *e = userdata;
+        Session *s = e->session;
+        json_t *state = json_object_get(reply, "State");
+        bool oom;
+        UnitState st = {
+                .result = e->result,
+                .exec_main_code = e->exec_main_code,
+                .exec_main_status = e->exec_main_status,
+                .exists = e->exists,
+        };
+
+        if (!e->exists && !e->result) {
+                /* systemd forgot the unit (the daemon was down): the container is all that is left. */
+                if (r < 0 && !s->stop_requested) {
+                        _cleanup_free_ char *reason = NULL;
+
+                        if (asprintf(
+                                    &reason,
+                                    "lost while the daemon was down: unit %s and container %s are gone",
+                                    s->unit,
+                                    s->container_name) < 0)
+                                reason = NULL;
+                        if (!session_state_is_final(s->state)) {
+                                session_set_state(s, SESSION_FAILED, reason ? reason : "lost");
+                                session_cleanup(s);
+                        }
+                        unit_end_free(e);
+                        return;
+                }
+                st.exec_main_code = CLD_EXITED;
+                st.exec_main_status = (int) json_integer_value(json_object_get(state, "ExitCode"));
+                st.result = st.exec_main_status == 0 ? "success" : "exit-code";
+        }
+        /* On cgroup v1 systemd cannot tell an OOM kill from another SIGKILL: ask conmon's record, then the
+         * kernel's. */
+        oom = r >= 0 && json_is_true(json_object_get(state, "OOMKilled"));
+        if (!oom && !s->stop_requested && st.exec_main_code != 0 &&
+            (st.exec_main_status == 137 || st.exec_main_status == SIGKILL))
+                oom = oom_kill_recorded(s->unit, s->created_usec);
+        session_end(s, &st, oom);
+        unit_end_free(e);
+}
+
+/* The unit ended: ask podman how the container ended (the unit leaves it for that), then end the
+ * session with the reason and clean up. */
+static void session_unit_ended(Session *s, const UnitState *st) {
+        UnitEnd *e;
+        int r;
+
+        if (s->ending)
+                return;
+        s->ending = true;
+
+        e = calloc(1, sizeof(*e));
+        if (e) {
+                *e = (UnitEnd){
+                        .session = session_ref(s),
+                        .result = st->result ? strdup(st->result) : NULL,
+                        .exec_main_code = st->exec_main_code,
+                        .exec_main_status = st->exec_main_status,
+                        .exists = st->exists,
+                };
+                r = podman_container_inspect(s->manager->podman, s->container_name, on_end_inspected, e);
+                if (r >= 0)
+                        return;
+                unit_end_free(e);
+        }
+        session_end(s, st, false); /* podman could not be asked: what systemd said must do */
+}
+
+static void on_unit_state(const UnitState *st, void *userdata) {
+        Session *s = userdata;
         if (session_state_is_final(s->state) || s->removed)
                 return;
 
@@ -424,16 +520,8 @@ static void on_unit_state(const UnitState *st, void *userdata) {
         if (!st->exists && !s->unit_was_active)
                 return; /* not started yet: the start job will tell */
 
-        if (streq_ptr(st->active_state, "inactive") || streq_ptr(st->active_state, "failed") ||
-            !st->exists) {
-                _cleanup_free_ char *reason = NULL;
-
-                if (!s->unit_was_active && !st->exists)
-                        return;
-                reason = describe_unit_end(s, st, &next);
-                session_set_state(s, next, reason ? reason : "the unit ended");
-                session_cleanup(s);
-        }
+        if (streq_ptr(st->active_state, "inactive") || streq_ptr(st->active_state, "failed") || !st->exists)
+                session_unit_ended(s, st);
 }
 
 static int session_watch_unit(Session *s) {
@@ -486,6 +574,7 @@ static void session_start_unit(Session *s) {
                 .tasks_max = s->config->tasks,
                 .runtime_max_sec = s->config->timeout_sec,
                 .stop_timeout_sec = m->config.stop_timeout_sec,
+                .keep_container = true,
         };
 
         r = session_watch_unit(s);
@@ -732,7 +821,6 @@ int session_start(Session *s) {
 
 static void on_adopt_state(const UnitState *st, void *userdata) {
         _cleanup_(session_unrefp) Session *s = userdata;
-        _cleanup_free_ char *reason = NULL;
 
         if (session_state_is_final(s->state))
                 return;
@@ -750,19 +838,17 @@ static void on_adopt_state(const UnitState *st, void *userdata) {
                         session_set_state(s, SESSION_IDLE, NULL);
                 return;
         }
-        if (st->exists) {
-                SessionState next;
-
+        if (st->error < 0) {
+                /* systemd could not be asked: follow the unit; its first report settles it. */
+                log_warning_errno(
+                        st->error, "session %s: could not read the state of %s: %m", s->id, s->unit);
                 s->unit_was_active = true;
-                reason = describe_unit_end(s, st, &next);
-                session_set_state(s, next, reason ? reason : "the unit ended while the daemon was down");
-        } else {
-                if (asprintf(&reason, "lost while the daemon was down: unit %s no longer exists", s->unit) <
-                    0)
-                        reason = NULL;
-                session_set_state(s, SESSION_FAILED, reason ? reason : "lost while the daemon was down");
+                (void) session_watch_unit(s);
+                return;
         }
-        session_cleanup(s);
+        /* Ended while the daemon was down (or gone entirely): the container tells the rest. */
+        s->unit_was_active = true;
+        session_unit_ended(s, st);
 }
 
 int session_adopt(Session *s) {

@@ -53,6 +53,7 @@ struct Session {
         bool unit_was_active; /* the unit reached active at least once */
         bool stop_requested;  /* Stop was called: the end is "stopped", whatever the unit's result */
         uid_t stop_uid;
+        bool ending;     /* the unit ended; podman is being asked how the container did */
         bool cleaned_up; /* container removed, unit reset, ephemeral workspace gone */
         bool removed;    /* forgotten (Remove): no object, no record */
 };

@@ -361,9 +361,11 @@ static int build_start_message(sd_bus *bus, const UnitSpec *spec, sd_bus_message
         r = append_exec(m, "ExecStart", podman, false, start_argv);
         if (r < 0)
                 return r;
-        r = append_exec(m, "ExecStopPost", podman, true, rm_argv);
-        if (r < 0)
-                return r;
+        if (!spec->keep_container) {
+                r = append_exec(m, "ExecStopPost", podman, true, rm_argv);
+                if (r < 0)
+                        return r;
+        }
 
         if (spec->memory_max > 0) {
                 r = sd_bus_message_append(m, "(sv)", "MemoryMax", "t", spec->memory_max);

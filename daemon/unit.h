@@ -19,6 +19,7 @@ typedef struct UnitSpec {
         uint64_t tasks_max;         /* 0 = none */
         uint64_t runtime_max_sec;   /* RuntimeMaxSec; 0 = none */
         uint64_t stop_timeout_sec;  /* TimeoutStopSec: graceful stop, then SIGKILL */
+        bool keep_container;        /* no ExecStopPost removal: the caller reads the container's end first */
 } UnitSpec;
 
 /* The state of a unit as systemd reports it. Strings are borrowed for the callback's duration; NULL when

@@ -182,7 +182,7 @@ class LifecycleTest(DaemonTestCase):
     def test_out_of_memory_ends_failed_oom(self):
         sid, path = self.create("memory", "s", "64M", "environment", "a{ss}", {"CCDOCKER_TEST": "oom"})
         self.assertEqual(sb.wait_state(path, "stopped", "failed"), "failed")
-        self.assertRegex(sb.session_prop(path, "StateReason"), r"out of memory|killed|137")
+        self.assertIn("out of memory", sb.session_prop(path, "StateReason"))
         self.assert_nothing_left(sid)
 
     def test_timeout_ends_failed_timeout(self):
