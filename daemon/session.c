@@ -347,6 +347,9 @@ static void session_fail(Session *s, const char *reason) {
         session_cleanup(s);
 }
 
+static int session_stop_unit(
+        Session *s, bool force, void (*cb)(int r, const char *error, void *userdata), void *userdata);
+
 /* ---- following the unit ---- */
 
 static char *describe_unit_end(Session *s, const UnitState *st, bool oom_killed, SessionState *ret_state) {
@@ -513,7 +516,13 @@ static void on_unit_state(const UnitState *st, void *userdata) {
 
         if (streq_ptr(st->active_state, "active")) {
                 s->unit_was_active = true;
-                if (s->state == SESSION_STARTING)
+                if (s->stop_requested && !s->stop_issued) {
+                        /* Stop arrived while the session was starting. */
+                        int r = session_stop_unit(s, s->stop_force, NULL, NULL);
+                        if (r < 0)
+                                log_warning_errno(
+                                        r, "session %s: could not stop unit %s: %m", s->id, s->unit);
+                } else if (s->state == SESSION_STARTING)
                         session_set_state(s, SESSION_IDLE, NULL);
                 return;
         }
@@ -879,34 +888,12 @@ static void on_stop_done(int r, const sd_bus_error *error, void *userdata) {
         free(req);
 }
 
-int session_stop(
-        Session *s,
-        bool force,
-        uid_t caller,
-        void (*cb)(int r, const char *error, void *userdata),
-        void *userdata) {
+static int session_stop_unit(
+        Session *s, bool force, void (*cb)(int r, const char *error, void *userdata), void *userdata) {
         StopRequest *req;
         int r;
 
-        audit_log(
-                AUDIT_EVENT_STOP,
-                s->id,
-                s->parent_id,
-                s->unit,
-                caller,
-                "session %s: stop%s requested",
-                s->id,
-                force ? " (force)" : "");
-        s->stop_requested = true;
-        s->stop_uid = caller;
-
-        if (session_state_is_final(s->state) || (s->state == SESSION_STARTING && !s->container_id)) {
-                /* Nothing runs yet (or any more): the creation chain sees stop_requested. */
-                if (cb)
-                        cb(0, NULL, userdata);
-                return 0;
-        }
-
+        s->stop_issued = true;
         req = calloc(1, sizeof(*req));
         if (!req)
                 return -ENOMEM;
@@ -921,4 +908,33 @@ int session_stop(
                 free(req);
         }
         return r;
+}
+
+int session_stop(
+        Session *s,
+        bool force,
+        uid_t caller,
+        void (*cb)(int r, const char *error, void *userdata),
+        void *userdata) {
+        audit_log(
+                AUDIT_EVENT_STOP,
+                s->id,
+                s->parent_id,
+                s->unit,
+                caller,
+                "session %s: stop%s requested",
+                s->id,
+                force ? " (force)" : "");
+        s->stop_requested = true;
+        s->stop_force = s->stop_force || force;
+        s->stop_uid = caller;
+
+        if (session_state_is_final(s->state) || !s->unit_was_active) {
+                /* Nothing runs yet (or any more). A session still starting is stopped as soon as its
+                 * container is created or its unit is active, whichever comes first. */
+                if (cb)
+                        cb(0, NULL, userdata);
+                return 0;
+        }
+        return session_stop_unit(s, force, cb, userdata);
 }

@@ -52,6 +52,8 @@ struct Session {
         sd_bus_slot *unit_watch;
         bool unit_was_active; /* the unit reached active at least once */
         bool stop_requested;  /* Stop was called: the end is "stopped", whatever the unit's result */
+        bool stop_force;      /* ... with force: SIGKILL rather than a graceful stop */
+        bool stop_issued;     /* the stop or kill has been sent to systemd */
         uid_t stop_uid;
         bool ending;     /* the unit ended; podman is being asked how the container did */
         bool cleaned_up; /* container removed, unit reset, ephemeral workspace gone */

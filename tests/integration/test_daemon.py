@@ -157,6 +157,14 @@ class LifecycleTest(DaemonTestCase):
         self.assert_nothing_left(sid)
         sb.wait_until(lambda: not os.path.exists(ws), 10, what="the ephemeral workspace to be removed")
 
+    def test_stop_while_starting_ends_stopped(self):
+        # No wait for idle: the stop arrives while the container or unit is still being made.
+        for force in ("false", "true"):
+            sid, path = self.create()
+            sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", force)
+            self.assertEqual(sb.wait_state(path, "stopped", "failed", timeout=30), "stopped")
+            self.assert_nothing_left(sid)
+
     def test_force_stop_ends_stopped(self):
         sid, path = self.create()
         sb.wait_state(path, "idle")
