@@ -6,6 +6,9 @@ Groups, in order:
   unit-asan    the same tests built with AddressSanitizer and UndefinedBehaviorSanitizer
   fixtures     the self-tests of the scripted model and the echo MCP server
   integration  tests/integration/test_*.py against the running sandbox
+  integration-asan
+               the tests of the daemon, its runtime and its client again, with the programs of
+               the sanitizer build (a sanitizer report or a leak at exit fails them)
 
 tools/ccdocker-dev test calls this inside the sandbox's environment. A skipped test is not a
 passed one: any skip, like any failure, makes the exit status non-zero.
@@ -64,10 +67,14 @@ def run_meson(group, build_dir, tally, env_extra):
         tally.add(group, f"meson test exited {p.returncode}", "fail")
 
 
-def run_unittest(group, directory, tally, pattern):
+def run_unittest(group, directory, tally, pattern, modules=None):
     print(f"== {group} ({os.path.relpath(directory, SRC)})", flush=True)
-    sys.path.insert(0, directory)
-    suite = unittest.defaultTestLoader.discover(directory, pattern="test_*.py", top_level_dir=directory)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    if modules:
+        suite = unittest.defaultTestLoader.loadTestsFromNames(modules)
+    else:
+        suite = unittest.defaultTestLoader.discover(directory, pattern="test_*.py", top_level_dir=directory)
     if pattern:
         suite = unittest.TestSuite(t for t in _flatten(suite) if pattern in t.id())
     ids = [t.id() for t in _flatten(suite)]  # run() drops the tests from the suite as they finish
@@ -96,7 +103,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(SRC, "build"))
     ap.add_argument("--build-asan", default=os.path.join(SRC, "build-asan"))
-    ap.add_argument("--groups", default="unit,unit-asan,fixtures,integration",
+    ap.add_argument("--groups", default="unit,unit-asan,fixtures,integration,integration-asan",
                     help="comma-separated groups to run (default: all)")
     ap.add_argument("--only", default=os.environ.get("TESTS", ""),
                     help="run only Python tests whose id contains this text")
@@ -116,6 +123,16 @@ def main():
         run_unittest("fixtures", os.path.join(SRC, "tests", "fixtures"), tally, args.only)
     if "integration" in groups:
         run_unittest("integration", os.path.join(SRC, "tests", "integration"), tally, args.only)
+    if "integration-asan" in groups:
+        saved = dict(os.environ)
+        os.environ.update(sanitizer_env, CCDOCKER_BUILD_DIR=args.build_asan)
+        os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=66"
+        try:
+            run_unittest("integration-asan", os.path.join(SRC, "tests", "integration"), tally, args.only,
+                         modules=["test_runtime", "test_daemon", "test_daemon_polkit", "test_ctl"])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
     print(f"\n== finished in {time.monotonic() - start:.0f} s", flush=True)
     for f in tally.failures:

@@ -365,6 +365,9 @@ class Daemon:
                 "-p", "KillMode=process"]
         for k, v in self.extra_env.items():
             argv.append(f"--setenv={k}={v}")
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+            if k in os.environ:
+                argv.append(f"--setenv={k}={os.environ[k]}")
         argv += [self.binary, self.mode, "--log-level=debug", f"--config={conf}"]
         p = run(*argv, check=False, timeout=60)
         if p.returncode != 0:
@@ -382,8 +385,13 @@ class Daemon:
                    what="the daemon unit to end")
 
     def stop(self):
+        """Stops the daemon and checks that it exited cleanly (under ASan: no error, no leak)."""
         systemctl("stop", self.unit, check=False)
+        show = unit_show(self.unit, "Result", "ExecMainStatus", "LoadState")
         systemctl("reset-failed", self.unit, check=False)
+        if show.get("LoadState") == "loaded" and show.get("Result") not in ("success", ""):
+            raise AssertionError(f"ccdockerd exited badly (Result={show.get('Result')}, status "
+                                 f"{show.get('ExecMainStatus')}):\n{self.log()[-4000:]}")
 
     def log(self):
         return journal(f"_SYSTEMD_UNIT={self.unit}", output="cat")
