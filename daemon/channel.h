@@ -1,0 +1,45 @@
+/* The session channel (docs/channel.md): one unix socket per session, bind-mounted into the container
+ * as /run/ccdocker/session.sock; JSON-RPC 2.0 lines on common/jsonrpc. This file is the protocol only:
+ * it accepts connections, frames and validates messages, answers errors, and calls the session hooks
+ * below; the session decides what a message means. A flood on one session's socket cannot starve the
+ * others: each connection reads a bounded amount per event-loop iteration. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct Session Session;
+typedef struct Channel Channel;
+
+#define CHANNEL_MAX_LINE (8U * 1024 * 1024)
+#define CHANNEL_MAX_EVENTS_PER_CALL 1000
+
+/* Creates dir (mode 0700, owned by uid:gid), listens on dir/session.sock (mode 0600, owned by uid:gid)
+ * on the session's event loop. A stale socket from an earlier daemon is replaced. */
+int channel_new(Session *s, const char *dir, uid_t uid, gid_t gid, Channel **ret);
+/* Closes every connection and the listening socket, unlinks the socket and removes dir. */
+Channel *channel_free(Channel *c);
+
+/* Sends a "prompt" request to the init connection. 0 when sent (the answer arrives through
+ * session_channel_prompt_delivered()), -ENOTCONN when no init has said hello. */
+int channel_send_prompt(Channel *c, const char *message_id, const char *text);
+bool channel_has_init(Channel *c);
+
+/* ---- Hooks the channel calls (implemented in session.c) ---- */
+
+/* hello: role is "init" or "mcp". Returns the result object (a new reference) or NULL with *error set
+ * (a malloc'd message). */
+json_t *session_channel_hello(Session *s, const char *role, char **error);
+void session_channel_heartbeat(Session *s);
+/* events: already checked to be an array of 1..1000 objects each with integer seq >= 1, integer time
+ * and any data. Returns 0 and the acked seq, or a negative errno with *error set: -EBADMSG for a gap
+ * (JSON-RPC -32602), other errors -32000. */
+int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char **error);
+void session_channel_log(Session *s, const char *level, const char *message);
+/* The answer to a prompt request: r = 0 delivered, negative: the error the client answered or
+ * -ECONNRESET when the connection closed first. */
+void session_channel_prompt_delivered(Session *s, const char *message_id, int r);
+/* The init connection went away (the container stopped, or ccdocker-init crashed). */
+void session_channel_init_gone(Session *s);
