@@ -1,14 +1,15 @@
-/* The durable record of sessions in SQLite (REFERENCE.md C.5): WAL with synchronous=NORMAL, so that a
- * commit costs no fsync yet a crash of the daemon never loses one; a schema versioned by user_version
- * and migrated forward step by step; every statement prepared once at open and run with bound
- * parameters only. SQLite's errors become negative errno values, logged here with SQLite's own message
- * since only this file has it. */
+/* The durable record of sessions, their output events and their queued prompts in SQLite (REFERENCE.md
+ * C.5): WAL with synchronous=NORMAL, so that a commit costs no fsync yet a crash of the daemon never loses
+ * one; events appended a batch per transaction; a schema versioned by user_version and migrated forward
+ * step by step; every statement prepared once at open and run with bound parameters only. SQLite's errors
+ * become negative errno values, logged here with SQLite's own message since only this file has it. */
 #define _GNU_SOURCE
 #include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,26 @@ static const char *const migrations[] = {
         "  usec INTEGER NOT NULL"
         ") STRICT;"
         "CREATE INDEX session_states_by_id ON session_states(id, seq);",
+        /* 1 -> 2: session output. events is keyed by (session_id, seq) rather than tied to sessions by a
+         * foreign key: an event is stored before anything else may look at it, and the output of a
+         * deleted session goes only when asked (store_delete_session_output()). */
+        "CREATE TABLE events ("
+        "  session_id TEXT NOT NULL,"
+        "  seq INTEGER NOT NULL,"
+        "  time_usec INTEGER NOT NULL,"
+        "  data TEXT NOT NULL,"
+        "  PRIMARY KEY (session_id, seq)"
+        ") STRICT;"
+        "CREATE TABLE prompts ("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  message_id TEXT NOT NULL UNIQUE,"
+        "  session_id TEXT NOT NULL,"
+        "  text TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'done', 'failed')),"
+        "  created_usec INTEGER NOT NULL,"
+        "  updated_usec INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX prompts_by_session ON prompts(session_id, seq);",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
@@ -64,6 +85,17 @@ enum {
         STMT_LOAD_SESSIONS,
         STMT_LOAD_STATES,
         STMT_DELETE_SESSION,
+        STMT_BEGIN,
+        STMT_COMMIT,
+        STMT_INSERT_EVENT,
+        STMT_LOAD_EVENTS,
+        STMT_LAST_SEQ,
+        STMT_EVENT_SESSIONS,
+        STMT_DELETE_EVENTS,
+        STMT_PROMPT_ADD,
+        STMT_PROMPT_SET_STATE,
+        STMT_LOAD_PROMPTS,
+        STMT_DELETE_PROMPTS,
         _STMT_MAX,
 };
 
@@ -87,6 +119,31 @@ static const char *const statements[_STMT_MAX] = {
         [STMT_LOAD_SESSIONS] = "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY created_usec, rowid",
         [STMT_LOAD_STATES] = "SELECT state, reason, usec FROM session_states WHERE id = ?1 ORDER BY seq",
         [STMT_DELETE_SESSION] = "DELETE FROM sessions WHERE id = ?1",
+        /* The event path runs often enough that even its transaction control is prepared once. */
+        [STMT_BEGIN] = "BEGIN IMMEDIATE",
+        [STMT_COMMIT] = "COMMIT",
+        [STMT_INSERT_EVENT] =
+                "INSERT INTO events (session_id, seq, time_usec, data) VALUES (?1, ?2, ?3, ?4)",
+        [STMT_LOAD_EVENTS] =
+                "SELECT seq, time_usec, data FROM events WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        [STMT_LAST_SEQ] = "SELECT max(seq) FROM events WHERE session_id = ?1",
+        /* A skip scan over the primary key: one index seek per session, however many events each has. */
+        [STMT_EVENT_SESSIONS] =
+                "WITH RECURSIVE ids(id, n) AS ("
+                "  SELECT (SELECT min(session_id) FROM events WHERE session_id > ?1), 1"
+                "  UNION ALL"
+                "  SELECT (SELECT min(session_id) FROM events WHERE session_id > ids.id), n + 1 FROM ids"
+                "  WHERE ids.id IS NOT NULL AND n < ?2"
+                ") "
+                "SELECT id, (SELECT max(seq) FROM events WHERE session_id = ids.id) FROM ids WHERE id IS NOT NULL",
+        [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE session_id = ?1",
+        [STMT_PROMPT_ADD] =
+                "INSERT INTO prompts (message_id, session_id, text, state, created_usec, updated_usec) "
+                "VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+        [STMT_PROMPT_SET_STATE] = "UPDATE prompts SET state = ?2, updated_usec = ?3 WHERE message_id = ?1",
+        [STMT_LOAD_PROMPTS] =
+                "SELECT message_id, text, state, created_usec FROM prompts WHERE session_id = ?1 ORDER BY seq",
+        [STMT_DELETE_PROMPTS] = "DELETE FROM prompts WHERE session_id = ?1",
 };
 
 struct Store {
@@ -659,4 +716,336 @@ int store_delete_session(Store *s, const char *id) {
                 return log_sqlite(s, rc, "delete a session");
 
         return sqlite3_changes(s->db);
+}
+
+/* ---- Session output ---- */
+
+static int store_begin(Store *s, const char *what) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_BEGIN];
+        int rc;
+
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, what);
+        return 0;
+}
+
+static int store_commit(Store *s, const char *what) {
+        int rc, r = 0;
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_COMMIT];
+
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE)
+                        r = log_sqlite(s, rc, what);
+        }
+        if (r < 0)
+                rollback(s);
+        return r;
+}
+
+int store_append_events(Store *s, const char *session_id, const StoreEvent *events, size_t n) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        if (!s || !session_id || (!events && n > 0))
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (events[i].seq == 0 || events[i].seq > INT64_MAX || events[i].time_usec > INT64_MAX ||
+                    !events[i].data)
+                        return -EINVAL;
+        if (n == 0)
+                return 0;
+
+        /* One transaction for the whole batch: the cost of a write is in its commit, not its rows. */
+        r = store_begin(s, "begin appending events");
+        if (r < 0)
+                return r;
+
+        st = s->stmt[STMT_INSERT_EVENT];
+        rc = bind_text(st, 1, session_id);
+        for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+                rc = bind_usec(st, 2, events[i].seq);
+                if (rc == SQLITE_OK)
+                        rc = bind_usec(st, 3, events[i].time_usec);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_text64(
+                                st, 4, events[i].data, events[i].data_len, SQLITE_STATIC, SQLITE_UTF8);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc == SQLITE_DONE)
+                        rc = sqlite3_reset(st);
+        }
+        if (rc != SQLITE_OK) {
+                r = log_sqlite(s, rc, "append events");
+                (void) sqlite3_reset(st);
+                rollback(s);
+                return r;
+        }
+
+        return store_commit(s, "commit appended events");
+}
+
+int store_load_events(
+        Store *s,
+        const char *session_id,
+        uint64_t since,
+        unsigned limit,
+        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
+        void *userdata) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc, n = 0, r;
+
+        if (!s || !session_id || !cb)
+                return -EINVAL;
+
+        st = s->stmt[STMT_LOAD_EVENTS];
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 2, since > INT64_MAX ? (uint64_t) INT64_MAX : since);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "load events");
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *data = (const char *) sqlite3_column_text(st, 2);
+
+                if (!data)
+                        return log_oom();
+                r = cb(column_u64(st, 0),
+                       column_u64(st, 1),
+                       data,
+                       (size_t) sqlite3_column_bytes(st, 2),
+                       userdata);
+                if (r < 0)
+                        return r;
+                if (n < INT_MAX)
+                        n++;
+                if (r > 0)
+                        return n;
+        }
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "load events");
+
+        return n;
+}
+
+int store_last_seq(Store *s, const char *session_id, uint64_t *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !session_id || !ret)
+                return -EINVAL;
+
+        st = s->stmt[STMT_LAST_SEQ];
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                return log_sqlite(s, rc, "read a session's last event");
+
+        *ret = column_u64(st, 0); /* max() of no rows is NULL, read as 0 */
+        return 0;
+}
+
+int store_load_event_sessions(
+        Store *s,
+        const char *after,
+        unsigned limit,
+        int (*cb)(const char *session_id, uint64_t last_seq, void *userdata),
+        void *userdata) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc, n = 0, r;
+
+        if (!s || !cb)
+                return -EINVAL;
+
+        st = s->stmt[STMT_EVENT_SESSIONS];
+        rc = bind_text(st, 1, strempty(after));
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, limit > 0 ? (sqlite3_int64) limit : INT64_MAX);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "list the sessions with events");
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *id = (const char *) sqlite3_column_text(st, 0);
+
+                if (!id)
+                        return log_oom();
+                r = cb(id, column_u64(st, 1), userdata);
+                if (r < 0)
+                        return r;
+                if (n < INT_MAX)
+                        n++;
+                if (r > 0)
+                        return n;
+        }
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "list the sessions with events");
+
+        return n;
+}
+
+int store_prompt_add(
+        Store *s, const char *session_id, const char *message_id, const char *text, uint64_t usec) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !session_id || !message_id || !text || usec > INT64_MAX)
+                return -EINVAL;
+
+        st = s->stmt[STMT_PROMPT_ADD];
+        rc = bind_text(st, 1, message_id);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 2, session_id);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 3, text);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 4, usec);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "queue a prompt");
+
+        return 0;
+}
+
+static bool prompt_state_valid(const char *state) {
+        return streq(state, "queued") || streq(state, "delivered") || streq(state, "done") ||
+                streq(state, "failed");
+}
+
+int store_prompt_set_state(Store *s, const char *message_id, const char *state, uint64_t usec) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !message_id || !state || !prompt_state_valid(state) || usec > INT64_MAX)
+                return -EINVAL;
+
+        st = s->stmt[STMT_PROMPT_SET_STATE];
+        rc = bind_text(st, 1, message_id);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 2, state);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 3, usec);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "set a prompt's state");
+
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+}
+
+typedef struct PromptRow {
+        char *message_id, *text, *state;
+        uint64_t usec;
+} PromptRow;
+
+typedef struct PromptList {
+        PromptRow *items;
+        size_t n;
+} PromptList;
+
+static void prompt_list_done(PromptList *l) {
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->items[i].message_id);
+                free(l->items[i].text);
+                free(l->items[i].state);
+        }
+        l->items = mfree(l->items);
+        l->n = 0;
+}
+
+int store_load_prompts(
+        Store *s,
+        const char *session_id,
+        int (*cb)(
+                const char *message_id, const char *text, const char *state, uint64_t usec, void *userdata),
+        void *userdata) {
+        _cleanup_(prompt_list_done) PromptList l = {};
+        int rc, r;
+
+        if (!s || !session_id || !cb)
+                return -EINVAL;
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_LOAD_PROMPTS];
+
+                rc = bind_text(st, 1, session_id);
+                if (rc != SQLITE_OK)
+                        return log_sqlite(s, rc, "load a session's prompts");
+
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        PromptRow *items;
+
+                        items = reallocarray(l.items, l.n + 1, sizeof(PromptRow));
+                        if (!items)
+                                return log_oom();
+                        l.items = items;
+                        l.items[l.n] = (PromptRow){ .usec = column_u64(st, 3) };
+                        r = column_text(st, 0, &l.items[l.n].message_id);
+                        if (r >= 0)
+                                r = column_text(st, 1, &l.items[l.n].text);
+                        if (r >= 0)
+                                r = column_text(st, 2, &l.items[l.n].state);
+                        l.n++; /* counted even when half-filled, so that it is freed */
+                        if (r < 0)
+                                return log_oom();
+                }
+                if (rc != SQLITE_DONE)
+                        return log_sqlite(s, rc, "load a session's prompts");
+        }
+
+        for (size_t i = 0; i < l.n; i++) {
+                r = cb(l.items[i].message_id, l.items[i].text, l.items[i].state, l.items[i].usec, userdata);
+                if (r < 0)
+                        return r;
+        }
+
+        return (int) l.n;
+}
+
+int store_delete_session_output(Store *s, const char *session_id) {
+        int rc, n, r;
+
+        if (!s || !session_id)
+                return -EINVAL;
+
+        r = store_begin(s, "begin deleting a session's output");
+        if (r < 0)
+                return r;
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_EVENTS];
+
+                rc = bind_text(st, 1, session_id);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE) {
+                        r = log_sqlite(s, rc, "delete a session's events");
+                        rollback(s);
+                        return r;
+                }
+                n = sqlite3_changes(s->db);
+        }
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_PROMPTS];
+
+                rc = bind_text(st, 1, session_id);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE) {
+                        r = log_sqlite(s, rc, "delete a session's prompts");
+                        rollback(s);
+                        return r;
+                }
+        }
+
+        r = store_commit(s, "commit deleting a session's output");
+        if (r < 0)
+                return r;
+        return n;
 }

@@ -57,3 +57,66 @@ int store_delete_session(Store *s, const char *id);
 
 /* Frees the strings of a record that owns them (the fields are set to NULL). */
 void session_record_done(SessionRecord *r);
+
+/* ---- Session output: events (DESIGN.md decision 6) and queued prompts ---- */
+
+/* One event as stored: data is its JSON text, data_len bytes long (it need not be NUL-terminated). */
+typedef struct StoreEvent {
+        uint64_t seq;
+        uint64_t time_usec; /* CLOCK_REALTIME */
+        const char *data;
+        size_t data_len;
+} StoreEvent;
+
+/* Appends n events of a session in one transaction: all of them or none. -EEXIST if a seq is already
+ * stored (nothing is then written), -EINVAL for a seq of 0 or a value past INT64_MAX. */
+int store_append_events(Store *s, const char *session_id, const StoreEvent *events, size_t n);
+
+/* Calls cb for the session's events with seq > since, oldest first, at most limit of them (0: no
+ * limit). data is NUL-terminated JSON text, valid only during the call. cb is called while the rows are
+ * read, so that a long history is never held in memory: it must not use the store. A negative return
+ * from cb stops and is returned; a positive one stops without error. Otherwise returns the number of
+ * events handed to cb. */
+int store_load_events(
+        Store *s,
+        const char *session_id,
+        uint64_t since,
+        unsigned limit,
+        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
+        void *userdata);
+
+/* The highest stored seq of a session, 0 if it has no events. */
+int store_last_seq(Store *s, const char *session_id, uint64_t *ret);
+
+/* Calls cb for up to limit sessions that have events and whose id sorts after `after` (NULL or "": from
+ * the first), in id order, with their highest seq; for walking every session's output in slices
+ * (EventBus's catch-up after Redis returns). Same callback rules as store_load_events(). Returns the
+ * number of sessions handed to cb. */
+int store_load_event_sessions(
+        Store *s,
+        const char *after,
+        unsigned limit,
+        int (*cb)(const char *session_id, uint64_t last_seq, void *userdata),
+        void *userdata);
+
+/* Queues a prompt (state "queued"). -EEXIST if message_id is already stored. */
+int store_prompt_add(
+        Store *s, const char *session_id, const char *message_id, const char *text, uint64_t usec);
+
+/* Sets a prompt's state: "queued", "delivered", "done" or "failed" (-EINVAL for anything else).
+ * -ENOENT if no prompt has this message_id. */
+int store_prompt_set_state(Store *s, const char *message_id, const char *state, uint64_t usec);
+
+/* Calls cb for every prompt of the session, oldest (first queued) first, with the time it was queued.
+ * The rows are read before the first call: cb may use the store. Returns the number of prompts, or the
+ * first negative return of cb. */
+int store_load_prompts(
+        Store *s,
+        const char *session_id,
+        int (*cb)(
+                const char *message_id, const char *text, const char *state, uint64_t usec, void *userdata),
+        void *userdata);
+
+/* Deletes a session's events and prompts in one transaction (store_delete_session() keeps them).
+ * Returns the number of events deleted. */
+int store_delete_session_output(Store *s, const char *session_id);
