@@ -10,6 +10,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pwd.h>
+#include <regex.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,34 @@ static char **strv_free(char **l) {
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+
+/* A NULL-ended copy of the given strings (the list ends at the first NULL); NULL when out of memory. */
+static char **strv_new_from(const char *first, ...) {
+        size_t n = 0;
+        char **l;
+        va_list ap;
+
+        va_start(ap, first);
+        for (const char *i = first; i; i = va_arg(ap, const char *))
+                n++;
+        va_end(ap);
+
+        l = calloc(n + 1, sizeof(char *));
+        if (!l)
+                return NULL;
+        n = 0;
+        va_start(ap, first);
+        for (const char *i = first; i; i = va_arg(ap, const char *)) {
+                l[n] = strdup(i);
+                if (!l[n]) {
+                        va_end(ap);
+                        return strv_free(l);
+                }
+                n++;
+        }
+        va_end(ap);
+        return l;
+}
 
 /* Splits s into words at runs of spaces and tabs, with a little of the shell's quoting so that a word
  * can hold spaces: '...' is taken literally; in "..." a backslash escapes '"' and '\\' (and is kept
@@ -234,6 +264,47 @@ static int parse_path(void *field, const char *key, const char *value, const cha
         return 0;
 }
 
+/* An absolute path, or empty for none. */
+static int parse_optional_path(void *field, const char *key, const char *value, const char *where) {
+        char **p = field;
+
+        if (isempty(value)) {
+                *p = mfree(*p);
+                return 0;
+        }
+        return parse_path(field, key, value, where);
+}
+
+/* Words (quoted as for SessionCommand), each a POSIX extended regular expression. */
+static int parse_patterns(void *field, const char *key, const char *value, const char *where) {
+        char ***p = field, **l = NULL;
+        int r;
+
+        r = split_words(value, &l);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0)
+                return log_error_errno(
+                        r,
+                        "%s%s must be quoted regular expressions separated by spaces, got '%s'",
+                        where,
+                        key,
+                        value);
+        for (char **i = l; i && *i; i++) {
+                regex_t re;
+
+                if (regcomp(&re, *i, REG_EXTENDED | REG_ICASE | REG_NOSUB) != 0) {
+                        log_error("%s%s: '%s' is not a valid extended regular expression", where, key, *i);
+                        strv_free(l);
+                        return -EINVAL;
+                }
+                regfree(&re);
+        }
+        strv_free(*p);
+        *p = l;
+        return 0;
+}
+
 static int parse_image(void *field, const char *key, const char *value, const char *where) {
         char *s, **p = field;
 
@@ -416,6 +487,11 @@ static const struct {
         { "MaxSessions", parse_positive_unsigned, offsetof(DaemonConfig, max_sessions) },
         { "AllowHostNetwork", parse_bool, offsetof(DaemonConfig, allow_host_network) },
         { "WorkspaceRoots", parse_roots, offsetof(DaemonConfig, workspace_roots) },
+        { "RuntimeDirectory", parse_path, offsetof(DaemonConfig, runtime_dir) },
+        { "RedisSocket", parse_optional_path, offsetof(DaemonConfig, redis_socket) },
+        { "HeartbeatTimeoutSec", parse_seconds, offsetof(DaemonConfig, heartbeat_timeout_sec) },
+        { "MaxPromptBytes", parse_positive_size, offsetof(DaemonConfig, max_prompt_bytes) },
+        { "PromptDenyPatterns", parse_patterns, offsetof(DaemonConfig, prompt_deny_patterns) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -568,19 +644,37 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .allow_host_network = false,
                 .workspace_roots = NULL, /* host workspaces are refused until roots are configured */
                 .session_command = NULL, /* the image's own entrypoint and command */
+                .heartbeat_timeout_sec = 30,
+                .max_prompt_bytes = 100000,
         };
 
         c->systemd_bus = strdup(mode == DAEMON_USER ? "user" : "system");
         c->default_image = strdup("localhost/ccdocker-session:latest");
-        if (!c->systemd_bus || !c->default_image) {
+        /* SPEC.md 9.1: prompts with obvious injection patterns are refused. */
+        c->prompt_deny_patterns = strv_new_from(
+                "ignore (all )?previous instructions",
+                "system prompt override",
+                "admin mode activate",
+                "<system>",
+                "\\[INST\\]",
+                NULL);
+        if (!c->systemd_bus || !c->default_image || !c->prompt_deny_patterns) {
                 config_done(c);
                 return log_oom();
         }
 
         if (mode == DAEMON_USER) {
+                const char *xdg = getenv("XDG_RUNTIME_DIR");
+
                 r = user_state_dir(&c->state_dir);
                 if (r >= 0)
                         r = user_podman_socket(&c->podman_socket);
+                if (r >= 0 &&
+                    (xdg ? asprintf(&c->runtime_dir, "%s/ccdocker", xdg)
+                         : asprintf(&c->runtime_dir, "/run/user/%u/ccdocker", (unsigned) getuid())) < 0) {
+                        c->runtime_dir = NULL;
+                        r = log_oom();
+                }
                 if (r < 0) {
                         config_done(c);
                         return r;
@@ -588,7 +682,8 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
         } else {
                 c->state_dir = strdup("/var/lib/ccdocker");
                 c->podman_socket = strdup("/run/podman/podman.sock");
-                if (!c->state_dir || !c->podman_socket) {
+                c->runtime_dir = strdup("/run/ccdocker");
+                if (!c->state_dir || !c->podman_socket || !c->runtime_dir) {
                         config_done(c);
                         return log_oom();
                 }
@@ -607,6 +702,9 @@ void config_done(DaemonConfig *c) {
         c->default_image = mfree(c->default_image);
         c->session_command = strv_free(c->session_command);
         c->workspace_roots = strv_free(c->workspace_roots);
+        c->runtime_dir = mfree(c->runtime_dir);
+        c->redis_socket = mfree(c->redis_socket);
+        c->prompt_deny_patterns = strv_free(c->prompt_deny_patterns);
 }
 
 /* ---- the file ---- */

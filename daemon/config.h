@@ -29,6 +29,12 @@ typedef struct DaemonConfig {
         unsigned max_sessions;                         /* live (not stopped or failed) sessions at once */
         bool allow_host_network;                       /* may a session ask for network "host" */
         char **workspace_roots; /* host workspace paths must lie below one of these; NULL-ended */
+        char *runtime_dir;      /* per-session channel sockets: <runtime_dir>/sessions/<id>/session.sock */
+        char *redis_socket;     /* NULL: no Redis (events are stored and attached only) */
+        uint64_t
+                heartbeat_timeout_sec; /* fail a session whose ccdocker-init stops heartbeating; 0 = never */
+        uint64_t max_prompt_bytes;
+        char **prompt_deny_patterns; /* POSIX extended regexes, matched case-insensitively (SPEC.md 9.1) */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

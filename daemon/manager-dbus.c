@@ -105,6 +105,11 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
                         strerror(-r));
                 return;
         }
+        if (s->config->prompt) {
+                r = session_queue_prompt(s, s->config->prompt, NULL);
+                if (r < 0)
+                        log_warning_errno(r, "session %s: could not queue the initial prompt: %m", s->id);
+        }
         audit_log(
                 AUDIT_EVENT_CREATED,
                 s->id,

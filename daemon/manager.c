@@ -44,6 +44,8 @@ Manager *manager_free(Manager *m) {
                 session_unref(m->sessions[i]);
         }
         free(m->sessions);
+        sd_event_source_unref(m->heartbeat_timer);
+        event_bus_free(m->events);
         podman_client_free(m->podman);
         store_close(m->store);
         if (m->systemd_bus != m->bus)
@@ -157,6 +159,19 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "could not open the store %s: %m", db);
 
+        r = event_bus_new(m->event, m->store, m->config.redis_socket, &m->events);
+        if (r < 0)
+                return log_error_errno(r, "could not set up the event bus: %m");
+        {
+                _cleanup_free_ char *sessions = NULL;
+
+                if (asprintf(&sessions, "%s/sessions", m->config.runtime_dir) < 0)
+                        return log_oom();
+                r = mkdir_p(sessions, 0755);
+                if (r < 0)
+                        return log_error_errno(r, "could not create %s: %m", sessions);
+        }
+
         r = podman_client_new(m->event, m->config.podman_socket, &m->podman);
         if (r < 0)
                 return log_error_errno(r, "could not set up the podman client: %m");
@@ -194,6 +209,12 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "could not load the stored sessions: %m");
         for (size_t i = 0; i < m->n_sessions; i++) {
+                r = session_restore_output(m->sessions[i]);
+                if (r < 0)
+                        log_warning_errno(
+                                r,
+                                "session %s: could not restore its output and prompts: %m",
+                                m->sessions[i]->id);
                 r = session_adopt(m->sessions[i]);
                 if (r < 0)
                         log_warning_errno(
@@ -207,8 +228,35 @@ int manager_startup(Manager *m) {
         return 0;
 }
 
+static int on_heartbeat_check(sd_event_source *source, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        for (size_t i = 0; i < m->n_sessions; i++)
+                session_check_heartbeat(m->sessions[i], usec);
+        (void) sd_event_source_set_time(source, usec + 5 * 1000000ULL);
+        return 0;
+}
+
 int manager_run(Manager *m) {
+        uint64_t now;
         int r;
+
+        if (m->config.heartbeat_timeout_sec > 0) {
+                r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+                if (r >= 0)
+                        r = sd_event_add_time(
+                                m->event,
+                                &m->heartbeat_timer,
+                                CLOCK_MONOTONIC,
+                                now + 5 * 1000000ULL,
+                                0,
+                                on_heartbeat_check,
+                                m);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->heartbeat_timer, SD_EVENT_ON);
+                if (r < 0)
+                        return log_error_errno(r, "could not set up the heartbeat check: %m");
+        }
 
         r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
         if (r < 0)

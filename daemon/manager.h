@@ -8,6 +8,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "events.h"
 #include "podman.h"
 #include "session.h"
 #include "store.h"
@@ -21,6 +22,8 @@ struct Manager {
         sd_bus *systemd_bus; /* where systemd is reached; may be the same bus */
         Store *store;
         PodmanClient *podman;
+        EventBus *events;
+        sd_event_source *heartbeat_timer;
 
         Session **sessions; /* registry, in creation order */
         size_t n_sessions;

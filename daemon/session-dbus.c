@@ -10,6 +10,7 @@
 
 #include "audit.h"
 #include "cleanup.h"
+#include "events.h"
 #include "log.h"
 #include "manager.h"
 #include "polkit.h"
@@ -250,7 +251,9 @@ static void do_remove(Session *s, sd_bus_message *message, uid_t caller) {
                         session_state_to_string(s->state));
                 return;
         }
-        r = store_delete_session(m->store, s->id);
+        r = store_delete_session_output(m->store, s->id);
+        if (r >= 0)
+                r = store_delete_session(m->store, s->id);
         if (r < 0) {
                 (void) sd_bus_reply_method_errorf(
                         message,
@@ -267,6 +270,185 @@ static void do_remove(Session *s, sd_bus_message *message, uid_t caller) {
 
 static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         return session_authorize(userdata, message, "Remove", do_remove, error);
+}
+
+/* ---- SendPrompt, GetOutput, GetResult, Attach ---- */
+
+static void do_send_prompt(Session *s, sd_bus_message *message, uid_t caller) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *mid = NULL;
+        const char *prompt;
+        int r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "s", &prompt);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(
+                        message, SD_BUS_ERROR_INVALID_ARGS, "SendPrompt: %s", strerror(-r));
+                return;
+        }
+        if (session_state_is_final(s->state)) {
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        CCDOCKER_ERROR_BAD_STATE,
+                        "SendPrompt: session %s is %s",
+                        s->id,
+                        session_state_to_string(s->state));
+                return;
+        }
+        r = validate_prompt(&s->manager->config, "SendPrompt", prompt, &error);
+        if (r < 0) {
+                (void) sd_bus_reply_method_error(message, &error);
+                return;
+        }
+        r = session_queue_prompt(s, prompt, &mid);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        SD_BUS_ERROR_FAILED,
+                        "SendPrompt: could not queue the prompt: %s",
+                        strerror(-r));
+                return;
+        }
+        (void) sd_bus_reply_method_return(message, "s", mid);
+}
+
+static int method_send_prompt(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        const char *prompt;
+        int r;
+
+        r = sd_bus_message_read(message, "s", &prompt);
+        if (r < 0)
+                return r;
+        return session_authorize(userdata, message, "SendPrompt", do_send_prompt, error);
+}
+
+static void do_get_output(Session *s, sd_bus_message *message, uid_t caller) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_decrefp) json_t *events = NULL;
+        uint64_t since;
+        uint32_t limit;
+        size_t i;
+        json_t *e;
+        int r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "tu", &since, &limit);
+        if (r >= 0)
+                r = event_bus_get(s->manager->events, s->id, since, limit, &events);
+        if (r >= 0)
+                r = sd_bus_message_new_method_return(message, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(tts)");
+        json_array_foreach (events, i, e) {
+                _cleanup_free_ char *data = NULL;
+
+                if (r < 0)
+                        break;
+                data = json_dumps(json_object_get(e, "data"), JSON_COMPACT | JSON_ENCODE_ANY);
+                if (!data) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = sd_bus_message_append(
+                        reply,
+                        "(tts)",
+                        (uint64_t) json_integer_value(json_object_get(e, "seq")),
+                        (uint64_t) json_integer_value(json_object_get(e, "time")),
+                        data);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        if (r < 0)
+                (void) sd_bus_reply_method_errorf(
+                        message, SD_BUS_ERROR_FAILED, "GetOutput: %s", strerror(-r));
+}
+
+static int method_get_output(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        uint64_t since;
+        uint32_t limit;
+        int r;
+
+        r = sd_bus_message_read(message, "tu", &since, &limit);
+        if (r < 0)
+                return r;
+        return session_authorize(userdata, message, "GetOutput", do_get_output, error);
+}
+
+static void do_get_result(Session *s, sd_bus_message *message, uid_t caller) {
+        int wait = 0, r;
+        uint32_t timeout = 0;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "bu", &wait, &timeout);
+        if (r >= 0)
+                r = session_get_result(s, message, wait, timeout);
+        if (r < 0)
+                (void) sd_bus_reply_method_errorf(
+                        message, SD_BUS_ERROR_FAILED, "GetResult: %s", strerror(-r));
+}
+
+static int method_get_result(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int wait, r;
+        uint32_t timeout;
+
+        r = sd_bus_message_read(message, "bu", &wait, &timeout);
+        if (r < 0)
+                return r;
+        if (timeout > 3600)
+                return sd_bus_error_setf(
+                        error,
+                        SD_BUS_ERROR_INVALID_ARGS,
+                        "GetResult: timeout_seconds must be at most 3600, got %u",
+                        timeout);
+        return session_authorize(userdata, message, "GetResult", do_get_result, error);
+}
+
+static void do_attach(Session *s, sd_bus_message *message, uid_t caller) {
+        _cleanup_close_ int fd = -EBADF;
+        uint64_t since;
+        int r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "t", &since);
+        if (r >= 0)
+                r = event_bus_attach(s->manager->events, s->id, since, &fd);
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(message, SD_BUS_ERROR_FAILED, "Attach: %s", strerror(-r));
+                return;
+        }
+        if (session_state_is_final(s->state))
+                event_bus_session_ended(s->manager->events, s->id);
+        (void) sd_bus_reply_method_return(message, "h", fd);
+}
+
+static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        uint64_t since;
+        int r;
+
+        r = sd_bus_message_read(message, "t", &since);
+        if (r < 0)
+                return r;
+        return session_authorize(userdata, message, "Attach", do_attach, error);
+}
+
+static int property_get_pending(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+
+        return sd_bus_message_append(reply, "u", (uint32_t) s->n_prompts);
 }
 
 static const sd_bus_vtable session_vtable[] = {
@@ -311,6 +493,33 @@ static const sd_bus_vtable session_vtable[] = {
                 property_get_string,
                 offsetof(Session, workspace),
                 SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY(
+                "LastSeq", "t", NULL, offsetof(Session, last_seq), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PendingPrompts", "u", property_get_pending, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS(
+                "SendPrompt",
+                SD_BUS_ARGS("s", prompt),
+                SD_BUS_RESULT("s", message_id),
+                method_send_prompt,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "GetOutput",
+                SD_BUS_ARGS("t", since, "u", limit),
+                SD_BUS_RESULT("a(tts)", events),
+                method_get_output,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "GetResult",
+                SD_BUS_ARGS("b", wait, "u", timeout_seconds),
+                SD_BUS_RESULT("s", status, "s", result, "s", error, "s", usage),
+                method_get_result,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "Attach",
+                SD_BUS_ARGS("t", since),
+                SD_BUS_RESULT("h", fd),
+                method_attach,
+                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS(
                 "Stop", SD_BUS_ARGS("b", force), SD_BUS_NO_RESULT, method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS(

@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "channel.h"
 #include "cleanup.h"
+#include "events.h"
 #include "log.h"
 #include "manager.h"
 #include "oom.h"
@@ -27,6 +29,9 @@
 
 #define SESSION_UID 1000
 #define SESSION_GID 1000
+
+static int session_stop_unit(
+        Session *s, bool force, void (*cb)(int r, const char *error, void *userdata), void *userdata);
 
 static const char *const state_names[_SESSION_STATE_MAX] = {
         [SESSION_STARTING] = "starting", [SESSION_IDLE] = "idle",     [SESSION_RUNNING] = "running",
@@ -178,7 +183,11 @@ static Session *session_free(Session *s) {
         free(s->image);
         free(s->workspace);
         free(s->object_path);
+        free(s->channel_dir);
         session_config_free(s->config);
+        channel_free(s->channel);
+        session_prompts_clear(s);
+        json_decref(s->last_result);
         return mfree(s);
 }
 
@@ -277,6 +286,8 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
                 reason ? ": " : "",
                 strempty(reason));
         session_dbus_emit_changed(s, "State", "StateReason", NULL);
+        if (session_state_is_final(state))
+                session_wake_waiters(s);
 }
 
 /* ---- cleanup: container, unit, workspace ---- */
@@ -339,6 +350,23 @@ static void session_cleanup(Session *s) {
                 session_unref(s);
         if (s->workspace_ephemeral)
                 remove_tree(s->workspace);
+        s->channel = channel_free(s->channel);
+        s->init_connected = false;
+        event_bus_session_ended(m->events, s->id);
+        session_prompts_clear(s);
+        session_wake_waiters(s);
+}
+
+void session_fail_and_stop(Session *s, const char *reason) {
+        int r;
+
+        session_set_state(s, SESSION_FAILED, reason);
+        r = session_stop_unit(s, true, NULL, NULL);
+        if (r < 0) {
+                log_warning_errno(r, "session %s: could not kill unit %s: %m", s->id, s->unit);
+                session_cleanup(s);
+        }
+        /* Otherwise the unit's end cleans up. */
 }
 
 static void session_fail(Session *s, const char *reason) {
@@ -346,9 +374,6 @@ static void session_fail(Session *s, const char *reason) {
         session_set_state(s, SESSION_FAILED, reason);
         session_cleanup(s);
 }
-
-static int session_stop_unit(
-        Session *s, bool force, void (*cb)(int r, const char *error, void *userdata), void *userdata);
 
 /* ---- following the unit ---- */
 
@@ -423,10 +448,12 @@ static void session_end(Session *s, const UnitState *st, bool oom_killed) {
         _cleanup_free_ char *reason = NULL;
         SessionState next;
 
-        if (session_state_is_final(s->state) || s->removed)
+        if (s->removed)
                 return;
-        reason = describe_unit_end(s, st, oom_killed, &next);
-        session_set_state(s, next, reason ? reason : "the unit ended");
+        if (!session_state_is_final(s->state)) {
+                reason = describe_unit_end(s, st, oom_killed, &next);
+                session_set_state(s, next, reason ? reason : "the unit ended");
+        }
         session_cleanup(s);
 }
 
@@ -698,6 +725,23 @@ static json_t *session_container_spec(Session *s) {
                             "rw",
                             "nosuid")) < 0)
                 return NULL;
+        /* The channel's directory, not its socket: a restarted daemon binds a new socket there. */
+        if (json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:[ssss]}",
+                            "type",
+                            "bind",
+                            "source",
+                            s->channel_dir,
+                            "destination",
+                            "/run/ccdocker",
+                            "options",
+                            "rbind",
+                            "rw",
+                            "nosuid",
+                            "nodev")) < 0)
+                return NULL;
 
         for (char **e = c->environment; e && *e; e++) {
                 const char *eq = strchr(*e, '=');
@@ -796,6 +840,18 @@ static int session_make_workspace(Session *s) {
         return 0;
 }
 
+/* The channel socket in <RuntimeDirectory>/sessions/<id>/, for the container's uid (docs/channel.md). */
+static int session_open_channel(Session *s) {
+        if (s->channel)
+                return 0;
+        if (!s->channel_dir &&
+            asprintf(&s->channel_dir, "%s/sessions/%s", s->manager->config.runtime_dir, s->id) < 0) {
+                s->channel_dir = NULL;
+                return -ENOMEM;
+        }
+        return channel_new(s, s->channel_dir, SESSION_UID, SESSION_GID, &s->channel);
+}
+
 int session_start(Session *s) {
         _cleanup_(json_decrefp) json_t *spec = NULL;
         _cleanup_free_ char *reason = NULL;
@@ -807,6 +863,14 @@ int session_start(Session *s) {
                     0)
                         reason = NULL;
                 session_fail(s, reason ? reason : "could not create the workspace");
+                return r;
+        }
+
+        r = session_open_channel(s);
+        if (r < 0) {
+                if (asprintf(&reason, "could not create the session channel: %s", strerror(-r)) < 0)
+                        reason = NULL;
+                session_fail(s, reason ? reason : "could not create the session channel");
                 return r;
         }
 
@@ -839,6 +903,9 @@ static void on_adopt_state(const UnitState *st, void *userdata) {
                 int r;
 
                 log_info("session %s: re-adopting running unit %s", s->id, s->unit);
+                r = session_open_channel(s);
+                if (r < 0)
+                        log_warning_errno(r, "session %s: could not reopen its channel: %m", s->id);
                 s->unit_was_active = streq_ptr(st->active_state, "active");
                 r = session_watch_unit(s);
                 if (r < 0)

@@ -6,10 +6,12 @@
 #pragma once
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
 #include "cleanup.h"
 #include "store.h"
@@ -17,6 +19,16 @@
 
 typedef struct Manager Manager;
 typedef struct Session Session;
+typedef struct Channel Channel;
+typedef struct ResultWaiter ResultWaiter;
+
+/* A prompt not yet answered by a result event, oldest first. */
+typedef struct Prompt {
+        char *message_id;
+        char *text;
+        bool sent; /* sent to the current init connection, result awaited */
+        struct Prompt *next;
+} Prompt;
 
 typedef enum SessionState {
         SESSION_STARTING,
@@ -55,7 +67,19 @@ struct Session {
         bool stop_force;      /* ... with force: SIGKILL rather than a graceful stop */
         bool stop_issued;     /* the stop or kill has been sent to systemd */
         uid_t stop_uid;
-        bool ending;     /* the unit ended; podman is being asked how the container did */
+        bool ending; /* the unit ended; podman is being asked how the container did */
+        /* The channel and what came through it (session-channel.c). */
+        Channel *channel;
+        char *channel_dir;
+        bool init_connected;
+        uint64_t last_heartbeat_usec; /* CLOCK_MONOTONIC */
+        uint64_t last_seq;            /* the highest stored event */
+        json_t *last_result;          /* the data of the latest "result" event */
+        Prompt *prompts;
+        unsigned n_prompts;
+        sd_event_source *deliver_source;
+        ResultWaiter *waiters;
+
         bool cleaned_up; /* container removed, unit reset, ephemeral workspace gone */
         bool removed;    /* forgotten (Remove): no object, no record */
 };
@@ -97,6 +121,22 @@ int session_store_new(Session *s);
 
 /* Moves to state with reason (NULL: none): stored, announced on the bus, audited. */
 void session_set_state(Session *s, SessionState state, const char *reason);
+
+/* Ends the session as failed with reason, and kills its unit. */
+void session_fail_and_stop(Session *s, const char *reason);
+
+/* session-channel.c */
+int session_queue_prompt(Session *s, const char *text, char **ret_message_id);
+void session_deliver_next(Session *s);
+void session_prompts_clear(Session *s);
+int session_restore_output(Session *s);
+bool session_result_pending(Session *s);
+int session_result(
+        Session *s, const char **ret_status, char **ret_result, char **ret_error, char **ret_usage);
+/* GetResult: replies now (returns what sd_bus_reply returned) or later (returns 1). */
+int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec);
+void session_wake_waiters(Session *s);
+void session_check_heartbeat(Session *s, uint64_t now_monotonic);
 
 /* Fills a store record that borrows the session's strings. */
 void session_to_record(Session *s, SessionRecord *r, char **ret_config_json);

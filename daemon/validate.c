@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,7 @@ SessionConfig *session_config_free(SessionConfig *c) {
         free(c->task_type);
         strv_free(c->environment);
         free(c->network);
+        free(c->prompt);
         free(c);
         return NULL;
 }
@@ -111,6 +113,7 @@ enum {
         FIELD_TASK_TYPE,
         FIELD_ENVIRONMENT,
         FIELD_NETWORK,
+        FIELD_PROMPT,
         _FIELD_MAX,
 };
 
@@ -122,7 +125,7 @@ static const struct {
         [FIELD_MEMORY] = { "memory", { "s", "t" } },  [FIELD_CPUS] = { "cpus", { "s", "d" } },
         [FIELD_TASKS] = { "tasks", { "u", "t" } },    [FIELD_TIMEOUT] = { "timeout_seconds", { "u", "t" } },
         [FIELD_TASK_TYPE] = { "task_type", { "s" } }, [FIELD_ENVIRONMENT] = { "environment", { "a{ss}" } },
-        [FIELD_NETWORK] = { "network", { "s" } },
+        [FIELD_NETWORK] = { "network", { "s" } },     [FIELD_PROMPT] = { "prompt", { "s" } },
 };
 
 static bool path_has_dotdot(const char *p) {
@@ -670,6 +673,57 @@ static int read_network(sd_bus_message *m, const DaemonConfig *dc, SessionConfig
         return 0;
 }
 
+int validate_prompt(const DaemonConfig *dc, const char *method, const char *prompt, sd_bus_error *error) {
+        size_t len = strlen(prompt);
+
+        if (len == 0)
+                return refuse(error, CCDOCKER_ERROR_INVALID_PROMPT, "%s: the prompt is empty", method);
+        if (len > dc->max_prompt_bytes)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_PROMPT,
+                        "%s: the prompt is %zu bytes, more than MaxPromptBytes (%" PRIu64 ")",
+                        method,
+                        len,
+                        dc->max_prompt_bytes);
+        for (char **p = dc->prompt_deny_patterns; p && *p; p++) {
+                regex_t re;
+                int m;
+
+                if (regcomp(&re, *p, REG_EXTENDED | REG_ICASE | REG_NOSUB) != 0)
+                        continue; /* config.c checked them */
+                m = regexec(&re, prompt, 0, NULL, 0);
+                regfree(&re);
+                if (m == 0)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_PROMPT,
+                                "%s: the prompt matches the refused pattern '%s' (PromptDenyPatterns)",
+                                method,
+                                *p);
+        }
+        return 0;
+}
+
+static int read_prompt(sd_bus_message *m, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        const char *s;
+        char *copy;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "prompt", r);
+        r = validate_prompt(dc, "CreateSession: field 'prompt'", s, error);
+        if (r < 0)
+                return r;
+        copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        free(c->prompt);
+        c->prompt = copy;
+        return 0;
+}
+
 static int read_field(
         sd_bus_message *m,
         unsigned field,
@@ -696,6 +750,8 @@ static int read_field(
                 return read_environment(m, c, error);
         case FIELD_NETWORK:
                 return read_network(m, dc, c, error);
+        case FIELD_PROMPT:
+                return read_prompt(m, dc, c, error);
         default:
                 return -EINVAL;
         }

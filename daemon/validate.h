@@ -25,6 +25,7 @@ typedef struct SessionConfig {
         char *task_type;      /* free text, may be NULL */
         char **environment;   /* "NAME=value", NULL-ended, names [A-Za-z_][A-Za-z0-9_]*; may be NULL */
         char *network;        /* "none" or "host" */
+        char *prompt;         /* an initial prompt (validated like SendPrompt's), or NULL; not stored */
 } SessionConfig;
 
 /* The D-Bus error names of cc-docker. */
@@ -34,6 +35,12 @@ typedef struct SessionConfig {
 #define CCDOCKER_ERROR_NO_SUCH_IMAGE "org.ccdocker1.Error.NoSuchImage"
 #define CCDOCKER_ERROR_ACCESS_DENIED "org.ccdocker1.Error.AccessDenied"
 #define CCDOCKER_ERROR_BAD_STATE "org.ccdocker1.Error.BadState"
+#define CCDOCKER_ERROR_INVALID_PROMPT "org.ccdocker1.Error.InvalidPrompt"
+
+/* A prompt for SendPrompt or CreateSession's "prompt": not empty, at most MaxPromptBytes, matching none
+ * of PromptDenyPatterns (SPEC.md 9.1). method prefixes the error message. -EINVAL with *error set to
+ * CCDOCKER_ERROR_INVALID_PROMPT naming the rule. */
+int validate_prompt(const DaemonConfig *dc, const char *method, const char *prompt, sd_bus_error *error);
 
 /* Reads an a{sv} (the message must be positioned at it) into a new SessionConfig with the daemon's
  * defaults for what is absent. Keys: workspace (s: "ephemeral", or an absolute host path), image (s),

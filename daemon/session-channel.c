@@ -1,0 +1,512 @@
+/* The session's side of its channel (docs/channel.md): what ccdocker-init's hello, heartbeats and events
+ * mean for the session, the prompt queue (stored before it is acknowledged, delivered one turn at a time,
+ * in order), and the result of the latest turn. channel.c frames and validates; this file decides. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-id128.h>
+#include <time.h>
+
+#include "audit.h"
+#include "channel.h"
+#include "cleanup.h"
+#include "events.h"
+#include "log.h"
+#include "manager.h"
+#include "session.h"
+#include "util.h"
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+/* ---- the prompt queue ---- */
+
+static void prompt_free(Prompt *p) {
+        if (!p)
+                return;
+        free(p->message_id);
+        free(p->text);
+        free(p);
+}
+
+void session_prompts_clear(Session *s) {
+        while (s->prompts) {
+                Prompt *p = s->prompts;
+
+                s->prompts = p->next;
+                prompt_free(p);
+        }
+        s->n_prompts = 0;
+}
+
+static void prompt_append(Session *s, Prompt *p) {
+        Prompt **i = &s->prompts;
+
+        while (*i)
+                i = &(*i)->next;
+        *i = p;
+        s->n_prompts++;
+}
+
+static int on_deliver(sd_event_source *source, void *userdata) {
+        Session *s = userdata;
+
+        s->deliver_source = sd_event_source_unref(s->deliver_source);
+        session_deliver_next(s);
+        session_unref(s);
+        return 0;
+}
+
+/* Delivers from the event loop, so that a hello's answer goes out before the first prompt. */
+static void session_schedule_delivery(Session *s) {
+        int r;
+
+        if (s->deliver_source)
+                return;
+        r = sd_event_add_defer(s->manager->event, &s->deliver_source, on_deliver, s);
+        if (r < 0) {
+                log_warning_errno(r, "session %s: could not schedule prompt delivery: %m", s->id);
+                return;
+        }
+        session_ref(s);
+}
+
+void session_deliver_next(Session *s) {
+        Prompt *p = s->prompts;
+        int r;
+
+        if (!p || p->sent || !s->channel || !channel_has_init(s->channel) ||
+            session_state_is_final(s->state))
+                return;
+        r = channel_send_prompt(s->channel, p->message_id, p->text);
+        if (r < 0) {
+                log_debug_errno(
+                        r, "session %s: prompt %s waits for ccdocker-init: %m", s->id, p->message_id);
+                return;
+        }
+        p->sent = true;
+        if (s->state == SESSION_IDLE || s->state == SESSION_STARTING)
+                session_set_state(s, SESSION_RUNNING, NULL);
+}
+
+int session_queue_prompt(Session *s, const char *text, char **ret_message_id) {
+        _cleanup_free_ char *mid = NULL;
+        Prompt *p;
+        sd_id128_t id;
+        int r;
+
+        r = sd_id128_randomize(&id);
+        if (r < 0)
+                return r;
+        mid = malloc(SD_ID128_STRING_MAX);
+        if (!mid)
+                return -ENOMEM;
+        sd_id128_to_string(id, mid);
+
+        /* Stored before it is acknowledged: a prompt the caller was told about survives a crash. */
+        r = store_prompt_add(s->manager->store, s->id, mid, text, now_usec(CLOCK_REALTIME));
+        if (r < 0)
+                return r;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->message_id = strdup(mid);
+        p->text = strdup(text);
+        if (!p->message_id || !p->text) {
+                prompt_free(p);
+                return -ENOMEM;
+        }
+        prompt_append(s, p);
+        session_dbus_emit_changed(s, "PendingPrompts", NULL);
+        session_schedule_delivery(s);
+
+        if (ret_message_id)
+                *ret_message_id = TAKE_PTR(mid);
+        return 0;
+}
+
+static int load_prompt(
+        const char *message_id, const char *text, const char *state, uint64_t usec, void *userdata) {
+        Session *s = userdata;
+        Prompt *p;
+
+        if (streq(state, "done") || streq(state, "failed"))
+                return 0;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->message_id = strdup(message_id);
+        p->text = strdup(text);
+        if (!p->message_id || !p->text) {
+                prompt_free(p);
+                return -ENOMEM;
+        }
+        /* A delivered one is sent again: ccdocker-init drops prompts it has already written. */
+        prompt_append(s, p);
+        return 0;
+}
+
+/* The output of a session whose record was read back after a restart: how far its events go, the
+ * result of its latest turn, and the prompts not yet answered. */
+int session_restore_output(Session *s) {
+        _cleanup_(json_decrefp) json_t *recent = NULL;
+        size_t i;
+        json_t *e;
+        int r;
+
+        r = event_bus_last_seq(s->manager->events, s->id, &s->last_seq);
+        if (r < 0)
+                return r;
+        r = event_bus_get(
+                s->manager->events, s->id, s->last_seq > 1000 ? s->last_seq - 1000 : 0, 0, &recent);
+        if (r < 0)
+                return r;
+        json_array_foreach (recent, i, e) {
+                json_t *data = json_object_get(e, "data");
+
+                if (streq_ptr(json_string_value(json_object_get(data, "type")), "result")) {
+                        json_decref(s->last_result);
+                        s->last_result = json_incref(data);
+                }
+        }
+        if (session_state_is_final(s->state))
+                return 0;
+        return store_load_prompts(s->manager->store, s->id, load_prompt, s);
+}
+
+/* ---- results ---- */
+
+typedef struct ResultWaiter {
+        Session *session;
+        sd_bus_message *message;
+        sd_event_source *timer;
+        struct ResultWaiter *next;
+} ResultWaiter;
+
+bool session_result_pending(Session *s) {
+        if (session_state_is_final(s->state))
+                return false;
+        return s->n_prompts > 0 || !s->last_result;
+}
+
+/* status, result, error and usage (JSON text) of the latest turn, as GetResult answers them. */
+int session_result(
+        Session *s, const char **ret_status, char **ret_result, char **ret_error, char **ret_usage) {
+        _cleanup_(json_decrefp) json_t *usage = json_object();
+        const char *status, *result = "", *error = "";
+        json_t *u;
+
+        if (!usage)
+                return -ENOMEM;
+        if (s->last_result) {
+                json_t *r = s->last_result;
+                bool failed = json_is_true(json_object_get(r, "is_error")) ||
+                        !streq_ptr(json_string_value(json_object_get(r, "subtype")), "success");
+
+                u = json_object_get(r, "usage");
+                if (json_is_integer(json_object_get(u, "input_tokens")))
+                        json_object_set(usage, "input_tokens", json_object_get(u, "input_tokens"));
+                if (json_is_integer(json_object_get(u, "output_tokens")))
+                        json_object_set(usage, "output_tokens", json_object_get(u, "output_tokens"));
+                if (json_is_number(json_object_get(r, "total_cost_usd")))
+                        json_object_set(usage, "total_cost_usd", json_object_get(r, "total_cost_usd"));
+                if (failed)
+                        error = json_string_value(json_object_get(r, "result"))
+                                ?: "the turn ended in an error";
+                else
+                        result = json_string_value(json_object_get(r, "result")) ?: "";
+        }
+
+        if (s->state == SESSION_FAILED) {
+                status = "failed";
+                error = strempty(s->state_reason);
+                result = "";
+        } else if (session_result_pending(s))
+                status = "pending";
+        else if (*error)
+                status = "failed";
+        else
+                status = "completed";
+
+        *ret_status = status;
+        *ret_result = strdup(strempty(result));
+        *ret_error = strdup(strempty(error));
+        *ret_usage = json_dumps(usage, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!*ret_result || !*ret_error || !*ret_usage) {
+                *ret_result = mfree(*ret_result);
+                *ret_error = mfree(*ret_error);
+                *ret_usage = mfree(*ret_usage);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int reply_result(sd_bus_message *message, Session *s) {
+        _cleanup_free_ char *result = NULL, *error = NULL, *usage = NULL;
+        const char *status;
+        int r;
+
+        r = session_result(s, &status, &result, &error, &usage);
+        if (r < 0)
+                return sd_bus_reply_method_errorf(
+                        message, SD_BUS_ERROR_NO_MEMORY, "GetResult: %s", strerror(-r));
+        return sd_bus_reply_method_return(message, "ssss", status, result, error, usage);
+}
+
+static void waiter_free(ResultWaiter *w) {
+        sd_event_source_unref(w->timer);
+        sd_bus_message_unref(w->message);
+        session_unref(w->session);
+        free(w);
+}
+
+static void waiter_unlink(ResultWaiter *w) {
+        for (ResultWaiter **i = &w->session->waiters; *i; i = &(*i)->next)
+                if (*i == w) {
+                        *i = w->next;
+                        return;
+                }
+}
+
+static int on_waiter_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        ResultWaiter *w = userdata;
+
+        waiter_unlink(w);
+        (void) reply_result(w->message, w->session);
+        waiter_free(w);
+        return 0;
+}
+
+/* Answers every waiting GetResult (the turn ended, or the session did). */
+void session_wake_waiters(Session *s) {
+        while (s->waiters) {
+                ResultWaiter *w = s->waiters;
+
+                s->waiters = w->next;
+                (void) reply_result(w->message, s);
+                waiter_free(w);
+        }
+}
+
+int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec) {
+        ResultWaiter *w;
+        int r;
+
+        if (!wait || !session_result_pending(s))
+                return reply_result(message, s);
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->session = session_ref(s);
+        w->message = sd_bus_message_ref(message);
+        r = sd_event_add_time_relative(
+                s->manager->event,
+                &w->timer,
+                CLOCK_MONOTONIC,
+                (uint64_t) (timeout_sec ?: 1) * 1000000ULL,
+                0,
+                on_waiter_timeout,
+                w);
+        if (r < 0) {
+                waiter_free(w);
+                return r;
+        }
+        w->next = s->waiters;
+        s->waiters = w;
+        return 1;
+}
+
+/* ---- the channel's hooks ---- */
+
+json_t *session_channel_hello(Session *s, const char *role, char **error) {
+        _cleanup_(json_decrefp) json_t *config = NULL;
+
+        if (streq(role, "init")) {
+                s->init_connected = true;
+                s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
+                /* Prompts that were sent to a previous connection go again (init drops duplicates). */
+                for (Prompt *p = s->prompts; p; p = p->next)
+                        p->sent = false;
+                session_schedule_delivery(s);
+        }
+        config = json_pack(
+                "{s:s, s:o, s:i, s:o, s:s, s:[s], s:[sss], s:[]}",
+                "session_id",
+                s->id,
+                "parent_id",
+                s->parent_id ? json_string(s->parent_id) : json_null(),
+                "depth",
+                (int) s->depth,
+                "task_type",
+                s->task_type ? json_string(s->task_type) : json_null(),
+                "permission_mode",
+                "bypassPermissions",
+                "mcp_servers",
+                "cc-docker",
+                "skills",
+                "delegate-task",
+                "coordinate-children",
+                "child-status",
+                "allowed_tools");
+        if (!config) {
+                *error = strdup("out of memory");
+                return NULL;
+        }
+        log_info("session %s: %s connected to the channel", s->id, role);
+        return json_pack(
+                "{s:i, s:s, s:I, s:O}",
+                "protocol",
+                1,
+                "session_id",
+                s->id,
+                "last_seq",
+                (json_int_t) s->last_seq,
+                "config",
+                config);
+}
+
+void session_channel_heartbeat(Session *s) {
+        s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
+}
+
+static void session_turn_ended(Session *s, json_t *result) {
+        Prompt *p = s->prompts;
+
+        json_decref(s->last_result);
+        s->last_result = json_incref(result);
+        if (p && p->sent) {
+                int r = store_prompt_set_state(
+                        s->manager->store, p->message_id, "done", now_usec(CLOCK_REALTIME));
+                if (r < 0)
+                        log_warning_errno(
+                                r, "session %s: could not mark prompt %s done: %m", s->id, p->message_id);
+                s->prompts = p->next;
+                s->n_prompts--;
+                prompt_free(p);
+                session_dbus_emit_changed(s, "PendingPrompts", NULL);
+        }
+        if (s->state == SESSION_RUNNING && !s->prompts)
+                session_set_state(s, SESSION_IDLE, NULL);
+        session_wake_waiters(s);
+        session_deliver_next(s);
+}
+
+int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char **error) {
+        _cleanup_(json_decrefp) json_t *fresh = json_array();
+        uint64_t next = s->last_seq + 1;
+        size_t i;
+        json_t *e;
+        int r;
+
+        if (!fresh)
+                return -ENOMEM;
+        json_array_foreach (events, i, e) {
+                uint64_t seq = (uint64_t) json_integer_value(json_object_get(e, "seq"));
+
+                if (seq < next)
+                        continue; /* already stored: a resend after a reconnect */
+                if (seq > next) {
+                        if (asprintf(
+                                    error,
+                                    "events[%zu]: gap: expected seq %" PRIu64 ", got %" PRIu64,
+                                    i,
+                                    next,
+                                    seq) < 0)
+                                *error = NULL;
+                        return -EBADMSG;
+                }
+                if (json_array_append(fresh, e) < 0)
+                        return -ENOMEM;
+                next++;
+        }
+        if (json_array_size(fresh) > 0) {
+                r = event_bus_append(s->manager->events, s->id, fresh);
+                if (r < 0) {
+                        if (asprintf(error, "could not store the events: %s", strerror(-r)) < 0)
+                                *error = NULL;
+                        return r;
+                }
+                s->last_seq = next - 1;
+                session_dbus_emit_changed(s, "LastSeq", NULL);
+                json_array_foreach (fresh, i, e) {
+                        json_t *data = json_object_get(e, "data");
+
+                        if (streq_ptr(json_string_value(json_object_get(data, "type")), "result"))
+                                session_turn_ended(s, data);
+                }
+        }
+        *ret_acked = s->last_seq;
+        return 0;
+}
+
+void session_channel_log(Session *s, const char *level, const char *message) {
+        int priority = LOG_INFO;
+
+        if (streq_ptr(level, "error"))
+                priority = LOG_ERR;
+        else if (streq_ptr(level, "warning"))
+                priority = LOG_WARNING;
+        else if (streq_ptr(level, "debug"))
+                priority = LOG_DEBUG;
+        log_struct(
+                priority,
+                "MESSAGE=session %s: ccdocker-init: %s",
+                s->id,
+                message,
+                "CCDOCKER_SESSION=%s",
+                s->id,
+                "UNIT=%s",
+                s->unit,
+                NULL);
+}
+
+void session_channel_prompt_delivered(Session *s, const char *message_id, int r) {
+        for (Prompt *p = s->prompts; p; p = p->next) {
+                if (!streq(p->message_id, message_id))
+                        continue;
+                if (r < 0) {
+                        /* Not written: it goes again with the next hello. */
+                        p->sent = false;
+                        log_warning_errno(
+                                r, "session %s: prompt %s was not delivered: %m", s->id, message_id);
+                        return;
+                }
+                r = store_prompt_set_state(
+                        s->manager->store, message_id, "delivered", now_usec(CLOCK_REALTIME));
+                if (r < 0)
+                        log_warning_errno(
+                                r, "session %s: could not mark prompt %s delivered: %m", s->id, message_id);
+                return;
+        }
+}
+
+void session_channel_init_gone(Session *s) {
+        s->init_connected = false;
+        for (Prompt *p = s->prompts; p; p = p->next)
+                p->sent = false;
+        log_info("session %s: ccdocker-init disconnected from the channel", s->id);
+}
+
+/* Called by the manager's periodic check. */
+void session_check_heartbeat(Session *s, uint64_t now_monotonic) {
+        uint64_t timeout = s->manager->config.heartbeat_timeout_sec;
+        _cleanup_free_ char *reason = NULL;
+
+        if (timeout == 0 || !s->init_connected || session_state_is_final(s->state) || s->stop_requested)
+                return;
+        if (now_monotonic - s->last_heartbeat_usec < timeout * 1000000ULL)
+                return;
+        if (asprintf(&reason, "no heartbeat from ccdocker-init for %" PRIu64 " s", timeout) < 0)
+                reason = NULL;
+        log_warning("session %s: %s; stopping it", s->id, reason ? reason : "no heartbeat");
+        session_fail_and_stop(s, reason ? reason : "no heartbeat from ccdocker-init");
+}
