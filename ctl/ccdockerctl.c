@@ -1,22 +1,29 @@
 /* ccdockerctl: the command-line client of ccdockerd. It speaks the D-Bus API of docs/dbus-api.md and
  * nothing else, on the system bus or, with --user, the user bus: create, list, show, stop and remove
- * sessions, printing a table or "Key: value" lines for people and, with --json, JSON for scripts. Input
- * is checked only as far as building the D-Bus message needs (numbers, NAME=VALUE); the daemon
- * validates everything else once, at its edge, and its error messages are shown as they come. Exit
- * status 1 is a failure reported by the bus or the daemon, 2 a usage error. */
+ * sessions, send them prompts, read and follow their output and results, printing a table, "Key:
+ * value" lines or one-line event summaries for people and, with --json, JSON for scripts. Input is
+ * checked only as far as building the D-Bus message needs (numbers, NAME=VALUE); the daemon validates
+ * everything else once, at its edge, and its error messages are shown as they come. Exit status 1 is
+ * a failure reported by the bus or the daemon (or a failed turn), 2 a usage error, 3 a result that is
+ * still pending. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <systemd/sd-bus.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "config-build.h"
@@ -24,6 +31,8 @@
 #include "util.h"
 
 #define EXIT_USAGE 2
+#define EXIT_PENDING 3       /* result: the turn has not ended (yet) */
+#define EXIT_INTERRUPTED 130 /* run: a signal before the result, as a shell reports SIGINT */
 
 #define BUS_NAME "org.ccdocker1"
 #define MANAGER_PATH "/org/ccdocker1"
@@ -34,6 +43,33 @@
  * podman can make slow; Stop replies when systemd has stopped the unit, which may take the daemon's
  * StopTimeoutSec= and the container's removal. sd-bus's default of 25 s is too short for either. */
 #define SLOW_CALL_USEC (120ULL * 1000000ULL)
+
+/* GetOutput is asked for at most this many events per call, so a long session's output never has to
+ * fit in one D-Bus message. */
+#define OUTPUT_PAGE 256U
+
+/* GetResult waits at most 3600 s per call; a longer or unlimited wait is made of calls this long. The
+ * D-Bus call gets the wait plus a margin for the daemon to answer. */
+#define RESULT_WAIT_CHUNK_SEC 600U
+#define RESULT_CALL_MARGIN_USEC (30ULL * 1000000ULL)
+
+/* An Attach line carries one event of up to 8 MiB (docs/channel.md) with its escaping and wrapper. */
+#define EVENT_LINE_MAX (64U * 1024U * 1024U)
+
+/* After an Attach stream ends while the session is still live (the daemon drops a reader that falls
+ * too far behind, or its State has not caught up yet), it is attached again; this many times in a row
+ * without a new event, REATTACH_DELAY_MSEC apart, and ccdockerctl gives up. */
+#define REATTACH_TRIES 50U
+#define REATTACH_DELAY_MSEC 100
+
+/* The human event summaries: texts and tool results are cut at this many characters, tool input at
+ * the second. */
+#define SUMMARY_TEXT_MAX 100U
+#define SUMMARY_INPUT_MAX 80U
+
+/* Reals (total_cost_usd) in JSON that ccdockerctl builds: 15 digits print 0.0123 as 0.0123, where the
+ * 17 that jansson uses by default print 0.012300000000000001. */
+#define JSON_OUTPUT_FLAGS JSON_REAL_PRECISION(15)
 
 /* Global options. */
 static bool arg_user = false;
@@ -53,8 +89,24 @@ static const char *arg_network = NULL;
 static char **arg_env = NULL; /* "NAME=VALUE" strings of argv, in order; a later NAME wins */
 static size_t arg_n_env = 0;
 
+static const char *arg_prompt = NULL; /* create --prompt, and run's PROMPT */
+
 /* stop */
 static bool arg_force = false;
+
+/* run */
+static bool arg_keep = false;
+
+/* output, attach */
+static uint64_t arg_since = 0;
+
+/* output */
+static uint32_t arg_limit = 0;
+
+/* result */
+static bool arg_wait = false;
+static uint32_t arg_wait_timeout = 0; /* 0: no limit */
+static bool arg_wait_timeout_set = false;
 
 enum {
         ARG_VERSION = 0x100,
@@ -70,7 +122,13 @@ enum {
         ARG_TASK_TYPE,
         ARG_ENV,
         ARG_NETWORK,
+        ARG_PROMPT,
         ARG_FORCE,
+        ARG_KEEP,
+        ARG_SINCE,
+        ARG_LIMIT,
+        ARG_WAIT,
+        ARG_WAIT_TIMEOUT,
 };
 
 /* Accepted before the command and after it, so "ccdockerctl list --json" works too. */
@@ -91,8 +149,18 @@ static void help(void) {
                "\n"
                "Commands:\n"
                "  create [CREATE OPTIONS...]  Create and start a session and print its ID\n"
+               "  run [CREATE OPTIONS...] [--keep] PROMPT\n"
+               "                              Create a session with PROMPT, print its events until\n"
+               "                              the first result, print the result, stop the session\n"
                "  list                        List sessions: ID, state, parent, unit, creation time\n"
                "  status ID                   Show every property of a session\n"
+               "  send ID PROMPT              Queue a prompt for a session and print its message ID\n"
+               "  output ID [--since SEQ] [--limit N]\n"
+               "                              Print the events a session has stored\n"
+               "  attach ID [--since SEQ]     Print a session's events, then follow new ones until\n"
+               "                              the session ends or Ctrl-C (like journalctl -f)\n"
+               "  result ID [--wait [--timeout SEC]]\n"
+               "                              Print the result of the session's latest turn\n"
                "  stop ID [--force]           Stop a session\n"
                "  remove ID                   Forget a stopped or failed session\n"
                "\n"
@@ -101,10 +169,10 @@ static void help(void) {
                "     --version                Show the version and exit\n"
                "     --system                 Talk to ccdockerd on the system bus (the default)\n"
                "     --user                   Talk to ccdockerd on the calling user's bus\n"
-               "     --json                   Print JSON instead of text (create, list, status)\n"
+               "     --json                   Print JSON instead of text\n"
                "\n"
-               "Create options (absent ones take the daemon's defaults; values over the daemon's\n"
-               "ceilings are refused):\n"
+               "Create options, for create and run (absent ones take the daemon's defaults; values\n"
+               "over the daemon's ceilings are refused):\n"
                "     --image IMAGE            Container image\n"
                "     --memory SIZE            Memory limit: bytes, or with K, M, G or T (512M, 2G)\n"
                "     --cpus N                 CPU limit in CPUs (1, 1.5)\n"
@@ -117,6 +185,19 @@ static void help(void) {
                "     --env NAME=VALUE         Set an environment variable in the session; may be\n"
                "                              repeated, the last value of a NAME wins\n"
                "     --network none|host      The container's network (default: none)\n"
+               "     --prompt PROMPT          (create only) The session's first prompt\n"
+               "\n"
+               "Run options:\n"
+               "     --keep                   Leave the session running after the result\n"
+               "\n"
+               "Output and attach options:\n"
+               "     --since SEQ              Only events after sequence number SEQ (default: 0, all)\n"
+               "     --limit N                (output only) At most N events (default: 0, all)\n"
+               "\n"
+               "Result options:\n"
+               "     --wait                   Wait while the result is pending (a turn runs or a\n"
+               "                              prompt is queued)\n"
+               "     --timeout SEC            With --wait: give up after SEC seconds (default: none)\n"
                "\n"
                "Stop options:\n"
                "     --force                  Kill at once instead of stopping gracefully\n"
@@ -127,18 +208,39 @@ static void help(void) {
                "  print a session object and list an array of them, with the keys id, state,\n"
                "  state_reason, unit, container_id, parent_id, depth, task_type, created_at (RFC 3339,\n"
                "  UTC), owner_uid, image, workspace and object_path. stop and remove print nothing.\n"
+               "  send prints the message ID; with --json {\"message_id\": ...}.\n"
+               "  output, attach and run print a line per event (per content block of a message):\n"
+               "    09:26:55 #2 [assistant] tool_use Write {\"file_path\":\"/workspace/hello.md\",...}\n"
+               "  and with --json one JSON object per line: {\"seq\":N,\"time\":USEC,\"data\":{...}},\n"
+               "  data being Claude Code's stream-json event. run starts with \"Session ID\" and ends\n"
+               "  with the result as result prints it; with --json its last line is the result\n"
+               "  object with the session's \"id\" added.\n"
+               "  result prints the result text, the error of a failed turn, or \"pending\"; with\n"
+               "  --json {\"status\":..., \"result\":..., \"error\":..., \"usage\":{...}}, result and error\n"
+               "  null when empty.\n"
                "\n"
                "Exit status:\n"
-               "  0  success\n"
+               "  0  success; for result and run: the turn completed\n"
                "  1  the bus or ccdockerd reported a failure; stderr has one line\n"
-               "     \"ccdockerctl: <what failed>: <the daemon's message>\"\n"
+               "     \"ccdockerctl: <what failed>: <the daemon's message>\"; for result and run also:\n"
+               "     the turn (or the session) failed\n"
                "  2  usage error: unknown command or option, missing or bad argument\n"
+               "  3  result: the turn is still pending\n"
+               "  130  run: interrupted (SIGINT, SIGTERM, SIGHUP) before the result; the session\n"
+               "     is stopped unless --keep\n"
                "\n"
                "Examples:\n"
                "  ccdockerctl create --memory 2G --cpus 1.5 --env LANG=C.UTF-8\n"
                "  ccdockerctl create --workspace /srv/work/project --timeout 3600 --json\n"
                "  ccdockerctl --user list\n"
                "  ccdockerctl status 3f2a9c0b71de --json | jq -r .state\n"
+               "  ccdockerctl run --workspace /srv/work/project 'Review src/ for security issues'\n"
+               "  ccdockerctl run --json 'What is 2+2?' | tail -n 1 | jq -r .result\n"
+               "  ccdockerctl send 3f2a9c0b71de 'Now write the tests'\n"
+               "  ccdockerctl output 3f2a9c0b71de --since 40 --limit 10\n"
+               "  ccdockerctl output 3f2a9c0b71de --json | jq -c 'select(.data.type == \"result\")'\n"
+               "  ccdockerctl attach 3f2a9c0b71de\n"
+               "  ccdockerctl result 3f2a9c0b71de --wait --timeout 600\n"
                "  ccdockerctl stop 3f2a9c0b71de && ccdockerctl remove 3f2a9c0b71de\n"
                "\n"
                "See also: docs/ccdockerctl.md, docs/dbus-api.md, busctl(1)\n");
@@ -223,6 +325,16 @@ static int parse_common_option(int c) {
         }
 }
 
+static int parse_u64(const char *option, const char *s, uint64_t *ret) {
+        if (safe_atou64(s, ret) < 0)
+                return usage_error(
+                        "Option '%s' needs a whole number from 0 to %" PRIu64 ", got '%s'",
+                        option,
+                        UINT64_MAX,
+                        s);
+        return 0;
+}
+
 static int parse_u32(const char *option, const char *s, uint32_t *ret) {
         uint64_t v;
         int r;
@@ -299,15 +411,56 @@ static int parse_create_option(int c, char *optarg_value) {
         case ARG_NETWORK:
                 arg_network = optarg_value;
                 return 0;
+        case ARG_PROMPT:
+                arg_prompt = optarg_value;
+                return 0;
         default:
                 return -EINVAL;
         }
+}
+
+static int parse_run_option(int c, char *optarg_value) {
+        if (c != ARG_KEEP)
+                return parse_create_option(c, optarg_value);
+        arg_keep = true;
+        return 0;
 }
 
 static int parse_stop_option(int c, char *optarg_value) {
         if (c != ARG_FORCE)
                 return -EINVAL;
         arg_force = true;
+        return 0;
+}
+
+static int parse_output_option(int c, char *optarg_value) {
+        switch (c) {
+        case ARG_SINCE:
+                return parse_u64("--since", optarg_value, &arg_since);
+        case ARG_LIMIT:
+                return parse_u32("--limit", optarg_value, &arg_limit);
+        default:
+                return -EINVAL;
+        }
+}
+
+static int parse_result_option(int c, char *optarg_value) {
+        switch (c) {
+        case ARG_WAIT:
+                arg_wait = true;
+                return 0;
+        case ARG_WAIT_TIMEOUT:
+                arg_wait_timeout_set = true;
+                return parse_u32("--timeout", optarg_value, &arg_wait_timeout);
+        default:
+                return -EINVAL;
+        }
+}
+
+/* A timeout without --wait would be silently meaningless: GetResult without wait answers at once. */
+static int check_result_options(void) {
+        if (arg_wait_timeout_set && !arg_wait)
+                return usage_error("Option '--timeout' of 'result' needs '--wait'");
         return 0;
 }
 
@@ -369,6 +522,41 @@ static int get_session_properties(sd_bus *bus, const char *path, sd_bus_message 
                 ret,
                 "s",
                 SESSION_INTERFACE);
+}
+
+static bool bus_error_is_gone(const sd_bus_error *error) {
+        return sd_bus_error_has_names(
+                error,
+                "org.ccdocker1.Error.NoSuchSession",
+                SD_BUS_ERROR_UNKNOWN_OBJECT,
+                SD_BUS_ERROR_UNKNOWN_INTERFACE);
+}
+
+/* State and StateReason of the session at path; -ENOENT, unlogged, if it is gone. */
+static int get_session_state(
+        sd_bus *bus, const char *id, const char *path, char **ret_state, char **ret_reason) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *state = NULL, *reason = NULL;
+        int r;
+
+        r = sd_bus_get_property_string(bus, BUS_NAME, path, SESSION_INTERFACE, "State", &error, &state);
+        if (r >= 0)
+                r = sd_bus_get_property_string(
+                        bus, BUS_NAME, path, SESSION_INTERFACE, "StateReason", &error, &reason);
+        if (r < 0) {
+                if (bus_error_is_gone(&error))
+                        return -ENOENT;
+                log_error("Failed to get the state of session '%s': %s", id, bus_error_text(&error, r));
+                return r;
+        }
+
+        *ret_state = TAKE_PTR(state);
+        *ret_reason = TAKE_PTR(reason);
+        return 0;
+}
+
+static bool state_is_final(const char *state) {
+        return streq(state, "stopped") || streq(state, "failed");
 }
 
 /* One property value of a GetAll reply. Basic types are read into the union; for any other type
@@ -507,7 +695,7 @@ static int flush_stdout(void) {
 }
 
 static int print_json(json_t *j) {
-        if (json_dumpf(j, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF)
+        if (json_dumpf(j, stdout, JSON_INDENT(2) | JSON_OUTPUT_FLAGS) < 0 || fputc('\n', stdout) == EOF)
                 return log_error_errno(EIO, "Failed to write JSON output: %m");
         return flush_stdout();
 }
@@ -603,11 +791,7 @@ static int session_json_from_path(sd_bus *bus, const char *id, const char *path,
 
         r = get_session_properties(bus, path, &reply, &error);
         if (r < 0) {
-                if (sd_bus_error_has_names(
-                            &error,
-                            "org.ccdocker1.Error.NoSuchSession",
-                            SD_BUS_ERROR_UNKNOWN_OBJECT,
-                            SD_BUS_ERROR_UNKNOWN_INTERFACE))
+                if (bus_error_is_gone(&error))
                         return -ENOENT;
                 log_error("Failed to get the properties of session '%s': %s", id, bus_error_text(&error, r));
                 return r;
@@ -660,6 +844,583 @@ static int print_property(const char *name, const PropertyValue *v, void *userda
                 printf("[%s]\n", v->signature);
         }
         return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Events */
+
+static const char *json_get_string(json_t *o, const char *key) {
+        return json_string_value(json_object_get(o, key));
+}
+
+/* The next character of s as it is shown to people: a control character that could drive a terminal
+ * (C0 except, with keep_newlines, \n and \t; DEL; C1 in its UTF-8 form) as a C-style escape, anything
+ * else as it is. Writes it NUL-terminated to buf and its width to *ret_width, and returns how many
+ * bytes of s it took: 0 at the end of s. Model output is untrusted text. */
+static size_t next_shown_char(const char *s, bool keep_newlines, char buf[static 8], size_t *ret_width) {
+        const unsigned char *u = (const unsigned char *) s;
+        size_t n = 1;
+
+        if (u[0] == '\0')
+                return 0;
+
+        if (u[0] < 0x20 || u[0] == 0x7f) {
+                if (keep_newlines && (u[0] == '\n' || u[0] == '\t'))
+                        (void) snprintf(buf, 8, "%c", u[0]);
+                else if (u[0] == '\n')
+                        strcpy(buf, "\\n");
+                else if (u[0] == '\r')
+                        strcpy(buf, "\\r");
+                else if (u[0] == '\t')
+                        strcpy(buf, "\\t");
+                else
+                        (void) snprintf(buf, 8, "\\x%02x", u[0]);
+                *ret_width = strlen(buf);
+                return 1;
+        }
+
+        if (u[0] == 0xc2 && u[1] >= 0x80 && u[1] <= 0x9f) {
+                (void) snprintf(buf, 8, "\\u%04x", u[1]);
+                *ret_width = strlen(buf);
+                return 2;
+        }
+
+        /* One character of UTF-8: its first byte and the continuation bytes after it. */
+        while (n < 4 && (u[n] & 0xc0) == 0x80)
+                n++;
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        *ret_width = 1;
+        return n;
+}
+
+/* Writes s as next_shown_char() shows it; with max > 0, at most max characters (an escape counting
+ * as its length), the last of them "…" when s is longer. */
+static void print_shown(const char *s, size_t max, bool keep_newlines) {
+        size_t total = 0, used = 0, n, width;
+        char buf[8];
+
+        if (!s)
+                return;
+
+        if (max > 0)
+                for (const char *p = s;
+                     total <= max && (n = next_shown_char(p, keep_newlines, buf, &width)) > 0;
+                     p += n)
+                        total += width;
+
+        for (const char *p = s; (n = next_shown_char(p, keep_newlines, buf, &width)) > 0; p += n) {
+                if (max > 0 && total > max && used + width > max - 1) {
+                        fputs("…", stdout);
+                        return;
+                }
+                fputs(buf, stdout);
+                used += width;
+        }
+}
+
+/* "09:26:55 #2 ": the local time of the event and its sequence number. */
+static void print_event_prefix(uint64_t seq, uint64_t usec) {
+        char t[16] = "--:--:--";
+        time_t sec = (time_t) (usec / 1000000);
+        struct tm tm;
+
+        if (usec > 0 && localtime_r(&sec, &tm))
+                (void) strftime(t, sizeof(t), "%H:%M:%S", &tm);
+        printf("%s #%" PRIu64 " ", t, seq);
+}
+
+/* A line "PREFIX [tag] text", text shown cut at max characters (0: whole); text may be NULL. */
+static void print_summary_line(uint64_t seq, uint64_t usec, const char *tag, const char *text, size_t max) {
+        print_event_prefix(seq, usec);
+        printf("[%s]", tag);
+        if (text) {
+                putchar(' ');
+                print_shown(text, max, false);
+        }
+        putchar('\n');
+}
+
+/* The text of a tool_result's content: a string, or the text blocks of an array joined by spaces;
+ * anything else as compact JSON. NULL if out of memory. */
+static char *tool_result_text(json_t *content) {
+        _cleanup_fclose_ FILE *f = NULL;
+        char *buf = NULL;
+        size_t size = 0, i;
+        bool first = true;
+        json_t *block;
+
+        if (json_is_string(content))
+                return strdup(json_string_value(content));
+        if (!json_is_array(content))
+                return content ? json_dumps(content, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("");
+
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return NULL;
+        json_array_foreach (content, i, block) {
+                const char *text = json_get_string(block, "text");
+
+                if (!text)
+                        continue;
+                fprintf(f, "%s%s", first ? "" : " ", text);
+                first = false;
+        }
+        if (fclose(TAKE_PTR(f)) != 0)
+                return mfree(buf);
+        return buf;
+}
+
+static void print_init_summary(uint64_t seq, uint64_t usec, json_t *data) {
+        static const struct {
+                const char *key, *format;
+        } fields[] = {
+                { "claude_code_version", "Claude Code " },
+                { "model", "model " },
+                { "tools", NULL },
+                { "cwd", "cwd " },
+                { "permissionMode", "permission mode " },
+        };
+        const char *separator = " ";
+
+        print_event_prefix(seq, usec);
+        fputs("[system/init]", stdout);
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                json_t *v = json_object_get(data, fields[i].key);
+
+                if (fields[i].format && json_is_string(v)) {
+                        printf("%s%s", separator, fields[i].format);
+                        print_shown(json_string_value(v), SUMMARY_TEXT_MAX, false);
+                } else if (!fields[i].format && json_is_array(v))
+                        printf("%s%zu tools", separator, json_array_size(v));
+                else
+                        continue;
+                separator = ", ";
+        }
+        putchar('\n');
+}
+
+static int print_assistant_summary(uint64_t seq, uint64_t usec, json_t *data) {
+        json_t *content = json_object_get(json_object_get(data, "message"), "content"), *block;
+        size_t n = 0, i;
+
+        if (json_is_string(content)) {
+                print_summary_line(seq, usec, "assistant", json_string_value(content), SUMMARY_TEXT_MAX);
+                return 0;
+        }
+
+        json_array_foreach (content, i, block) {
+                const char *type = json_get_string(block, "type");
+
+                n++;
+                if (streq_ptr(type, "text"))
+                        print_summary_line(
+                                seq,
+                                usec,
+                                "assistant",
+                                strempty(json_get_string(block, "text")),
+                                SUMMARY_TEXT_MAX);
+                else if (streq_ptr(type, "thinking"))
+                        print_summary_line(
+                                seq,
+                                usec,
+                                "thinking",
+                                strempty(json_get_string(block, "thinking")),
+                                SUMMARY_TEXT_MAX);
+                else if (streq_ptr(type, "tool_use")) {
+                        _cleanup_free_ char *input = NULL;
+                        json_t *v = json_object_get(block, "input");
+
+                        if (v) {
+                                input = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_OUTPUT_FLAGS);
+                                if (!input)
+                                        return log_oom();
+                        }
+                        print_event_prefix(seq, usec);
+                        fputs("[assistant] tool_use ", stdout);
+                        print_shown(strempty(json_get_string(block, "name")), SUMMARY_TEXT_MAX, false);
+                        if (input) {
+                                putchar(' ');
+                                print_shown(input, SUMMARY_INPUT_MAX, false);
+                        }
+                        putchar('\n');
+                } else {
+                        print_event_prefix(seq, usec);
+                        fputs("[assistant] (", stdout);
+                        print_shown(type ?: "?", SUMMARY_TEXT_MAX, false);
+                        fputs(")\n", stdout);
+                }
+        }
+        if (n == 0)
+                print_summary_line(seq, usec, "assistant", "(no content)", 0);
+        return 0;
+}
+
+static int print_user_summary(uint64_t seq, uint64_t usec, json_t *data) {
+        json_t *content = json_object_get(json_object_get(data, "message"), "content"), *block;
+        size_t n = 0, i;
+
+        if (json_is_string(content)) {
+                print_summary_line(seq, usec, "user", json_string_value(content), SUMMARY_TEXT_MAX);
+                return 0;
+        }
+
+        json_array_foreach (content, i, block) {
+                const char *type = json_get_string(block, "type");
+
+                if (streq_ptr(type, "tool_result")) {
+                        _cleanup_free_ char *text = tool_result_text(json_object_get(block, "content"));
+
+                        if (!text)
+                                return log_oom();
+                        print_event_prefix(seq, usec);
+                        fputs(json_is_true(json_object_get(block, "is_error")) ? "[tool_result] (error) "
+                                                                               : "[tool_result] ",
+                              stdout);
+                        print_shown(text, SUMMARY_TEXT_MAX, false);
+                        putchar('\n');
+                } else if (streq_ptr(type, "text"))
+                        print_summary_line(
+                                seq,
+                                usec,
+                                "user",
+                                strempty(json_get_string(block, "text")),
+                                SUMMARY_TEXT_MAX);
+                else
+                        continue;
+                n++;
+        }
+        if (n == 0)
+                print_summary_line(seq, usec, "user", NULL, 0);
+        return 0;
+}
+
+static void print_result_summary(uint64_t seq, uint64_t usec, json_t *data) {
+        json_t *turns = json_object_get(data, "num_turns"), *duration = json_object_get(data, "duration_ms"),
+               *cost = json_object_get(data, "total_cost_usd");
+        bool is_error = json_is_true(json_object_get(data, "is_error"));
+        const char *separator = " (";
+
+        print_event_prefix(seq, usec);
+        fputs("[result/", stdout);
+        print_shown(json_get_string(data, "subtype") ?: "?", SUMMARY_TEXT_MAX, false);
+        putchar(']');
+        if (json_get_string(data, "result")) {
+                putchar(' ');
+                print_shown(json_get_string(data, "result"), SUMMARY_TEXT_MAX, false);
+        }
+        if (is_error) {
+                printf("%serror", separator);
+                separator = ", ";
+        }
+        if (json_is_integer(turns)) {
+                printf("%sturns %" JSON_INTEGER_FORMAT, separator, json_integer_value(turns));
+                separator = ", ";
+        }
+        if (json_is_integer(duration)) {
+                printf("%s%" JSON_INTEGER_FORMAT " ms", separator, json_integer_value(duration));
+                separator = ", ";
+        }
+        if (json_is_number(cost)) {
+                printf("%s$%.4f", separator, json_number_value(cost));
+                separator = ", ";
+        }
+        if (!streq(separator, " ("))
+                putchar(')');
+        putchar('\n');
+}
+
+/* One line per event and content block, for people: what the demo shows. */
+static int print_event_summary(uint64_t seq, uint64_t usec, json_t *data) {
+        const char *type = json_get_string(data, "type"), *subtype = json_get_string(data, "subtype");
+
+        if (streq_ptr(type, "system") && streq_ptr(subtype, "init"))
+                print_init_summary(seq, usec, data);
+        else if (streq_ptr(type, "assistant"))
+                return print_assistant_summary(seq, usec, data);
+        else if (streq_ptr(type, "user"))
+                return print_user_summary(seq, usec, data);
+        else if (streq_ptr(type, "result"))
+                print_result_summary(seq, usec, data);
+        else if (streq_ptr(type, "raw"))
+                print_summary_line(
+                        seq, usec, "raw", strempty(json_get_string(data, "text")), SUMMARY_TEXT_MAX);
+        else {
+                print_event_prefix(seq, usec);
+                putchar('[');
+                print_shown(type ?: "event", SUMMARY_TEXT_MAX, false);
+                if (subtype) {
+                        putchar('/');
+                        print_shown(subtype, SUMMARY_TEXT_MAX, false);
+                }
+                fputs("]\n", stdout);
+        }
+        return 0;
+}
+
+/* An event of GetOutput, whose data is JSON text. With --json it is printed as the daemon sent it, in
+ * one line: a raw line break in JSON can only be whitespace between tokens, and a number reparsed by
+ * jansson could print differently. Text that is not JSON, which the daemon should never send, is
+ * shown the way the channel wraps such a line: {"type":"raw","text":...}. */
+static int print_stored_event(uint64_t seq, uint64_t usec, const char *text) {
+        _cleanup_(json_decrefp) json_t *data = NULL;
+        bool valid;
+
+        data = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        valid = data;
+        if (!data) {
+                data = json_pack("{s:s, s:s}", "type", "raw", "text", text);
+                if (!data)
+                        return log_oom();
+        }
+
+        if (!arg_json)
+                return print_event_summary(seq, usec, data);
+
+        printf("{\"seq\":%" PRIu64 ",\"time\":%" PRIu64 ",\"data\":", seq, usec);
+        if (valid)
+                for (const char *p = text; *p; p++)
+                        putchar(*p == '\n' || *p == '\r' ? ' ' : *p);
+        else if (json_dumpf(data, stdout, JSON_COMPACT) < 0)
+                return log_error_errno(EIO, "Failed to write JSON output: %m");
+        fputs("}\n", stdout);
+        return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Following a session: Attach */
+
+typedef enum FollowEnd {
+        FOLLOW_EOF,         /* the stream ended and the session with it (or it is gone) */
+        FOLLOW_RESULT,      /* stop_at_result: a result event came */
+        FOLLOW_INTERRUPTED, /* SIGINT, SIGTERM or SIGHUP */
+} FollowEnd;
+
+typedef struct Follow {
+        const char *id, *path;
+        int signal_fd;
+        uint64_t last_seq; /* the last event printed, or --since */
+        bool stop_at_result;
+        json_t *result;             /* with stop_at_result: the data of the result event */
+        char *state, *state_reason; /* at FOLLOW_EOF: the session's end, NULL if it is gone */
+} Follow;
+
+static void follow_done(Follow *f) {
+        json_decref(f->result);
+        free(f->state);
+        free(f->state_reason);
+}
+
+/* The signals that end following are taken through a signalfd, so that they are seen in poll() and a
+ * run can stop its session before it exits. Blocked until the process ends. */
+static int block_exit_signals(int *ret_fd) {
+        sigset_t mask;
+        int fd;
+
+        if (sigemptyset(&mask) < 0 || sigaddset(&mask, SIGINT) < 0 || sigaddset(&mask, SIGTERM) < 0 ||
+            sigaddset(&mask, SIGHUP) < 0 || sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(errno, "Failed to block signals: %m");
+
+        fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to create a signalfd: %m");
+        *ret_fd = fd;
+        return 0;
+}
+
+/* One line of the Attach stream, {"seq":N,"time":T,"data":{...}}: printed as it came with --json, as
+ * a summary otherwise. Returns 1 if it is the result event a run waits for. */
+static int follow_line(Follow *f, const char *line, size_t len) {
+        _cleanup_(json_decrefp) json_t *j = NULL;
+        json_t *seq, *jtime, *data;
+        json_error_t e;
+        uint64_t s;
+        int r;
+
+        if (len == 0)
+                return 0;
+
+        j = json_loadb(line, len, JSON_ALLOW_NUL, &e);
+        seq = json_object_get(j, "seq");
+        jtime = json_object_get(j, "time");
+        data = json_object_get(j, "data");
+        if (!json_is_integer(seq) || json_integer_value(seq) <= 0 || !json_is_object(data)) {
+                log_warning(
+                        "Skipping a line of the event stream of session '%s' that is not an event: %s",
+                        f->id,
+                        j ? "no seq or data" : e.text);
+                return 0;
+        }
+
+        s = (uint64_t) json_integer_value(seq);
+        if (s <= f->last_seq)
+                return 0; /* seen before a reattach */
+        f->last_seq = s;
+
+        if (arg_json) {
+                fwrite(line, 1, len, stdout);
+                putchar('\n');
+        } else {
+                json_int_t t = json_is_integer(jtime) ? json_integer_value(jtime) : 0;
+
+                r = print_event_summary(s, t > 0 ? (uint64_t) t : 0, data);
+                if (r < 0)
+                        return r;
+        }
+        r = flush_stdout();
+        if (r < 0)
+                return r;
+
+        if (f->stop_at_result && streq_ptr(json_get_string(data, "type"), "result")) {
+                f->result = json_incref(data);
+                return 1;
+        }
+        return 0;
+}
+
+/* Reads the stream of one Attach fd until EOF, a result (stop_at_result) or a signal; lines may come
+ * in any pieces. Returns a FollowEnd, or < 0 after logging. */
+static int follow_stream(Follow *f, int fd) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, len = 0, scanned = 0;
+        int r;
+
+        for (;;) {
+                struct pollfd p[2] = {
+                        { .fd = fd, .events = POLLIN },
+                        { .fd = f->signal_fd, .events = POLLIN },
+                };
+                size_t start = 0;
+                char *nl;
+                ssize_t n;
+
+                if (poll(p, ELEMENTSOF(p), -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return log_error_errno(
+                                errno, "Failed to wait for events of session '%s': %m", f->id);
+                }
+                if (p[1].revents & POLLIN)
+                        return FOLLOW_INTERRUPTED;
+                if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+                        continue;
+
+                if (len == size) {
+                        size_t new_size = size == 0 ? 64 * 1024 : size * 2;
+                        char *b;
+
+                        if (size >= EVENT_LINE_MAX)
+                                return log_error_errno(
+                                        EMSGSIZE,
+                                        "Failed to read the events of session '%s': a line is longer than %u MiB",
+                                        f->id,
+                                        EVENT_LINE_MAX / 1024 / 1024);
+                        b = realloc(buf, new_size);
+                        if (!b)
+                                return log_oom();
+                        buf = b;
+                        size = new_size;
+                }
+
+                n = read(fd, buf + len, size - len);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return log_error_errno(
+                                errno, "Failed to read the events of session '%s': %m", f->id);
+                }
+                if (n == 0) {
+                        /* A last line without its newline: the daemon's end cut it short, or not. */
+                        r = follow_line(f, buf, len);
+                        if (r < 0)
+                                return r;
+                        return r > 0 ? FOLLOW_RESULT : FOLLOW_EOF;
+                }
+                len += (size_t) n;
+
+                while ((nl = memchr(buf + scanned, '\n', len - scanned))) {
+                        r = follow_line(f, buf + start, (size_t) (nl - (buf + start)));
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                return FOLLOW_RESULT;
+                        start = scanned = (size_t) (nl - buf) + 1;
+                }
+                memmove(buf, buf + start, len - start);
+                len -= start;
+                scanned = len;
+        }
+}
+
+static int attach_session(sd_bus *bus, Follow *f, int *ret_fd) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int fd, r;
+
+        r = sd_bus_call_method(
+                bus, BUS_NAME, f->path, SESSION_INTERFACE, "Attach", &error, &reply, "t", f->last_seq);
+        if (r < 0) {
+                log_error("Failed to attach to session '%s': %s", f->id, bus_error_text(&error, r));
+                return r;
+        }
+
+        r = sd_bus_message_read(reply, "h", &fd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse the reply of Attach: %m");
+
+        /* The fd belongs to the reply. */
+        fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to duplicate the fd of Attach: %m");
+        *ret_fd = fd;
+        return 0;
+}
+
+/* Attaches at f->last_seq and prints events until the session has ended, a result (stop_at_result)
+ * or a signal. A stream that ends while the session is still live is attached again after the last
+ * event printed. Returns a FollowEnd, or < 0 after logging. */
+static int follow_session(sd_bus *bus, Follow *f) {
+        unsigned n_empty = 0;
+        int r;
+
+        for (;;) {
+                _cleanup_close_ int fd = -EBADF;
+                uint64_t before = f->last_seq;
+                struct pollfd p = { .fd = f->signal_fd, .events = POLLIN };
+
+                r = attach_session(bus, f, &fd);
+                if (r < 0)
+                        return r;
+
+                r = follow_stream(f, fd);
+                if (r != FOLLOW_EOF)
+                        return r;
+
+                f->state = mfree(f->state);
+                f->state_reason = mfree(f->state_reason);
+                r = get_session_state(bus, f->id, f->path, &f->state, &f->state_reason);
+                if (r == -ENOENT)
+                        return FOLLOW_EOF;
+                if (r < 0)
+                        return r;
+                if (state_is_final(f->state))
+                        return FOLLOW_EOF;
+
+                n_empty = f->last_seq == before ? n_empty + 1 : 0;
+                if (n_empty >= REATTACH_TRIES)
+                        return log_error_errno(
+                                EPIPE,
+                                "Failed to follow session '%s': its event stream keeps ending while it is %s",
+                                f->id,
+                                f->state);
+
+                r = poll(&p, 1, n_empty > 0 ? REATTACH_DELAY_MSEC : 0);
+                if (r < 0 && errno != EINTR)
+                        return log_error_errno(
+                                errno, "Failed to wait for events of session '%s': %m", f->id);
+                if (r > 0)
+                        return FOLLOW_INTERRUPTED;
+        }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -740,16 +1501,19 @@ static int append_create_config(sd_bus_message *m) {
                 r = append_environment(m);
         if (r >= 0)
                 r = append_variant_string(m, "network", arg_network);
+        if (r >= 0)
+                r = append_variant_string(m, "prompt", arg_prompt);
         if (r < 0)
                 return r;
 
         return sd_bus_message_close_container(m);
 }
 
-static int verb_create(sd_bus *bus, char **args) {
+/* CreateSession with the create options (and arg_prompt); the new session's id and object path. */
+static int create_session(sd_bus *bus, char **ret_id, char **ret_path) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(json_decrefp) json_t *o = NULL;
+        _cleanup_free_ char *id_copy = NULL, *path_copy = NULL;
         const char *id, *path;
         int r;
 
@@ -771,6 +1535,24 @@ static int verb_create(sd_bus *bus, char **args) {
         r = sd_bus_message_read(reply, "so", &id, &path);
         if (r < 0)
                 return log_error_errno(r, "Failed to parse the reply of CreateSession: %m");
+
+        id_copy = strdup(id);
+        path_copy = strdup(path);
+        if (!id_copy || !path_copy)
+                return log_oom();
+        *ret_id = TAKE_PTR(id_copy);
+        *ret_path = TAKE_PTR(path_copy);
+        return 0;
+}
+
+static int verb_create(sd_bus *bus, char **args) {
+        _cleanup_(json_decrefp) json_t *o = NULL;
+        _cleanup_free_ char *id = NULL, *path = NULL;
+        int r;
+
+        r = create_session(bus, &id, &path);
+        if (r < 0)
+                return r;
 
         if (!arg_json) {
                 printf("%s\n", id);
@@ -982,20 +1764,400 @@ static int verb_remove(sd_bus *bus, char **args) {
         return 0;
 }
 
+static int verb_send(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_decrefp) json_t *o = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *id = args[0], *message_id;
+        int r;
+
+        r = get_session_path(bus, id, &path);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_call_method(
+                bus, BUS_NAME, path, SESSION_INTERFACE, "SendPrompt", &error, &reply, "s", args[1]);
+        if (r < 0) {
+                log_error("Failed to send the prompt to session '%s': %s", id, bus_error_text(&error, r));
+                return r;
+        }
+
+        r = sd_bus_message_read(reply, "s", &message_id);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse the reply of SendPrompt: %m");
+
+        if (!arg_json) {
+                printf("%s\n", message_id);
+                return flush_stdout();
+        }
+
+        o = json_pack("{s:s}", "message_id", message_id);
+        if (!o)
+                return log_oom();
+        return print_json(o);
+}
+
+/* GetOutput in pages of OUTPUT_PAGE events, --limit in all. */
+static int verb_output(sd_bus *bus, char **args) {
+        _cleanup_free_ char *path = NULL;
+        const char *id = args[0];
+        uint64_t since = arg_since, left = arg_limit;
+        int r;
+
+        r = get_session_path(bus, id, &path);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                uint32_t page = arg_limit > 0 && left < OUTPUT_PAGE ? (uint32_t) left : OUTPUT_PAGE, n = 0;
+                uint64_t seq, usec;
+                const char *data;
+
+                r = sd_bus_call_method(
+                        bus,
+                        BUS_NAME,
+                        path,
+                        SESSION_INTERFACE,
+                        "GetOutput",
+                        &error,
+                        &reply,
+                        "tu",
+                        since,
+                        page);
+                if (r < 0) {
+                        log_error(
+                                "Failed to get the output of session '%s': %s",
+                                id,
+                                bus_error_text(&error, r));
+                        return r;
+                }
+
+                r = sd_bus_message_enter_container(reply, 'a', "(tts)");
+                if (r < 0)
+                        return log_error_errno(r, "Failed to parse the reply of GetOutput: %m");
+
+                while ((arg_limit == 0 || left > 0) &&
+                       (r = sd_bus_message_read(reply, "(tts)", &seq, &usec, &data)) > 0) {
+                        if (seq <= since)
+                                continue; /* not asked for; the daemon sends seq > since */
+                        r = print_stored_event(seq, usec, data);
+                        if (r < 0)
+                                return r;
+                        since = seq;
+                        n++;
+                        if (arg_limit > 0)
+                                left--;
+                }
+                if (r < 0)
+                        return log_error_errno(r, "Failed to parse the reply of GetOutput: %m");
+
+                r = flush_stdout();
+                if (r < 0)
+                        return r;
+                if (n < page || (arg_limit > 0 && left == 0))
+                        return 0;
+        }
+}
+
+static uint64_t now_monotonic_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+/* The exit status of a result status. */
+static int result_exit_status(const char *status) {
+        if (streq(status, "completed"))
+                return EXIT_SUCCESS;
+        if (streq(status, "pending"))
+                return EXIT_PENDING;
+        return EXIT_FAILURE; /* failed, or what a later daemon may add */
+}
+
+/* The result object of --json: status, result and error (null when empty), usage; with an id, it
+ * comes first (run). Takes usage. */
+static json_t *result_json_new(
+        const char *id, const char *status, const char *result, const char *error, json_t *usage) {
+        _cleanup_(json_decrefp) json_t *o = json_object(), *u = usage;
+
+        if (!o || !u)
+                return NULL;
+        if ((id && json_object_set_new(o, "id", json_string(id)) < 0) ||
+            json_object_set_new(o, "status", json_string(status)) < 0 ||
+            json_object_set_new(o, "result", isempty(result) ? json_null() : json_string(result)) < 0 ||
+            json_object_set_new(o, "error", isempty(error) ? json_null() : json_string(error)) < 0 ||
+            json_object_set_new(o, "usage", TAKE_PTR(u)) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+/* For people: the result text of a completed turn, the error of a failed one, or the status. */
+static int print_result_text(const char *status, const char *result, const char *error) {
+        const char *text = streq(status, "completed") ? result
+                : streq(status, "failed")             ? (isempty(error) ? "failed" : error)
+                                                      : status;
+
+        print_shown(text, 0, true);
+        if (!isempty(text) && text[strlen(text) - 1] != '\n')
+                putchar('\n');
+        return flush_stdout();
+}
+
+static int call_get_result(
+        sd_bus *bus, const char *id, const char *path, bool wait, uint32_t wait_sec, sd_bus_message **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, path, SESSION_INTERFACE, "GetResult");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "bu", wait, wait_sec);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the GetResult call: %m");
+
+        r = sd_bus_call(bus, m, wait ? wait_sec * 1000000ULL + RESULT_CALL_MARGIN_USEC : 0, &error, ret);
+        if (r < 0) {
+                log_error("Failed to get the result of session '%s': %s", id, bus_error_text(&error, r));
+                return r;
+        }
+        return 0;
+}
+
+/* With --wait, GetResult is called in waits of at most RESULT_WAIT_CHUNK_SEC until the result is no
+ * longer pending or --timeout has passed, so neither a long --timeout nor none at all meets the
+ * daemon's limit of one call. A daemon that answered "pending" at once, again and again, would make
+ * this a busy loop: after 30 such answers in a row the result is reported as pending. */
+static int verb_result(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_decrefp) json_t *usage = NULL, *o = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *id = args[0], *status, *result, *error, *usage_text;
+        uint64_t deadline = UINT64_MAX;
+        unsigned n_quick = 0;
+        json_error_t e;
+        int r;
+
+        r = get_session_path(bus, id, &path);
+        if (r < 0)
+                return r;
+
+        if (arg_wait && arg_wait_timeout > 0)
+                deadline = now_monotonic_usec() + arg_wait_timeout * 1000000ULL;
+
+        for (;;) {
+                uint64_t start = now_monotonic_usec();
+                uint32_t wait_sec = arg_wait ? RESULT_WAIT_CHUNK_SEC : 0;
+
+                if (deadline != UINT64_MAX && (deadline - start + 999999) / 1000000 < wait_sec)
+                        wait_sec = (uint32_t) ((deadline - start + 999999) / 1000000);
+
+                reply = sd_bus_message_unref(reply);
+                r = call_get_result(bus, id, path, arg_wait, wait_sec, &reply);
+                if (r < 0)
+                        return r;
+
+                r = sd_bus_message_read(reply, "ssss", &status, &result, &error, &usage_text);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to parse the reply of GetResult: %m");
+
+                if (!arg_wait || !streq(status, "pending"))
+                        break;
+                if (now_monotonic_usec() >= deadline)
+                        break;
+                n_quick = now_monotonic_usec() - start < 1000000 ? n_quick + 1 : 0;
+                if (n_quick >= 30)
+                        break;
+        }
+
+        if (!arg_json) {
+                r = print_result_text(status, result, error);
+                return r < 0 ? r : result_exit_status(status);
+        }
+
+        usage = json_loads(isempty(usage_text) ? "{}" : usage_text, 0, &e);
+        if (!json_is_object(usage)) {
+                log_error(
+                        "Failed to parse the reply of GetResult: usage is not a JSON object: %s",
+                        usage ? usage_text : e.text);
+                return -EBADMSG;
+        }
+        o = result_json_new(NULL, status, result, error, TAKE_PTR(usage));
+        if (!o)
+                return log_oom();
+        r = print_json(o);
+        return r < 0 ? r : result_exit_status(status);
+}
+
+static int verb_attach(sd_bus *bus, char **args) {
+        _cleanup_close_ int signal_fd = -EBADF;
+        _cleanup_free_ char *path = NULL;
+        Follow f;
+        int r;
+
+        r = block_exit_signals(&signal_fd);
+        if (r < 0)
+                return r;
+
+        r = get_session_path(bus, args[0], &path);
+        if (r < 0)
+                return r;
+
+        f = (Follow){ .id = args[0], .path = path, .signal_fd = signal_fd, .last_seq = arg_since };
+        r = follow_session(bus, &f);
+        follow_done(&f);
+        return r < 0 ? r : 0;
+}
+
+/* The result of run, from the result event itself, in the form GetResult gives: failed unless its
+ * subtype is success and is_error false, the error being its result text. Returns the exit status. */
+static int print_run_result(const char *id, json_t *event) {
+        const char *text = json_get_string(event, "result");
+        bool failed = json_is_true(json_object_get(event, "is_error")) ||
+                !streq_ptr(json_get_string(event, "subtype"), "success");
+        const char *status = failed ? "failed" : "completed";
+        const char *error = failed ? (text ?: "the turn ended in an error") : NULL;
+        _cleanup_(json_decrefp) json_t *usage = NULL, *o = NULL;
+        json_t *u = json_object_get(event, "usage"), *v;
+        int r;
+
+        if (!arg_json) {
+                putchar('\n');
+                r = print_result_text(status, failed ? NULL : text, error);
+                return r < 0 ? r : result_exit_status(status);
+        }
+
+        usage = json_object();
+        if (!usage)
+                return log_oom();
+        if (json_is_integer(v = json_object_get(u, "input_tokens")) &&
+            json_object_set(usage, "input_tokens", v) < 0)
+                return log_oom();
+        if (json_is_integer(v = json_object_get(u, "output_tokens")) &&
+            json_object_set(usage, "output_tokens", v) < 0)
+                return log_oom();
+        if (json_is_number(v = json_object_get(event, "total_cost_usd")) &&
+            json_object_set(usage, "total_cost_usd", v) < 0)
+                return log_oom();
+
+        o = result_json_new(id, status, failed ? NULL : text, error, TAKE_PTR(usage));
+        if (!o)
+                return log_oom();
+        if (json_dumpf(o, stdout, JSON_COMPACT | JSON_OUTPUT_FLAGS) < 0 || putchar('\n') == EOF)
+                return log_error_errno(EIO, "Failed to write JSON output: %m");
+        r = flush_stdout();
+        return r < 0 ? r : result_exit_status(status);
+}
+
+static int stop_session(sd_bus *bus, const char *id, const char *path, bool force) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, path, SESSION_INTERFACE, "Stop");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "b", force);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the Stop call: %m");
+
+        r = sd_bus_call(bus, m, SLOW_CALL_USEC, &error, NULL);
+        if (r < 0) {
+                log_error("Failed to stop session '%s': %s", id, bus_error_text(&error, r));
+                return r;
+        }
+        return 0;
+}
+
+/* create, attach from the start, the first result, stop. Signals are blocked from the start, so that
+ * a Ctrl-C while CreateSession is under way still stops the session it creates. */
+static int verb_run(sd_bus *bus, char **args) {
+        _cleanup_close_ int signal_fd = -EBADF;
+        _cleanup_free_ char *id = NULL, *path = NULL;
+        bool gone;
+        Follow f;
+        int r, ret;
+
+        arg_prompt = args[0];
+
+        r = block_exit_signals(&signal_fd);
+        if (r < 0)
+                return r;
+        /* A closed stdout must not kill ccdockerctl before it has stopped the session. */
+        if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+                return log_error_errno(errno, "Failed to ignore SIGPIPE: %m");
+
+        r = create_session(bus, &id, &path);
+        if (r < 0)
+                return r;
+
+        f = (Follow){ .id = id, .path = path, .signal_fd = signal_fd, .stop_at_result = true };
+        if (!arg_json) {
+                printf("Session %s\n", id);
+                r = flush_stdout();
+        }
+        if (r >= 0)
+                r = follow_session(bus, &f);
+
+        if (r == FOLLOW_RESULT)
+                ret = print_run_result(id, f.result);
+        else if (r == FOLLOW_INTERRUPTED) {
+                log_error("Interrupted; %s session '%s'", arg_keep ? "leaving running" : "stopping", id);
+                ret = EXIT_INTERRUPTED;
+        } else if (r == FOLLOW_EOF) {
+                if (!f.state)
+                        log_error("Session '%s' ended without a result: it was removed", id);
+                else
+                        log_error(
+                                "Session '%s' ended without a result: %s%s%s",
+                                id,
+                                f.state,
+                                isempty(f.state_reason) ? "" : ": ",
+                                strempty(f.state_reason));
+                ret = EXIT_FAILURE;
+        } else
+                ret = r;
+        gone = r == FOLLOW_EOF && !f.state;
+        follow_done(&f);
+
+        if (!arg_keep && !gone) {
+                r = stop_session(bus, id, path, false);
+                if (r < 0 && ret == EXIT_SUCCESS)
+                        ret = r;
+        }
+        return ret;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Command line */
 
+/* The options of create and run but --prompt, which run takes as its argument. */
+/* clang-format off */
+#define SESSION_CONFIG_OPTIONS                                     \
+        { "image", required_argument, NULL, ARG_IMAGE },           \
+        { "memory", required_argument, NULL, ARG_MEMORY },         \
+        { "cpus", required_argument, NULL, ARG_CPUS },             \
+        { "tasks", required_argument, NULL, ARG_TASKS },           \
+        { "timeout", required_argument, NULL, ARG_TIMEOUT },       \
+        { "workspace", required_argument, NULL, ARG_WORKSPACE },   \
+        { "task-type", required_argument, NULL, ARG_TASK_TYPE },   \
+        { "env", required_argument, NULL, ARG_ENV },               \
+        { "network", required_argument, NULL, ARG_NETWORK }
+/* clang-format on */
+
 static const struct option create_options[] = {
         COMMON_OPTIONS,
-        { "image", required_argument, NULL, ARG_IMAGE },
-        { "memory", required_argument, NULL, ARG_MEMORY },
-        { "cpus", required_argument, NULL, ARG_CPUS },
-        { "tasks", required_argument, NULL, ARG_TASKS },
-        { "timeout", required_argument, NULL, ARG_TIMEOUT },
-        { "workspace", required_argument, NULL, ARG_WORKSPACE },
-        { "task-type", required_argument, NULL, ARG_TASK_TYPE },
-        { "env", required_argument, NULL, ARG_ENV },
-        { "network", required_argument, NULL, ARG_NETWORK },
+        SESSION_CONFIG_OPTIONS,
+        { "prompt", required_argument, NULL, ARG_PROMPT },
+        {},
+};
+
+static const struct option run_options[] = {
+        COMMON_OPTIONS,
+        SESSION_CONFIG_OPTIONS,
+        { "keep", no_argument, NULL, ARG_KEEP },
         {},
 };
 
@@ -1005,31 +2167,62 @@ static const struct option stop_options[] = {
         {},
 };
 
+static const struct option output_options[] = {
+        COMMON_OPTIONS,
+        { "since", required_argument, NULL, ARG_SINCE },
+        { "limit", required_argument, NULL, ARG_LIMIT },
+        {},
+};
+
+static const struct option attach_options[] = {
+        COMMON_OPTIONS,
+        { "since", required_argument, NULL, ARG_SINCE },
+        {},
+};
+
+static const struct option result_options[] = {
+        COMMON_OPTIONS,
+        { "wait", no_argument, NULL, ARG_WAIT },
+        { "timeout", required_argument, NULL, ARG_WAIT_TIMEOUT },
+        {},
+};
+
 static const struct option common_options[] = {
         COMMON_OPTIONS,
         {},
 };
 
+/* The positional arguments of a verb, all required, as the usage error names them. */
+static const char *const args_id[] = { "a session ID", NULL };
+static const char *const args_id_prompt[] = { "a session ID", "a PROMPT", NULL };
+static const char *const args_prompt[] = { "a PROMPT", NULL };
+
 typedef struct Verb {
         const char *name;
-        const char *argument; /* the one positional argument, or NULL for none */
+        const char *const *arguments; /* the positional arguments, NULL-terminated; NULL for none */
         const struct option *options;
         int (*parse_option)(int c, char *optarg_value); /* the verb's own options; NULL: none */
-        int (*run)(sd_bus *bus, char **args);
+        int (*check_options)(void); /* after parsing: how options combine; NULL: nothing to check */
+        int (*run)(sd_bus *bus, char **args); /* < 0 failure (logged), else the exit status */
 } Verb;
 
 static const Verb verbs[] = {
-        { "create", NULL, create_options, parse_create_option, verb_create },
-        { "list", NULL, common_options, NULL, verb_list },
-        { "status", "ID", common_options, NULL, verb_status },
-        { "stop", "ID", stop_options, parse_stop_option, verb_stop },
-        { "remove", "ID", common_options, NULL, verb_remove },
+        { "create", NULL, create_options, parse_create_option, NULL, verb_create },
+        { "run", args_prompt, run_options, parse_run_option, NULL, verb_run },
+        { "list", NULL, common_options, NULL, NULL, verb_list },
+        { "status", args_id, common_options, NULL, NULL, verb_status },
+        { "send", args_id_prompt, common_options, NULL, NULL, verb_send },
+        { "output", args_id, output_options, parse_output_option, NULL, verb_output },
+        { "attach", args_id, attach_options, parse_output_option, NULL, verb_attach },
+        { "result", args_id, result_options, parse_result_option, check_result_options, verb_result },
+        { "stop", args_id, stop_options, parse_stop_option, NULL, verb_stop },
+        { "remove", args_id, common_options, NULL, NULL, verb_remove },
 };
 
-/* Parses "VERB [OPTIONS...] [ARG]" (argv[0] is the verb), options in any position. Returns 0, or
+/* Parses "VERB [OPTIONS...] [ARGS...]" (argv[0] is the verb), options in any position. Returns 0, or
  * -ECANCELED after --help or --version, or -EINVAL after reporting a usage error. */
 static int parse_verb_argv(const Verb *verb, int argc, char *argv[]) {
-        int c, r, n_args;
+        int c, r, n_args, n_wanted = 0;
 
         optind = 0; /* glibc: start over with this argv */
         while ((c = getopt_long(argc, argv, ":h", verb->options, NULL)) >= 0) {
@@ -1048,15 +2241,21 @@ static int parse_verb_argv(const Verb *verb, int argc, char *argv[]) {
                         return r;
         }
 
+        while (verb->arguments && verb->arguments[n_wanted])
+                n_wanted++;
         n_args = argc - optind;
-        if (verb->argument && n_args == 0)
-                return usage_error("Command '%s' needs a session %s", verb->name, verb->argument);
-        if (n_args > (verb->argument ? 1 : 0))
+        if (n_args < n_wanted)
+                return usage_error("Command '%s' needs %s", verb->name, verb->arguments[n_args]);
+        if (n_args > n_wanted)
                 return usage_error(
-                        "Unexpected argument '%s' for '%s'",
-                        argv[optind + (verb->argument ? 1 : 0)],
-                        verb->name);
-        return 0;
+                        "Unexpected argument '%s' for '%s'%s",
+                        argv[optind + n_wanted],
+                        verb->name,
+                        n_wanted > 0 && streq(verb->arguments[n_wanted - 1], "a PROMPT")
+                                ? " (quote a PROMPT of several words)"
+                                : "");
+
+        return verb->check_options ? verb->check_options() : 0;
 }
 
 /* The global options before the command, then the command and its own. */
@@ -1089,7 +2288,7 @@ static int parse_argv(int argc, char *argv[], const Verb **ret_verb, char ***ret
                 return r;
 
         *ret_verb = verb;
-        *ret_args = argv + optind; /* the positional argument, after getopt's permutation */
+        *ret_args = argv + optind; /* the positional arguments, after getopt's permutation */
         return 0;
 }
 
@@ -1112,7 +2311,7 @@ static int run(int argc, char *argv[]) {
                 return EXIT_FAILURE;
 
         r = verb->run(bus, args);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return r < 0 ? EXIT_FAILURE : r;
 }
 
 int main(int argc, char *argv[]) {
