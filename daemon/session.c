@@ -304,16 +304,44 @@ static void remove_tree(const char *path) {
         (void) nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
+static int on_remove_retry(sd_event_source *source, uint64_t usec, void *userdata);
+
 static void on_container_removed(int r, long status, json_t *reply, const char *error, void *userdata) {
         _cleanup_(session_unrefp) Session *s = userdata;
 
-        if (r < 0)
-                log_warning_errno(
-                        r,
-                        "session %s: could not remove container %s: %s",
-                        s->id,
-                        s->container_name,
-                        strempty(error));
+        if (r >= 0)
+                return;
+        log_warning_errno(
+                r,
+                "session %s: could not remove container %s: %s",
+                s->id,
+                s->container_name,
+                strempty(error));
+        /* A container that is still being killed (stopping, frozen) cannot go yet: try again a few times. */
+        if (s->remove_attempts < 5 &&
+            sd_event_add_time_relative(
+                    s->manager->event,
+                    NULL,
+                    CLOCK_MONOTONIC,
+                    2 * 1000000ULL,
+                    0,
+                    on_remove_retry,
+                    session_ref(s)) < 0)
+                session_unref(s);
+}
+
+static int on_remove_retry(sd_event_source *source, uint64_t usec, void *userdata) {
+        Session *s = userdata;
+        int r;
+
+        s->remove_attempts++;
+        r = podman_container_remove(s->manager->podman, s->container_name, on_container_removed, s);
+        if (r < 0) {
+                log_warning_errno(r, "session %s: could not ask podman to remove the container: %m", s->id);
+                session_unref(s);
+        }
+        /* On success the reference passes to on_container_removed(). */
+        return 0;
 }
 
 static void on_unit_reset(int r, const sd_bus_error *error, void *userdata) {
@@ -530,7 +558,10 @@ static void session_unit_ended(Session *s, const UnitState *st) {
 
 static void on_unit_state(const UnitState *st, void *userdata) {
         Session *s = userdata;
-        if (session_state_is_final(s->state) || s->removed)
+
+        /* A session that ended before its unit (session_fail_and_stop()) still waits for the unit's end
+         * to clean up. */
+        if (s->removed || s->cleaned_up)
                 return;
 
         log_debug(
@@ -543,6 +574,8 @@ static void on_unit_state(const UnitState *st, void *userdata) {
 
         if (streq_ptr(st->active_state, "active")) {
                 s->unit_was_active = true;
+                if (session_state_is_final(s->state))
+                        return;
                 if (s->stop_requested && !s->stop_issued) {
                         /* Stop arrived while the session was starting. */
                         int r = session_stop_unit(s, s->stop_force, NULL, NULL);

@@ -80,8 +80,9 @@ struct Session {
         sd_event_source *deliver_source;
         ResultWaiter *waiters;
 
-        bool cleaned_up; /* container removed, unit reset, ephemeral workspace gone */
-        bool removed;    /* forgotten (Remove): no object, no record */
+        unsigned remove_attempts; /* retries of the container's removal */
+        bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
+        bool removed;             /* forgotten (Remove): no object, no record */
 };
 
 const char *session_state_to_string(SessionState s);

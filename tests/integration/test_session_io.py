@@ -23,6 +23,7 @@ def setUpModule():
         "RedisSocket": sb.env("CCDOCKER_REDIS_SOCKET"),
         "RuntimeDirectory": os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-io-runtime"),
         "MaxMemory": "2G",
+        "HeartbeatTimeoutSec": "15",
     })
     # The image's own entrypoint, ccdocker-init, rather than the idle command of the lifecycle tests.
     del DAEMON.settings["SessionCommand"]
@@ -186,6 +187,18 @@ class SessionIOTest(unittest.TestCase):
         self.assertEqual([e["data"] for e in replay], [e["data"] for e in events[half:]])
         r = sb.run("ccdockerctl", "--user", "--json", "result", sid)
         self.assertEqual(json.loads(r.stdout)["result"], "Paris.")
+
+    def test_session_whose_init_stops_heartbeating_fails(self):
+        model, sid, path = self.start_session({"steps": []})
+        sb.wait_state(path, "idle")
+        sb.wait_until(lambda: "connected to the channel" in DAEMON.log(), 30, what="ccdocker-init's hello")
+        # Stopped by SIGSTOP, ccdocker-init sends nothing: after HeartbeatTimeoutSec the daemon gives up.
+        sb.run("podman", "kill", "--signal", "STOP", f"ccdocker-{sid}")
+        self.assertEqual(sb.wait_state(path, "failed", "stopped", timeout=60), "failed")
+        self.assertIn("no heartbeat from ccdocker-init for 15 s", sb.session_prop(path, "StateReason"))
+        # Its unit was killed and the container removed.
+        podman = sb.Podman()
+        sb.wait_until(lambda: not podman.exists(f"ccdocker-{sid}"), 60, what="the container to be removed")
 
     def test_malformed_channel_traffic_is_refused_and_harms_nothing(self):
         model, sid, path = self.start_session({"steps": [
