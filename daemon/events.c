@@ -1371,6 +1371,19 @@ void event_bus_session_ended(EventBus *b, const char *session_id) {
         bus_session_maybe_free(s);
 }
 
+void event_bus_forget(EventBus *b, const char *session_id) {
+        char key[256];
+        int n;
+
+        if (!b || !session_id || !b->redis || !b->redis_connected)
+                return;
+        n = snprintf(key, sizeof(key), "session:%s:output", session_id);
+        if (n < 0 || (size_t) n >= sizeof(key))
+                return;
+        if (redisAsyncCommand(b->redis, NULL, NULL, "DEL %b", key, (size_t) n) != REDIS_OK)
+                log_debug("session %s: could not delete its Redis stream", session_id);
+}
+
 bool event_bus_redis_connected(EventBus *b) {
         return b && b->redis_connected;
 }

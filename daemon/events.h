@@ -36,6 +36,9 @@ int event_bus_get(EventBus *b, const char *session_id, uint64_t since, unsigned 
 int event_bus_attach(EventBus *b, const char *session_id, uint64_t since, int *ret_fd);
 void event_bus_session_ended(EventBus *b, const char *session_id);
 
+/* The session was removed: its Redis stream goes too (if Redis is there now; else it stays, bounded). */
+void event_bus_forget(EventBus *b, const char *session_id);
+
 /* Whether Redis is connected now (for tests and status). */
 bool event_bus_redis_connected(EventBus *b);
 

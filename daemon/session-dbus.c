@@ -254,6 +254,8 @@ static void do_remove(Session *s, sd_bus_message *message, uid_t caller) {
         r = store_delete_session_output(m->store, s->id);
         if (r >= 0)
                 r = store_delete_session(m->store, s->id);
+        if (r >= 0)
+                event_bus_forget(m->events, s->id);
         if (r < 0) {
                 (void) sd_bus_reply_method_errorf(
                         message,
