@@ -150,6 +150,7 @@ static int load_prompt(
                 return -ENOMEM;
         }
         /* A delivered one is sent again: ccdocker-init drops prompts it has already written. */
+        p->delivered = streq(state, "delivered");
         prompt_append(s, p);
         return 0;
 }
@@ -383,7 +384,9 @@ static void session_turn_ended(Session *s, json_t *result) {
 
         json_decref(s->last_result);
         s->last_result = json_incref(result);
-        if (p && p->sent) {
+        /* The result answers the oldest prompt claude was given, also one given before a reconnect
+         * whose resend has not gone out yet. */
+        if (p && (p->sent || p->delivered)) {
                 int r = store_prompt_set_state(
                         s->manager->store, p->message_id, "done", now_usec(CLOCK_REALTIME));
                 if (r < 0)
@@ -480,6 +483,7 @@ void session_channel_prompt_delivered(Session *s, const char *message_id, int r)
                                 r, "session %s: prompt %s was not delivered: %m", s->id, message_id);
                         return;
                 }
+                p->delivered = true;
                 r = store_prompt_set_state(
                         s->manager->store, message_id, "delivered", now_usec(CLOCK_REALTIME));
                 if (r < 0)

@@ -26,7 +26,8 @@ typedef struct ResultWaiter ResultWaiter;
 typedef struct Prompt {
         char *message_id;
         char *text;
-        bool sent; /* sent to the current init connection, result awaited */
+        bool sent;      /* sent to the current init connection, result awaited */
+        bool delivered; /* ccdocker-init has written it to claude (now or before a reconnect) */
         struct Prompt *next;
 } Prompt;
 
