@@ -7,8 +7,10 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
@@ -45,6 +47,7 @@ Manager *manager_free(Manager *m) {
         }
         free(m->sessions);
         sd_event_source_unref(m->heartbeat_timer);
+        sd_event_source_unref(m->shutdown_timer);
         event_bus_free(m->events);
         podman_client_free(m->podman);
         store_close(m->store);
@@ -237,6 +240,56 @@ static int on_heartbeat_check(sd_event_source *source, uint64_t usec, void *user
         return 0;
 }
 
+/* Whether an asynchronous operation still holds a session: a removal or reset on its way to podman
+ * or systemd, a delivery about to run. */
+static const char *signal_to_string_or_number(uint32_t sig) {
+        return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal";
+}
+
+static bool manager_busy(Manager *m) {
+        if (m->n_session_objects != m->n_sessions)
+                return true;
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (m->sessions[i]->n_ref > 1)
+                        return true;
+        return false;
+}
+
+static int on_shutdown_check(sd_event_source *source, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (!manager_busy(m) || usec >= m->shutdown_deadline)
+                return sd_event_exit(m->event, 0);
+        return sd_event_source_set_time(source, usec + 20 * 1000);
+}
+
+/* SIGTERM or SIGINT: sessions keep running (their units are systemd's), but what is under way for
+ * them (a container removal, a unit reset) gets up to 5 s to finish, and waiting GetResult calls are
+ * answered, so that nothing is dropped half-way. */
+static int on_exit_signal(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now;
+        int r;
+
+        if (m->shutdown_timer)
+                return sd_event_exit(m->event, 0); /* a second signal: now */
+        log_info("shutting down on %s; sessions keep running", signal_to_string_or_number(si->ssi_signo));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down; sessions keep running.");
+        for (size_t i = 0; i < m->n_sessions; i++)
+                session_wake_waiters(m->sessions[i]);
+        r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        if (r >= 0) {
+                m->shutdown_deadline = now + 5 * 1000000ULL;
+                r = sd_event_add_time(
+                        m->event, &m->shutdown_timer, CLOCK_MONOTONIC, now, 0, on_shutdown_check, m);
+        }
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->shutdown_timer, SD_EVENT_ON);
+        if (r < 0)
+                return sd_event_exit(m->event, 0);
+        return 0;
+}
+
 int manager_run(Manager *m) {
         uint64_t now;
         int r;
@@ -258,16 +311,14 @@ int manager_run(Manager *m) {
                         return log_error_errno(r, "could not set up the heartbeat check: %m");
         }
 
-        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r < 0)
                 return r;
-        r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
         if (r < 0)
                 return r;
         (void) sd_event_set_watchdog(m->event, true);
 
         (void) sd_notify(false, "READY=1\nSTATUS=Managing sessions.");
-        r = sd_event_loop(m->event);
-        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down; sessions keep running.");
-        return r;
+        return sd_event_loop(m->event);
 }

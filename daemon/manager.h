@@ -27,6 +27,9 @@ struct Manager {
 
         Session **sessions; /* registry, in creation order */
         size_t n_sessions;
+        size_t n_session_objects; /* allocated, registered or not (a removed one may still be referenced) */
+        sd_event_source *shutdown_timer;
+        uint64_t shutdown_deadline;
 };
 
 int manager_new(DaemonConfig *config, Manager **ret);

@@ -69,6 +69,7 @@ static int session_alloc(Manager *m, const char *id, Session **ret) {
                 return -ENOMEM;
         s->n_ref = 1;
         s->manager = m;
+        m->n_session_objects++;
         s->owner_uid = (uid_t) -1;
         s->stop_uid = (uid_t) -1;
         s->id = strdup(id);
@@ -172,6 +173,7 @@ int session_new_from_record(Manager *m, const SessionRecord *rec, Session **ret)
 }
 
 static Session *session_free(Session *s) {
+        s->manager->n_session_objects--;
         sd_bus_slot_unref(s->unit_watch);
         free(s->id);
         free(s->parent_id);
