@@ -5,7 +5,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "cleanup.h"
 
 static inline bool streq(const char *a, const char *b) {
         return strcmp(a, b) == 0;
@@ -48,3 +51,14 @@ int safe_atoi(const char *s, int *ret);
  * "1024", "512M", "2G". -EINVAL for junk (fractions, spaces, other suffixes, "B"), -ERANGE if the
  * result does not fit in 64 bits. */
 int parse_size(const char *s, uint64_t *ret);
+
+/* Frees a NULL-ended list of strings and the list; returns NULL. */
+static inline char **strv_free(char **l) {
+        if (!l)
+                return NULL;
+        for (char **i = l; *i; i++)
+                free(*i);
+        free(l);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);

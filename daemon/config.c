@@ -24,17 +24,6 @@
 
 #define WHITESPACE " \t\r\n"
 
-static char **strv_free(char **l) {
-        if (!l)
-                return NULL;
-        for (char **i = l; *i; i++)
-                free(*i);
-        free(l);
-        return NULL;
-}
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
-
 /* A NULL-ended copy of the given strings (the list ends at the first NULL); NULL when out of memory. */
 static char **strv_new_from(const char *first, ...) {
         size_t n = 0;

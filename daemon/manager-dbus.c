@@ -32,16 +32,6 @@ static CreateRequest *create_request_free(CreateRequest *req) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(CreateRequest *, create_request_free);
 
-static int caller_uid(sd_bus_message *message, uid_t *ret) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        int r;
-
-        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
-        if (r < 0)
-                return r;
-        return sd_bus_creds_get_euid(creds, ret);
-}
-
 static void reply_error(sd_bus_message *message, const char *name, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
 
@@ -185,7 +175,7 @@ static int method_create_session(sd_bus_message *message, void *userdata, sd_bus
         r = session_config_from_bus(message, &m->config, &req->config, error);
         if (r < 0)
                 return r;
-        r = caller_uid(message, &req->uid);
+        r = bus_message_caller_uid(message, &req->uid);
         if (r < 0)
                 return sd_bus_error_setf(
                         error,

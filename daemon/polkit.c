@@ -243,3 +243,13 @@ int polkit_check_async(
         TAKE_PTR(q);
         return 0;
 }
+
+int bus_message_caller_uid(sd_bus_message *message, uid_t *ret) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        int r;
+
+        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
+        if (r < 0)
+                return r;
+        return sd_bus_creds_get_euid(creds, ret);
+}

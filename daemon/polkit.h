@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <systemd/sd-bus.h>
 
 #define POLKIT_ACTION_CREATE "org.ccdocker1.create-session"
@@ -24,3 +25,6 @@ int polkit_check_async(
         const char **details,
         polkit_callback_t cb,
         void *userdata);
+
+/* The effective uid of the sender of message, asked of the bus (never taken from the message itself). */
+int bus_message_caller_uid(sd_bus_message *message, uid_t *ret);

@@ -146,15 +146,12 @@ static void on_authorized(int r, sd_bus_message *call, const sd_bus_error *error
 
 static int session_authorize(
         Session *s, sd_bus_message *message, const char *method, authorized_t next, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         Manager *m = s->manager;
         AuthRequest *req;
         uid_t uid;
         int r;
 
-        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
-        if (r >= 0)
-                r = sd_bus_creds_get_euid(creds, &uid);
+        r = bus_message_caller_uid(message, &uid);
         if (r < 0)
                 return sd_bus_error_setf(
                         error,

@@ -31,16 +31,6 @@
 /* The longest value echoed back in an error message; longer ones are cut and end in "...". */
 #define ECHO_MAX 64
 
-static char **strv_free(char **l) {
-        if (!l)
-                return NULL;
-        for (char **i = l; *i; i++)
-                free(*i);
-        free(l);
-        return NULL;
-}
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
 
 SessionConfig *session_config_free(SessionConfig *c) {
