@@ -84,19 +84,6 @@ static int property_get_state(
         return sd_bus_message_append(reply, "s", session_state_to_string(s->state));
 }
 
-static int property_get_owner(
-        sd_bus *bus,
-        const char *path,
-        const char *interface,
-        const char *property,
-        sd_bus_message *reply,
-        void *userdata,
-        sd_bus_error *error) {
-        Session *s = userdata;
-
-        return sd_bus_message_append(reply, "u", (uint32_t) s->owner_uid);
-}
-
 /* ---- authorisation: the owner and root pass, anyone else needs polkit's manage-sessions ---- */
 
 typedef void (*authorized_t)(Session *s, sd_bus_message *message, uid_t caller);
@@ -437,18 +424,10 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         return session_authorize(userdata, message, "Attach", do_attach, error);
 }
 
-static int property_get_pending(
-        sd_bus *bus,
-        const char *path,
-        const char *interface,
-        const char *property,
-        sd_bus_message *reply,
-        void *userdata,
-        sd_bus_error *error) {
-        Session *s = userdata;
-
-        return sd_bus_message_append(reply, "u", (uint32_t) s->n_prompts);
-}
+/* sd-bus reads "u" properties straight from these fields. */
+_Static_assert(sizeof(uid_t) == sizeof(uint32_t), "OwnerUID is read as a uint32_t");
+_Static_assert(
+        sizeof(((Session *) 0)->n_prompts) == sizeof(uint32_t), "PendingPrompts is read as a uint32_t");
 
 static const sd_bus_vtable session_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -483,7 +462,7 @@ static const sd_bus_vtable session_vtable[] = {
                 SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY(
                 "CreatedAt", "t", NULL, offsetof(Session, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("OwnerUID", "u", property_get_owner, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("OwnerUID", "u", NULL, offsetof(Session, owner_uid), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY(
                 "Image", "s", property_get_string, offsetof(Session, image), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY(
@@ -494,7 +473,12 @@ static const sd_bus_vtable session_vtable[] = {
                 SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY(
                 "LastSeq", "t", NULL, offsetof(Session, last_seq), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("PendingPrompts", "u", property_get_pending, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY(
+                "PendingPrompts",
+                "u",
+                NULL,
+                offsetof(Session, n_prompts),
+                SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS(
                 "SendPrompt",
                 SD_BUS_ARGS("s", prompt),
