@@ -128,3 +128,20 @@ int parse_size(const char *s, uint64_t *ret) {
         *ret = v << shift;
         return 0;
 }
+
+char **strv_copy(char *const *l) {
+        _cleanup_(strv_freep) char **copy = NULL;
+        size_t n = 0;
+
+        while (l && l[n])
+                n++;
+        copy = calloc(n + 1, sizeof(char *));
+        if (!copy)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                copy[i] = strdup(l[i]);
+                if (!copy[i])
+                        return NULL;
+        }
+        return TAKE_PTR(copy);
+}

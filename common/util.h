@@ -30,6 +30,13 @@ static inline char *startswith(const char *s, const char *prefix) {
         return (char *) s + l;
 }
 
+/* Whether s ends with suffix. */
+static inline bool endswith(const char *s, const char *suffix) {
+        size_t ls = strlen(s), lx = strlen(suffix);
+
+        return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
+}
+
 /* s, or "" if s is NULL: for printing optional strings. */
 static inline const char *strempty(const char *s) {
         return s ?: "";
@@ -62,3 +69,6 @@ static inline char **strv_free(char **l) {
         return NULL;
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+
+/* A deep copy of a NULL-ended list of strings; NULL when out of memory. */
+char **strv_copy(char *const *l);

@@ -10,6 +10,7 @@
 #define AUDIT_SESSION_STOP "fc6618581d66411a813b43e273a65345"
 #define AUDIT_ACCESS_DENIED "c2962f7914b0421cae356094e82b5bf0"
 #define AUDIT_CREATE_FAILED "c3dd46ac2dde4839996a2140953888ae"
+#define AUDIT_CHILD_REFUSED "dd4aba8bee574aaab6e27129ac91e41f"
 
 typedef enum AuditEvent {
         AUDIT_EVENT_CREATED,       /* a session was created */
@@ -17,6 +18,7 @@ typedef enum AuditEvent {
         AUDIT_EVENT_STOP,          /* someone asked to stop a session */
         AUDIT_EVENT_DENIED,        /* a call was refused by polkit or ownership */
         AUDIT_EVENT_CREATE_FAILED, /* a CreateSession failed after validation (podman, systemd) */
+        AUDIT_EVENT_CHILD_REFUSED, /* a limit refused a session's spawn of a child (SPEC.md 9.6) */
 } AuditEvent;
 
 /* Sends one record. session_id, parent_id and unit may be NULL (their fields are then left out);

@@ -37,8 +37,6 @@
 #define CHANNEL_MAX_OUTPUT (16U * 1024 * 1024)
 /* init, the MCP servers and a reconnect or two; more is a container trying to exhaust our fds. */
 #define CHANNEL_MAX_CONNECTIONS 16U
-/* docs/channel.md: "the daemon could not do it". */
-#define CHANNEL_ERROR_FAILED (-32000)
 /* Connections accepted per callback of the listening socket. */
 #define CHANNEL_ACCEPT_PER_CALLBACK 16U
 
@@ -481,6 +479,67 @@ static int method_events(Connection *conn, json_t *params, json_t **ret_result, 
         return *ret_result ? 0 : method_error(e, JSONRPC_INTERNAL_ERROR, "Out of memory");
 }
 
+/* ---- ccdocker-mcp's methods: answered by the session, now or later ---- */
+
+struct ChannelCall {
+        Connection *conn; /* a reference */
+        json_t *id;
+};
+
+ChannelCall *channel_call_free(ChannelCall *call) {
+        if (!call)
+                return NULL;
+        connection_unref(call->conn);
+        json_decref(call->id);
+        return mfree(call);
+}
+
+bool channel_call_is_open(const ChannelCall *call) {
+        return call && connection_is_open(call->conn);
+}
+
+void channel_call_reply(ChannelCall *call, json_t *result) {
+        if (channel_call_is_open(call))
+                (void) connection_send_result(call->conn, call->id, result);
+        channel_call_free(call);
+}
+
+void channel_call_error(ChannelCall *call, int code, const char *format, ...) {
+        char message[256];
+        va_list ap;
+
+        va_start(ap, format);
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        if (channel_call_is_open(call))
+                (void) connection_send_error(call->conn, call->id, code, "%s", message);
+        channel_call_free(call);
+}
+
+static const char *const mcp_methods[] = {
+        "child.spawn", "child.send", "child.output",   "child.result",
+        "child.list",  "child.stop", "parent.context",
+};
+
+static bool is_mcp_method(const char *method) {
+        for (size_t i = 0; i < ELEMENTSOF(mcp_methods); i++)
+                if (streq(mcp_methods[i], method))
+                        return true;
+        return false;
+}
+
+static int connection_call_session(Connection *conn, const struct jsonrpc_message *m, json_t *params) {
+        ChannelCall *call;
+
+        call = calloc(1, sizeof(*call));
+        if (!call)
+                return log_oom();
+        call->conn = connection_ref(conn);
+        call->id = json_incref(m->id);
+        session_channel_call(conn->channel->session, m->method, params, call);
+        return connection_is_open(conn) ? 0 : -ESHUTDOWN;
+}
+
 static const struct {
         const char *name;
         MethodHandler handler;
@@ -509,6 +568,28 @@ static int connection_handle_request(Connection *conn, const struct jsonrpc_mess
                         break;
                 }
 
+        if (!handler && is_mcp_method(m->method) && conn->hello) {
+                if (conn->role != ROLE_MCP)
+                        return connection_send_error(
+                                conn,
+                                m->id,
+                                JSONRPC_METHOD_NOT_FOUND,
+                                "\"%s\" is for connections whose hello said \"mcp\"",
+                                m->method);
+                if (params && !json_is_object(params))
+                        return connection_send_error(
+                                conn,
+                                m->id,
+                                JSONRPC_INVALID_PARAMS,
+                                "params of \"%s\" must be an object",
+                                m->method);
+                if (!params) {
+                        params = empty = json_object();
+                        if (!params)
+                                return log_oom();
+                }
+                return connection_call_session(conn, m, params);
+        }
         if (!conn->hello && !before_hello)
                 return connection_send_error(
                         conn,

@@ -16,6 +16,15 @@ typedef struct Channel Channel;
 #define CHANNEL_MAX_LINE (8U * 1024 * 1024)
 #define CHANNEL_MAX_EVENTS_PER_CALL 1000
 
+/* Error codes of docs/channel.md beyond JSON-RPC's own. */
+#define CHANNEL_ERROR_FAILED (-32000)   /* the daemon could not do it */
+#define CHANNEL_ERROR_REFUSED (-32001)  /* a limit refused it */
+#define CHANNEL_ERROR_NO_CHILD (-32002) /* no such child of this session (whether or not the id exists) */
+
+/* A request of ccdocker-mcp's (child.*, parent.context) that the session answers now or later. It
+ * holds its connection: an answer after the connection closed is dropped. */
+typedef struct ChannelCall ChannelCall;
+
 /* Creates dir (mode 0700, owned by uid:gid), listens on dir/session.sock (mode 0600, owned by uid:gid)
  * on the session's event loop. A stale socket from an earlier daemon is replaced. */
 int channel_new(Session *s, const char *dir, uid_t uid, gid_t gid, Channel **ret);
@@ -26,6 +35,15 @@ Channel *channel_free(Channel *c);
  * session_channel_prompt_delivered()), -ENOTCONN when no init has said hello. */
 int channel_send_prompt(Channel *c, const char *message_id, const char *text);
 bool channel_has_init(Channel *c);
+
+/* Answer a call and free it. reply borrows result. */
+void channel_call_reply(ChannelCall *call, json_t *result);
+void channel_call_error(ChannelCall *call, int code, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+/* Whether the answer can still reach the caller. */
+bool channel_call_is_open(const ChannelCall *call);
+/* Frees a call without answering (its connection is gone). */
+ChannelCall *channel_call_free(ChannelCall *call);
 
 /* ---- Hooks the channel calls (implemented in session.c) ---- */
 
@@ -41,5 +59,9 @@ void session_channel_log(Session *s, const char *level, const char *message);
 /* The answer to a prompt request: r = 0 delivered, negative: the error the client answered or
  * -ECONNRESET when the connection closed first. */
 void session_channel_prompt_delivered(Session *s, const char *message_id, int r);
+/* A request of one of ccdocker-mcp's methods (docs/channel.md), on a connection whose hello said "mcp":
+ * method is "child.spawn", ..., "parent.context"; params is an object (borrowed). The session owns call
+ * and answers it exactly once, now or later. */
+void session_channel_call(Session *s, const char *method, json_t *params, ChannelCall *call);
 /* The init connection went away (the container stopped, or ccdocker-init crashed). */
 void session_channel_init_gone(Session *s);

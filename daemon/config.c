@@ -481,6 +481,10 @@ static const struct {
         { "HeartbeatTimeoutSec", parse_seconds, offsetof(DaemonConfig, heartbeat_timeout_sec) },
         { "MaxPromptBytes", parse_positive_size, offsetof(DaemonConfig, max_prompt_bytes) },
         { "PromptDenyPatterns", parse_patterns, offsetof(DaemonConfig, prompt_deny_patterns) },
+        { "MaxChildDepth", parse_positive_unsigned, offsetof(DaemonConfig, max_child_depth) },
+        { "MaxSpawnsPerMinute", parse_positive_unsigned, offsetof(DaemonConfig, max_spawns_per_minute) },
+        { "MaxRunningChildren", parse_positive_unsigned, offsetof(DaemonConfig, max_running_children) },
+        { "ChildTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, child_timeout_sec) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -635,6 +639,10 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .session_command = NULL, /* the image's own entrypoint and command */
                 .heartbeat_timeout_sec = 30,
                 .max_prompt_bytes = 100000,
+                .max_child_depth = 3,
+                .max_spawns_per_minute = 5,
+                .max_running_children = 5,
+                .child_timeout_sec = 1800,
         };
 
         c->systemd_bus = strdup(mode == DAEMON_USER ? "user" : "system");

@@ -35,6 +35,11 @@ typedef struct DaemonConfig {
                 heartbeat_timeout_sec; /* fail a session whose ccdocker-init stops heartbeating; 0 = never */
         uint64_t max_prompt_bytes;
         char **prompt_deny_patterns; /* POSIX extended regexes, matched case-insensitively (SPEC.md 9.1) */
+        /* The agent tree (SPEC.md 9.2, 9.6). */
+        unsigned max_child_depth;       /* a top-level session is depth 0 */
+        unsigned max_spawns_per_minute; /* per session */
+        unsigned max_running_children;  /* per session: children not stopped or failed */
+        uint64_t child_timeout_sec;     /* default and ceiling of a child's timeout */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

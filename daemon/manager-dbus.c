@@ -68,7 +68,8 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
                         error ? error : strerror(-r));
                 return;
         }
-        if (manager_live_sessions(m) >= m->config.max_sessions) {
+        r = manager_create_session(m, &req->config, req->uid, NULL, &s);
+        if (r == -EUSERS) {
                 reply_error(
                         req->message,
                         CCDOCKER_ERROR_LIMIT,
@@ -76,41 +77,14 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
                         m->config.max_sessions);
                 return;
         }
-
-        r = session_new(m, &req->config, req->uid, &s);
-        if (r >= 0)
-                r = manager_add_session(m, s);
         if (r < 0) {
-                reply_error(req->message, SD_BUS_ERROR_NO_MEMORY, "CreateSession: %s", strerror(-r));
-                return;
-        }
-        /* Recorded before it is announced: a daemon killed right after the reply still knows it. */
-        r = session_store_new(s);
-        if (r < 0) {
-                manager_remove_session(m, s);
                 reply_error(
                         req->message,
-                        SD_BUS_ERROR_FAILED,
+                        r == -ENOMEM ? SD_BUS_ERROR_NO_MEMORY : SD_BUS_ERROR_FAILED,
                         "CreateSession: could not record the session: %s",
                         strerror(-r));
                 return;
         }
-        if (s->config->prompt) {
-                r = session_queue_prompt(s, s->config->prompt, NULL);
-                if (r < 0)
-                        log_warning_errno(r, "session %s: could not queue the initial prompt: %m", s->id);
-        }
-        audit_log(
-                AUDIT_EVENT_CREATED,
-                s->id,
-                s->parent_id,
-                s->unit,
-                req->uid,
-                "session %s created by uid %u (image %s)",
-                s->id,
-                (unsigned) req->uid,
-                s->image);
-        manager_dbus_emit_session_new(m, s);
 
         r = sd_bus_reply_method_return(req->message, "so", s->id, s->object_path);
         if (r < 0)

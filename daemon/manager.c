@@ -101,6 +101,60 @@ void manager_remove_session(Manager *m, Session *s) {
         }
 }
 
+int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret) {
+        _cleanup_(session_unrefp) Session *s = NULL;
+        int r;
+
+        if (manager_live_sessions(m) >= m->config.max_sessions)
+                return -EUSERS;
+
+        r = session_new(m, config, uid, parent, &s);
+        if (r >= 0)
+                r = manager_add_session(m, s);
+        if (r < 0)
+                return r;
+        /* Recorded before it is announced: a daemon killed right after the reply still knows it. */
+        r = session_store_new(s);
+        if (r < 0) {
+                manager_remove_session(m, s);
+                return r;
+        }
+        if (s->config->prompt) {
+                r = session_queue_prompt(s, s->config->prompt, NULL);
+                if (r < 0)
+                        log_warning_errno(r, "session %s: could not queue the initial prompt: %m", s->id);
+        }
+        if (parent)
+                audit_log(
+                        AUDIT_EVENT_CREATED,
+                        s->id,
+                        s->parent_id,
+                        s->unit,
+                        uid,
+                        "session %s created as a child of %s (depth %u, image %s)",
+                        s->id,
+                        parent->id,
+                        s->depth,
+                        s->image);
+        else
+                audit_log(
+                        AUDIT_EVENT_CREATED,
+                        s->id,
+                        s->parent_id,
+                        s->unit,
+                        uid,
+                        "session %s created by uid %u (image %s)",
+                        s->id,
+                        (unsigned) uid,
+                        s->image);
+        manager_dbus_emit_session_new(m, s);
+        if (parent)
+                session_dbus_emit_changed(parent, "Children", NULL);
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
 unsigned manager_live_sessions(Manager *m) {
         unsigned n = 0;
 

@@ -46,6 +46,10 @@ Session *manager_get_session(Manager *m, const char *id);
 Session *manager_get_session_by_path(Manager *m, const char *path);
 int manager_add_session(Manager *m, Session *s);
 void manager_remove_session(Manager *m, Session *s);
+/* Creates, records, announces and audits a session (a child of parent, or top-level when NULL), with its
+ * initial prompt queued; the caller starts it (session_start()) after replying. Takes *config.
+ * -EUSERS when MaxSessions are live. */
+int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret);
 /* Sessions not stopped or failed. */
 unsigned manager_live_sessions(Manager *m);
 

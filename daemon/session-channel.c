@@ -185,9 +185,12 @@ int session_restore_output(Session *s) {
 
 /* ---- results ---- */
 
+/* Someone waiting for a session: GetResult with wait, ccdocker-mcp's child.result and child.output. */
 typedef struct ResultWaiter {
         Session *session;
-        sd_bus_message *message;
+        bool output; /* also woken by each new event */
+        session_wait_t done;
+        void *userdata;
         sd_event_source *timer;
         struct ResultWaiter *next;
 } ResultWaiter;
@@ -264,7 +267,6 @@ static int reply_result(sd_bus_message *message, Session *s) {
 
 static void waiter_free(ResultWaiter *w) {
         sd_event_source_unref(w->timer);
-        sd_bus_message_unref(w->message);
         session_unref(w->session);
         free(w);
 }
@@ -277,38 +279,58 @@ static void waiter_unlink(ResultWaiter *w) {
                 }
 }
 
+static void waiter_finish(ResultWaiter *w) {
+        w->done(w->session, w->userdata);
+        waiter_free(w);
+}
+
 static int on_waiter_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
         ResultWaiter *w = userdata;
 
         waiter_unlink(w);
-        (void) reply_result(w->message, w->session);
-        waiter_free(w);
+        waiter_finish(w);
         return 0;
 }
 
-/* Answers every waiting GetResult (the turn ended, or the session did). */
-void session_wake_waiters(Session *s) {
-        while (s->waiters) {
-                ResultWaiter *w = s->waiters;
+/* Wakes every waiter (the turn ended, or the session did), or with output_only those waiting for
+ * output (an event was stored). Waiters added by a done callback wait for the next wake. */
+static void session_wake(Session *s, bool output_only) {
+        _cleanup_(session_unrefp) Session *ref = session_ref(s);
+        ResultWaiter *woken = NULL, **i = &s->waiters;
 
-                s->waiters = w->next;
-                (void) reply_result(w->message, s);
-                waiter_free(w);
+        while (*i) {
+                ResultWaiter *w = *i;
+
+                if (output_only && !w->output) {
+                        i = &w->next;
+                        continue;
+                }
+                *i = w->next;
+                w->next = woken;
+                woken = w;
+        }
+        while (woken) {
+                ResultWaiter *w = woken;
+
+                woken = w->next;
+                waiter_finish(w);
         }
 }
 
-int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec) {
+void session_wake_waiters(Session *s) {
+        session_wake(s, false);
+}
+
+int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t done, void *userdata) {
         ResultWaiter *w;
         int r;
-
-        if (!wait || !session_result_pending(s))
-                return reply_result(message, s);
 
         w = calloc(1, sizeof(*w));
         if (!w)
                 return -ENOMEM;
-        w->session = session_ref(s);
-        w->message = sd_bus_message_ref(message);
+        *w = (ResultWaiter){
+                .session = session_ref(s), .output = output, .done = done, .userdata = userdata
+        };
         r = sd_event_add_time_relative(
                 s->manager->event,
                 &w->timer,
@@ -323,6 +345,26 @@ int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t 
         }
         w->next = s->waiters;
         s->waiters = w;
+        return 0;
+}
+
+static void on_get_result_done(Session *s, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+
+        (void) reply_result(message, s);
+}
+
+int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec) {
+        int r;
+
+        if (!wait || !session_result_pending(s))
+                return reply_result(message, s);
+
+        r = session_wait(s, false, timeout_sec, on_get_result_done, sd_bus_message_ref(message));
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
         return 1;
 }
 
@@ -440,6 +482,7 @@ int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char
                 }
                 s->last_seq = next - 1;
                 session_dbus_emit_changed(s, "LastSeq", NULL);
+                session_wake(s, true);
                 json_array_foreach (fresh, i, e) {
                         json_t *data = json_object_get(e, "data");
 

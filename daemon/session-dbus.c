@@ -84,6 +84,27 @@ static int property_get_state(
         return sd_bus_message_append(reply, "s", session_state_to_string(s->state));
 }
 
+static int property_get_children(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+        Manager *m = s->manager;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        for (size_t i = 0; r >= 0 && i < m->n_sessions; i++)
+                if (session_is_child_of(m->sessions[i], s) && !m->sessions[i]->removed)
+                        r = sd_bus_message_append(reply, "s", m->sessions[i]->id);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
 /* ---- authorisation: the owner and root pass, anyone else needs polkit's manage-sessions ---- */
 
 typedef void (*authorized_t)(Session *s, sd_bus_message *message, uid_t caller);
@@ -424,6 +445,132 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         return session_authorize(userdata, message, "Attach", do_attach, error);
 }
 
+/* ---- SpawnChild ---- */
+
+/* SpawnChild's a{sv} as the params of spawn_child (docs/channel.md), which session_spawn_child() checks:
+ * prompt (s), task_type (s), timeout_seconds (u or t), stream_output (b), context (s, a JSON object). */
+static int spawn_params_from_bus(sd_bus_message *message, json_t **ret, sd_bus_error *error) {
+        _cleanup_(json_decrefp) json_t *params = json_object();
+        int r;
+
+        if (!params)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(message, 'a', "{sv}");
+        while (r >= 0) {
+                const char *key, *contents, *str;
+                json_t *v = NULL;
+                uint64_t t;
+                uint32_t u;
+                int b;
+
+                r = sd_bus_message_enter_container(message, 'e', "sv");
+                if (r <= 0)
+                        break;
+                r = sd_bus_message_read_basic(message, 's', &key);
+                if (r >= 0)
+                        r = sd_bus_message_peek_type(message, NULL, &contents);
+                if (r < 0)
+                        break;
+                if (json_object_get(params, key))
+                        return sd_bus_error_setf(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "SpawnChild: field '%.64s' must be given at most once",
+                                key);
+                if (streq(key, "context") && streq(contents, "s")) {
+                        r = sd_bus_message_read(message, "v", "s", &str);
+                        if (r >= 0) {
+                                v = json_loads(str, JSON_REJECT_DUPLICATES, NULL);
+                                if (!json_is_object(v)) {
+                                        json_decref(v);
+                                        return sd_bus_error_setf(
+                                                error,
+                                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                                "SpawnChild: field 'context' must be the text of a JSON object");
+                                }
+                        }
+                } else if ((streq(key, "prompt") || streq(key, "task_type")) && streq(contents, "s")) {
+                        r = sd_bus_message_read(message, "v", "s", &str);
+                        v = r >= 0 ? json_string(str) : NULL;
+                } else if (streq(key, "timeout_seconds") && streq(contents, "u")) {
+                        r = sd_bus_message_read(message, "v", "u", &u);
+                        v = r >= 0 ? json_integer(u) : NULL;
+                } else if (streq(key, "timeout_seconds") && streq(contents, "t")) {
+                        r = sd_bus_message_read(message, "v", "t", &t);
+                        v = r >= 0 ? json_integer(t > INT64_MAX ? INT64_MAX : (json_int_t) t) : NULL;
+                } else if (streq(key, "stream_output") && streq(contents, "b")) {
+                        r = sd_bus_message_read(message, "v", "b", &b);
+                        v = r >= 0 ? json_boolean(b) : NULL;
+                } else if (
+                        streq(key, "prompt") || streq(key, "task_type") || streq(key, "timeout_seconds") ||
+                        streq(key, "stream_output") || streq(key, "context"))
+                        return sd_bus_error_setf(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "SpawnChild: field '%s' must not be of type '%.16s'",
+                                key,
+                                contents);
+                else
+                        return sd_bus_error_setf(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "SpawnChild: unknown field '%.64s' (known: prompt, task_type, timeout_seconds, "
+                                "stream_output, context)",
+                                key);
+                if (r < 0)
+                        break;
+                if (!v || json_object_set_new(params, key, v) < 0)
+                        return -ENOMEM;
+                r = sd_bus_message_exit_container(message);
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(message);
+        if (r < 0)
+                return sd_bus_error_setf(
+                        error,
+                        SD_BUS_ERROR_INVALID_ARGS,
+                        "SpawnChild: could not read the options: %s",
+                        strerror(-r));
+        *ret = TAKE_PTR(params);
+        return 0;
+}
+
+static void do_spawn_child(Session *s, sd_bus_message *message, uid_t caller) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(json_decrefp) json_t *params = NULL;
+        _cleanup_(session_unrefp) Session *child = NULL;
+        const char *name, *text;
+        SpawnError e;
+        int r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = spawn_params_from_bus(message, &params, &error);
+        if (r < 0 || sd_bus_error_is_set(&error)) {
+                if (!sd_bus_error_is_set(&error))
+                        (void) sd_bus_error_set_errno(&error, r);
+                (void) sd_bus_reply_method_error(message, &error);
+                return;
+        }
+        r = session_spawn_child(s, params, caller, &child, &e);
+        if (r < 0) {
+                name = r == -EINVAL    ? CCDOCKER_ERROR_INVALID_CONFIG
+                        : r == -EPERM  ? CCDOCKER_ERROR_LIMIT
+                        : r == -ESTALE ? CCDOCKER_ERROR_BAD_STATE
+                                       : SD_BUS_ERROR_FAILED;
+                text = startswith(e.message, "spawn_child:") ?: e.message;
+                (void) sd_bus_reply_method_errorf(
+                        message, name, "SpawnChild:%s%s", *text == ' ' ? "" : " ", text);
+                return;
+        }
+        (void) sd_bus_reply_method_return(message, "so", child->id, child->object_path);
+        (void) session_start(child);
+}
+
+static int method_spawn_child(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return session_authorize(userdata, message, "SpawnChild", do_spawn_child, error);
+}
+
 /* sd-bus reads "u" properties straight from these fields. */
 _Static_assert(sizeof(uid_t) == sizeof(uint32_t), "OwnerUID is read as a uint32_t");
 _Static_assert(
@@ -479,6 +626,13 @@ static const sd_bus_vtable session_vtable[] = {
                 NULL,
                 offsetof(Session, n_prompts),
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Children", "as", property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS(
+                "SpawnChild",
+                SD_BUS_ARGS("a{sv}", options),
+                SD_BUS_RESULT("s", id, "o", session),
+                method_spawn_child,
+                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS(
                 "SendPrompt",
                 SD_BUS_ARGS("s", prompt),

@@ -87,7 +87,7 @@ static int session_alloc(Manager *m, const char *id, Session **ret) {
         return 0;
 }
 
-int session_new(Manager *m, SessionConfig **config, uid_t owner, Session **ret) {
+int session_new(Manager *m, SessionConfig **config, uid_t owner, Session *parent, Session **ret) {
         _cleanup_(session_unrefp) Session *s = NULL;
         char id[13];
         int r;
@@ -102,6 +102,30 @@ int session_new(Manager *m, SessionConfig **config, uid_t owner, Session **ret) 
         s->config = TAKE_PTR(*config);
         s->state = SESSION_STARTING;
         s->owner_uid = owner;
+        if (parent) {
+                s->parent_id = strdup(parent->id);
+                if (!s->parent_id)
+                        return -ENOMEM;
+                s->depth = parent->depth + 1;
+        }
+        /* The resource tree is the agent tree (DESIGN.md 12): systemd nests "a-b.slice" in "a.slice". */
+        free(s->config->slice);
+        if (parent && parent->slice && endswith(parent->slice, ".slice"))
+                r = asprintf(
+                        &s->config->slice,
+                        "%.*s-%s.slice",
+                        (int) (strlen(parent->slice) - strlen(".slice")),
+                        parent->slice,
+                        id);
+        else
+                r = asprintf(&s->config->slice, "ccdocker-%s.slice", id);
+        if (r < 0) {
+                s->config->slice = NULL;
+                return -ENOMEM;
+        }
+        s->slice = strdup(s->config->slice);
+        if (!s->slice)
+                return -ENOMEM;
         s->created_usec = now_realtime_usec();
         s->image = strdup(s->config->image);
         if (!s->image)
@@ -162,7 +186,8 @@ int session_new_from_record(Manager *m, const SessionRecord *rec, Session **ret)
                 r = session_config_from_json(rec->config_json, &s->config);
                 if (r < 0)
                         return log_error_errno(r, "store: session %s has an unreadable config: %m", rec->id);
-                if (strdup_or_null(s->config->image, &s->image) < 0)
+                if (strdup_or_null(s->config->image, &s->image) < 0 ||
+                    strdup_or_null(s->config->slice, &s->slice) < 0)
                         return -ENOMEM;
         }
         /* A session that had ended was cleaned up before it was recorded as ended. */
@@ -179,6 +204,8 @@ static Session *session_free(Session *s) {
         free(s->parent_id);
         free(s->state_reason);
         free(s->unit);
+        free(s->slice);
+        free(s->stop_reason);
         free(s->container_name);
         free(s->container_id);
         free(s->task_type);
@@ -359,6 +386,17 @@ static void on_unit_reset(int r, const sd_bus_error *error, void *userdata) {
                         error ? error->message : "");
 }
 
+static void on_slice_stopped(int r, const sd_bus_error *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+
+        if (r < 0)
+                log_warning(
+                        "session %s: could not stop slice %s: %s",
+                        s->id,
+                        s->slice,
+                        error && error->message ? error->message : strerror(-r));
+}
+
 /* Removes what the session left: the container (ExecStopPost normally did), the failed unit's record,
  * and an ephemeral workspace. Idempotent. */
 static void session_cleanup(Session *s) {
@@ -378,6 +416,16 @@ static void session_cleanup(Session *s) {
         r = unit_reset_failed(m->systemd_bus, s->unit, on_unit_reset, session_ref(s));
         if (r < 0)
                 session_unref(s);
+        /* A session's end is its subtree's: the children are told why, then systemd stops the slice
+         * with whatever still runs in it. */
+        session_stop_descendants(s, NULL);
+        if (s->slice) {
+                r = unit_stop(m->systemd_bus, s->slice, on_slice_stopped, session_ref(s));
+                if (r < 0) {
+                        session_unref(s);
+                        log_warning_errno(r, "session %s: could not stop slice %s: %m", s->id, s->slice);
+                }
+        }
         if (s->workspace_ephemeral)
                 remove_tree(s->workspace);
         s->channel = channel_free(s->channel);
@@ -413,7 +461,9 @@ static char *describe_unit_end(Session *s, const UnitState *st, bool oom_killed,
 
         if (s->stop_requested) {
                 *ret_state = SESSION_STOPPED;
-                if (s->stop_uid != (uid_t) -1)
+                if (s->stop_reason)
+                        r = asprintf(&reason, "%s", s->stop_reason);
+                else if (s->stop_uid != (uid_t) -1)
                         r = asprintf(&reason, "stopped on request of uid %u", (unsigned) s->stop_uid);
                 else
                         r = asprintf(&reason, "stopped on request");
@@ -626,7 +676,7 @@ static void on_unit_started(int r, const sd_bus_error *error, void *userdata) {
         session_fail(s, reason ? reason : "systemd could not start the unit");
 }
 
-static void session_start_unit(Session *s) {
+static void session_start_service(Session *s) {
         Manager *m = s->manager;
         _cleanup_free_ char *description = NULL;
         int r;
@@ -639,6 +689,7 @@ static void session_start_unit(Session *s) {
         UnitSpec spec = {
                 .name = s->unit,
                 .description = description,
+                .slice = s->slice,
                 .container_name = s->container_name,
                 .memory_max = s->config->memory,
                 .cpu_millis = s->config->cpu_millis,
@@ -658,6 +709,67 @@ static void session_start_unit(Session *s) {
                 if (asprintf(&reason, "could not ask systemd to start %s: %s", s->unit, strerror(-r)) < 0)
                         reason = NULL;
                 session_fail(s, reason ? reason : "could not start the unit");
+        }
+}
+
+static void on_slice_started(int r, const sd_bus_error *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+        _cleanup_free_ char *reason = NULL;
+
+        if (session_state_is_final(s->state) || s->removed)
+                return;
+        /* An existing slice (a restarted daemon's) is as good as a new one. */
+        if (r >= 0 || r == -EEXIST) {
+                session_start_service(s);
+                return;
+        }
+        if (asprintf(
+                    &reason,
+                    "systemd could not start slice %s: %s",
+                    s->slice,
+                    error && error->message ? error->message : strerror(-r)) < 0)
+                reason = NULL;
+        audit_log(
+                AUDIT_EVENT_CREATE_FAILED,
+                s->id,
+                s->parent_id,
+                s->unit,
+                (uid_t) -1,
+                "%s",
+                reason ?: "slice start failed");
+        session_fail(s, reason ?: "systemd could not start the slice");
+}
+
+/* The session's slice first, carrying its limits, so that they cap its children too; then the service
+ * in it. */
+static void session_start_unit(Session *s) {
+        Manager *m = s->manager;
+        _cleanup_free_ char *description = NULL;
+        int r;
+
+        if (!s->slice) {
+                session_start_service(s);
+                return;
+        }
+        if (asprintf(&description, "cc-docker session %s and its children", s->id) < 0) {
+                session_fail(s, "out of memory");
+                return;
+        }
+        SliceSpec spec = {
+                .name = s->slice,
+                .description = description,
+                .memory_max = s->config->memory,
+                .cpu_millis = s->config->cpu_millis,
+                .tasks_max = s->config->tasks,
+        };
+        r = unit_start_slice(m->systemd_bus, &spec, on_slice_started, session_ref(s));
+        if (r < 0) {
+                _cleanup_free_ char *reason = NULL;
+
+                session_unref(s);
+                if (asprintf(&reason, "could not ask systemd to start %s: %s", s->slice, strerror(-r)) < 0)
+                        reason = NULL;
+                session_fail(s, reason ?: "could not start the slice");
         }
 }
 
@@ -1012,6 +1124,28 @@ static int session_stop_unit(
         return r;
 }
 
+void session_stop_descendants(Session *s, const char *why) {
+        Manager *m = s->manager;
+        _cleanup_free_ char *reason = NULL;
+
+        if (!why) {
+                if (asprintf(&reason, "stopped with its parent %s", s->id) < 0) {
+                        log_oom();
+                        return;
+                }
+                why = reason;
+        }
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                Session *c = m->sessions[i];
+
+                if (!session_is_child_of(c, s) || session_state_is_final(c->state) || c->stop_requested)
+                        continue;
+                free(c->stop_reason);
+                c->stop_reason = strdup(why);
+                (void) session_stop(c, false, (uid_t) -1, NULL, NULL);
+        }
+}
+
 int session_stop(
         Session *s,
         bool force,
@@ -1030,6 +1164,8 @@ int session_stop(
         s->stop_requested = true;
         s->stop_force = s->stop_force || force;
         s->stop_uid = caller;
+        /* Marked before systemd stops anything, so each descendant ends "stopped" with the reason. */
+        session_stop_descendants(s, NULL);
 
         if (session_state_is_final(s->state) || !s->unit_was_active) {
                 /* Nothing runs yet (or any more). A session still starting is stopped as soon as its

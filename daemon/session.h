@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -51,6 +52,7 @@ struct Session {
         SessionState state;
         char *state_reason;
         char *unit;
+        char *slice; /* ccdocker-<id>.slice, or nested in the parent's: ccdocker-<parent>-<id>.slice */
         char *container_name;
         char *container_id;
         char *task_type;
@@ -68,7 +70,8 @@ struct Session {
         bool stop_force;      /* ... with force: SIGKILL rather than a graceful stop */
         bool stop_issued;     /* the stop or kill has been sent to systemd */
         uid_t stop_uid;
-        bool ending; /* the unit ended; podman is being asked how the container did */
+        char *stop_reason; /* why it was stopped, when not on someone's request (its parent ended) */
+        bool ending;       /* the unit ended; podman is being asked how the container did */
         /* The channel and what came through it (session-channel.c). */
         Channel *channel;
         char *channel_dir;
@@ -92,8 +95,9 @@ static inline bool session_state_is_final(SessionState s) {
         return s == SESSION_STOPPED || s == SESSION_FAILED;
 }
 
-/* A new session in state starting, not yet stored or published. Takes ownership of *config. */
-int session_new(Manager *m, SessionConfig **config, uid_t owner, Session **ret);
+/* A new session in state starting, not yet stored or published, a child of parent (or top-level when
+ * NULL). Takes ownership of *config. */
+int session_new(Manager *m, SessionConfig **config, uid_t owner, Session *parent, Session **ret);
 /* A session read back from the store (daemon restart). */
 int session_new_from_record(Manager *m, const SessionRecord *r, Session **ret);
 
@@ -118,6 +122,28 @@ int session_stop(
         void (*cb)(int r, const char *error, void *userdata),
         void *userdata);
 
+/* session-children.c: a spawn refused or failed, with the channel's error code (docs/channel.md) and a
+ * message for the caller. */
+typedef struct SpawnError {
+        int code;
+        char message[256];
+} SpawnError;
+
+/* Creates a child of parent from spawn_child's params (prompt, context, task_type, stream_output,
+ * timeout_seconds), under the daemon's limits; the caller replies, then starts it with session_start().
+ * -EINVAL for bad params, -EPERM for a limit (audited), -ESTALE when the parent has ended, other
+ * negative errnos for failures; *e says what to answer. caller is the uid asking, or -1 for the
+ * session itself. */
+int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session **ret, SpawnError *e);
+
+/* Stops every live descendant of s (they end "stopped", with why as the reason). */
+void session_stop_descendants(Session *s, const char *why);
+
+/* Whether s is a direct child of parent. */
+static inline bool session_is_child_of(const Session *s, const Session *parent) {
+        return s->parent_id && parent && parent->id && strcmp(s->parent_id, parent->id) == 0;
+}
+
 /* Writes a new session and its first state to the store. */
 int session_store_new(Session *s);
 
@@ -137,6 +163,11 @@ int session_result(
         Session *s, const char **ret_status, char **ret_result, char **ret_error, char **ret_usage);
 /* GetResult: replies now (returns what sd_bus_reply returned) or later (returns 1). */
 int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec);
+/* Calls done(s, userdata) exactly once: when the session's turn ends or the session ends (and, with
+ * output, when a new event is stored), at the daemon's shutdown, or after timeout_sec. The caller
+ * checks what it waited for. */
+typedef void (*session_wait_t)(Session *s, void *userdata);
+int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t done, void *userdata);
 void session_wake_waiters(Session *s);
 void session_check_heartbeat(Session *s, uint64_t now_monotonic);
 

@@ -306,6 +306,31 @@ static int append_usec(sd_bus_message *m, const char *property, uint64_t sec) {
         return sd_bus_message_append(m, "(sv)", property, "t", sec * USEC_PER_SEC);
 }
 
+/* MemoryMax=, CPUQuota= and TasksMax= (0: not set). */
+static int append_limits(sd_bus_message *m, uint64_t memory_max, uint64_t cpu_millis, uint64_t tasks_max) {
+        int r;
+
+        if (memory_max > 0) {
+                r = sd_bus_message_append(m, "(sv)", "MemoryMax", "t", memory_max);
+                if (r < 0)
+                        return r;
+        }
+        if (cpu_millis > 0) {
+                if (cpu_millis > UINT64_MAX / 1000)
+                        return -ERANGE;
+                /* CPUQuota= in µs of CPU time per second: 1000 millis (one CPU) = 1000000. */
+                r = sd_bus_message_append(m, "(sv)", "CPUQuotaPerSecUSec", "t", cpu_millis * 1000);
+                if (r < 0)
+                        return r;
+        }
+        if (tasks_max > 0) {
+                r = sd_bus_message_append(m, "(sv)", "TasksMax", "t", tasks_max);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int build_start_message(sd_bus *bus, const UnitSpec *spec, sd_bus_message **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_free_ char *description = NULL;
@@ -367,24 +392,9 @@ static int build_start_message(sd_bus *bus, const UnitSpec *spec, sd_bus_message
                         return r;
         }
 
-        if (spec->memory_max > 0) {
-                r = sd_bus_message_append(m, "(sv)", "MemoryMax", "t", spec->memory_max);
-                if (r < 0)
-                        return r;
-        }
-        if (spec->cpu_millis > 0) {
-                if (spec->cpu_millis > UINT64_MAX / 1000)
-                        return -ERANGE;
-                /* CPUQuota= in µs of CPU time per second: 1000 millis (one CPU) = 1000000. */
-                r = sd_bus_message_append(m, "(sv)", "CPUQuotaPerSecUSec", "t", spec->cpu_millis * 1000);
-                if (r < 0)
-                        return r;
-        }
-        if (spec->tasks_max > 0) {
-                r = sd_bus_message_append(m, "(sv)", "TasksMax", "t", spec->tasks_max);
-                if (r < 0)
-                        return r;
-        }
+        r = append_limits(m, spec->memory_max, spec->cpu_millis, spec->tasks_max);
+        if (r < 0)
+                return r;
         if (spec->runtime_max_sec > 0) {
                 r = append_usec(m, "RuntimeMaxUSec", spec->runtime_max_sec);
                 if (r < 0)
@@ -459,6 +469,42 @@ int unit_start(sd_bus *bus, const UnitSpec *spec, unit_done_t cb, void *userdata
         if (r < 0)
                 return r;
 
+        TAKE_PTR(j);
+        return 0;
+}
+
+int unit_start_slice(sd_bus *bus, const SliceSpec *spec, unit_done_t cb, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(unit_job_freep) UnitJob *j = NULL;
+        int r;
+
+        if (!bus || !spec || !cb || !unit_name_is_valid(spec->name) || !endswith(spec->name, ".slice"))
+                return -EINVAL;
+        register_systemd_errors();
+
+        r = sd_bus_message_new_method_call(
+                bus, &m, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER, "StartTransientUnit");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", spec->name, "fail");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "(sv)");
+        if (r >= 0 && spec->description)
+                r = sd_bus_message_append(m, "(sv)", "Description", "s", spec->description);
+        if (r >= 0)
+                r = append_limits(m, spec->memory_max, spec->cpu_millis, spec->tasks_max);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a(sa(sv))", 0);
+        if (r < 0)
+                return r;
+
+        r = unit_job_new(bus, spec->name, "start", cb, userdata, &j);
+        if (r < 0)
+                return r;
+        r = sd_bus_call_async(bus, &j->call, m, unit_job_on_reply, j, 0);
+        if (r < 0)
+                return r;
         TAKE_PTR(j);
         return 0;
 }

@@ -22,6 +22,15 @@ typedef struct UnitSpec {
         bool keep_container;        /* no ExecStopPost removal: the caller reads the container's end first */
 } UnitSpec;
 
+/* A session's slice: its limits cap the session and every session nested below it. */
+typedef struct SliceSpec {
+        const char *name; /* ccdocker-<id>.slice, ccdocker-<parent>-<id>.slice, ... */
+        const char *description;
+        uint64_t memory_max; /* bytes; 0 = none */
+        uint64_t cpu_millis; /* 0 = none */
+        uint64_t tasks_max;  /* 0 = none */
+} SliceSpec;
+
 /* The state of a unit as systemd reports it. Strings are borrowed for the callback's duration; NULL when
  * not known (a unit never seen loaded; result of a unit that is not a service). */
 typedef struct UnitState {
@@ -50,6 +59,10 @@ int unit_subscribe(sd_bus *bus);
  * For all calls here: when the call returns < 0 nothing was sent and cb is never called; otherwise cb
  * runs exactly once, from the event loop. A pending job holds a reference on the bus until it ends. */
 int unit_start(sd_bus *bus, const UnitSpec *spec, unit_done_t cb, void *userdata);
+
+/* StartTransientUnit of a slice, mode "fail"; cb as for unit_start(). Its parent slice (by systemd's
+ * dash nesting) must exist or be loadable. */
+int unit_start_slice(sd_bus *bus, const SliceSpec *spec, unit_done_t cb, void *userdata);
 
 /* StopUnit(name, "replace"); cb when the stop job finishes. A unit that is not loaded is success. */
 int unit_stop(sd_bus *bus, const char *name, unit_done_t cb, void *userdata);

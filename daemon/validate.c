@@ -31,8 +31,6 @@
 /* The longest value echoed back in an error message; longer ones are cut and end in "...". */
 #define ECHO_MAX 64
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
-
 SessionConfig *session_config_free(SessionConfig *c) {
         if (!c)
                 return NULL;
@@ -43,6 +41,8 @@ SessionConfig *session_config_free(SessionConfig *c) {
         strv_free(c->environment);
         free(c->network);
         free(c->prompt);
+        free(c->context);
+        free(c->slice);
         free(c);
         return NULL;
 }
@@ -928,6 +928,16 @@ char *session_config_to_json(const SessionConfig *c) {
         }
         if (r >= 0)
                 r = json_set_string(o, "network", c->network);
+        if (r >= 0 && c->context) {
+                json_t *context = json_loads(c->context, JSON_REJECT_DUPLICATES, NULL);
+
+                r = json_is_object(context) ? 0 : -EINVAL;
+                if (r >= 0)
+                        r = json_object_set(o, "context", context) < 0 ? -ENOMEM : 0;
+                json_decref(context);
+        }
+        if (r >= 0 && c->slice)
+                r = json_set_string(o, "slice", c->slice);
         if (r < 0) {
                 errno = -r;
                 return NULL;
@@ -1009,8 +1019,17 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
                 r = json_get_string(o, "task_type", true, &c->task_type);
         if (r >= 0)
                 r = json_get_string(o, "network", false, &c->network);
+        if (r >= 0)
+                r = json_get_string(o, "slice", true, &c->slice);
         if (r < 0)
                 return r;
+        if (json_object_get(o, "context")) {
+                if (!json_is_object(json_object_get(o, "context")))
+                        return -EBADMSG;
+                c->context = json_dumps(json_object_get(o, "context"), JSON_COMPACT);
+                if (!c->context)
+                        return -ENOMEM;
+        }
 
         env = json_object_get(o, "environment");
         if (env) {
@@ -1034,6 +1053,32 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
                 }
         }
 
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int session_config_inherit(const SessionConfig *parent, SessionConfig **ret) {
+        _cleanup_(session_config_freep) SessionConfig *c = NULL;
+
+        c = calloc(1, sizeof(SessionConfig));
+        if (!c)
+                return -ENOMEM;
+        *c = (SessionConfig){
+                .workspace_type = WORKSPACE_EPHEMERAL,
+                .memory = parent->memory,
+                .cpu_millis = parent->cpu_millis,
+                .tasks = parent->tasks,
+                .timeout_sec = parent->timeout_sec,
+        };
+        c->image = strdup(parent->image);
+        c->network = strdup(parent->network);
+        if (!c->image || !c->network)
+                return -ENOMEM;
+        if (parent->environment) {
+                c->environment = strv_copy(parent->environment);
+                if (!c->environment)
+                        return -ENOMEM;
+        }
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 
+#include "cleanup.h"
 #include "config.h"
 
 typedef enum WorkspaceType {
@@ -26,6 +27,8 @@ typedef struct SessionConfig {
         char **environment;   /* "NAME=value", NULL-ended, names [A-Za-z_][A-Za-z0-9_]*; may be NULL */
         char *network;        /* "none" or "host" */
         char *prompt;         /* an initial prompt (validated like SendPrompt's), or NULL; not stored */
+        char *context;        /* a child's: the JSON object its parent gave (spawn_child), or NULL */
+        char *slice;          /* the session's slice (set by the daemon, not by callers) */
 } SessionConfig;
 
 /* The D-Bus error names of cc-docker. */
@@ -56,13 +59,17 @@ int session_config_from_bus(
         sd_bus_message *m, const DaemonConfig *dc, SessionConfig **ret, sd_bus_error *error);
 
 SessionConfig *session_config_free(SessionConfig *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
 
 /* As JSON text and back, for the store (the config a session was created with). to_json returns NULL
  * with errno set (ENOMEM, EINVAL); from_json returns -EBADMSG for text that is not such an object. The
  * JSON is {"workspace":{"type":"ephemeral"|"host","path":...},"image":...,"memory":...,"cpu_millis":...,
- * "tasks":...,"timeout_sec":...,"task_type":...,"environment":{NAME:value},"network":...}; task_type and
- * environment are left out when NULL. */
+ * "tasks":...,"timeout_sec":...,"task_type":...,"environment":{NAME:value},"network":...,"context":{...},
+ * "slice":...}; task_type, environment, context and slice are left out when NULL. */
 char *session_config_to_json(const SessionConfig *c);
+/* A copy of what a child inherits from its parent's config: image, limits, network and environment;
+ * an ephemeral workspace; no prompt, task type, context or slice. */
+int session_config_inherit(const SessionConfig *parent, SessionConfig **ret);
 int session_config_from_json(const char *json, SessionConfig **ret);
 
 /* A session id is 12 lowercase hex digits: valid in unit and slice names (no '-'), in object paths

@@ -62,6 +62,10 @@ static struct {
         int delivered_r[16];
         unsigned n_init_gone;
         bool had_init_in_gone;
+        unsigned n_calls;
+        char call_method[32];
+        ChannelCall *held_call; /* a call the test answers later */
+        bool hold_calls;
 } rec;
 
 /* The channel under test, for hooks that free it. */
@@ -131,6 +135,23 @@ void session_channel_prompt_delivered(Session *s, const char *message_id, int r)
         maybe_free_channel(FREE_IN_PROMPT_DELIVERED);
 }
 
+void session_channel_call(Session *s, const char *method, json_t *params, ChannelCall *call) {
+        rec.n_calls++;
+        snprintf(rec.call_method, sizeof(rec.call_method), "%s", method);
+        trace("call(%s),", method);
+        if (rec.hold_calls) {
+                channel_call_free(rec.held_call);
+                rec.held_call = call;
+                return;
+        }
+        if (json_object_get(params, "refuse"))
+                channel_call_error(call, CHANNEL_ERROR_REFUSED, "refused: %s", method);
+        else {
+                _cleanup_(json_decrefp) json_t *result = json_pack("{s:s}", "method", method);
+                channel_call_reply(call, result);
+        }
+}
+
 void session_channel_init_gone(Session *s) {
         rec.n_init_gone++;
         rec.had_init_in_gone = channel_has_init(*hook_channel);
@@ -188,6 +209,7 @@ static int teardown(void **state) {
         Fixture *f = *state;
 
         f->channel = channel_free(f->channel);
+        rec.held_call = channel_call_free(rec.held_call);
         hook_channel = NULL;
         F = NULL;
         (void) rmdir(f->dir);
@@ -697,6 +719,67 @@ static void test_unknown_method_is_refused_naming_it(void **state) {
         client_free(cl);
 }
 
+static void test_mcp_methods_reach_the_session_only_from_mcp(void **state) {
+        Client *init = hello("init"), *mcp = hello("mcp");
+        json_t *res;
+
+        request(init, 2, "child.list", "{}");
+        expect_error(init, 2, -32601, "mcp");
+        assert_int_equal(rec.n_calls, 0);
+
+        request(mcp, 2, "child.list", "{}");
+        res = expect_result(mcp, 2);
+        assert_string_equal(json_string_value(json_object_get(res, "method")), "child.list");
+        json_decref(res);
+        request(mcp, 3, "parent.context", NULL);
+        res = expect_result(mcp, 3);
+        json_decref(res);
+        assert_int_equal(rec.n_calls, 2);
+
+        request(mcp, 4, "child.spawn", "{\"refuse\":true}");
+        expect_error(mcp, 4, -32001, "refused: child.spawn");
+        request(mcp, 5, "child.stop", "[1]");
+        expect_error(mcp, 5, -32602, "must be an object");
+        assert_int_equal(rec.n_calls, 3);
+
+        client_free(init);
+        client_free(mcp);
+}
+
+static void test_mcp_call_answered_later_or_dropped_when_closed(void **state) {
+        Client *mcp = hello("mcp"), *other;
+        json_t *res;
+
+        rec.hold_calls = true;
+        request(mcp, 7, "child.result", "{}");
+        request(mcp, 8, "ping", NULL);
+        /* The held call does not block the connection: ping is answered first. */
+        expect_empty_result(mcp, 8);
+        assert_non_null(rec.held_call);
+        assert_true(channel_call_is_open(rec.held_call));
+        {
+                _cleanup_(json_decrefp) json_t *result = json_pack("{s:s}", "status", "completed");
+                channel_call_reply(TAKE_PTR(rec.held_call), result);
+        }
+        res = expect_result(mcp, 7);
+        assert_string_equal(json_string_value(json_object_get(res, "status")), "completed");
+        json_decref(res);
+
+        /* A call whose connection went away is answered into the void, and freed. */
+        other = hello("mcp");
+        request(other, 2, "child.output", "{}");
+        for (int i = 0; i < 500 && !rec.held_call; i++)
+                (void) sd_event_run(F->event, 10 * 1000);
+        assert_non_null(rec.held_call);
+        client_free(other);
+        for (int i = 0; i < 500 && channel_call_is_open(rec.held_call); i++)
+                (void) sd_event_run(F->event, 10 * 1000);
+        assert_false(channel_call_is_open(rec.held_call));
+        channel_call_reply(TAKE_PTR(rec.held_call), NULL);
+        rec.hold_calls = false;
+        client_free(mcp);
+}
+
 static void test_non_object_params_are_refused(void **state) {
         Client *cl = hello("init");
 
@@ -1165,6 +1248,8 @@ int main(void) {
                 T(test_oversized_line_gets_32600_and_the_connection_survives),
                 T(test_peer_that_shuts_down_its_side_gets_its_answers),
                 T(test_unknown_method_is_refused_naming_it),
+                T(test_mcp_methods_reach_the_session_only_from_mcp),
+                T(test_mcp_call_answered_later_or_dropped_when_closed),
                 T(test_non_object_params_are_refused),
                 T(test_events_param_errors_name_the_index_and_field),
                 T(test_events_returns_the_acked_seq),
