@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "audit.h"
 #include "cleanup.h"
 #include "log.h"
 #include "unit.h"

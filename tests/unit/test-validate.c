@@ -20,8 +20,6 @@
 #include "util.h"
 #include "validate.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
-
 typedef struct Fixture {
         sd_bus *bus;
         int peer; /* the other end of the bus's socketpair */
