@@ -129,7 +129,8 @@ def main():
         os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=66"
         try:
             run_unittest("integration-asan", os.path.join(SRC, "tests", "integration"), tally, args.only,
-                         modules=["test_runtime", "test_daemon", "test_daemon_polkit", "test_ctl", "test_session_io", "test_mcp"])
+                         modules=["test_runtime", "test_daemon", "test_daemon_polkit", "test_ctl", "test_session_io", "test_mcp",
+                                  "test_child_channel"])
         finally:
             os.environ.clear()
             os.environ.update(saved)

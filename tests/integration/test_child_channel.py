@@ -177,8 +177,8 @@ class ChildChannelTest(unittest.TestCase):
                       what="the child's slice to stop")
         sb.wait_until(lambda: show(parent_slice, "ActiveState")["ActiveState"] == "inactive", 30,
                       what="the parent's slice to stop")
-        self.assertEqual(m.ok("child.list", {"include_completed": False})["children"], [])
-        self.assertEqual(m.ok("child.list")["children"][0]["status"], "stopped")
+        # The parent's channel went with its container.
+        self.assertRaises((BrokenPipeError, ConnectionResetError, AssertionError), m.call, "child.list")
 
     def test_send_result_output_and_stop(self):
         sid, path = self.top_session()
