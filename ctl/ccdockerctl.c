@@ -153,6 +153,9 @@ static void help(void) {
                "                              Create a session with PROMPT, print its events until\n"
                "                              the first result, print the result, stop the session\n"
                "  list                        List sessions: ID, state, parent, unit, creation time\n"
+               "  tree [ID]                   Show the sessions as the tree of parents and the\n"
+               "                              children they spawned, with states (or ID's subtree)\n"
+               "  children ID                 List the sessions ID spawned, as list does\n"
                "  status ID                   Show every property of a session\n"
                "  send ID PROMPT              Queue a prompt for a session and print its message ID\n"
                "  output ID [--since SEQ] [--limit N]\n"
@@ -1649,7 +1652,8 @@ static int print_session_array(sd_bus *bus, const SessionRow *rows, size_t n) {
         return print_json(a);
 }
 
-static int verb_list(sd_bus *bus, char **args) {
+/* ListSessions, oldest first. The rows borrow their strings from *ret_reply. */
+static int list_sessions(sd_bus *bus, sd_bus_message **ret_reply, SessionRow **ret_rows, size_t *ret_n) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ SessionRow *rows = NULL;
@@ -1690,7 +1694,142 @@ static int verb_list(sd_bus *bus, char **args) {
         if (n > 0)
                 qsort(rows, n, sizeof(SessionRow), session_row_compare);
 
+        *ret_reply = TAKE_PTR(reply);
+        *ret_rows = TAKE_PTR(rows);
+        *ret_n = n;
+        return 0;
+}
+
+static int verb_list(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ SessionRow *rows = NULL;
+        size_t n = 0;
+        int r;
+
+        r = list_sessions(bus, &reply, &rows, &n);
+        if (r < 0)
+                return r;
         return arg_json ? print_session_array(bus, rows, n) : print_session_table(rows, n);
+}
+
+static const SessionRow *find_row(const SessionRow *rows, size_t n, const char *id) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(rows[i].id, id))
+                        return &rows[i];
+        return NULL;
+}
+
+/* A root of the tree: no parent, or a parent that has been removed. */
+static bool row_is_root(const SessionRow *rows, size_t n, const SessionRow *row) {
+        return isempty(row->parent_id) || !find_row(rows, n, row->parent_id);
+}
+
+static void print_tree_node(
+        const SessionRow *rows, size_t n, const SessionRow *node, const char *prefix, bool root, bool last) {
+        _cleanup_free_ char *child_prefix = NULL;
+        size_t n_children = 0, seen = 0;
+
+        printf("%s%s%s  %s\n", prefix, root ? "" : last ? "`- " : "|- ", node->id, node->state);
+        if (asprintf(&child_prefix, "%s%s", prefix, root ? "" : last ? "   " : "|  ") < 0) {
+                log_oom();
+                return;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (streq_ptr(rows[i].parent_id, node->id))
+                        n_children++;
+        for (size_t i = 0; i < n; i++)
+                if (streq_ptr(rows[i].parent_id, node->id)) {
+                        seen++;
+                        print_tree_node(rows, n, &rows[i], child_prefix, false, seen == n_children);
+                }
+}
+
+static json_t *tree_json(const SessionRow *rows, size_t n, const SessionRow *node) {
+        json_t *o, *children;
+
+        o = json_pack(
+                "{s:s, s:s, s:s, s:[]}",
+                "id",
+                node->id,
+                "state",
+                node->state,
+                "unit",
+                node->unit,
+                "children");
+        if (!o)
+                return NULL;
+        children = json_object_get(o, "children");
+        for (size_t i = 0; i < n; i++)
+                if (streq_ptr(rows[i].parent_id, node->id) &&
+                    json_array_append_new(children, tree_json(rows, n, &rows[i])) < 0) {
+                        json_decref(o);
+                        return NULL;
+                }
+        return o;
+}
+
+static int verb_tree(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_decrefp) json_t *a = NULL;
+        _cleanup_free_ SessionRow *rows = NULL;
+        const SessionRow *only = NULL;
+        size_t n = 0;
+        int r;
+
+        r = list_sessions(bus, &reply, &rows, &n);
+        if (r < 0)
+                return r;
+        if (args[0]) {
+                only = find_row(rows, n, args[0]);
+                if (!only)
+                        return log_error_errno(ENOENT, "No session '%s'.", args[0]);
+        }
+        if (arg_json) {
+                a = json_array();
+                if (!a)
+                        return log_oom();
+                for (size_t i = 0; i < n; i++)
+                        if (only ? &rows[i] == only : row_is_root(rows, n, &rows[i]))
+                                if (json_array_append_new(a, tree_json(rows, n, &rows[i])) < 0)
+                                        return log_oom();
+                return print_json(a);
+        }
+        if (n == 0) {
+                printf("No sessions.\n");
+                return flush_stdout();
+        }
+        for (size_t i = 0; i < n; i++)
+                if (only ? &rows[i] == only : row_is_root(rows, n, &rows[i]))
+                        print_tree_node(rows, n, &rows[i], "", true, true);
+        return flush_stdout();
+}
+
+static int verb_children(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ SessionRow *rows = NULL, *children = NULL;
+        _cleanup_free_ char *path = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        r = get_session_path(bus, args[0], &path);
+        if (r < 0)
+                return r;
+        r = list_sessions(bus, &reply, &rows, &n);
+        if (r < 0)
+                return r;
+        children = calloc(n ?: 1, sizeof(SessionRow));
+        if (!children)
+                return log_oom();
+        for (size_t i = 0; i < n; i++)
+                if (streq_ptr(rows[i].parent_id, args[0]))
+                        children[k++] = rows[i];
+        if (arg_json)
+                return print_session_array(bus, children, k);
+        if (k == 0) {
+                printf("Session %s has no children.\n", args[0]);
+                return flush_stdout();
+        }
+        return print_session_table(children, k);
 }
 
 static int verb_status(sd_bus *bus, char **args) {
@@ -2192,10 +2331,12 @@ static const struct option common_options[] = {
         {},
 };
 
-/* The positional arguments of a verb, all required, as the usage error names them. */
+/* The positional arguments of a verb, as the usage error names them; "[...]" ones are optional (and
+ * last). */
 static const char *const args_id[] = { "a session ID", NULL };
 static const char *const args_id_prompt[] = { "a session ID", "a PROMPT", NULL };
 static const char *const args_prompt[] = { "a PROMPT", NULL };
+static const char *const args_optional_id[] = { "[a session ID]", NULL };
 
 typedef struct Verb {
         const char *name;
@@ -2210,6 +2351,8 @@ static const Verb verbs[] = {
         { "create", NULL, create_options, parse_create_option, NULL, verb_create },
         { "run", args_prompt, run_options, parse_run_option, NULL, verb_run },
         { "list", NULL, common_options, NULL, NULL, verb_list },
+        { "tree", args_optional_id, common_options, NULL, NULL, verb_tree },
+        { "children", args_id, common_options, NULL, NULL, verb_children },
         { "status", args_id, common_options, NULL, NULL, verb_status },
         { "send", args_id_prompt, common_options, NULL, NULL, verb_send },
         { "output", args_id, output_options, parse_output_option, NULL, verb_output },
@@ -2244,7 +2387,7 @@ static int parse_verb_argv(const Verb *verb, int argc, char *argv[]) {
         while (verb->arguments && verb->arguments[n_wanted])
                 n_wanted++;
         n_args = argc - optind;
-        if (n_args < n_wanted)
+        if (n_args < n_wanted && !startswith(verb->arguments[n_args], "["))
                 return usage_error("Command '%s' needs %s", verb->name, verb->arguments[n_args]);
         if (n_args > n_wanted)
                 return usage_error(

@@ -168,6 +168,23 @@ class ChildChannelTest(unittest.TestCase):
         status = sb.systemctl("status", "--no-pager", parent_slice, check=False).stdout
         self.assertIn(child_slice, status)
 
+        # ccdockerctl draws the tree and lists the children.
+        ctl = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "ctl", "ccdockerctl")
+        tree = sb.run(ctl, "--user", "tree", sid).stdout.splitlines()
+        self.assertRegex(tree[0], rf"^{sid}  (idle|running)$")
+        self.assertRegex(tree[1], rf"^`- {cid}  (idle|running)$")
+        self.assertEqual(len(tree), 2)
+        forest = json.loads(sb.run(ctl, "--user", "tree", "--json").stdout)
+        mine = [t for t in forest if t["id"] == sid]
+        self.assertEqual([c["id"] for c in mine[0]["children"]], [cid])
+        self.assertNotIn(cid, [t["id"] for t in forest])
+        kids = json.loads(sb.run(ctl, "--user", "children", sid, "--json").stdout)
+        self.assertEqual([(k["id"], k["parent_id"], k["depth"]) for k in kids], [(cid, sid, 1)])
+        self.assertIn("has no children", sb.run(ctl, "--user", "children", cid).stdout)
+        bad = sb.run(ctl, "--user", "children", "0123456789ab", check=False)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("no session '0123456789ab'", bad.stderr)
+
         # Stopping the parent stops the child, and both slices go.
         sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "false")
         sb.wait_state(path, "stopped")
