@@ -1384,6 +1384,29 @@ void event_bus_forget(EventBus *b, const char *session_id) {
                 log_debug("session %s: could not delete its Redis stream", session_id);
 }
 
+int event_bus_notify(EventBus *b, const char *channel, json_t *msg) {
+        _cleanup_free_ char *text = NULL;
+        const char *argv[3];
+        size_t argv_len[3];
+
+        if (!b || !channel || !msg)
+                return -EINVAL;
+        if (!b->redis_connected)
+                return 0;
+        text = json_dumps(msg, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        argv[0] = "PUBLISH";
+        argv[1] = channel;
+        argv[2] = text;
+        argv_len[0] = 7;
+        argv_len[1] = strlen(channel);
+        argv_len[2] = strlen(text);
+        if (redisAsyncCommandArgv(b->redis, NULL, NULL, 3, argv, argv_len) != REDIS_OK)
+                return -ENOTCONN;
+        return 1;
+}
+
 bool event_bus_redis_connected(EventBus *b) {
         return b && b->redis_connected;
 }

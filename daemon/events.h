@@ -39,6 +39,11 @@ void event_bus_session_ended(EventBus *b, const char *session_id);
 /* The session was removed: its Redis stream goes too (if Redis is there now; else it stays, bounded). */
 void event_bus_forget(EventBus *b, const char *session_id);
 
+/* PUBLISH of one message (compact JSON) on a channel of SPEC.md 2.5 other than the output
+ * (session:{id}:input, :control, :parent, :child:{child_id}): best effort, at most once, like any
+ * pub/sub; nothing is kept for a Redis that is down. 1 if sent, 0 without Redis. */
+int event_bus_notify(EventBus *b, const char *channel, json_t *msg);
+
 /* Whether Redis is connected now (for tests and status). */
 bool event_bus_redis_connected(EventBus *b);
 

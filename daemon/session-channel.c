@@ -126,6 +126,20 @@ int session_queue_prompt(Session *s, const char *text, char **ret_message_id) {
         }
         prompt_append(s, p);
         session_dbus_emit_changed(s, "PendingPrompts", NULL);
+        {
+                _cleanup_(json_decrefp) json_t *msg = json_pack(
+                        "{s:s, s:s, s:s, s:s}",
+                        "type",
+                        "prompt",
+                        "session_id",
+                        s->id,
+                        "message_id",
+                        mid,
+                        "text",
+                        text);
+
+                session_notify(s, "input", msg);
+        }
         session_schedule_delivery(s);
 
         if (ret_message_id)
@@ -438,6 +452,27 @@ static void session_turn_ended(Session *s, json_t *result) {
                 s->n_prompts--;
                 prompt_free(p);
                 session_dbus_emit_changed(s, "PendingPrompts", NULL);
+        }
+        if (s->parent_id) {
+                _cleanup_free_ char *status_result = NULL, *error = NULL, *usage = NULL;
+                const char *status;
+
+                if (session_result(s, &status, &status_result, &error, &usage) >= 0) {
+                        _cleanup_(json_decrefp) json_t *msg = json_pack(
+                                "{s:s, s:s, s:s, s:s, s:s}",
+                                "type",
+                                "result",
+                                "session_id",
+                                s->id,
+                                "status",
+                                status,
+                                "result",
+                                status_result,
+                                "error",
+                                error);
+
+                        session_notify(s, "parent", msg);
+                }
         }
         if (s->state == SESSION_RUNNING && !s->prompts)
                 session_set_state(s, SESSION_IDLE, NULL);

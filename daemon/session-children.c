@@ -440,6 +440,19 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
         return 0;
 }
 
+/* session:{parent}:child:{child} (SPEC.md 2.5): what a parent tells its child. */
+static void notify_child(Session *parent, Session *child, const char *type, const char *message_id) {
+        _cleanup_(json_decrefp) json_t *msg = NULL;
+        _cleanup_free_ char *suffix = NULL;
+
+        msg = json_pack(
+                "{s:s, s:s, s:s}", "type", type, "session_id", parent->id, "child_session_id", child->id);
+        if (msg && message_id)
+                (void) json_object_set_new(msg, "message_id", json_string(message_id));
+        if (msg && asprintf(&suffix, "child:%s", child->id) >= 0)
+                session_notify(parent, suffix, msg);
+}
+
 static void call_spawn(Session *s, json_t *params, ChannelCall *call) {
         _cleanup_(session_unrefp) Session *child = NULL;
         _cleanup_(json_decrefp) json_t *result = NULL;
@@ -458,6 +471,7 @@ static void call_spawn(Session *s, json_t *params, ChannelCall *call) {
                 "status",
                 session_state_to_string(child->state));
         channel_call_reply(call, result);
+        notify_child(s, child, "spawned", NULL);
         (void) session_start(child);
 }
 
@@ -502,6 +516,7 @@ static void call_send(Session *s, json_t *params, ChannelCall *call) {
         }
         result = json_pack("{s:s, s:s}", "message_id", mid, "status", at_once ? "processing" : "queued");
         channel_call_reply(call, result);
+        notify_child(s, c, "prompt", mid);
 }
 
 /* ---- output ---- */
@@ -914,6 +929,7 @@ static void call_stop(Session *s, json_t *params, ChannelCall *call) {
                 free(c->stop_reason);
                 c->stop_reason = TAKE_PTR(reason);
         }
+        notify_child(s, c, "stop", NULL);
         r = session_stop(c, force, (uid_t) -1, on_child_stopped, sc);
         if (r < 0) {
                 channel_call_error(

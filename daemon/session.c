@@ -315,8 +315,35 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
                 reason ? ": " : "",
                 strempty(reason));
         session_dbus_emit_changed(s, "State", "StateReason", NULL);
+        {
+                _cleanup_(json_decrefp) json_t *msg = json_pack(
+                        "{s:s, s:s, s:s, s:o}",
+                        "type",
+                        "state",
+                        "session_id",
+                        s->id,
+                        "state",
+                        name,
+                        "reason",
+                        reason ? json_string(reason) : json_null());
+
+                session_notify(s, "control", msg);
+                if (s->parent_id)
+                        session_notify(s, "parent", msg);
+        }
         if (session_state_is_final(state))
                 session_wake_waiters(s);
+}
+
+void session_notify(Session *s, const char *suffix, json_t *msg) {
+        _cleanup_free_ char *channel = NULL;
+        int r;
+
+        if (!msg || asprintf(&channel, "session:%s:%s", s->id, suffix) < 0)
+                return;
+        r = event_bus_notify(s->manager->events, channel, msg);
+        if (r < 0)
+                log_debug_errno(r, "session %s: could not publish on %s: %m", s->id, channel);
 }
 
 /* ---- cleanup: container, unit, workspace ---- */
@@ -1161,6 +1188,20 @@ int session_stop(
                 "session %s: stop%s requested",
                 s->id,
                 force ? " (force)" : "");
+        if (!s->stop_requested) {
+                _cleanup_(json_decrefp) json_t *msg = json_pack(
+                        "{s:s, s:s, s:b, s:o}",
+                        "type",
+                        "stop",
+                        "session_id",
+                        s->id,
+                        "force",
+                        force,
+                        "uid",
+                        caller == (uid_t) -1 ? json_null() : json_integer(caller));
+
+                session_notify(s, "control", msg);
+        }
         s->stop_requested = true;
         s->stop_force = s->stop_force || force;
         s->stop_uid = caller;

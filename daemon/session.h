@@ -136,6 +136,9 @@ typedef struct SpawnError {
  * session itself. */
 int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session **ret, SpawnError *e);
 
+/* PUBLISH msg on session:{id}:{suffix} (SPEC.md 2.5: "input", "control", "parent", "child:<id>"). */
+void session_notify(Session *s, const char *suffix, json_t *msg);
+
 /* Stops every live descendant of s (they end "stopped", with why as the reason). */
 void session_stop_descendants(Session *s, const char *why);
 

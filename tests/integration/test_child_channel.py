@@ -30,6 +30,7 @@ def setUpModule():
         "MaxRunningChildren": "3",
         "ChildTimeoutSec": "600",
         "HeartbeatTimeoutSec": "0",
+        "RedisSocket": sb.env("CCDOCKER_REDIS_SOCKET"),
     })
     shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
     DAEMON.start()
@@ -90,6 +91,46 @@ class Mcp:
         msg = self.call(method, params)
         assert "error" in msg, f"{method} {params}: expected an error, got {msg}"
         return msg["error"]["code"], msg["error"]["message"]
+
+
+class PSubscriber:
+    """PSUBSCRIBE on the sandbox's Redis, spoken in RESP over its unix socket."""
+
+    def __init__(self, pattern):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(sb.env("CCDOCKER_REDIS_SOCKET"))
+        self.sock.settimeout(30)
+        self.f = self.sock.makefile("rb")
+        self.sock.sendall(f"*2\r\n$10\r\nPSUBSCRIBE\r\n${len(pattern)}\r\n{pattern}\r\n".encode())
+        assert self.read()[0] == b"psubscribe"
+
+    def read(self):
+        line = self.f.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind == b"*":
+            return [self.read() for _ in range(int(rest))]
+        if kind == b"$":
+            data = self.f.read(int(rest) + 2)[:-2]
+            return data
+        if kind == b":":
+            return int(rest)
+        return rest
+
+    def until(self, predicate, what):
+        """(channel, message) pairs until predicate holds for the last one."""
+        seen = []
+        while True:
+            try:
+                kind, _pattern, channel, payload = self.read()
+            except socket.timeout:
+                raise AssertionError(f"no {what} on Redis; saw {seen}")
+            assert kind == b"pmessage"
+            seen.append((channel.decode(), json.loads(payload)))
+            if predicate(*seen[-1]):
+                return seen
+
+    def close(self):
+        self.sock.close()
 
 
 def show(unit, *props):
@@ -337,6 +378,35 @@ class ChildChannelTest(unittest.TestCase):
         for needle in ("depth", "ChildTimeoutSec", "running", "per minute"):
             self.assertIn(needle, text)
         self.assertTrue(c2)
+
+    def test_tree_messages_on_redis(self):
+        """SPEC.md 2.5: input, control, parent and child:{id} channels beside the output."""
+        sid, path = self.top_session()
+        sub = PSubscriber(f"session:*")
+        self.addCleanup(sub.close)
+        m = self.mcp(sid)
+        cid = m.ok("child.spawn", {"prompt": "first"})["child_session_id"]
+        seen = sub.until(lambda ch, msg: ch == f"session:{cid}:parent" and msg.get("state") == "idle",
+                         "the child's idle state on its :parent channel")
+        channels = {ch: msg for ch, msg in seen}
+        self.assertEqual(channels[f"session:{sid}:child:{cid}"],
+                         {"type": "spawned", "session_id": sid, "child_session_id": cid})
+        self.assertEqual(channels[f"session:{cid}:input"]["text"], "first")
+
+        mid = m.ok("child.send", {"child_session_id": cid, "prompt": "second"})["message_id"]
+        seen = sub.until(lambda ch, msg: ch == f"session:{sid}:child:{cid}" and msg["type"] == "prompt",
+                         "the follow-up on the parent's child channel")
+        self.assertEqual(seen[-1][1]["message_id"], mid)
+        self.assertIn((f"session:{cid}:input", {"type": "prompt", "session_id": cid, "message_id": mid,
+                                                "text": "second"}), seen)
+
+        m.ok("child.stop", {"child_session_id": cid})
+        seen = sub.until(lambda ch, msg: ch == f"session:{cid}:parent" and msg.get("state") == "stopped",
+                         "the child's end on its :parent channel")
+        kinds = [(ch, msg["type"]) for ch, msg in seen]
+        self.assertIn((f"session:{sid}:child:{cid}", "stop"), kinds)
+        self.assertIn((f"session:{cid}:control", "stop"), kinds)
+        self.assertIn((f"session:{cid}:control", "state"), kinds)
 
     def test_spawn_child_over_dbus(self):
         sid, path = self.top_session()
