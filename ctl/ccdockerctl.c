@@ -28,6 +28,7 @@
 #include "cleanup.h"
 #include "config-build.h"
 #include "log.h"
+#include "token.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
@@ -166,6 +167,9 @@ static void help(void) {
                "                              Print the result of the session's latest turn\n"
                "  stop ID [--force]           Stop a session\n"
                "  remove ID                   Forget a stopped or failed session\n"
+               "  token create NAME|list|revoke NAME\n"
+               "                              Manage ccdocker-httpd's bearer tokens (no daemon\n"
+               "                              needed; --tokens PATH picks the store)\n"
                "\n"
                "Options (before or after the command):\n"
                "  -h --help                   Show this help and exit\n"
@@ -2464,6 +2468,8 @@ int main(int argc, char *argv[]) {
         /* A command-line tool reports to whoever ran it, even from a unit whose stderr is the journal. */
         log_set_target(LOG_TARGET_STDERR);
 
+        if (token_command_requested(argc, argv))
+                return token_main(argc, argv);
         r = run(argc, argv);
         free(arg_env);
         return r;

@@ -1,0 +1,145 @@
+/* ccdocker-httpd's internal interfaces: the server (server.c: libmicrohttpd on sd-event, requests and
+ * their replies), the REST routes (routes.c), request bodies (body.c), token scope (scope.c), the
+ * WebSocket and SSE streams (stream.c) and the metrics (metrics.c). */
+#pragma once
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "tokens.h"
+
+#define BUS_NAME "org.ccdocker1"
+#define MANAGER_PATH "/org/ccdocker1"
+#define MANAGER_INTERFACE "org.ccdocker1.Manager"
+#define SESSION_INTERFACE "org.ccdocker1.Session"
+#define SESSION_PATH_PREFIX "/org/ccdocker1/session"
+
+/* Request bodies larger than this are refused with 413. */
+#define BODY_MAX (1024U * 1024U)
+
+/* Calls that wait on systemd or podman (CreateSession, SpawnChild, Stop). */
+#define SLOW_CALL_USEC (120ULL * 1000000ULL)
+
+typedef struct Server Server;
+typedef struct Request Request;
+typedef struct Metrics Metrics;
+typedef struct ParentCache ParentCache;
+
+typedef void (*request_handler_t)(Request *req);
+
+/* Routes, in the order of the table in routes.c; also the metrics' route labels. */
+typedef struct Route {
+        const char *method;
+        const char *pattern; /* "{id}" matches one path segment */
+        request_handler_t handler;
+        bool open;               /* no token needed (/health) */
+        bool body;               /* takes a JSON body */
+        const char *const *args; /* the query arguments it knows, NULL-terminated; NULL: none */
+} Route;
+
+extern const Route routes[];
+extern const size_t n_routes;
+
+struct Server {
+        sd_event *event;
+        sd_bus *bus;
+        struct MHD_Daemon *mhd;
+        sd_event_source *mhd_io, *mhd_timer, *mhd_defer;
+        TokenStore *tokens;
+        ParentCache *parents;
+        Metrics *metrics;
+        struct Stream *streams; /* live WebSocket and SSE streams, to close at exit */
+        Request *waiting;       /* suspended requests, waiting for the daemon */
+        bool exiting;
+};
+
+struct Request {
+        Server *server;
+        Request *waiting_prev, *waiting_next; /* in Server.waiting while suspended */
+        struct MHD_Connection *connection;
+        char *method;
+        char *path;
+        int route; /* index into routes[], -1 for none */
+        char *id;  /* the {id} of the path */
+        char *body;
+        size_t body_len;
+        uint64_t start_usec;
+        bool started, suspended;
+
+        /* The reply, once known: queued at the next call of the access handler. */
+        struct MHD_Response *response;
+        unsigned status;
+
+        int64_t token_id;
+        sd_bus_slot *slot; /* the pending D-Bus call, cancelled if the request goes away */
+        json_t *json;      /* the parsed body */
+        request_handler_t next;
+        unsigned tries;
+        sd_event_source *timer; /* DELETE: until the session's State is final */
+
+        /* GET .../stream */
+        struct Stream *stream; /* until the WebSocket upgrade happens */
+        int attach_fd;
+        uint64_t since;
+        bool websocket, streaming;
+};
+
+/* server.c */
+int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, Server **ret);
+Server *server_free(Server *s);
+void server_kick(Server *s);
+void server_stop_streams(Server *s);
+
+/* The reply of a request: sets it and resumes the connection if it waits. json is taken. */
+void request_reply_json(Request *req, unsigned status, json_t *json);
+void request_reply_text(Request *req, unsigned status, const char *content_type, const char *text);
+void request_reply_error(Request *req, unsigned status, const char *code, const char *format, ...)
+        __attribute__((format(printf, 4, 5)));
+/* A D-Bus error as an HTTP error: the status and code that fit its name, its message. */
+void request_reply_bus_error(Request *req, const sd_bus_error *error, int r);
+void request_reply_response(Request *req, unsigned status, struct MHD_Response *response);
+const char *request_header(Request *req, const char *name);
+const char *request_arg(Request *req, const char *name);
+uint64_t now_usec(void);
+
+/* scope.c: which sessions a token may see. */
+int parent_cache_new(ParentCache **ret);
+ParentCache *parent_cache_free(ParentCache *c);
+int parent_cache_put(ParentCache *c, const char *id, const char *parent_id);
+/* Checks that req->id is in the scope of req->token_id and calls next, or replies 404. May ask the
+ * daemon (ListSessions) for parents it does not know yet. */
+void request_check_scope(Request *req, request_handler_t next);
+/* 1 if id is in scope, 0 if not, -EAGAIN if a parent in its chain is not known. */
+int scope_check(Server *s, int64_t token_id, const char *id);
+/* Reads ListSessions' reply into the cache (the message is rewound first). */
+int parent_cache_fill(ParentCache *c, sd_bus_message *reply);
+
+/* body.c: JSON request bodies. */
+/* Appends CreateSession's (and SpawnChild's) a{sv} for a body of POST /sessions to m. On a refused body
+ * returns -EINVAL with *ret_field naming the field (static text) and ret_message the reason. */
+int body_to_session_config(json_t *body, sd_bus_message *m, char *ret_message, size_t size);
+/* The same for POST .../spawn and SpawnChild's a{sv}: prompt, task_type, timeout_seconds, stream_output,
+ * context (the options of the spawn_child tool, docs/channel.md). */
+int body_to_spawn_options(json_t *body, sd_bus_message *m, char *ret_message, size_t size);
+/* The body of POST .../prompts: its prompt, or -EINVAL with the reason. */
+int body_prompt(json_t *body, const char **ret_prompt, char *ret_message, size_t size);
+
+/* stream.c */
+/* GET .../stream once the session is known to be in scope: WebSocket or SSE. */
+void stream_start(Request *req);
+void stream_free(struct Stream *st);
+unsigned stream_count(Server *s, bool websocket);
+
+/* metrics.c */
+int metrics_new(Metrics **ret);
+Metrics *metrics_free(Metrics *m);
+void metrics_request(Metrics *m, int route, unsigned status, uint64_t usec);
+void metrics_event_sent(Metrics *m, bool websocket);
+void metrics_spawn(Metrics *m);
+void metrics_refusal(Metrics *m, const char *reason);
+/* The Prometheus text; sessions is ListSessions' reply (or NULL). */
+char *metrics_render(Server *s, sd_bus_message *sessions);

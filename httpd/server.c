@@ -1,0 +1,605 @@
+/* The HTTP server: libmicrohttpd in its external-epoll mode on our sd-event loop (its epoll fd is an
+ * sd-event io source, MHD_get_timeout() a timer), and the life of a request. The access handler collects
+ * the body (at most BODY_MAX), routes, checks the bearer token, and hands the request to its route;
+ * a route that asks the daemon something suspends the connection and replies from the D-Bus reply
+ * handler, which resumes it, so the loop never waits. Errors are JSON {"error":{"code","message"}}. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "httpd.h"
+#include "log.h"
+#include "util.h"
+
+/* Idle keep-alive connections are closed after this long. */
+#define CONNECTION_TIMEOUT_SEC 60U
+#define CONNECTION_LIMIT 8192U
+
+uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+static void request_free(Request *req) {
+        if (!req)
+                return;
+        sd_bus_slot_unref(req->slot);
+        sd_event_source_disable_unref(req->timer);
+        stream_free(req->stream);
+        if (req->response)
+                MHD_destroy_response(req->response);
+        json_decref(req->json);
+        safe_close(req->attach_fd);
+        free(req->method);
+        free(req->path);
+        free(req->id);
+        free(req->body);
+        free(req);
+}
+
+const char *request_header(Request *req, const char *name) {
+        return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *request_arg(Request *req, const char *name) {
+        return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static void add_common_headers(struct MHD_Response *response) {
+        (void) MHD_add_response_header(response, "Cache-Control", "no-store");
+        (void) MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+}
+
+void request_reply_response(Request *req, unsigned status, struct MHD_Response *response) {
+        if (req->response)
+                MHD_destroy_response(req->response);
+        req->response = response;
+        req->status = status;
+        if (req->suspended) {
+                Server *s = req->server;
+
+                if (req->waiting_prev)
+                        req->waiting_prev->waiting_next = req->waiting_next;
+                else
+                        s->waiting = req->waiting_next;
+                if (req->waiting_next)
+                        req->waiting_next->waiting_prev = req->waiting_prev;
+                req->waiting_prev = req->waiting_next = NULL;
+                req->suspended = false;
+                MHD_resume_connection(req->connection);
+                server_kick(req->server);
+        }
+}
+
+static struct MHD_Response *response_from_text(const char *content_type, const char *text, size_t len) {
+        struct MHD_Response *response;
+
+        response = MHD_create_response_from_buffer(len, (void *) text, MHD_RESPMEM_MUST_COPY);
+        if (!response)
+                return NULL;
+        (void) MHD_add_response_header(response, "Content-Type", content_type);
+        add_common_headers(response);
+        return response;
+}
+
+void request_reply_text(Request *req, unsigned status, const char *content_type, const char *text) {
+        struct MHD_Response *response = response_from_text(content_type, text, strlen(text));
+
+        if (!response) {
+                log_oom();
+                return;
+        }
+        request_reply_response(req, status, response);
+}
+
+void request_reply_json(Request *req, unsigned status, json_t *json) {
+        _cleanup_free_ char *text = NULL;
+
+        if (json)
+                text = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        json_decref(json);
+        if (!text) {
+                static const char oom[] =
+                        "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+
+                request_reply_text(req, 500, "application/json", oom);
+                return;
+        }
+        request_reply_text(req, status, "application/json", text);
+}
+
+void request_reply_error(Request *req, unsigned status, const char *code, const char *format, ...) {
+        _cleanup_free_ char *message = NULL;
+        va_list ap;
+        int n;
+
+        va_start(ap, format);
+        n = vasprintf(&message, format, ap);
+        va_end(ap);
+        if (n < 0)
+                message = NULL;
+
+        request_reply_json(
+                req, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message ?: code));
+        if (status == 401 && req->response)
+                (void) MHD_add_response_header(
+                        req->response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"ccdocker\"");
+}
+
+static const struct {
+        const char *name;
+        unsigned status;
+        const char *code;
+} bus_errors[] = {
+        { "org.ccdocker1.Error.InvalidConfig", 400, "invalid_config" },
+        { "org.ccdocker1.Error.InvalidPrompt", 400, "invalid_prompt" },
+        { "org.ccdocker1.Error.NoSuchImage", 400, "no_such_image" },
+        { "org.ccdocker1.Error.LimitExceeded", 400, "limit_exceeded" },
+        { "org.ccdocker1.Error.NoSuchSession", 404, "not_found" },
+        { "org.ccdocker1.Error.AccessDenied", 403, "access_denied" },
+        { "org.ccdocker1.Error.BadState", 409, "bad_state" },
+        { SD_BUS_ERROR_UNKNOWN_OBJECT, 404, "not_found" },
+        { SD_BUS_ERROR_INVALID_ARGS, 400, "invalid_argument" },
+        { SD_BUS_ERROR_UNKNOWN_METHOD, 501, "not_implemented" },
+        { SD_BUS_ERROR_SERVICE_UNKNOWN, 503, "unavailable" },
+        { SD_BUS_ERROR_NAME_HAS_NO_OWNER, 503, "unavailable" },
+        { SD_BUS_ERROR_NO_REPLY, 504, "timeout" },
+        { SD_BUS_ERROR_TIMEOUT, 504, "timeout" },
+        { SD_BUS_ERROR_DISCONNECTED, 503, "unavailable" },
+        { SD_BUS_ERROR_ACCESS_DENIED, 403, "access_denied" },
+};
+
+void request_reply_bus_error(Request *req, const sd_bus_error *error, int r) {
+        unsigned status = 502;
+        const char *code = "daemon_error";
+
+        if (!sd_bus_error_is_set(error)) {
+                if (r == -ETIMEDOUT)
+                        request_reply_error(req, 504, "timeout", "ccdockerd did not answer in time");
+                else
+                        request_reply_error(
+                                req, 503, "unavailable", "ccdockerd cannot be reached: %s", strerror(-r));
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bus_errors); i++)
+                if (sd_bus_error_has_name(error, bus_errors[i].name)) {
+                        status = bus_errors[i].status;
+                        code = bus_errors[i].code;
+                        break;
+                }
+        /* LimitExceeded is both "over a ceiling" (the request is wrong) and "too many live sessions" (try
+         * again later); only the daemon's message tells them apart. */
+        if (streq(code, "limit_exceeded") && error->message && strstr(error->message, "MaxSessions"))
+                status = 429;
+        if (status == 404)
+                /* The same answer as for a session outside the token's scope. */
+                request_reply_error(req, 404, "not_found", "no such session");
+        else if (status >= 503)
+                request_reply_error(req, status, code, "ccdockerd: %s", strempty(error->message));
+        else
+                request_reply_error(req, status, code, "%s", strempty(error->message) ?: error->name);
+        if (status == 400 || status == 429 || status == 403)
+                metrics_refusal(req->server->metrics, code);
+}
+
+/* ---- routing ---- */
+
+/* Matches path against pattern; the {id} segment, if any, is returned in *ret_id (allocated). */
+static bool route_match(const char *pattern, const char *path, char **ret_id) {
+        const char *p = pattern, *s = path;
+        const char *id = NULL;
+        size_t id_len = 0;
+
+        while (*p && *s) {
+                if (startswith(p, "{id}")) {
+                        const char *end = strchr(s, '/') ?: s + strlen(s);
+
+                        if (end == s)
+                                return false;
+                        id = s;
+                        id_len = (size_t) (end - s);
+                        s = end;
+                        p += 4;
+                        continue;
+                }
+                if (*p != *s)
+                        return false;
+                p++;
+                s++;
+        }
+        if (*p || *s)
+                return false;
+        if (ret_id) {
+                *ret_id = id ? strndup(id, id_len) : NULL;
+                if (id && !*ret_id)
+                        return false;
+        }
+        return true;
+}
+
+static int find_route(const char *method, const char *path, char **ret_id, bool *ret_other_method) {
+        *ret_other_method = false;
+        for (size_t i = 0; i < n_routes; i++) {
+                if (!route_match(routes[i].pattern, path, NULL))
+                        continue;
+                if (!streq(routes[i].method, method)) {
+                        *ret_other_method = true;
+                        continue;
+                }
+                if (!route_match(routes[i].pattern, path, ret_id))
+                        return -ENOMEM;
+                return (int) i;
+        }
+        return -ENOENT;
+}
+
+typedef struct ArgCheck {
+        const char *const *known;
+        const char *unknown;
+} ArgCheck;
+
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        ArgCheck *c = cls;
+
+        for (const char *const *k = c->known; k && *k; k++)
+                if (streq(*k, key))
+                        return MHD_YES;
+        c->unknown = key;
+        return MHD_NO;
+}
+
+/* Authorization: Bearer TOKEN; -ENOENT if absent or unknown. */
+static int request_authenticate(Request *req) {
+        const char *h = request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), *token;
+
+        if (!h)
+                return -ENOENT;
+        token = startswith(h, "Bearer ");
+        if (!token)
+                return -ENOENT;
+        token += strspn(token, " ");
+        return token_store_lookup(req->server->tokens, token, &req->token_id);
+}
+
+static void request_dispatch(Request *req) {
+        const Route *route;
+        bool other_method;
+        int r;
+
+        r = find_route(req->method, req->path, &req->id, &other_method);
+        if (r == -ENOMEM) {
+                request_reply_error(req, 500, "internal", "out of memory");
+                return;
+        }
+        if (r < 0) {
+                /* Unauthenticated clients learn nothing about which paths exist. */
+                if (request_authenticate(req) < 0 && !streq(req->path, "/health")) {
+                        request_reply_error(req, 401, "unauthorized", "a valid bearer token is needed");
+                        return;
+                }
+                if (other_method)
+                        request_reply_error(
+                                req,
+                                405,
+                                "method_not_allowed",
+                                "%s is not allowed on %s",
+                                req->method,
+                                req->path);
+                else
+                        request_reply_error(req, 404, "not_found", "no route %s", req->path);
+                return;
+        }
+        req->route = r;
+        route = &routes[r];
+
+        if (!route->open) {
+                r = request_authenticate(req);
+                if (r < 0) {
+                        if (r != -ENOENT)
+                                request_reply_error(
+                                        req, 503, "unavailable", "the token store cannot be read");
+                        else
+                                request_reply_error(
+                                        req, 401, "unauthorized", "a valid bearer token is needed");
+                        return;
+                }
+        }
+
+        ArgCheck check = { .known = route->args };
+        (void) MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, check_arg, &check);
+        if (check.unknown) {
+                request_reply_error(
+                        req, 400, "invalid_argument", "unknown query argument '%s'", check.unknown);
+                return;
+        }
+
+        if (route->body) {
+                json_error_t e;
+                const char *ct = request_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+
+                if (ct && !startswith(ct, "application/json")) {
+                        request_reply_error(
+                                req,
+                                415,
+                                "unsupported_media_type",
+                                "the body must be application/json, got '%s'",
+                                ct);
+                        return;
+                }
+                req->json = json_loadb(req->body ?: "", req->body_len, JSON_REJECT_DUPLICATES, &e);
+                if (!req->json) {
+                        request_reply_error(
+                                req,
+                                400,
+                                "invalid_json",
+                                "the body is not valid JSON: %s (at byte %d)",
+                                e.text,
+                                e.position);
+                        return;
+                }
+                if (!json_is_object(req->json)) {
+                        request_reply_error(req, 400, "invalid_json", "the body must be a JSON object");
+                        return;
+                }
+        } else if (req->body_len > 0) {
+                request_reply_error(
+                        req, 400, "invalid_argument", "%s %s takes no body", req->method, route->pattern);
+                return;
+        }
+
+        route->handler(req);
+}
+
+static enum MHD_Result queue_reply(Request *req) {
+        enum MHD_Result ret;
+
+        ret = MHD_queue_response(req->connection, req->status, req->response);
+        MHD_destroy_response(req->response);
+        req->response = NULL;
+        return ret;
+}
+
+static enum MHD_Result on_access(
+        void *cls,
+        struct MHD_Connection *connection,
+        const char *url,
+        const char *method,
+        const char *version,
+        const char *upload_data,
+        size_t *upload_data_size,
+        void **con_cls) {
+        Server *s = cls;
+        Request *req = *con_cls;
+
+        if (!req) {
+                const char *cl;
+                uint64_t length;
+
+                req = calloc(1, sizeof(Request));
+                if (!req)
+                        return MHD_NO;
+                *req = (Request){
+                        .server = s,
+                        .connection = connection,
+                        .route = -1,
+                        .attach_fd = -EBADF,
+                        .start_usec = now_usec(),
+                        .method = strdup(method),
+                        .path = strdup(url),
+                };
+                *con_cls = req;
+                if (!req->method || !req->path)
+                        return MHD_NO;
+
+                cl = MHD_lookup_connection_value(
+                        connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+                if (cl && safe_atou64(cl, &length) >= 0 && length > BODY_MAX) {
+                        request_reply_error(
+                                req, 413, "payload_too_large", "the body is larger than %u bytes", BODY_MAX);
+                        return queue_reply(req);
+                }
+                return MHD_YES;
+        }
+
+        if (*upload_data_size > 0) {
+                size_t n = *upload_data_size;
+
+                *upload_data_size = 0;
+                if (req->response)
+                        return MHD_YES; /* already refused: the rest is dropped */
+                if (req->body_len + n > BODY_MAX) {
+                        request_reply_error(
+                                req, 413, "payload_too_large", "the body is larger than %u bytes", BODY_MAX);
+                        return queue_reply(req);
+                }
+                char *b = realloc(req->body, req->body_len + n + 1);
+                if (!b)
+                        return MHD_NO;
+                memcpy(b + req->body_len, upload_data, n);
+                req->body = b;
+                req->body_len += n;
+                req->body[req->body_len] = '\0';
+                return MHD_YES;
+        }
+
+        if (!req->started) {
+                req->started = true;
+                request_dispatch(req);
+        }
+        if (req->response)
+                return queue_reply(req);
+        if (!req->suspended) {
+                req->suspended = true;
+                req->waiting_next = s->waiting;
+                if (s->waiting)
+                        s->waiting->waiting_prev = req;
+                s->waiting = req;
+                MHD_suspend_connection(connection);
+        }
+        return MHD_YES;
+}
+
+static void on_completed(
+        void *cls, struct MHD_Connection *connection, void **con_cls, enum MHD_RequestTerminationCode toe) {
+        Server *s = cls;
+        Request *req = *con_cls;
+
+        if (!req)
+                return;
+        /* A request that never got an answer counts as 499; a stream's length is not a latency. */
+        metrics_request(
+                s->metrics,
+                req->route,
+                req->status ?: 499,
+                req->streaming && (req->status == 101 || req->status == 200) ? UINT64_MAX
+                                                                             : now_usec() - req->start_usec);
+        request_free(req);
+        *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *format, va_list ap) {
+        _cleanup_free_ char *text = NULL;
+
+        if (vasprintf(&text, format, ap) < 0)
+                return;
+        text[strcspn(text, "\n")] = '\0';
+        log_debug("libmicrohttpd: %s", text);
+}
+
+/* ---- libmicrohttpd on sd-event ---- */
+
+static void mhd_run(Server *s) {
+        MHD_UNSIGNED_LONG_LONG timeout;
+
+        (void) MHD_run(s->mhd);
+
+        if (MHD_get_timeout(s->mhd, &timeout) == MHD_YES) {
+                uint64_t usec;
+
+                if (timeout == 0) {
+                        /* More to do at once (data already read, a resumed connection): run again
+                         * after the other sources had their turn. */
+                        (void) sd_event_source_set_enabled(s->mhd_defer, SD_EVENT_ONESHOT);
+                        (void) sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_OFF);
+                        return;
+                }
+                (void) sd_event_now(s->event, CLOCK_MONOTONIC, &usec);
+                (void) sd_event_source_set_time(s->mhd_timer, usec + timeout * 1000ULL);
+                (void) sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_ONESHOT);
+        } else
+                (void) sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_OFF);
+}
+
+static int on_mhd_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        mhd_run(userdata);
+        return 0;
+}
+
+static int on_mhd_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        mhd_run(userdata);
+        return 0;
+}
+
+static int on_mhd_defer(sd_event_source *source, void *userdata) {
+        mhd_run(userdata);
+        return 0;
+}
+
+void server_kick(Server *s) {
+        if (s->mhd_defer)
+                (void) sd_event_source_set_enabled(s->mhd_defer, SD_EVENT_ONESHOT);
+}
+
+Server *server_free(Server *s) {
+        if (!s)
+                return NULL;
+        /* libmicrohttpd must not be stopped with suspended connections: answer what waits. */
+        server_stop_streams(s);
+        while (s->waiting)
+                request_reply_error(s->waiting, 503, "unavailable", "ccdocker-httpd is stopping");
+        if (s->mhd)
+                for (unsigned i = 0; i < 3; i++)
+                        (void) MHD_run(s->mhd);
+        sd_event_source_disable_unref(s->mhd_io);
+        sd_event_source_disable_unref(s->mhd_timer);
+        sd_event_source_disable_unref(s->mhd_defer);
+        if (s->mhd)
+                MHD_stop_daemon(s->mhd);
+        parent_cache_free(s->parents);
+        metrics_free(s->metrics);
+        sd_bus_unref(s->bus);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Server *, server_free);
+
+int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, Server **ret) {
+        _cleanup_(server_freep) Server *s = NULL;
+        const union MHD_DaemonInfo *info;
+        int r;
+
+        s = calloc(1, sizeof(Server));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(event);
+        s->bus = sd_bus_ref(bus);
+        s->tokens = tokens;
+
+        r = parent_cache_new(&s->parents);
+        if (r >= 0)
+                r = metrics_new(&s->metrics);
+        if (r < 0)
+                return r;
+
+        s->mhd = MHD_start_daemon(
+                MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG,
+                0,
+                NULL,
+                NULL,
+                on_access,
+                s,
+                MHD_OPTION_EXTERNAL_LOGGER,
+                on_mhd_log,
+                s,
+                MHD_OPTION_LISTEN_SOCKET,
+                (MHD_socket) listen_fd,
+                MHD_OPTION_NOTIFY_COMPLETED,
+                on_completed,
+                s,
+                MHD_OPTION_CONNECTION_TIMEOUT,
+                (unsigned) CONNECTION_TIMEOUT_SEC,
+                MHD_OPTION_CONNECTION_LIMIT,
+                (unsigned) CONNECTION_LIMIT,
+                MHD_OPTION_END);
+        if (!s->mhd)
+                return log_error_errno(EIO, "libmicrohttpd did not start on the listening socket.");
+
+        info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info)
+                return log_error_errno(EIO, "libmicrohttpd has no epoll fd.");
+
+        r = sd_event_add_io(event, &s->mhd_io, info->epoll_fd, EPOLLIN, on_mhd_io, s);
+        if (r >= 0)
+                r = sd_event_add_time(event, &s->mhd_timer, CLOCK_MONOTONIC, 0, 1000, on_mhd_timer, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_defer(event, &s->mhd_defer, on_mhd_defer, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->mhd_defer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add libmicrohttpd to the event loop: %m");
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}

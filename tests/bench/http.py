@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""bench/http: what ccdocker-httpd costs on top of ccdockerd.
+
+  requests   GET /api/v1/sessions/{id} (one D-Bus GetAll per request) with keep-alive, CONNS
+             connections for SECONDS, from a node client (http.Agent keepAlive): requests/s and
+             latency p50/p99. Baselines from the same run and the same client: a trivial node HTTP
+             server answering a session-sized JSON body (the client's ceiling), and ccdocker-httpd's
+             own 404 for an unknown route (authentication and routing, no D-Bus).
+  fanout     one session whose container emits RATE events/s for SECONDS (the emitter of
+             bench/events, speaking the session channel), followed by CLIENTS WebSocket clients (the
+             npm ws package) through ccdocker-httpd: delivery latency from the emitter's clock to
+             each client's, p50/p99/max, and a check that every client got every event once and in
+             order. Baseline from the same run: one `ccdockerctl attach` reading the daemon's Attach fd
+             directly.
+
+Nothing passes or fails on time (the targets, 10,000 requests/s and p99 under 20 ms with 100
+subscribers, are printed beside the figures); the exit status is 1 only if something broke. Run it
+in the sandbox:
+
+    tools/ccdocker-dev exec -- /usr/bin/python3 tests/bench/http.py [--conns 32] [--seconds 5] [--clients 100] [--rate 1000]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# This file's name hides the standard library's http package from whatever runs with its directory on
+# the path: take the directory off, and load bench/events by its path.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import importlib.util  # noqa: E402
+
+import sandbox as sb  # noqa: E402
+import test_httpd as th  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("bench_events", os.path.join(HERE, "events.py"))
+ev = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ev)
+
+UNIT = "ccdockerd-bench-http.service"
+
+# argv: JSON {url, token, conns, seconds}. Prints {requests, errors, seconds, p50_us, p99_us}.
+LOAD = r"""
+const http = require('http');
+const { performance } = require('perf_hooks');
+const o = JSON.parse(process.argv[2]);
+const u = new URL(o.url);
+const agent = new http.Agent({ keepAlive: true, maxSockets: o.conns });
+const headers = o.token ? { Authorization: 'Bearer ' + o.token } : {};
+let n = 0, errors = 0, stop = false;
+const lat = [];
+const end = performance.now() + o.seconds * 1000;
+function one() {
+  if (stop) return;
+  const t0 = performance.now();
+  const req = http.request({ agent, host: u.hostname, port: u.port, path: u.pathname, headers }, (res) => {
+    res.on('data', () => {});
+    res.on('end', () => {
+      if (res.statusCode !== o.expect) errors++;
+      n++; lat.push(performance.now() - t0);
+      if (performance.now() < end) one(); else finish();
+    });
+  });
+  req.on('error', () => { errors++; if (performance.now() < end) setImmediate(one); else finish(); });
+  req.end();
+}
+let open = o.conns;
+const t0 = performance.now();
+function finish() {
+  if (--open > 0) return;
+  stop = true;
+  lat.sort((a, b) => a - b);
+  const p = (q) => Math.round(lat[Math.min(lat.length - 1, Math.floor(lat.length * q))] * 1000);
+  console.log(JSON.stringify({ requests: n, errors, seconds: (performance.now() - t0) / 1000, p50_us: p(0.5), p99_us: p(0.99) }));
+  process.exit(0);
+}
+for (let i = 0; i < o.conns; i++) one();
+"""
+
+# A trivial server for the client's ceiling: argv port, body.
+TRIVIAL = r"""
+const http = require('http');
+const body = process.argv[3];
+http.createServer((req, res) => { res.writeHead(200, { 'Content-Type': 'application/json' }); res.end(body); })
+  .listen(Number(process.argv[2]), '127.0.0.1', () => console.log('ready'));
+"""
+
+# argv: JSON {url, token, clients, total, timeout_ms, ready_file}. Each client reads until seq total;
+# prints {ok, missing, repeated, disorder, p50_us, p99_us, max_us, events} over all clients' events >= 2.
+FANOUT = r"""
+const WebSocket = require('ws');
+const { performance } = require('perf_hooks');
+const o = JSON.parse(process.argv[2]);
+const lat = [];
+let done = 0, ready = 0, missing = 0, repeated = 0, disorder = 0, errors = [];
+const now_us = () => (performance.timeOrigin + performance.now()) * 1000;
+function finish() {
+  lat.sort((a, b) => a - b);
+  const p = (q) => lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(lat.length * q))]) : null;
+  console.log(JSON.stringify({ events: lat.length, missing, repeated, disorder, errors,
+                               p50_us: p(0.5), p99_us: p(0.99), max_us: lat.length ? Math.round(lat[lat.length - 1]) : null }));
+  process.exit(0);
+}
+for (let i = 0; i < o.clients; i++) {
+  const seen = new Set(); let last = 0;
+  const ws = new WebSocket(o.url, { headers: { Authorization: 'Bearer ' + o.token } });
+  ws.on('open', () => { if (++ready === o.clients) require('fs').writeFileSync(o.ready_file, 'ok'); });
+  ws.on('message', (data) => {
+    const arrived = now_us();
+    const s = data.toString();
+    const i1 = s.indexOf(',"time":'), i2 = s.indexOf(',', i1 + 8);
+    const seq = Number(s.slice(7, i1)), t = Number(s.slice(i1 + 8, i2));
+    if (seen.has(seq)) repeated++; else seen.add(seq);
+    if (seq <= last) disorder++;
+    last = seq;
+    if (seq >= 2) lat.push(arrived - t);
+    if (seq >= o.total) {
+      for (let k = o.since + 1; k <= o.total; k++) if (!seen.has(k)) missing++;
+      ws.close();
+      if (++done === o.clients) finish();
+    }
+  });
+  ws.on('error', (e) => errors.push(String(e.message)));
+}
+setTimeout(() => { errors.push('timeout'); finish(); }, o.timeout_ms);
+"""
+
+
+def node(script_path, *args, **kw):
+    env = dict(os.environ, NODE_PATH=os.path.join(sb.env("CCDOCKER_NPM_DIR"), "node_modules"))
+    return subprocess.Popen(["node", script_path, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, **kw)
+
+
+def load(tmp, url, token, conns, seconds, expect=200):
+    p = node(os.path.join(tmp, "load.js"), json.dumps({"url": url, "token": token, "conns": conns,
+                                                        "seconds": seconds, "expect": expect}))
+    out, err = p.communicate(timeout=seconds + 60)
+    if p.returncode != 0:
+        raise AssertionError(f"the load client failed: {err}")
+    r = json.loads(out)
+    r["rate"] = r["requests"] / r["seconds"]
+    return r
+
+
+def write(tmp, name, text):
+    with open(os.path.join(tmp, name), "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conns", type=int, default=32, help="keep-alive connections of the request test (32)")
+    ap.add_argument("--seconds", type=float, default=5, help="length of each request run and of the fan-out (5)")
+    ap.add_argument("--clients", type=int, default=100, help="WebSocket subscribers of the fan-out (100)")
+    ap.add_argument("--rate", type=float, default=1000, help="events/s of the fan-out (1000)")
+    args = ap.parse_args()
+
+    run_dir = sb.env("CCDOCKER_RUN_DIR")
+    base = tempfile.mkdtemp(prefix="ccdocker-bench-http-", dir=run_dir)
+    os.chmod(base, 0o755)
+    tmp = tempfile.mkdtemp(prefix="ccdocker-bench-http-js-")
+    for name, text in (("load.js", LOAD), ("trivial.js", TRIVIAL), ("fanout.js", FANOUT)):
+        write(tmp, name, text)
+    problems = []
+    figs = {}
+    daemon = sb.Daemon(unit=UNIT, settings={
+        "RuntimeDirectory": os.path.join(run_dir, "ccdockerd-bench-http-runtime"),
+        "WorkspaceRoots": base,
+        "SessionCommand": "/usr/bin/python3 /workspace/emit.py",
+    })
+    shutil.rmtree(daemon.state_dir, ignore_errors=True)
+    httpd = trivial = None
+    t_start = time.monotonic()
+    try:
+        daemon.start()
+        httpd = th.Httpd()
+        th.HTTPD = httpd
+        token = httpd.token("bench")
+
+        ws = os.path.join(base, "ws")
+        os.mkdir(ws, 0o755)
+        write(ws, "emit.py", ev.EMITTER)
+        os.chown(os.path.join(ws, "emit.py"), 1000, 1000)
+        os.chown(ws, 1000, 1000)
+        total = int(args.rate * args.seconds) + 1
+        s = th.jcurl("POST", "/api/v1/sessions", token, {
+            "workspace": {"type": "host", "path": ws},
+            "config": {"environment": {"BENCH_MODE": "steady", "BENCH_RATE": str(args.rate),
+                                       "BENCH_SECONDS": str(args.seconds), "BENCH_BATCH": "1000"}}}, expect=201)
+        sid = s["id"]
+        sb.wait_until(lambda: os.path.exists(os.path.join(ws, "ready")) or os.path.exists(os.path.join(ws, "error")),
+                      60, 0.05, what="the emitter's warm-up event")
+        if os.path.exists(os.path.join(ws, "error")):
+            raise AssertionError(open(os.path.join(ws, "error")).read())
+        body = th.curl("GET", f"/api/v1/sessions/{sid}", token)[2]
+
+        print(f"requests: {args.conns} keep-alive connections, {args.seconds:.0f} s each ...", flush=True)
+        port = th.free_port()
+        trivial = node(os.path.join(tmp, "trivial.js"), str(port), body)
+        trivial.stdout.readline()
+        figs["trivial"] = load(tmp, f"http://127.0.0.1:{port}/", None, args.conns, args.seconds)
+        figs["404"] = load(tmp, f"{httpd.url}/api/v1/nothing", token, args.conns, args.seconds, expect=404)
+        figs["get"] = load(tmp, f"{httpd.url}/api/v1/sessions/{sid}", token, args.conns, args.seconds)
+        for k in ("404", "get"):
+            if figs[k]["errors"]:
+                problems.append(f"{k}: {figs[k]['errors']} requests got another status")
+
+        print(f"fanout: {args.rate:.0f} events/s for {args.seconds:.0f} s to {args.clients} WebSocket clients ...",
+              flush=True)
+        ready = os.path.join(tmp, "ready")
+        fan = node(os.path.join(tmp, "fanout.js"), json.dumps({
+            "url": httpd.url.replace("http:", "ws:") + f"/api/v1/sessions/{sid}/stream?since=1", "token": token,
+            "clients": args.clients, "total": total, "since": 1, "timeout_ms": int((args.seconds + 120) * 1000),
+            "ready_file": ready}))
+        attach = ev.Subscriber("Attach", ["ccdockerctl", "--user", "--json", "attach", sid, "--since", "1"])
+        sb.wait_until(lambda: os.path.exists(ready) or fan.poll() is not None, 60, 0.05, what="the subscribers")
+        time.sleep(0.5)
+        open(os.path.join(ws, "go"), "w").close()
+        out, err = fan.communicate(timeout=args.seconds + 180)
+        if fan.returncode != 0:
+            raise AssertionError(f"the fan-out client failed: {err}")
+        figs["fanout"] = json.loads(out)
+        sb.wait_until(lambda: attach.count() >= total - 1, 60, 0.1, what="the Attach subscriber")
+        figs["attach"] = attach.latencies()
+        attach.stop(wait=5)
+        f = figs["fanout"]
+        if f["missing"] or f["repeated"] or f["disorder"] or f["errors"]:
+            problems.append(f"fanout: {f['missing']} missing, {f['repeated']} repeated, {f['disorder']} out of "
+                            f"order, errors {f['errors'][:3]}")
+        if f["events"] != args.clients * (total - 1):
+            problems.append(f"fanout: {f['events']} events arrived, expected {args.clients * (total - 1)}")
+        th.jcurl("DELETE", f"/api/v1/sessions/{sid}", token)
+        metrics = th.curl("GET", "/metrics", token)[2]
+        figs["metrics"] = [line for line in metrics.splitlines()
+                           if line.startswith("ccdocker_httpd_events_sent_total")]
+    finally:
+        if trivial:
+            trivial.kill()
+            trivial.wait()
+        if httpd:
+            httpd.stop()
+        daemon.stop()
+        shutil.rmtree(daemon.state_dir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print(f"bench/http: {os.cpu_count()} CPUs; {time.monotonic() - t_start:.0f} s in all")
+    print(f"GET with keep-alive, {args.conns} connections, {args.seconds:.0f} s each (target 10,000 requests/s)")
+    for key, name in (("trivial", "baseline: trivial node server"), ("404", "baseline: ccdocker-httpd 404 (no D-Bus)"),
+                      ("get", "GET /api/v1/sessions/{id}")):
+        r = figs[key]
+        print(f"  {name:<42} {r['rate']:>9,.0f} req/s   p50 {r['p50_us'] / 1000:6.2f} ms   "
+              f"p99 {r['p99_us'] / 1000:6.2f} ms")
+    print(f"  GET / trivial baseline: {figs['get']['rate'] / figs['trivial']['rate']:.2f}; "
+          f"GET / httpd 404: {figs['get']['rate'] / figs['404']['rate']:.2f}")
+    f = figs["fanout"]
+    a = figs["attach"]
+    print(f"WebSocket fan-out, {args.rate:.0f} events/s for {args.seconds:.0f} s, {args.clients} clients "
+          f"(target p99 under 20 ms)")
+    print(f"  {'ws via ccdocker-httpd':<42} p50 {f['p50_us'] / 1000:6.2f} ms   p99 {f['p99_us'] / 1000:6.2f} ms   "
+          f"max {f['max_us'] / 1000:6.2f} ms   ({f['events']} deliveries)")
+    if a:
+        a = sorted(a)
+        p50, p99 = a[len(a) // 2], a[min(len(a) - 1, int(len(a) * 0.99))]
+        print(f"  {'baseline: one ccdockerctl attach':<42} p50 {p50 / 1000:6.2f} ms   p99 {p99 / 1000:6.2f} ms   "
+              f"max {a[-1] / 1000:6.2f} ms")
+        print(f"  ws p99 / attach p99: {f['p99_us'] / max(p99, 1):.2f}")
+    for line in figs.get("metrics", []):
+        print(f"  {line}")
+    for p in problems:
+        print(f"PROBLEM: {p}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
