@@ -20,6 +20,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "secrets.h"
 #include "util.h"
 
 #define WHITESPACE " \t\r\n"
@@ -363,6 +364,29 @@ static int parse_roots(void *field, const char *key, const char *value, const ch
         return 0;
 }
 
+static int parse_secret_names(void *field, const char *key, const char *value, const char *where) {
+        _cleanup_(strv_freep) char **l = NULL;
+        char ***p = field;
+        int r;
+
+        r = split_words(value, &l);
+        if (r == -ENOMEM)
+                return log_oom();
+        for (char **i = l; r >= 0 && i && *i; i++)
+                if (!secret_name_is_valid(*i))
+                        r = -EINVAL;
+        if (r < 0)
+                return log_error_errno(
+                        EINVAL,
+                        "%s%s must be secret names ([A-Za-z_][A-Za-z0-9_]*) separated by spaces, got '%s'",
+                        where,
+                        key,
+                        value);
+        strv_free(*p);
+        *p = l && l[0] ? TAKE_PTR(l) : NULL;
+        return 0;
+}
+
 static int parse_positive_size(void *field, const char *key, const char *value, const char *where) {
         uint64_t v, *p = field;
         int r;
@@ -485,6 +509,7 @@ static const struct {
         { "MaxSpawnsPerMinute", parse_positive_unsigned, offsetof(DaemonConfig, max_spawns_per_minute) },
         { "MaxRunningChildren", parse_positive_unsigned, offsetof(DaemonConfig, max_running_children) },
         { "ChildTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, child_timeout_sec) },
+        { "AllowedSecrets", parse_secret_names, offsetof(DaemonConfig, allowed_secrets) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -702,6 +727,7 @@ void config_done(DaemonConfig *c) {
         c->runtime_dir = mfree(c->runtime_dir);
         c->redis_socket = mfree(c->redis_socket);
         c->prompt_deny_patterns = strv_free(c->prompt_deny_patterns);
+        c->allowed_secrets = strv_free(c->allowed_secrets);
 }
 
 /* ---- the file ---- */

@@ -40,6 +40,8 @@ typedef struct DaemonConfig {
         unsigned max_spawns_per_minute; /* per session */
         unsigned max_running_children;  /* per session: children not stopped or failed */
         uint64_t child_timeout_sec;     /* default and ceiling of a child's timeout */
+        char **allowed_secrets;         /* --user: the secrets a session may ask for (--system asks polkit);
+                                           NULL-ended */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

@@ -21,6 +21,7 @@ typedef struct CreateRequest {
         sd_bus_message *message;
         SessionConfig *config;
         uid_t uid;
+        size_t secret_index; /* the next secret to authorise */
 } CreateRequest;
 
 static CreateRequest *create_request_free(CreateRequest *req) {
@@ -93,9 +94,120 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
         (void) session_start(s);
 }
 
+static int create_continue(CreateRequest *req);
+
+static void on_secret_authorized(int r, sd_bus_message *call, const sd_bus_error *error, void *userdata) {
+        CreateRequest *req = userdata;
+        const char *name = req->config->secrets[req->secret_index];
+
+        if (r <= 0) {
+                audit_log(
+                        AUDIT_EVENT_DENIED,
+                        NULL,
+                        NULL,
+                        NULL,
+                        req->uid,
+                        "CreateSession: secret %s denied for uid %u",
+                        name,
+                        (unsigned) req->uid);
+                reply_error(
+                        req->message,
+                        CCDOCKER_ERROR_ACCESS_DENIED,
+                        "CreateSession: not authorized to use secret '%s' (polkit action %s, detail secret=%s)%s%s",
+                        name,
+                        POLKIT_ACTION_USE_SECRET,
+                        name,
+                        error && error->message ? ": " : "",
+                        error && error->message ? error->message : "");
+                create_request_free(req);
+                return;
+        }
+        req->secret_index++;
+        (void) create_continue(req);
+}
+
+/* Each secret asked for must exist, and the caller may use it: in --user mode when AllowedSecrets= lists
+ * it, in --system mode when polkit says so (root passes). Returns 1 when an answer is pending (the
+ * request is owned by the callback), 0 when all are granted, < 0 after replying an error. */
+static int create_check_secrets(CreateRequest *req) {
+        Manager *m = req->manager;
+        char **secrets = req->config->secrets;
+        int r;
+
+        for (; secrets && secrets[req->secret_index]; req->secret_index++) {
+                const char *name = secrets[req->secret_index];
+                bool listed = false;
+
+                if (!secret_store_get(m->secrets, name)) {
+                        reply_error(
+                                req->message,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: no secret '%s' is configured (a credential file %s or a variable "
+                                "CC_SECRET_%s of the daemon)",
+                                name,
+                                name,
+                                name);
+                        return -ENOKEY;
+                }
+                if (m->config.mode == DAEMON_USER) {
+                        for (char **a = m->config.allowed_secrets; a && *a; a++)
+                                listed = listed || streq(*a, name);
+                        if (!listed) {
+                                audit_log(
+                                        AUDIT_EVENT_DENIED,
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        req->uid,
+                                        "CreateSession: secret %s is not in AllowedSecrets",
+                                        name);
+                                reply_error(
+                                        req->message,
+                                        CCDOCKER_ERROR_ACCESS_DENIED,
+                                        "CreateSession: secret '%s' may not be used: it is not in the daemon's "
+                                        "AllowedSecrets=",
+                                        name);
+                                return -EPERM;
+                        }
+                        continue;
+                }
+                if (req->uid == 0)
+                        continue;
+                {
+                        const char *details[] = { "secret", name, NULL };
+
+                        r = polkit_check_async(
+                                m->bus,
+                                req->message,
+                                POLKIT_ACTION_USE_SECRET,
+                                details,
+                                on_secret_authorized,
+                                req);
+                }
+                if (r < 0) {
+                        reply_error(
+                                req->message,
+                                CCDOCKER_ERROR_ACCESS_DENIED,
+                                "CreateSession: could not ask polkit about secret '%s': %s",
+                                name,
+                                strerror(-r));
+                        return r;
+                }
+                return 1;
+        }
+        return 0;
+}
+
 static int create_continue(CreateRequest *req) {
         CreateRequest *owned = req;
         int r;
+
+        r = create_check_secrets(req);
+        if (r != 0) {
+                if (r < 0)
+                        create_request_free(req);
+                return 1;
+        }
 
         r = podman_image_exists(req->manager->podman, req->config->image, on_image_checked, owned);
         if (r < 0) {

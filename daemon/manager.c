@@ -50,6 +50,7 @@ Manager *manager_free(Manager *m) {
         sd_event_source_unref(m->heartbeat_timer);
         sd_event_source_unref(m->shutdown_timer);
         event_bus_free(m->events);
+        secret_store_free(m->secrets);
         podman_client_free(m->podman);
         store_close(m->store);
         if (m->systemd_bus != m->bus)
@@ -216,6 +217,10 @@ int manager_startup(Manager *m) {
         r = store_open(db, &m->store);
         if (r < 0)
                 return log_error_errno(r, "could not open the store %s: %m", db);
+
+        r = secret_store_load(getenv("CREDENTIALS_DIRECTORY"), &m->secrets);
+        if (r < 0)
+                return log_error_errno(r, "could not read the secrets: %m");
 
         r = event_bus_new(m->event, m->store, m->config.redis_socket, &m->events);
         if (r < 0)

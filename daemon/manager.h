@@ -10,6 +10,7 @@
 #include "config.h"
 #include "events.h"
 #include "podman.h"
+#include "secrets.h"
 #include "session.h"
 #include "store.h"
 
@@ -23,6 +24,7 @@ struct Manager {
         Store *store;
         PodmanClient *podman;
         EventBus *events;
+        SecretStore *secrets;
         sd_event_source *heartbeat_timer;
 
         Session **sessions; /* registry, in creation order */

@@ -87,6 +87,9 @@ static PodmanRequest *podman_request_free(PodmanRequest *req) {
         if (req->easy)
                 curl_easy_cleanup(req->easy);
         curl_slist_free_all(req->headers);
+        /* A body may carry a secret's value (podman_secret_create()). */
+        if (req->body)
+                explicit_bzero(req->body, strlen(req->body));
         free(req->body);
         free(req->response);
         return mfree(req);
@@ -324,6 +327,7 @@ static int podman_request_full(
         const char *name, /* escaped and inserted after path, or NULL */
         const char *suffix,
         json_t *body,
+        const char *raw_body, /* sent as is (application/octet-stream) instead of JSON, or NULL */
         PodmanMode mode,
         podman_callback_t cb,
         void *userdata) {
@@ -369,6 +373,13 @@ static int podman_request_full(
                 req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
                 if (!req->headers)
                         return -ENOMEM;
+        } else if (raw_body) {
+                req->body = strdup(raw_body);
+                if (!req->body)
+                        return -ENOMEM;
+                req->headers = curl_slist_append(req->headers, "Content-Type: application/octet-stream");
+                if (!req->headers)
+                        return -ENOMEM;
         }
         /* No "Expect: 100-continue" round trip for larger bodies. */
         {
@@ -390,7 +401,7 @@ static int podman_request_full(
             curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req) != CURLE_OK)
                 return -EINVAL;
 
-        if (body || streq(method, "POST")) {
+        if (req->body || streq(method, "POST")) {
                 /* An empty POST still needs POSTFIELDS, or curl reads the body from stdin. */
                 if (curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->body ?: "") != CURLE_OK ||
                     curl_easy_setopt(
@@ -400,7 +411,7 @@ static int podman_request_full(
         } else if (curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L) != CURLE_OK)
                 return -EINVAL;
         /* DELETE, PUT, and a GET with a body: the verb on top of the POST or GET set up above. */
-        if (!streq(method, body || streq(method, "POST") ? "POST" : "GET") &&
+        if (!streq(method, req->body || streq(method, "POST") ? "POST" : "GET") &&
             curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK)
                 return -EINVAL;
 
@@ -467,21 +478,21 @@ int podman_request(
         json_t *body,
         podman_callback_t cb,
         void *userdata) {
-        return podman_request_full(c, method, path, NULL, NULL, body, PODMAN_MODE_PLAIN, cb, userdata);
+        return podman_request_full(c, method, path, NULL, NULL, body, NULL, PODMAN_MODE_PLAIN, cb, userdata);
 }
 
 int podman_container_create(PodmanClient *c, json_t *spec, podman_callback_t cb, void *userdata) {
         if (!json_is_object(spec))
                 return -EINVAL;
         return podman_request_full(
-                c, "POST", "/containers/create", NULL, NULL, spec, PODMAN_MODE_PLAIN, cb, userdata);
+                c, "POST", "/containers/create", NULL, NULL, spec, NULL, PODMAN_MODE_PLAIN, cb, userdata);
 }
 
 int podman_container_inspect(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata) {
         if (isempty(name))
                 return -EINVAL;
         return podman_request_full(
-                c, "GET", "/containers/", name, "/json", NULL, PODMAN_MODE_PLAIN, cb, userdata);
+                c, "GET", "/containers/", name, "/json", NULL, NULL, PODMAN_MODE_PLAIN, cb, userdata);
 }
 
 int podman_container_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata) {
@@ -494,6 +505,7 @@ int podman_container_remove(PodmanClient *c, const char *name, podman_callback_t
                 name,
                 "?force=true&v=true",
                 NULL,
+                NULL,
                 PODMAN_MODE_REMOVE,
                 cb,
                 userdata);
@@ -504,5 +516,29 @@ int podman_image_exists(PodmanClient *c, const char *image, podman_callback_t cb
                 return -EINVAL;
         /* 204 is success and 404 is -ENOENT through the generic mapping. */
         return podman_request_full(
-                c, "GET", "/images/", image, "/exists", NULL, PODMAN_MODE_PLAIN, cb, userdata);
+                c, "GET", "/images/", image, "/exists", NULL, NULL, PODMAN_MODE_PLAIN, cb, userdata);
+}
+
+int podman_secret_create(
+        PodmanClient *c, const char *name, const char *value, podman_callback_t cb, void *userdata) {
+        if (isempty(name) || !value)
+                return -EINVAL;
+        return podman_request_full(
+                c,
+                "POST",
+                "/secrets/create?name=",
+                name,
+                "&driver=file",
+                NULL,
+                value,
+                PODMAN_MODE_PLAIN,
+                cb,
+                userdata);
+}
+
+int podman_secret_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata) {
+        if (isempty(name))
+                return -EINVAL;
+        return podman_request_full(
+                c, "DELETE", "/secrets/", name, NULL, NULL, NULL, PODMAN_MODE_REMOVE, cb, userdata);
 }

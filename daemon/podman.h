@@ -46,5 +46,12 @@ int podman_container_create(PodmanClient *c, json_t *spec, podman_callback_t cb,
 int podman_container_inspect(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata);
 /* DELETE /containers/{name}?force=true&v=true; a missing container is success (status 404, reply NULL). */
 int podman_container_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata);
+/* POST /secrets/create?name=NAME&driver=file with the value as the body (podman keeps it in its own
+ * store; a container gets it through "secret_env" and `podman inspect` does not show it). An existing
+ * name fails (-EEXIST or -EPROTO). The value is wiped from memory with the request. */
+int podman_secret_create(
+        PodmanClient *c, const char *name, const char *value, podman_callback_t cb, void *userdata);
+/* DELETE /secrets/{name}; a missing secret is success. */
+int podman_secret_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata);
 /* GET /images/{name}/exists; r = 0 exists (204), -ENOENT not (404). */
 int podman_image_exists(PodmanClient *c, const char *image, podman_callback_t cb, void *userdata);

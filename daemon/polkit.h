@@ -11,6 +11,8 @@
 #define POLKIT_ACTION_CREATE "org.ccdocker1.create-session"
 #define POLKIT_ACTION_MANAGE_OWN "org.ccdocker1.manage-own-sessions"
 #define POLKIT_ACTION_MANAGE_ANY "org.ccdocker1.manage-sessions"
+/* Asked once per secret a session asks for, with the detail secret=NAME (rules can match on it). */
+#define POLKIT_ACTION_USE_SECRET "org.ccdocker1.use-secret"
 
 /* r: 1 allowed, 0 denied, negative: polkit could not be asked (treat as denied; the error says why). */
 typedef void (*polkit_callback_t)(int r, sd_bus_message *call, const sd_bus_error *error, void *userdata);

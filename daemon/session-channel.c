@@ -396,7 +396,7 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
                 session_schedule_delivery(s);
         }
         config = json_pack(
-                "{s:s, s:o, s:i, s:o, s:s, s:[s], s:[sss], s:[]}",
+                "{s:s, s:o, s:i, s:o, s:s, s:[s], s:[sss], s:[], s:[]}",
                 "session_id",
                 s->id,
                 "parent_id",
@@ -413,7 +413,19 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
                 "delegate-task",
                 "coordinate-children",
                 "child-status",
-                "allowed_tools");
+                "allowed_tools",
+                "secrets");
+        /* The names of the granted secrets (their values are in the container's environment), and the
+         * conditional MCP servers of SPEC.md 7.2 that they enable. */
+        for (char **i = s->config ? s->config->secrets : NULL; config && i && *i; i++) {
+                (void) json_array_append_new(json_object_get(config, "secrets"), json_string(*i));
+                if (streq(*i, "GITHUB_TOKEN"))
+                        (void) json_array_append_new(
+                                json_object_get(config, "mcp_servers"), json_string("github"));
+                else if (streq(*i, "POSTGRES_URL"))
+                        (void) json_array_append_new(
+                                json_object_get(config, "mcp_servers"), json_string("postgres"));
+        }
         if (!config) {
                 *error = strdup("out of memory");
                 return NULL;

@@ -262,12 +262,13 @@ static int spawn_refused(Session *parent, uid_t caller, SpawnError *e, const cha
 }
 
 int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session **ret, SpawnError *e) {
-        static const char *const allowed[] = { "prompt",        "context",         "task_type",
-                                               "stream_output", "timeout_seconds", NULL };
+        static const char *const allowed[] = { "prompt",          "context", "task_type", "stream_output",
+                                               "timeout_seconds", "secrets", NULL };
         const DaemonConfig *dc = &parent->manager->config;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(session_config_freep) SessionConfig *config = NULL;
-        json_t *prompt, *context, *task_type, *stream, *timeout;
+        json_t *prompt, *context, *task_type, *stream, *timeout, *secrets;
+        size_t i;
         uint64_t timeout_sec = dc->child_timeout_sec, now;
         const char *key;
         json_t *v;
@@ -285,7 +286,7 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
                                 -EINVAL,
                                 JSONRPC_INVALID_PARAMS,
                                 "spawn_child: unknown param '%.64s' (known: prompt, context, task_type, "
-                                "stream_output, timeout_seconds)",
+                                "stream_output, timeout_seconds, secrets)",
                                 key);
         }
 
@@ -393,6 +394,36 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
                         CHANNEL_ERROR_FAILED,
                         "spawn_child: this session's configuration is unknown");
 
+        /* SPEC.md 9.6: a child gets only secrets its parent holds, and only those it asks for. */
+        secrets = json_object_get(params, "secrets");
+        if (secrets && !json_is_array(secrets))
+                return spawn_error(
+                        e,
+                        -EINVAL,
+                        JSONRPC_INVALID_PARAMS,
+                        "spawn_child: secrets must be an array of secret names");
+        json_array_foreach (secrets, i, v) {
+                const char *name = json_string_value(v);
+                bool held = false;
+
+                if (!name || !secret_name_is_valid(name))
+                        return spawn_error(
+                                e,
+                                -EINVAL,
+                                JSONRPC_INVALID_PARAMS,
+                                "spawn_child: secrets[%zu] must be a secret name",
+                                i);
+                for (char **h = parent->config ? parent->config->secrets : NULL; h && *h; h++)
+                        held = held || streq(*h, name);
+                if (!held)
+                        return spawn_refused(
+                                parent,
+                                caller,
+                                e,
+                                "spawn_child: cannot give secret '%s' to a child: this session does not hold it",
+                                name);
+        }
+
         /* What the child inherits: never more than the parent has. */
         r = session_config_inherit(parent->config, &config);
         if (r < 0)
@@ -407,6 +438,28 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
                 config->task_type = strdup(json_string_value(task_type));
                 if (!config->task_type)
                         return spawn_error(e, -ENOMEM, CHANNEL_ERROR_FAILED, "spawn_child: out of memory");
+        }
+        if (json_array_size(secrets) > 0) {
+                config->secrets = calloc(json_array_size(secrets) + 1, sizeof(char *));
+                if (!config->secrets)
+                        return spawn_error(e, -ENOMEM, CHANNEL_ERROR_FAILED, "spawn_child: out of memory");
+                json_array_foreach (secrets, i, v) {
+                        bool dup = false;
+
+                        for (size_t k = 0; k < i; k++)
+                                dup = dup || streq(config->secrets[k] ?: "", json_string_value(v));
+                        if (dup)
+                                return spawn_error(
+                                        e,
+                                        -EINVAL,
+                                        JSONRPC_INVALID_PARAMS,
+                                        "spawn_child: secrets[%zu] is given twice",
+                                        i);
+                        config->secrets[i] = strdup(json_string_value(v));
+                        if (!config->secrets[i])
+                                return spawn_error(
+                                        e, -ENOMEM, CHANNEL_ERROR_FAILED, "spawn_child: out of memory");
+                }
         }
         if (json_is_object(context)) {
                 config->context = json_dumps(context, JSON_COMPACT);

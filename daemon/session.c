@@ -60,6 +60,13 @@ static uint64_t now_realtime_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
 }
 
+/* The podman secret that carries the session's secret name: "ccdocker-<id>-<NAME>". */
+static char *session_secret_object(Session *s, const char *name) {
+        char *o;
+
+        return asprintf(&o, "ccdocker-%s-%s", s->id, name) < 0 ? NULL : o;
+}
+
 static int session_alloc(Manager *m, const char *id, Session **ret) {
         _cleanup_(session_unrefp) Session *s = NULL;
         int r;
@@ -362,11 +369,15 @@ static void remove_tree(const char *path) {
 
 static int on_remove_retry(sd_event_source *source, uint64_t usec, void *userdata);
 
+static void session_remove_secrets(Session *s);
+
 static void on_container_removed(int r, long status, json_t *reply, const char *error, void *userdata) {
         _cleanup_(session_unrefp) Session *s = userdata;
 
-        if (r >= 0)
+        if (r >= 0) {
+                session_remove_secrets(s);
                 return;
+        }
         log_warning_errno(
                 r,
                 "session %s: could not remove container %s: %s",
@@ -374,6 +385,8 @@ static void on_container_removed(int r, long status, json_t *reply, const char *
                 s->container_name,
                 strempty(error));
         /* A container that is still being killed (stopping, frozen) cannot go yet: try again a few times. */
+        if (s->remove_attempts >= 5)
+                session_remove_secrets(s);
         if (s->remove_attempts < 5 &&
             sd_event_add_time_relative(
                     s->manager->event,
@@ -980,6 +993,38 @@ static json_t *session_container_spec(Session *s) {
                             (json_int_t) c->tasks)) < 0)
                 return NULL;
 
+        /* Granted secrets reach the container as files of podman secrets (/run/secrets/NAME, mode 0400,
+         * owned by the session's user), which ccdocker-init puts into claude's environment. Not as
+         * podman's environment secrets: `podman inspect` shows those values (DESIGN.md decision 10). */
+        if (c->secrets) {
+                json_t *secrets = json_array();
+
+                if (!secrets || json_object_set_new(spec, "secrets", secrets) < 0)
+                        return NULL;
+                for (char **i = c->secrets; *i; i++) {
+                        _cleanup_free_ char *object = session_secret_object(s, *i), *target = NULL;
+
+                        if (asprintf(&target, "/run/ccdocker-secrets/%s", *i) < 0)
+                                target = NULL;
+                        if (!object || !target ||
+                            json_array_append_new(
+                                    secrets,
+                                    json_pack(
+                                            "{s:s, s:s, s:i, s:i, s:i}",
+                                            "source",
+                                            object,
+                                            "target",
+                                            target,
+                                            "uid",
+                                            1000,
+                                            "gid",
+                                            1000,
+                                            "mode",
+                                            0400)) < 0)
+                                return NULL;
+                }
+        }
+
         if (m->config.session_command) {
                 json_t *argv = json_array();
 
@@ -990,6 +1035,87 @@ static json_t *session_container_spec(Session *s) {
                                 return NULL;
         }
         return TAKE_PTR(spec);
+}
+
+/* ---- secrets: podman secrets made for the session and removed after it ---- */
+
+static void on_secret_removed(int r, long status, json_t *reply, const char *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+
+        if (r < 0)
+                log_warning_errno(
+                        r, "session %s: could not remove a podman secret: %s", s->id, strempty(error));
+}
+
+static void session_remove_secrets(Session *s) {
+        if (!s->config || !s->config->secrets || s->secrets_removed)
+                return;
+        s->secrets_removed = true;
+        for (char **i = s->config->secrets; *i; i++) {
+                _cleanup_free_ char *object = session_secret_object(s, *i);
+                int r;
+
+                if (!object) {
+                        log_oom();
+                        continue;
+                }
+                r = podman_secret_remove(s->manager->podman, object, on_secret_removed, session_ref(s));
+                if (r < 0) {
+                        session_unref(s);
+                        log_warning_errno(
+                                r,
+                                "session %s: could not ask podman to remove secret %s: %m",
+                                s->id,
+                                object);
+                }
+        }
+}
+
+static void session_create_container(Session *s);
+
+static void on_secret_created(int r, long status, json_t *reply, const char *error, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+
+        if (r < 0 && !s->secrets_failed) {
+                _cleanup_free_ char *reason = NULL;
+
+                s->secrets_failed = true;
+                /* The message is podman's, about the request: it never quotes the value. */
+                if (asprintf(
+                            &reason,
+                            "podman could not create the session's secrets: %s",
+                            error ?: strerror(-r)) < 0)
+                        reason = NULL;
+                if (!session_state_is_final(s->state))
+                        session_fail(s, reason ?: "podman could not create the session's secrets");
+        }
+        if (--s->secrets_pending > 0 || s->secrets_failed || session_state_is_final(s->state) || s->removed)
+                return;
+        session_create_container(s);
+}
+
+/* One podman secret per granted secret, then the container. */
+static int session_create_secrets(Session *s) {
+        const SecretStore *store = s->manager->secrets;
+
+        for (char **i = s->config->secrets; *i; i++) {
+                _cleanup_free_ char *object = session_secret_object(s, *i);
+                const char *value = secret_store_get(store, *i);
+                int r;
+
+                if (!object)
+                        return -ENOMEM;
+                if (!value)
+                        return -ENOKEY; /* gone since it was granted: the daemon restarted without it */
+                r = podman_secret_create(
+                        s->manager->podman, object, value, on_secret_created, session_ref(s));
+                if (r < 0) {
+                        session_unref(s);
+                        return r;
+                }
+                s->secrets_pending++;
+        }
+        return 0;
 }
 
 static int session_make_workspace(Session *s) {
@@ -1048,10 +1174,34 @@ int session_start(Session *s) {
                 return r;
         }
 
+        if (s->config->secrets) {
+                r = session_create_secrets(s);
+                if (r < 0) {
+                        s->secrets_failed = true;
+                        if (asprintf(
+                                    &reason,
+                                    "could not create the session's secrets: %s",
+                                    r == -ENOKEY ? "a granted secret is no longer configured"
+                                                 : strerror(-r)) < 0)
+                                reason = NULL;
+                        session_fail(s, reason ?: "could not create the session's secrets");
+                        return r;
+                }
+                return 0;
+        }
+        session_create_container(s);
+        return 0;
+}
+
+static void session_create_container(Session *s) {
+        _cleanup_(json_decrefp) json_t *spec = NULL;
+        _cleanup_free_ char *reason = NULL;
+        int r;
+
         spec = session_container_spec(s);
         if (!spec) {
                 session_fail(s, "out of memory building the container spec");
-                return -ENOMEM;
+                return;
         }
         r = podman_container_create(s->manager->podman, spec, on_container_created, session_ref(s));
         if (r < 0) {
@@ -1059,9 +1209,7 @@ int session_start(Session *s) {
                 if (asprintf(&reason, "could not ask podman to create the container: %s", strerror(-r)) < 0)
                         reason = NULL;
                 session_fail(s, reason ? reason : "could not ask podman to create the container");
-                return r;
         }
-        return 0;
 }
 
 /* ---- adoption after a restart ---- */

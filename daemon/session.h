@@ -84,6 +84,9 @@ struct Session {
         sd_event_source *deliver_source;
         ResultWaiter *waiters;
 
+        unsigned secrets_pending; /* podman secrets being created before the container */
+        bool secrets_failed;
+        bool secrets_removed;
         unsigned remove_attempts; /* retries of the container's removal */
         bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
         bool removed;             /* forgotten (Remove): no object, no record */

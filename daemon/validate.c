@@ -43,6 +43,7 @@ SessionConfig *session_config_free(SessionConfig *c) {
         free(c->prompt);
         free(c->context);
         free(c->slice);
+        strv_free(c->secrets);
         free(c);
         return NULL;
 }
@@ -104,6 +105,7 @@ enum {
         FIELD_ENVIRONMENT,
         FIELD_NETWORK,
         FIELD_PROMPT,
+        FIELD_SECRETS,
         _FIELD_MAX,
 };
 
@@ -116,6 +118,7 @@ static const struct {
         [FIELD_TASKS] = { "tasks", { "u", "t" } },    [FIELD_TIMEOUT] = { "timeout_seconds", { "u", "t" } },
         [FIELD_TASK_TYPE] = { "task_type", { "s" } }, [FIELD_ENVIRONMENT] = { "environment", { "a{ss}" } },
         [FIELD_NETWORK] = { "network", { "s" } },     [FIELD_PROMPT] = { "prompt", { "s" } },
+        [FIELD_SECRETS] = { "secrets", { "as" } },
 };
 
 static bool path_has_dotdot(const char *p) {
@@ -714,6 +717,54 @@ static int read_prompt(sd_bus_message *m, const DaemonConfig *dc, SessionConfig 
         return 0;
 }
 
+static int read_secrets(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        _cleanup_(strv_freep) char **names = NULL;
+        int r;
+
+        r = sd_bus_message_read_strv(m, &names);
+        if (r < 0)
+                return refuse_read(error, "secrets", r);
+        r = secrets_validate_names(names, "CreateSession: field 'secrets'", error);
+        if (r < 0)
+                return r;
+        strv_free(c->secrets);
+        c->secrets = names && names[0] ? TAKE_PTR(names) : NULL;
+        return 0;
+}
+
+int secrets_validate_names(char **names, const char *what, sd_bus_error *error) {
+        char e[ECHO_MAX + 4];
+        size_t n = 0;
+
+        for (char **i = names; i && *i; i++, n++) {
+                if (!secret_name_is_valid(*i))
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "%s: secret names must match [A-Za-z_][A-Za-z0-9_]* (at most %d characters), got '%s'",
+                                what,
+                                SECRET_NAME_MAX,
+                                echo(*i, e));
+                for (char **j = names; j < i; j++)
+                        if (streq(*j, *i))
+                                return refuse(
+                                        error,
+                                        CCDOCKER_ERROR_INVALID_CONFIG,
+                                        "%s: secret names must be unique, got '%s' twice",
+                                        what,
+                                        echo(*i, e));
+        }
+        if (n > SESSION_SECRETS_MAX)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "%s: at most %d secrets, got '%zu'",
+                        what,
+                        SESSION_SECRETS_MAX,
+                        n);
+        return 0;
+}
+
 static int read_field(
         sd_bus_message *m,
         unsigned field,
@@ -742,6 +793,8 @@ static int read_field(
                 return read_network(m, dc, c, error);
         case FIELD_PROMPT:
                 return read_prompt(m, dc, c, error);
+        case FIELD_SECRETS:
+                return read_secrets(m, c, error);
         default:
                 return -EINVAL;
         }
@@ -938,6 +991,13 @@ char *session_config_to_json(const SessionConfig *c) {
         }
         if (r >= 0 && c->slice)
                 r = json_set_string(o, "slice", c->slice);
+        if (r >= 0 && c->secrets) {
+                json_t *names = json_array();
+
+                r = names && json_object_set_new(o, "secrets", names) >= 0 ? 0 : -ENOMEM;
+                for (char **i = c->secrets; r >= 0 && *i; i++)
+                        r = json_array_append_new(names, json_string(*i)) < 0 ? -ENOMEM : 0;
+        }
         if (r < 0) {
                 errno = -r;
                 return NULL;
@@ -1023,6 +1083,23 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
                 r = json_get_string(o, "slice", true, &c->slice);
         if (r < 0)
                 return r;
+        if (json_object_get(o, "secrets")) {
+                json_t *names = json_object_get(o, "secrets"), *v;
+                size_t i;
+
+                if (!json_is_array(names))
+                        return -EBADMSG;
+                c->secrets = calloc(json_array_size(names) + 1, sizeof(char *));
+                if (!c->secrets)
+                        return -ENOMEM;
+                json_array_foreach (names, i, v) {
+                        if (!json_is_string(v))
+                                return -EBADMSG;
+                        c->secrets[i] = strdup(json_string_value(v));
+                        if (!c->secrets[i])
+                                return -ENOMEM;
+                }
+        }
         if (json_object_get(o, "context")) {
                 if (!json_is_object(json_object_get(o, "context")))
                         return -EBADMSG;

@@ -9,6 +9,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "secrets.h"
 
 typedef enum WorkspaceType {
         WORKSPACE_EPHEMERAL, /* a directory the daemon creates and removes with the session */
@@ -29,6 +30,7 @@ typedef struct SessionConfig {
         char *prompt;         /* an initial prompt (validated like SendPrompt's), or NULL; not stored */
         char *context;        /* a child's: the JSON object its parent gave (spawn_child), or NULL */
         char *slice;          /* the session's slice (set by the daemon, not by callers) */
+        char **secrets;       /* the names of the secrets asked for (granted once created), or NULL */
 } SessionConfig;
 
 /* The D-Bus error names of cc-docker. */
@@ -39,6 +41,10 @@ typedef struct SessionConfig {
 #define CCDOCKER_ERROR_ACCESS_DENIED "org.ccdocker1.Error.AccessDenied"
 #define CCDOCKER_ERROR_BAD_STATE "org.ccdocker1.Error.BadState"
 #define CCDOCKER_ERROR_INVALID_PROMPT "org.ccdocker1.Error.InvalidPrompt"
+
+/* Secret names as a session asks for them: valid (secrets.h), unique, at most SESSION_SECRETS_MAX.
+ * -EINVAL with *error naming the problem, what prefixing the message. */
+int secrets_validate_names(char **names, const char *what, sd_bus_error *error);
 
 /* A prompt for SendPrompt or CreateSession's "prompt": not empty, at most MaxPromptBytes, matching none
  * of PromptDenyPatterns (SPEC.md 9.1). method prefixes the error message. -EINVAL with *error set to

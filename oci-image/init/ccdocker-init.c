@@ -489,6 +489,11 @@ static void first_start(json_t *config) {
         if (!S.permission_mode)
                 die_oom();
 
+        /* Before the configuration: the conditional MCP servers look at these variables. */
+        r = init_secrets_load(config, getenv("CCDOCKER_SECRETS_DIR") ?: "/run/ccdocker-secrets", warnings);
+        if (r < 0)
+                die_errno(r, "reading the session's secrets");
+
         r = init_config_write(&S.paths, config, warnings, &what);
         if (r < 0)
                 die_errno(r, "%s", strempty(what));

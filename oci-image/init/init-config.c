@@ -870,3 +870,46 @@ int init_config_write(const InitPaths *paths, const json_t *config, json_t *warn
         /* ~/.claude.json */
         return claude_state_write(paths, ret_what);
 }
+
+/* ---- secrets ---- */
+
+int init_secrets_load(const json_t *config, const char *dir, json_t *warnings) {
+        json_t *names = json_object_get(config, "secrets"), *v;
+        size_t i;
+        int n = 0;
+
+        json_array_foreach (names, i, v) {
+                const char *name = json_string_value(v);
+                _cleanup_free_ char *path = NULL, *value = NULL;
+                _cleanup_fclose_ FILE *f = NULL;
+                size_t len = 0;
+                ssize_t k;
+
+                if (!name || !*name || strchr(name, '/') || strchr(name, '=') || name[0] == '.') {
+                        warn(warnings, "secret #%zu left out: not a valid name", i);
+                        continue;
+                }
+                if (asprintf(&path, "%s/%s", dir, name) < 0)
+                        return -ENOMEM;
+                f = fopen(path, "re");
+                if (!f) {
+                        warn(warnings, "secret %s left out: %s: %s", name, path, strerror(errno));
+                        continue;
+                }
+                k = getdelim(&value, &len, '\0', f);
+                if (k < 0) {
+                        value = mfree(value);
+                        value = strdup("");
+                        if (!value)
+                                return -ENOMEM;
+                        k = 0;
+                }
+                if (k > 0 && value[k - 1] == '\n')
+                        value[--k] = '\0';
+                if (setenv(name, value, 1) < 0)
+                        return -errno;
+                explicit_bzero(value, (size_t) k);
+                n++;
+        }
+        return n;
+}

@@ -38,3 +38,9 @@ bool init_executable_exists(const char *command);
  * each. On failure returns a negative errno and *ret_what (malloc'd) says what failed, e.g. "writing
  * /workspace/.mcp.json"; config keys of the wrong type give -EINVAL and name the key. */
 int init_config_write(const InitPaths *paths, const json_t *config, json_t *warnings, char **ret_what);
+
+/* The session's granted secrets (config "secrets": names) into the environment claude inherits: each is
+ * the file dir/NAME (the daemon has podman mount them at /run/ccdocker-secrets, mode 0400, so they are
+ * not in `podman inspect` as an environment would be), without a trailing newline. A missing or unreadable one is a warning.
+ * Returns the number set. */
+int init_secrets_load(const json_t *config, const char *dir, json_t *warnings);

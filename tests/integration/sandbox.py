@@ -336,7 +336,7 @@ class Daemon:
     """ccdockerd run as a transient unit of the sandbox's user manager, so that it can be killed
     and restarted like the real service."""
 
-    def __init__(self, unit="ccdockerd-test.service", mode="--user", settings=None, extra_env=None):
+    def __init__(self, unit="ccdockerd-test.service", mode="--user", settings=None, extra_env=None, props=()):
         self.unit = unit
         self.mode = mode
         self.state_dir = os.path.join(env("CCDOCKER_RUN_DIR"), "ccdockerd-" + unit.split(".")[0])
@@ -349,6 +349,7 @@ class Daemon:
         }
         self.settings.update(settings or {})
         self.extra_env = dict(extra_env or {})
+        self.props = list(props)  # more unit properties, e.g. "SetCredential=NAME:value"
         self.binary = os.path.join(env("CCDOCKER_BUILD_DIR"), "daemon", "ccdockerd")
 
     def start(self):
@@ -365,6 +366,8 @@ class Daemon:
                 "-p", "KillMode=process"]
         for k, v in self.extra_env.items():
             argv.append(f"--setenv={k}={v}")
+        for p in self.props:
+            argv += ["-p", p]
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
             if k in os.environ:
                 argv.append(f"--setenv={k}={os.environ[k]}")
