@@ -1,37 +1,119 @@
 /* ccdocker-mcp: the MCP server Claude Code starts in a session container, from the generated
- * /workspace/.mcp.json. It speaks JSON-RPC 2.0 on stdio (one message per line, REFERENCE.md A.1):
- * the initialize handshake, ping and the tools methods. This is the protocol core: it lists only
- * tools that work, and so far there are none. Answers go to stdout, one compact line each; logs go
- * to stderr. It exits 0 when stdin ends. docs/ccdocker-mcp.md has the rest. */
+ * /workspace/.mcp.json. It speaks JSON-RPC 2.0 on stdio (one message per line, REFERENCE.md A.1): the
+ * initialize handshake, ping, tools/list and tools/call of the tools in tools.json. Each tool call is
+ * a JSON-RPC request (or a few, for a wait or a stream) on the session channel, the unix socket
+ * /run/ccdocker/session.sock (docs/channel.md), connected at the first call. One poll() loop over
+ * stdin and the channel, no threads: several calls may be in flight, a long wait does not hold up the
+ * others, and a cancelled call is dropped. Answers go to stdout, one compact line each; logs go to
+ * stderr. It exits 0 when stdin ends. docs/ccdocker-mcp.md has the rest. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "config-build.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "tools.h"
 #include "util.h"
 
 #define PROGRAM "ccdocker-mcp"
-#define LINE_MAX_BYTES (8U * 1024 * 1024)
+#define LINE_MAX_BYTES (8U * 1024 * 1024) /* of stdin and of the channel (docs/channel.md) */
 #define READ_CHUNK (64 * 1024)
+#define READS_PER_ITERATION 16
 #define TOOL_NAME_SHOWN 128 /* of an unknown tool's name in the error message */
+#define DEFAULT_CHANNEL "/run/ccdocker/session.sock"
 
-#define INSTRUCTIONS \
-        "ccdocker-mcp connects this Claude Code session to cc-docker, which runs it in a container."
+typedef uint64_t usec_t;
+#define USEC_PER_MSEC ((usec_t) 1000)
+#define USEC_PER_SEC ((usec_t) 1000000)
+
+#define CONNECT_TIMEOUT_USEC (10 * USEC_PER_SEC) /* connect and hello */
+#define RECONNECT_DELAY_USEC (1 * USEC_PER_SEC)  /* before the one retry of a failed connect */
+#define ANSWER_GRACE_USEC (120 * USEC_PER_SEC)   /* past a request's own wait, before giving up on it */
+#define DEFAULT_WAIT_SEC 300                     /* of get_child_result, send_to_child and a stream */
+#define STREAM_POLL_SEC 10                       /* wait_seconds of each child.output of a stream */
+#define STREAM_OUTPUT_MAX (64U * 1024)           /* a stream ends early once it has collected this much */
+#define PROGRESS_TEXT_MAX 500                    /* bytes of the newest output in a progress message */
+
+#define INSTRUCTIONS                                                                                      \
+        "ccdocker-mcp connects this Claude Code session to cc-docker, which runs it in a container. Its " \
+        "tools spawn child sessions (each a Claude Code in a container of its own), steer them, read "    \
+        "their output and collect their results; get_parent_context tells a child what its parent gave it."
 
 /* Newest first: the first is what a client asking for another version gets. */
 static const char *const protocol_versions[] = { "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" };
 
 /* Set once the initialize request has been answered: from then on the client may send any request. */
 static bool initialized;
+
+/* A byte queue: data[start, end) is pending. */
+typedef struct Buf {
+        char *data;
+        size_t start, end, cap;
+} Buf;
+
+/* A tools/call under way: the MCP request to answer and the channel request it waits for. */
+typedef struct Call {
+        struct Call *next;
+        json_t *id; /* the MCP request's id */
+        const Tool *tool;
+        json_t *args;           /* checked */
+        json_t *progress_token; /* from _meta, or NULL */
+        usec_t deadline;        /* of a wait or a stream as a whole; 0 for none */
+
+        /* The channel request: in flight when channel_id != 0, else waiting for the connection. */
+        const char *method;
+        json_t *params;
+        int64_t channel_id;
+        usec_t answer_deadline;
+
+        json_t *sent; /* send_to_child: the answer of child.send, while child.result waits */
+
+        /* get_child_output with stream: what was collected so far */
+        Buf output;
+        bool have_seq; /* last_seq is one an event had: the next request asks from it */
+        int64_t last_seq;
+        uint64_t events;
+} Call;
+
+enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_READY };
+
+static struct {
+        const char *path;
+        int fd;
+        enum conn_state state;
+        struct jsonrpc_reader *reader;
+        Buf out;
+        int64_t next_id, hello_id;
+        usec_t connect_deadline; /* of CONNECTING and HELLO */
+        usec_t retry_at;         /* the retry of a failed connect is due then */
+        bool retried;            /* the connect under way is that retry */
+} C = {
+        .fd = -EBADF,
+        .next_id = 1,
+};
+
+static Call *calls; /* newest first */
+
+static usec_t now(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+}
 
 /* Fails loudly (STYLE.md 9): "ccdocker-mcp: what failed: strerror", exit 1. _exit(): what the callers'
  * frames own is not freed on this way out, and is no leak. */
@@ -50,6 +132,62 @@ static void die(int error, const char *format, ...) {
         _exit(EXIT_FAILURE);
 }
 
+static _Noreturn void die_oom(void) {
+        die(ENOMEM, "allocating memory");
+}
+
+/* ---- byte queues ---- */
+
+static size_t buf_len(const Buf *b) {
+        return b->end - b->start;
+}
+
+static void buf_put(Buf *b, const void *p, size_t n) {
+        if (b->start == b->end)
+                b->start = b->end = 0;
+        if (b->end + n > b->cap && b->start > 0) {
+                memmove(b->data, b->data + b->start, buf_len(b));
+                b->end -= b->start;
+                b->start = 0;
+        }
+        if (b->end + n + 1 > b->cap) {
+                size_t cap = b->cap ? b->cap : 4096;
+                char *d;
+
+                while (cap < b->end + n + 1)
+                        cap *= 2;
+                d = realloc(b->data, cap);
+                if (!d)
+                        die_oom();
+                b->data = d;
+                b->cap = cap;
+        }
+        memcpy(b->data + b->end, p, n);
+        b->end += n;
+        b->data[b->end] = '\0'; /* the pending bytes read as a string too */
+}
+
+static void buf_free(Buf *b) {
+        free(b->data);
+        *b = (Buf){};
+}
+
+/* Writes what the fd takes. 0 (also when it takes nothing now) or -errno. */
+static int buf_write(Buf *b, int fd) {
+        while (buf_len(b) > 0) {
+                ssize_t k = send(fd, b->data + b->start, buf_len(b), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return errno == EAGAIN ? 0 : -errno;
+                b->start += (size_t) k;
+        }
+        return 0;
+}
+
+/* ---- stdout: the MCP client ---- */
+
 /* One line on stdout, flushed at once: the client waits for it. A stdout that cannot be written means
  * the client is gone, and there is nobody left to answer. */
 static void send_message(json_t *msg) {
@@ -58,14 +196,15 @@ static void send_message(json_t *msg) {
         int r;
 
         if (!msg)
-                die(errno ?: ENOMEM, "building a response");
+                die(errno ?: ENOMEM, "building a message");
         r = jsonrpc_format_line(msg, &line, &len);
         if (r < 0)
-                die(r, "formatting a response");
+                die(r, "formatting a message");
         if (fwrite(line, 1, len, stdout) != len || fflush(stdout) != 0)
                 die(errno, "writing to stdout");
 }
 
+/* Takes result. */
 static void reply_result(json_t *id, json_t *result) {
         _cleanup_(json_decrefp) json_t *msg = NULL;
 
@@ -93,6 +232,529 @@ static void reply_error(json_t *id, int code, const char *format, ...) {
         msg = jsonrpc_error_new(id, code, message, NULL);
         send_message(msg);
 }
+
+/* ---- calls ---- */
+
+static Call *call_free(Call *c) {
+        if (!c)
+                return NULL;
+        json_decref(c->id);
+        json_decref(c->args);
+        json_decref(c->progress_token);
+        json_decref(c->params);
+        json_decref(c->sent);
+        buf_free(&c->output);
+        free(c);
+        return NULL;
+}
+
+static void call_unlink(Call *c) {
+        for (Call **i = &calls; *i; i = &(*i)->next)
+                if (*i == c) {
+                        *i = c->next;
+                        return;
+                }
+}
+
+/* Answers the call with result (taken) and forgets it. */
+static void call_finish(Call *c, json_t *result) {
+        reply_result(c->id, result);
+        call_unlink(c);
+        call_free(c);
+}
+
+static void call_fail(Call *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+static void call_fail(Call *c, const char *format, ...) {
+        _cleanup_free_ char *message = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&message, format, ap);
+        va_end(ap);
+        if (r < 0)
+                die_oom();
+        log_debug("%s: %s", c->tool->name, message);
+        call_finish(c, tool_error(message));
+}
+
+/* Answers with structured, projected through the tool's output schema. */
+static void call_succeed(Call *c, const json_t *structured) {
+        _cleanup_free_ char *message = NULL;
+        json_t *result = NULL;
+        int r;
+
+        r = tool_result(c->tool, structured, &result, &message);
+        if (r == -ENOMEM)
+                die_oom();
+        if (r < 0) {
+                log_warning(
+                        "the daemon's answer to %s does not fit the output of %s: %s",
+                        c->method,
+                        c->tool->name,
+                        message);
+                call_fail(
+                        c,
+                        "%s failed: the cc-docker daemon's answer to %s was not what this tool expects (%s); "
+                        "it may be another version than ccdocker-mcp.",
+                        c->tool->name,
+                        c->method,
+                        message);
+                return;
+        }
+        call_finish(c, result);
+}
+
+/* Seconds left of the call's wait, rounded down. */
+static int64_t call_seconds_left(const Call *c) {
+        usec_t t = now();
+
+        return c->deadline > t ? (int64_t) ((c->deadline - t) / USEC_PER_SEC) : 0;
+}
+
+/* ---- the channel ---- */
+
+static void conn_start(void);
+
+static void conn_send(json_t *msg) {
+        _cleanup_free_ char *line = NULL;
+        size_t len;
+
+        if (!msg || jsonrpc_format_line(msg, &line, &len) < 0)
+                die_oom();
+        buf_put(&C.out, line, len);
+}
+
+static int64_t conn_request(const char *method, json_t *params) {
+        _cleanup_(json_decrefp) json_t *id = json_integer(C.next_id), *msg = NULL;
+
+        msg = jsonrpc_request_new(id, method, params);
+        conn_send(msg);
+        return C.next_id++;
+}
+
+/* Sends the call's request now if the channel is ready; else it goes once it is. */
+static void call_send(Call *c) {
+        int64_t wait = 0;
+
+        if (C.state != CONN_READY) {
+                c->channel_id = 0;
+                conn_start();
+                return;
+        }
+        if (json_is_true(json_object_get(c->params, "wait")))
+                wait = json_integer_value(json_object_get(c->params, "timeout_seconds"));
+        else if (json_is_integer(json_object_get(c->params, "wait_seconds")))
+                wait = json_integer_value(json_object_get(c->params, "wait_seconds"));
+        c->channel_id = conn_request(c->method, c->params);
+        c->answer_deadline = now() + (usec_t) wait * USEC_PER_SEC + ANSWER_GRACE_USEC;
+        log_debug("%s: request %" PRIi64 " %s", c->tool->name, c->channel_id, c->method);
+}
+
+/* Issues the call's next channel request; takes params. */
+static void call_request(Call *c, const char *method, json_t *params) {
+        if (!params)
+                die_oom();
+        json_decref(c->params);
+        c->method = method;
+        c->params = params;
+        call_send(c);
+}
+
+static void conn_close(void) {
+        C.fd = safe_close(C.fd);
+        C.reader = jsonrpc_reader_free(C.reader);
+        buf_free(&C.out);
+        C.state = CONN_DOWN;
+        C.hello_id = 0;
+        C.connect_deadline = 0;
+}
+
+/* The calls waiting for a connection that will not come get what went wrong. */
+static void fail_waiting(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+static void fail_waiting(const char *format, ...) {
+        _cleanup_free_ char *why = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&why, format, ap);
+        va_end(ap);
+        if (r < 0)
+                die_oom();
+        for (Call *c = calls, *next; c; c = next) {
+                next = c->next;
+                if (c->channel_id == 0)
+                        call_fail(c, "%s failed: %s", c->tool->name, why);
+        }
+}
+
+static bool any_waiting(void) {
+        for (Call *c = calls; c; c = c->next)
+                if (c->channel_id == 0)
+                        return true;
+        return false;
+}
+
+/* A connect or hello that failed: one retry a moment later (the daemon may be restarting), then the
+ * calls waiting for it fail. The next call tries again. */
+static void conn_failed(int error) {
+        conn_close();
+        if (!C.retried) {
+                log_debug("connecting to %s: %s; retrying once", C.path, strerror(abs(error)));
+                C.retry_at = now() + RECONNECT_DELAY_USEC;
+                return;
+        }
+        log_warning("cannot reach the session channel %s: %s", C.path, strerror(abs(error)));
+        C.retried = false;
+        fail_waiting(
+                "cannot reach the cc-docker session channel %s: %s. The cc-docker daemon may be "
+                "restarting: try again in a few seconds.",
+                C.path,
+                strerror(abs(error)));
+}
+
+/* The connection ended: what was in flight on it is lost (the daemon forgets it too). Calls that were
+ * only waiting for the connection connect again. */
+static void conn_lost(const char *why) {
+        bool was_ready = C.state == CONN_READY;
+
+        if (!was_ready) {
+                conn_failed(ECONNRESET);
+                return;
+        }
+        log_warning("the session channel %s is gone (%s)", C.path, why);
+        conn_close();
+        for (Call *c = calls, *next; c; c = next) {
+                next = c->next;
+                if (c->channel_id != 0)
+                        call_fail(
+                                c,
+                                "%s failed: the connection to the cc-docker daemon was lost before it answered "
+                                "%s (%s; the daemon may have restarted). %s",
+                                c->tool->name,
+                                c->method,
+                                why,
+                                c->tool->id == TOOL_SPAWN_CHILD || c->tool->id == TOOL_SEND_TO_CHILD ||
+                                                c->tool->id == TOOL_STOP_CHILD
+                                        ? "It may or may not have taken effect: check with list_children "
+                                          "before you call it again."
+                                        : "Call it again.");
+        }
+        if (any_waiting())
+                conn_start();
+}
+
+static void conn_connected(void) {
+        _cleanup_(json_decrefp) json_t *params = json_pack("{s:s, s:i}", "role", "mcp", "protocol", 1);
+
+        if (!params || jsonrpc_reader_new(LINE_MAX_BYTES, &C.reader) < 0)
+                die_oom();
+        C.state = CONN_HELLO;
+        C.hello_id = conn_request("hello", params);
+}
+
+static void conn_start(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        if (C.state != CONN_DOWN || C.retry_at != 0)
+                return;
+        if (strlen(C.path) >= sizeof(sa.sun_path)) {
+                C.retried = true;
+                conn_failed(ENAMETOOLONG);
+                return;
+        }
+        strcpy(sa.sun_path, C.path);
+
+        C.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (C.fd < 0)
+                die(errno, "creating a unix socket");
+        C.connect_deadline = now() + CONNECT_TIMEOUT_USEC;
+        if (connect(C.fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                if (errno == EINPROGRESS || errno == EAGAIN) {
+                        C.state = CONN_CONNECTING;
+                        return;
+                }
+                conn_failed(errno);
+                return;
+        }
+        conn_connected();
+}
+
+static void on_hello_answer(const struct jsonrpc_message *m) {
+        const char *sid = json_string_value(json_object_get(m->result, "session_id"));
+
+        C.hello_id = 0;
+        if (m->kind == JSONRPC_ERROR_RESPONSE) {
+                log_warning("the daemon refused the hello: %s (%d)", m->error_message, m->error_code);
+                conn_close();
+                C.retried = false;
+                fail_waiting("the cc-docker daemon refused ccdocker-mcp's connection: %s", m->error_message);
+                return;
+        }
+        C.state = CONN_READY;
+        C.connect_deadline = 0;
+        C.retried = false;
+        log_info("connected to %s, session %s", C.path, strempty(sid));
+        for (Call *c = calls, *next; c; c = next) {
+                next = c->next;
+                if (c->channel_id == 0)
+                        call_send(c);
+        }
+}
+
+/* ---- what each tool does with an answer ---- */
+
+/* json_object_set_new() that fails only by dying. */
+static void set_new(json_t *o, const char *key, json_t *v) {
+        if (!v || json_object_set_new(o, key, v) < 0)
+                die_oom();
+}
+
+static void set(json_t *o, const char *key, json_t *v) {
+        if (json_object_set(o, key, v) < 0)
+                die_oom();
+}
+
+static void send_progress(Call *c, const char *text) {
+        _cleanup_(json_decrefp) json_t *params = NULL, *msg = NULL;
+
+        if (!c->progress_token)
+                return;
+        params = json_pack(
+                "{s:O, s:I}", "progressToken", c->progress_token, "progress", (json_int_t) c->events);
+        if (!params)
+                die_oom();
+        if (!isempty(text))
+                set_new(params, "message", json_string(utf8_tail(text, PROGRESS_TEXT_MAX)));
+        msg = jsonrpc_notification_new("notifications/progress", params);
+        send_message(msg);
+}
+
+/* get_child_output: one answer of child.output; with stream, the next request or the end. */
+static void on_output(Call *c, json_t *result) {
+        _cleanup_(json_decrefp) json_t *out = json_deep_copy(result), *params = NULL;
+        json_t *events = json_object_get(result, "events"), *seq = json_object_get(result, "last_seq");
+        const char *text = json_string_value(json_object_get(result, "output"));
+        bool stream = json_is_true(json_object_get(c->args, "stream"));
+        bool more = json_is_true(json_object_get(result, "more"));
+        size_t n = json_array_size(events);
+
+        if (!out)
+                die_oom();
+        if (n > 0 && json_is_integer(seq)) {
+                c->have_seq = true;
+                c->last_seq = json_integer_value(seq);
+        }
+        if (!isempty(text)) {
+                if (buf_len(&c->output) > 0 && c->output.data[c->output.end - 1] != '\n')
+                        buf_put(&c->output, "\n", 1);
+                buf_put(&c->output, text, strlen(text));
+        }
+        if (n > 0) {
+                c->events += n;
+                if (stream)
+                        send_progress(c, text);
+        }
+
+        if (stream && buf_len(&c->output) < STREAM_OUTPUT_MAX && call_seconds_left(c) >= 1 &&
+            (more || !json_is_true(json_object_get(result, "is_complete")))) {
+                int64_t left = call_seconds_left(c);
+
+                params =
+                        json_pack("{s:O}", "child_session_id", json_object_get(c->args, "child_session_id"));
+                if (!params)
+                        die_oom();
+                /* Ask from the last event seen; before any, by the same timestamp again. */
+                if (c->have_seq || !json_object_get(c->args, "since_timestamp"))
+                        set_new(params,
+                                "since_seq",
+                                json_integer(
+                                        c->have_seq ? c->last_seq
+                                                    : json_integer_value(
+                                                              json_object_get(c->args, "since_seq"))));
+                else
+                        set(params, "since_timestamp", json_object_get(c->args, "since_timestamp"));
+                set_new(params,
+                        "wait_seconds",
+                        json_integer(
+                                more                             ? 0
+                                        : left < STREAM_POLL_SEC ? left
+                                                                 : STREAM_POLL_SEC));
+                call_request(c, "child.output", TAKE_PTR(params));
+                return;
+        }
+
+        /* The text is all of it; last_seq is the last event's, also when the last answer had none. */
+        set_new(out, "output", json_stringn(c->output.data ?: "", buf_len(&c->output)));
+        if (c->have_seq)
+                set_new(out, "last_seq", json_integer(c->last_seq));
+        else if (!json_is_integer(seq))
+                set_new(out,
+                        "last_seq",
+                        json_integer(json_integer_value(json_object_get(c->args, "since_seq"))));
+        json_object_del(out, "events");
+        call_succeed(c, out);
+}
+
+/* get_child_result and the second half of send_to_child: wait on while pending. */
+static void on_result(Call *c, json_t *result) {
+        _cleanup_(json_decrefp) json_t *out = NULL;
+        bool wait = c->tool->id == TOOL_SEND_TO_CHILD || json_is_true(json_object_get(c->params, "wait"));
+        const char *key;
+        json_t *v;
+
+        if (wait && streq_ptr(json_string_value(json_object_get(result, "status")), "pending") &&
+            call_seconds_left(c) >= 1) {
+                json_t *params = json_deep_copy(c->params);
+
+                if (!params)
+                        die_oom();
+                set_new(params, "timeout_seconds", json_integer(call_seconds_left(c)));
+                call_request(c, "child.result", params);
+                return;
+        }
+        if (c->tool->id == TOOL_GET_CHILD_RESULT) {
+                call_succeed(c, result);
+                return;
+        }
+        /* send_to_child: what child.send said, and the result under its own names. */
+        out = json_deep_copy(c->sent);
+        if (!out)
+                die_oom();
+        json_object_foreach (result, key, v) {
+                if (streq(key, "status"))
+                        set(out, "result_status", v);
+                else if (streq(key, "result") || streq(key, "error") || streq(key, "usage"))
+                        set(out, key, v);
+        }
+        call_succeed(c, out);
+}
+
+static void on_call_answer(Call *c, const struct jsonrpc_message *m) {
+        c->channel_id = 0;
+        if (m->kind == JSONRPC_ERROR_RESPONSE) {
+                _cleanup_free_ char *text =
+                        tool_channel_error_message(c->tool, c->method, m->error_code, m->error_message);
+
+                if (!text)
+                        die_oom();
+                log_debug(
+                        "%s: %s answered %d: %s", c->tool->name, c->method, m->error_code, m->error_message);
+                call_finish(c, tool_error(text));
+                return;
+        }
+        if (!json_is_object(m->result)) {
+                call_fail(
+                        c,
+                        "%s failed: the cc-docker daemon's answer to %s is not an object",
+                        c->tool->name,
+                        c->method);
+                return;
+        }
+
+        if (streq(c->method, "child.output"))
+                on_output(c, m->result);
+        else if (streq(c->method, "child.result"))
+                on_result(c, m->result);
+        else if (
+                streq(c->method, "child.send") &&
+                json_is_true(json_object_get(c->args, "wait_for_result"))) {
+                json_t *params = json_pack(
+                        "{s:O, s:b, s:I}",
+                        "child_session_id",
+                        json_object_get(c->args, "child_session_id"),
+                        "wait",
+                        true,
+                        "timeout_seconds",
+                        (json_int_t) (call_seconds_left(c) ?: 1));
+
+                c->sent = json_incref(m->result);
+                call_request(c, "child.result", params);
+        } else
+                call_succeed(c, m->result);
+}
+
+/* ---- reading the channel ---- */
+
+static void conn_dispatch(json_t *msg) {
+        struct jsonrpc_message m;
+        struct jsonrpc_error e;
+        int64_t id;
+
+        if (jsonrpc_classify(msg, &m, &e) < 0) {
+                log_warning("the daemon sent an invalid message: %s", e.message);
+                return;
+        }
+        switch (m.kind) {
+        case JSONRPC_REQUEST: {
+                /* The daemon sends no requests to an mcp connection (docs/channel.md). */
+                _cleanup_(json_decrefp) json_t *answer = jsonrpc_error_new(
+                        m.id, JSONRPC_METHOD_NOT_FOUND, "ccdocker-mcp takes no requests", NULL);
+
+                conn_send(answer);
+                break;
+        }
+        case JSONRPC_NOTIFICATION:
+                break;
+        case JSONRPC_RESPONSE:
+        case JSONRPC_ERROR_RESPONSE:
+                id = json_is_integer(m.id) ? (int64_t) json_integer_value(m.id) : 0;
+                if (id != 0 && id == C.hello_id) {
+                        on_hello_answer(&m);
+                        break;
+                }
+                for (Call *c = calls; c; c = c->next)
+                        if (id != 0 && c->channel_id == id) {
+                                on_call_answer(c, &m);
+                                return;
+                        }
+                /* A cancelled or timed-out call's answer, come late. */
+                log_debug("dropping the answer to channel request %" PRIi64, id);
+                break;
+        }
+}
+
+static void conn_read(void) {
+        char chunk[READ_CHUNK];
+
+        for (int i = 0; i < READS_PER_ITERATION && C.state >= CONN_HELLO; i++) {
+                ssize_t k = read(C.fd, chunk, sizeof(chunk));
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0 && errno == EAGAIN)
+                        return;
+                if (k <= 0) {
+                        conn_lost(k == 0 ? "closed by the daemon" : strerror(errno));
+                        return;
+                }
+                if (jsonrpc_reader_feed(C.reader, chunk, (size_t) k) < 0)
+                        die_oom();
+                for (;;) {
+                        _cleanup_(json_decrefp) json_t *msg = NULL;
+                        struct jsonrpc_error e;
+                        int r;
+
+                        r = jsonrpc_reader_next(C.reader, &msg, &e);
+                        if (r == 0)
+                                break;
+                        if (r == -ENOMEM)
+                                die_oom();
+                        if (r < 0) {
+                                log_warning("the daemon sent a bad line: %s", e.message);
+                                continue;
+                        }
+                        conn_dispatch(msg);
+                        if (C.state < CONN_HELLO)
+                                return; /* the connection ended while dispatching */
+                }
+        }
+}
+
+/* ---- MCP methods ---- */
 
 static void handle_initialize(json_t *id, json_t *params) {
         const char *asked = json_string_value(json_object_get(params, "protocolVersion"));
@@ -134,23 +796,75 @@ static void handle_tools_list(json_t *id, json_t *params) {
                 reply_error(id, JSONRPC_INVALID_PARAMS, "tools/list: unknown cursor");
                 return;
         }
-        reply_result(id, json_pack("{s:[]}", "tools"));
+        reply_result(id, json_pack("{s:o}", "tools", tools_list()));
 }
 
 static void handle_tools_call(json_t *id, json_t *params) {
         const char *name = json_string_value(json_object_get(params, "name"));
+        json_t *token = json_object_get(json_object_get(params, "_meta"), "progressToken");
+        _cleanup_(json_decrefp) json_t *args = NULL;
+        _cleanup_free_ char *message = NULL;
+        const Tool *t;
+        Call *c;
+        int r;
 
         if (!name) {
                 reply_error(id, JSONRPC_INVALID_PARAMS, "tools/call: params.name must be a string");
                 return;
         }
-        reply_error(
-                id,
-                JSONRPC_INVALID_PARAMS,
-                "unknown tool '%.*s%s'",
-                TOOL_NAME_SHOWN,
-                name,
-                strlen(name) > TOOL_NAME_SHOWN ? "..." : "");
+        t = tool_find(name);
+        if (!t) {
+                reply_error(
+                        id,
+                        JSONRPC_INVALID_PARAMS,
+                        "unknown tool '%.*s%s'",
+                        TOOL_NAME_SHOWN,
+                        name,
+                        strlen(name) > TOOL_NAME_SHOWN ? "..." : "");
+                return;
+        }
+
+        r = tool_check_arguments(t, json_object_get(params, "arguments"), &args, &message);
+        if (r == -ENOMEM)
+                die_oom();
+        if (r < 0) {
+                log_debug("refusing a call: %s", message);
+                reply_result(id, tool_error(message));
+                return;
+        }
+
+        c = calloc(1, sizeof(Call));
+        if (!c)
+                die_oom();
+        c->id = json_incref(id);
+        c->tool = t;
+        c->args = TAKE_PTR(args);
+        if (json_is_string(token) || json_is_integer(token))
+                c->progress_token = json_incref(token);
+        if (t->id == TOOL_GET_CHILD_RESULT || t->id == TOOL_SEND_TO_CHILD ||
+            t->id == TOOL_GET_CHILD_OUTPUT) {
+                json_t *timeout = json_object_get(c->args, "timeout_seconds");
+
+                c->deadline = now() +
+                        (usec_t) (timeout ? json_integer_value(timeout) : DEFAULT_WAIT_SEC) * USEC_PER_SEC;
+        }
+        c->next = calls;
+        calls = c;
+        call_request(c, t->method, tool_channel_params(t, c->args));
+}
+
+/* notifications/cancelled: the call is forgotten and never answered; an answer of the daemon that
+ * comes later is dropped. Unknown or finished ids are normal (the answer crossed the notification). */
+static void handle_cancelled(json_t *params) {
+        json_t *id = json_object_get(params, "requestId");
+
+        for (Call *c = calls; c; c = c->next)
+                if (id && json_equal(c->id, id)) {
+                        log_debug("%s cancelled by the client", c->tool->name);
+                        call_unlink(c);
+                        call_free(c);
+                        return;
+                }
 }
 
 static void handle_request(const struct jsonrpc_message *m) {
@@ -200,9 +914,11 @@ static void handle_message(json_t *msg) {
                 break;
         case JSONRPC_NOTIFICATION:
                 /* notifications/initialized needs nothing: requests are served once initialize is
-                 * answered. notifications/cancelled has nothing to cancel, as every request is
-                 * answered before the next line is read. */
-                log_debug("notification %s", m.method);
+                 * answered. */
+                if (streq(m.method, "notifications/cancelled"))
+                        handle_cancelled(m.params);
+                else
+                        log_debug("notification %s", m.method);
                 break;
         case JSONRPC_RESPONSE:
         case JSONRPC_ERROR_RESPONSE:
@@ -212,9 +928,89 @@ static void handle_message(json_t *msg) {
         }
 }
 
+/* Reads what stdin has. false at its end. */
+static bool stdin_read(struct jsonrpc_reader *reader) {
+        static char buf[READ_CHUNK];
+        ssize_t n;
+        int r;
+
+        n = read(STDIN_FILENO, buf, sizeof(buf));
+        if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN)
+                        return true;
+                die(errno, "reading stdin");
+        }
+        if (n == 0)
+                return false;
+        r = jsonrpc_reader_feed(reader, buf, (size_t) n);
+        if (r < 0)
+                die(r, "buffering stdin");
+
+        for (;;) {
+                _cleanup_(json_decrefp) json_t *msg = NULL;
+                struct jsonrpc_error err;
+
+                r = jsonrpc_reader_next(reader, &msg, &err);
+                if (r == 0)
+                        break;
+                if (r < 0) {
+                        log_warning("refusing a line: %s", err.message);
+                        reply_error(NULL, err.code, "%s", err.message);
+                        continue;
+                }
+                handle_message(msg);
+        }
+        return true;
+}
+
+/* ---- timers ---- */
+
+static void on_timers(void) {
+        usec_t t = now();
+
+        if (C.retry_at != 0 && t >= C.retry_at) {
+                C.retry_at = 0;
+                C.retried = true;
+                if (any_waiting())
+                        conn_start();
+                else
+                        C.retried = false;
+        }
+        if (C.connect_deadline != 0 && t >= C.connect_deadline && C.state != CONN_READY)
+                conn_failed(ETIMEDOUT);
+        for (Call *c = calls, *next; c; c = next) {
+                next = c->next;
+                if (c->channel_id != 0 && t >= c->answer_deadline)
+                        call_fail(
+                                c,
+                                "%s failed: the cc-docker daemon did not answer %s in time. Try again; if it "
+                                "keeps happening, the daemon is overloaded or stuck.",
+                                c->tool->name,
+                                c->method);
+        }
+}
+
+/* Milliseconds until the next timer, -1 for none. */
+static int next_timeout(void) {
+        usec_t next = 0, t = now();
+
+        if (C.retry_at != 0)
+                next = C.retry_at;
+        if (C.connect_deadline != 0 && (next == 0 || C.connect_deadline < next))
+                next = C.connect_deadline;
+        for (Call *c = calls; c; c = c->next)
+                if (c->channel_id != 0 && (next == 0 || c->answer_deadline < next))
+                        next = c->answer_deadline;
+        if (next == 0)
+                return -1;
+        return next <= t ? 0 : (int) ((next - t + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
+}
+
+/* ---- main ---- */
+
 int main(int argc, char *argv[]) {
         _cleanup_(jsonrpc_reader_freep) struct jsonrpc_reader *reader = NULL;
-        static char buf[READ_CHUNK];
+        const char *path;
         int r;
 
         log_set_prefix(PROGRAM);
@@ -226,39 +1022,67 @@ int main(int argc, char *argv[]) {
         r = jsonrpc_reader_new(LINE_MAX_BYTES, &reader);
         if (r < 0)
                 die(r, "creating the message reader");
+        r = tools_load();
+        if (r < 0)
+                die(r, "loading the tool definitions");
+        path = getenv("CCDOCKER_CHANNEL_SOCKET");
+        C.path = isempty(path) ? DEFAULT_CHANNEL : path;
 
         for (;;) {
-                ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+                struct pollfd p[2];
+                int n = 0, i_conn = -1;
 
-                if (n < 0) {
+                if (C.state >= CONN_HELLO && buf_len(&C.out) > 0) {
+                        r = buf_write(&C.out, C.fd);
+                        if (r < 0)
+                                conn_lost(strerror(-r));
+                }
+
+                p[n++] = (struct pollfd){ .fd = STDIN_FILENO, .events = POLLIN };
+                if (C.fd >= 0) {
+                        i_conn = n;
+                        p[n++] = (struct pollfd){
+                                .fd = C.fd,
+                                .events = C.state == CONN_CONNECTING
+                                        ? POLLOUT
+                                        : (short) (POLLIN | (buf_len(&C.out) > 0 ? POLLOUT : 0)),
+                        };
+                }
+                if (poll(p, (nfds_t) n, next_timeout()) < 0) {
                         if (errno == EINTR)
                                 continue;
-                        die(errno, "reading stdin");
+                        die(errno, "poll");
                 }
-                if (n == 0)
+
+                if (i_conn >= 0 && p[i_conn].revents && C.fd == p[i_conn].fd) {
+                        if (C.state == CONN_CONNECTING) {
+                                int error = 0;
+                                socklen_t len = sizeof(error);
+
+                                if (getsockopt(C.fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+                                        error = errno;
+                                if (error != 0)
+                                        conn_failed(error);
+                                else
+                                        conn_connected();
+                        } else if (p[i_conn].revents & (POLLIN | POLLHUP | POLLERR))
+                                conn_read();
+                }
+                if (p[0].revents && !stdin_read(reader))
                         break;
-                r = jsonrpc_reader_feed(reader, buf, n);
-                if (r < 0)
-                        die(r, "buffering stdin");
-
-                for (;;) {
-                        _cleanup_(json_decrefp) json_t *msg = NULL;
-                        struct jsonrpc_error err;
-
-                        r = jsonrpc_reader_next(reader, &msg, &err);
-                        if (r == 0)
-                                break;
-                        if (r < 0) {
-                                log_warning("refusing a line: %s", err.message);
-                                reply_error(NULL, err.code, "%s", err.message);
-                                continue;
-                        }
-                        handle_message(msg);
-                }
+                on_timers();
         }
 
         if (jsonrpc_reader_pending(reader) > 0)
                 log_warning(
                         "stdin ended inside a message; %zu bytes dropped", jsonrpc_reader_pending(reader));
+        while (calls) {
+                Call *c = calls;
+
+                calls = c->next;
+                call_free(c);
+        }
+        conn_close();
+        tools_unload();
         return EXIT_SUCCESS;
 }
