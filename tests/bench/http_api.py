@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench/http: what ccdocker-httpd costs on top of ccdockerd.
+"""bench/http (http_api.py: a file named http.py here would hide the standard http package from
+the other benchmarks): what ccdocker-httpd costs on top of ccdockerd.
 
   requests   GET /api/v1/sessions/{id} (one D-Bus GetAll per request) with keep-alive, CONNS
              connections for SECONDS, from a node client (http.Agent keepAlive): requests/s and
@@ -17,7 +18,7 @@ Nothing passes or fails on time (the targets, 10,000 requests/s and p99 under 20
 subscribers, are printed beside the figures); the exit status is 1 only if something broke. Run it
 in the sandbox:
 
-    tools/ccdocker-dev exec -- /usr/bin/python3 tests/bench/http.py [--conns 32] [--seconds 5] [--clients 100] [--rate 1000]
+    tools/ccdocker-dev exec -- /usr/bin/python3 tests/bench/http_api.py [--conns 32] [--seconds 5] [--clients 100] [--rate 1000]
 """
 
 import argparse
