@@ -3,8 +3,9 @@
  * one long-lived `claude -p` in stream-json mode, turns each line of its output into a numbered event
  * that it keeps until the daemon has stored it, writes the daemon's prompts to claude's stdin, sends
  * heartbeats, survives a daemon restart (reconnects, resends what was not acked), restarts a claude
- * that dies (--resume), and reaps every orphan as an init must. One poll() loop over a signalfd, a
- * timerfd, the channel socket and claude's pipes; no threads. docs/ccdocker-init.md has the rest. */
+ * that dies (--resume), bridges loopback ports to the daemon's model and egress proxies (bridge.c), and
+ * reaps every orphan as an init must. One poll() loop over a signalfd, a timerfd, the channel socket,
+ * claude's pipes and the bridges' sockets; no threads. docs/ccdocker-init.md has the rest. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge.h"
 #include "cleanup.h"
 #include "init-config.h"
 #include "jsonrpc.h"
@@ -121,6 +123,11 @@ static struct {
         /* message ids of the prompts already written, a ring */
         char *delivered[DELIVERED_MAX];
         size_t delivered_next;
+
+        /* the loopback bridges to the daemon's proxies, when their sockets exist */
+        Bridge *model_bridge, *egress_bridge;
+        struct pollfd *pollfds;
+        size_t pollfds_cap;
 
         /* stopping */
         bool stopping;
@@ -1209,6 +1216,60 @@ static const char *env_or(const char *name, const char *def) {
         return isempty(v) ? def : v;
 }
 
+static void bridge_report(int level, const char *message, void *userdata) {
+        report(level, "%s", message);
+}
+
+/* A bridge to the daemon's socket at path, if there is one now; NULL if not (then claude's environment
+ * is left as it is, as before there were bridges). */
+static Bridge *bridge_open(const char *name, const char *path) {
+        struct stat st;
+        Bridge *b;
+        int r;
+
+        if (stat(path, &st) < 0) {
+                if (errno != ENOENT)
+                        report(LOG_WARNING, "no %s bridge: %s: %s", name, path, strerror(errno));
+                return NULL;
+        }
+        if (!S_ISSOCK(st.st_mode)) {
+                report(LOG_WARNING, "no %s bridge: %s is not a socket", name, path);
+                return NULL;
+        }
+        r = bridge_new(name, path, &b);
+        if (r < 0)
+                die_errno(r, "listening on 127.0.0.1 for the %s bridge", name);
+        bridge_set_log(b, bridge_report, NULL);
+        report(LOG_INFO, "%s bridge: 127.0.0.1:%u to %s", name, (unsigned) bridge_port(b), path);
+        return b;
+}
+
+static void bridges_open(void) {
+        int r;
+
+        S.model_bridge = bridge_open("model", env_or("CCDOCKER_MODEL_SOCKET", "/run/ccdocker/model.sock"));
+        S.egress_bridge =
+                bridge_open("egress", env_or("CCDOCKER_EGRESS_SOCKET", "/run/ccdocker/egress.sock"));
+        r = bridge_setenv(
+                S.model_bridge ? bridge_port(S.model_bridge) : 0,
+                S.egress_bridge ? bridge_port(S.egress_bridge) : 0);
+        if (r < 0)
+                die_errno(r, "setting claude's environment for the bridges");
+}
+
+/* Room for n pollfds. */
+static struct pollfd *pollfds_ensure(size_t n) {
+        if (n > S.pollfds_cap) {
+                struct pollfd *p = reallocarray(S.pollfds, n * 2, sizeof(struct pollfd));
+
+                if (!p)
+                        die_oom();
+                S.pollfds = p;
+                S.pollfds_cap = n * 2;
+        }
+        return S.pollfds;
+}
+
 int main(int argc, char *argv[]) {
         sigset_t mask;
 
@@ -1253,13 +1314,15 @@ int main(int argc, char *argv[]) {
         if (S.timer_fd < 0)
                 die_errno(errno, "creating a timerfd");
 
+        bridges_open();
+
         S.start_deadline = now() + START_CONNECT_USEC;
         S.backoff = BACKOFF_MIN_USEC;
         conn_connect();
 
         for (;;) {
-                struct pollfd p[5];
-                int n = 0, i_conn = -1, i_out = -1, i_in = -1, r;
+                struct pollfd *p;
+                int n = 0, i_conn = -1, i_out = -1, i_in = -1, i_model = -1, i_egress = -1, r;
 
                 /* Everything that may be written is written now; poll() waits for the rest. */
                 events_send();
@@ -1281,6 +1344,9 @@ int main(int argc, char *argv[]) {
                 maybe_exit();
                 arm_timer();
 
+                p = pollfds_ensure(
+                        5 + (S.model_bridge ? bridge_poll_max(S.model_bridge) : 0) +
+                        (S.egress_bridge ? bridge_poll_max(S.egress_bridge) : 0));
                 p[n++] = (struct pollfd){ .fd = S.signal_fd, .events = POLLIN };
                 p[n++] = (struct pollfd){ .fd = S.timer_fd, .events = POLLIN };
                 if (S.conn_fd >= 0) {
@@ -1299,6 +1365,14 @@ int main(int argc, char *argv[]) {
                 if (S.claude_in >= 0 && buf_len(&S.claude_input) > 0) {
                         i_in = n;
                         p[n++] = (struct pollfd){ .fd = S.claude_in, .events = POLLOUT };
+                }
+                if (S.model_bridge) {
+                        i_model = n;
+                        n += (int) bridge_poll_fill(S.model_bridge, p + n);
+                }
+                if (S.egress_bridge) {
+                        i_egress = n;
+                        n += (int) bridge_poll_fill(S.egress_bridge, p + n);
                 }
 
                 if (poll(p, (nfds_t) n, -1) < 0) {
@@ -1332,6 +1406,10 @@ int main(int argc, char *argv[]) {
                                 conn_read();
                 }
                 (void) i_in; /* claude's stdin is written at the top of the loop */
+                if (i_model >= 0)
+                        bridge_poll_dispatch(S.model_bridge, p + i_model);
+                if (i_egress >= 0)
+                        bridge_poll_dispatch(S.egress_bridge, p + i_egress);
                 on_timers();
         }
 }

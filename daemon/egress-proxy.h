@@ -1,0 +1,84 @@
+/* The egress proxy (DESIGN.md decision 11, SPEC.md 9.5): an HTTP CONNECT proxy on one unix socket per
+ * session (egress.sock in the session's runtime directory, bridged to a loopback port in the container
+ * by ccdocker-init and set as its HTTPS_PROXY). A session reaches only the hosts its allowlist names;
+ * everything else is answered 403 with the host named, and every decision is a journal record.
+ * docs/egress-proxy.md has the behaviour; the head parser and the allowlist match are pure and exported
+ * for the unit and fuzz tests. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#define EGRESS_SOCKET_NAME "egress.sock"
+#define EGRESS_HEAD_MAX 8192 /* bytes of a request head, up to and including its blank line */
+#define EGRESS_HOST_MAX 253  /* a DNS name's length; an IPv6 literal is shorter */
+#define EGRESS_METHOD_MAX 15
+
+/* The MESSAGE_ID of an egress decision record (docs/egress-proxy.md). */
+#define EGRESS_DECISION_MESSAGE_ID "5cae453ebbd44387a722330274638946"
+
+typedef struct EgressProxy EgressProxy;
+typedef struct EgressSession EgressSession;
+
+/* A parsed request head. For CONNECT, host is the target without brackets (an IPv6 literal has ':'
+ * in it), lowercased, and port its port; for other methods host and port are empty/0. */
+typedef struct EgressRequest {
+        char method[EGRESS_METHOD_MAX + 1];
+        char host[EGRESS_HOST_MAX + 1];
+        uint16_t port;
+} EgressRequest;
+
+/* Parses the request head at the start of buf[0, len). Returns 0 when more bytes are needed (no blank
+ * line yet and len < EGRESS_HEAD_MAX); 1 for a CONNECT with a valid authority (*ret_head_len is the
+ * head's length including its blank line: what follows belongs to the tunnel); -EOPNOTSUPP for a
+ * well-formed request with another method (ret->method says which); -E2BIG when no head ends within
+ * EGRESS_HEAD_MAX bytes; -EBADMSG for anything else. Never reads past buf[len - 1]; ret and
+ * ret_head_len are written only when the return value is 1 or -EOPNOTSUPP. */
+int egress_parse_head(const char *buf, size_t len, EgressRequest *ret, size_t *ret_head_len);
+
+/* Whether an allowlist entry is well formed: "host", "host:port", "*.domain", "*.domain:port", with
+ * "[v6]" for an IPv6 literal. */
+bool egress_allow_entry_valid(const char *entry);
+
+/* Whether host:port (as parsed: lowercase, no brackets) is allowed by one of the entries (a NULL-
+ * terminated list; NULL is empty). "host" allows every port, "*.domain" every name under domain but
+ * not domain itself. Names compare case-insensitively; malformed entries allow nothing. */
+bool egress_host_allowed(char *const *allowed, const char *host, uint16_t port);
+
+/* The proxy: owns the sessions' sockets and connections on the daemon's loop. */
+int egress_proxy_new(sd_event *event, EgressProxy **ret);
+/* Frees every session (their sockets are removed). Waits for host name lookups still running in libc's
+ * resolver, which own memory of the proxy; they end within the resolver's timeout. */
+EgressProxy *egress_proxy_free(EgressProxy *p);
+
+/* Listens on socket_path (a stale socket there is replaced; created 0600 and owned by uid:gid, the
+ * container's user) for the session session_id, which may reach the hosts of allowed_hosts (copied;
+ * NULL or empty: none). Every entry must pass egress_allow_entry_valid() (else -EINVAL). The session
+ * lives until egress_session_free() or the proxy's end. */
+int egress_proxy_listen(
+        EgressProxy *p,
+        const char *session_id,
+        const char *socket_path,
+        uid_t uid,
+        gid_t gid,
+        char **allowed_hosts,
+        EgressSession **ret);
+
+/* Closes the socket (and removes it) and every connection of the session. */
+EgressSession *egress_session_free(EgressSession *s);
+
+/* Open connections of the session, for tests and the session's status. */
+unsigned egress_session_connections(const EgressSession *s);
+
+static inline void egress_proxy_freep(EgressProxy **p) {
+        if (*p)
+                egress_proxy_free(*p);
+}
+
+static inline void egress_session_freep(EgressSession **s) {
+        if (*s)
+                egress_session_free(*s);
+}

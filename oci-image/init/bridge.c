@@ -1,0 +1,385 @@
+/* The loopback-to-unix-socket bridges of ccdocker-init (bridge.h): a listener on 127.0.0.1 and, per
+ * accepted connection, a connection to the unix socket, with a bounded buffer per direction. Everything
+ * is non-blocking and driven by the caller's poll(). */
+#define _GNU_SOURCE
+#include "bridge.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "util.h"
+
+#define ACCEPTS_PER_DISPATCH 32
+#define PUMPS_PER_DISPATCH 16
+#define FAILURES_LOGGED_EVERY 100
+
+typedef struct Pipe {
+        char *data;
+        size_t start, end;
+        bool eof, shut; /* the source ended; that end was passed on */
+} Pipe;
+
+typedef struct Conn Conn;
+struct Conn {
+        Conn *prev, *next;
+        int tcp, ux;
+        bool connecting;
+        Pipe up, down; /* tcp to ux, ux to tcp */
+        size_t poll_index;
+        bool polled;
+};
+
+struct Bridge {
+        char *name, *path;
+        int listen_fd;
+        uint16_t port;
+        Conn *conns;
+        size_t n_conns;
+        bool listen_polled;
+        unsigned failures;
+        BridgeLogFunc log;
+        void *userdata;
+};
+
+static void bridge_log(Bridge *b, int level, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+static void bridge_log(Bridge *b, int level, const char *format, ...) {
+        _cleanup_free_ char *message = NULL;
+        va_list ap;
+        int r;
+
+        if (!b->log)
+                return;
+        va_start(ap, format);
+        r = vasprintf(&message, format, ap);
+        va_end(ap);
+        if (r >= 0)
+                b->log(level, message, b->userdata);
+}
+
+/* ---- pipes ---- */
+
+static size_t pipe_len(const Pipe *p) {
+        return p->end - p->start;
+}
+
+static bool pipe_wants_read(const Pipe *p) {
+        return !p->eof && pipe_len(p) < BRIDGE_BUFFER_SIZE;
+}
+
+static int pipe_read(Pipe *p, int fd, bool *progress) {
+        ssize_t k;
+
+        if (!pipe_wants_read(p))
+                return 0;
+        if (p->end == BRIDGE_BUFFER_SIZE) {
+                memmove(p->data, p->data + p->start, pipe_len(p));
+                p->end -= p->start;
+                p->start = 0;
+        }
+        do
+                k = read(fd, p->data + p->end, BRIDGE_BUFFER_SIZE - p->end);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return errno == EAGAIN ? 0 : -errno;
+        if (k == 0)
+                p->eof = true;
+        p->end += (size_t) k;
+        *progress = true;
+        return 0;
+}
+
+static int pipe_write(Pipe *p, int fd, bool *progress) {
+        if (pipe_len(p) > 0) {
+                ssize_t k;
+
+                do
+                        k = send(fd, p->data + p->start, pipe_len(p), MSG_NOSIGNAL);
+                while (k < 0 && errno == EINTR);
+                if (k < 0)
+                        return errno == EAGAIN ? 0 : -errno;
+                p->start += (size_t) k;
+                if (p->start == p->end)
+                        p->start = p->end = 0;
+                *progress = true;
+        }
+        if (p->eof && pipe_len(p) == 0 && !p->shut) {
+                if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN)
+                        return -errno;
+                p->shut = true;
+                *progress = true;
+        }
+        return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_free(Bridge *b, Conn *c) {
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                b->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        b->n_conns--;
+        safe_close(c->tcp);
+        safe_close(c->ux);
+        free(c->up.data);
+        free(c->down.data);
+        free(c);
+}
+
+/* Moves what can be moved now; frees the connection when both ways are done or on an error. */
+static void conn_pump(Bridge *b, Conn *c) {
+        for (int i = 0; i < PUMPS_PER_DISPATCH; i++) {
+                bool progress = false;
+                int r;
+
+                r = pipe_read(&c->up, c->tcp, &progress);
+                if (r >= 0)
+                        r = pipe_write(&c->up, c->ux, &progress);
+                if (r >= 0)
+                        r = pipe_read(&c->down, c->ux, &progress);
+                if (r >= 0)
+                        r = pipe_write(&c->down, c->tcp, &progress);
+                if (r < 0 || (c->up.shut && c->down.shut)) {
+                        conn_free(b, c);
+                        return;
+                }
+                if (!progress)
+                        return;
+        }
+}
+
+static void connect_failed(Bridge *b, int error) {
+        b->failures++;
+        if (b->failures == 1 || b->failures % FAILURES_LOGGED_EVERY == 0)
+                bridge_log(
+                        b,
+                        LOG_WARNING,
+                        "%s bridge: could not connect to %s: %s (%u connections refused so far)",
+                        b->name,
+                        b->path,
+                        strerror(error),
+                        b->failures);
+}
+
+static void bridge_accept(Bridge *b) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        memcpy(sa.sun_path, b->path, strlen(b->path) + 1); /* checked in bridge_new() */
+        for (int i = 0; i < ACCEPTS_PER_DISPATCH && b->n_conns < BRIDGE_CONNECTIONS_MAX; i++) {
+                _cleanup_close_ int tcp = -EBADF, ux = -EBADF;
+                bool connecting = false;
+                Conn *c;
+
+                tcp = accept4(b->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (tcp < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                bridge_log(
+                                        b, LOG_WARNING, "%s bridge: accept: %s", b->name, strerror(errno));
+                        return;
+                }
+                ux = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (ux < 0) {
+                        connect_failed(b, errno);
+                        continue;
+                }
+                if (connect(ux, (const struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                        if (errno != EINPROGRESS) { /* EAGAIN: the daemon's backlog is full */
+                                connect_failed(b, errno);
+                                continue; /* closing tcp tells the client */
+                        }
+                        connecting = true;
+                }
+
+                c = calloc(1, sizeof(*c));
+                if (c) {
+                        c->up.data = malloc(BRIDGE_BUFFER_SIZE);
+                        c->down.data = malloc(BRIDGE_BUFFER_SIZE);
+                }
+                if (!c || !c->up.data || !c->down.data) {
+                        if (c) {
+                                free(c->up.data);
+                                free(c->down.data);
+                                free(c);
+                        }
+                        bridge_log(b, LOG_ERR, "%s bridge: out of memory for a connection", b->name);
+                        continue;
+                }
+                c->tcp = TAKE_FD(tcp);
+                c->ux = TAKE_FD(ux);
+                c->connecting = connecting;
+                c->next = b->conns;
+                if (b->conns)
+                        b->conns->prev = c;
+                b->conns = c;
+                b->n_conns++;
+        }
+}
+
+/* ---- the bridge ---- */
+
+int bridge_new(const char *name, const char *socket_path, Bridge **ret) {
+        struct sockaddr_un un;
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(sa);
+        Bridge *b;
+
+        if (isempty(name) || isempty(socket_path) || !ret)
+                return -EINVAL;
+        if (strlen(socket_path) >= sizeof(un.sun_path))
+                return -ENAMETOOLONG;
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        b->listen_fd = -EBADF;
+        b->name = strdup(name);
+        b->path = strdup(socket_path);
+        if (!b->name || !b->path) {
+                bridge_free(b);
+                return -ENOMEM;
+        }
+        b->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (b->listen_fd < 0 || bind(b->listen_fd, (const struct sockaddr *) &sa, sizeof(sa)) < 0 ||
+            listen(b->listen_fd, SOMAXCONN) < 0 ||
+            getsockname(b->listen_fd, (struct sockaddr *) &sa, &len) < 0) {
+                int error = errno;
+
+                bridge_free(b);
+                return -error;
+        }
+        b->port = ntohs(sa.sin_port);
+        *ret = b;
+        return 0;
+}
+
+Bridge *bridge_free(Bridge *b) {
+        if (!b)
+                return NULL;
+        while (b->conns)
+                conn_free(b, b->conns);
+        safe_close(b->listen_fd);
+        free(b->name);
+        free(b->path);
+        free(b);
+        return NULL;
+}
+
+void bridge_set_log(Bridge *b, BridgeLogFunc log, void *userdata) {
+        b->log = log;
+        b->userdata = userdata;
+}
+
+uint16_t bridge_port(const Bridge *b) {
+        return b->port;
+}
+
+size_t bridge_connections(const Bridge *b) {
+        return b->n_conns;
+}
+
+size_t bridge_poll_max(const Bridge *b) {
+        return 1 + 2 * b->n_conns;
+}
+
+static struct pollfd poll_entry(int fd, short events) {
+        return (struct pollfd){ .fd = events ? fd : -1, .events = events };
+}
+
+size_t bridge_poll_fill(Bridge *b, struct pollfd *p) {
+        size_t n = 0;
+
+        b->listen_polled = b->n_conns < BRIDGE_CONNECTIONS_MAX;
+        p[n++] = poll_entry(b->listen_fd, b->listen_polled ? POLLIN : 0);
+        for (Conn *c = b->conns; c; c = c->next) {
+                short tcp = 0, ux = 0;
+
+                if (c->connecting)
+                        ux = POLLOUT;
+                else {
+                        if (pipe_wants_read(&c->up))
+                                tcp |= POLLIN;
+                        if (pipe_len(&c->down) > 0)
+                                tcp |= POLLOUT;
+                        if (pipe_wants_read(&c->down))
+                                ux |= POLLIN;
+                        if (pipe_len(&c->up) > 0)
+                                ux |= POLLOUT;
+                }
+                c->polled = true;
+                c->poll_index = n;
+                p[n++] = poll_entry(c->tcp, tcp);
+                p[n++] = poll_entry(c->ux, ux);
+        }
+        return n;
+}
+
+void bridge_poll_dispatch(Bridge *b, const struct pollfd *p) {
+        Conn *next;
+
+        for (Conn *c = b->conns; c; c = next) {
+                next = c->next;
+                if (!c->polled || (p[c->poll_index].revents | p[c->poll_index + 1].revents) == 0)
+                        continue;
+                c->polled = false;
+                if (c->connecting) {
+                        int error = 0;
+                        socklen_t len = sizeof(error);
+
+                        if (getsockopt(c->ux, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+                                error = errno;
+                        if (error != 0) {
+                                connect_failed(b, error);
+                                conn_free(b, c);
+                                continue;
+                        }
+                        c->connecting = false;
+                }
+                conn_pump(b, c);
+        }
+        /* Accepted last: a new connection is not in p. */
+        if (b->listen_polled && p[0].revents)
+                bridge_accept(b);
+}
+
+int bridge_setenv(uint16_t model_port, uint16_t egress_port) {
+        char url[64];
+
+        if (model_port != 0) {
+                const char *key = getenv("ANTHROPIC_API_KEY"), *token = getenv("ANTHROPIC_AUTH_TOKEN"),
+                           *oauth = getenv("CLAUDE_CODE_OAUTH_TOKEN");
+
+                (void) snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned) model_port);
+                if (setenv("ANTHROPIC_BASE_URL", url, 1) < 0)
+                        return -errno;
+                if (isempty(key) && isempty(token) && isempty(oauth) &&
+                    setenv("ANTHROPIC_API_KEY", BRIDGE_PLACEHOLDER_API_KEY, 1) < 0)
+                        return -errno;
+        }
+        if (egress_port != 0) {
+                static const char *const names[] = {
+                        "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"
+                };
+
+                (void) snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned) egress_port);
+                for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                        if (setenv(names[i], url, 1) < 0)
+                                return -errno;
+                if (setenv("NO_PROXY", BRIDGE_NO_PROXY, 1) < 0 || setenv("no_proxy", BRIDGE_NO_PROXY, 1) < 0)
+                        return -errno;
+        }
+        return 0;
+}
