@@ -44,6 +44,8 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_sessions; i++) {
                 /* Watches hold plain pointers to their session: drop them before the sessions. */
                 m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
+                /* The proxy goes below; a session still referenced elsewhere must not keep its socket. */
+                m->sessions[i]->egress = egress_session_free(m->sessions[i]->egress);
                 session_unref(m->sessions[i]);
         }
         free(m->sessions);
@@ -51,6 +53,8 @@ Manager *manager_free(Manager *m) {
         sd_event_source_unref(m->shutdown_timer);
         event_bus_free(m->events);
         secret_store_free(m->secrets);
+        /* After the sessions: each frees its own egress socket first. */
+        egress_proxy_free(m->egress);
         podman_client_free(m->podman);
         store_close(m->store);
         if (m->systemd_bus != m->bus)
@@ -221,6 +225,10 @@ int manager_startup(Manager *m) {
         r = secret_store_load(getenv("CREDENTIALS_DIRECTORY"), &m->secrets);
         if (r < 0)
                 return log_error_errno(r, "could not read the secrets: %m");
+
+        r = egress_proxy_new(m->event, &m->egress);
+        if (r < 0)
+                return log_error_errno(r, "could not set up the egress proxy: %m");
 
         r = event_bus_new(m->event, m->store, m->config.redis_socket, &m->events);
         if (r < 0)

@@ -8,6 +8,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "egress-proxy.h"
 #include "events.h"
 #include "podman.h"
 #include "secrets.h"
@@ -25,6 +26,7 @@ struct Manager {
         PodmanClient *podman;
         EventBus *events;
         SecretStore *secrets;
+        EgressProxy *egress;
         sd_event_source *heartbeat_timer;
 
         Session **sessions; /* registry, in creation order */

@@ -221,6 +221,7 @@ static Session *session_free(Session *s) {
         free(s->object_path);
         free(s->channel_dir);
         session_config_free(s->config);
+        egress_session_free(s->egress);
         channel_free(s->channel);
         session_prompts_clear(s);
         json_decref(s->last_result);
@@ -468,6 +469,8 @@ static void session_cleanup(Session *s) {
         }
         if (s->workspace_ephemeral)
                 remove_tree(s->workspace);
+        /* The egress socket first: the channel removes the directory they share. */
+        s->egress = egress_session_free(s->egress);
         s->channel = channel_free(s->channel);
         s->init_connected = false;
         event_bus_session_ended(m->events, s->id);
@@ -1141,15 +1144,61 @@ static int session_make_workspace(Session *s) {
 }
 
 /* The channel socket in <RuntimeDirectory>/sessions/<id>/, for the container's uid (docs/channel.md). */
-static int session_open_channel(Session *s) {
-        if (s->channel)
+/* What the session may reach through the egress proxy: its config's allowed_hosts, and the hosts of the
+ * conditional MCP servers its secrets enable (SPEC.md 9.5: only the hosts it needs). */
+static char **session_allowed_hosts(Session *s) {
+        _cleanup_(strv_freep) char **l = NULL;
+        size_t n = 0;
+
+        l = strv_copy(s->config ? s->config->allowed_hosts : NULL);
+        if (!l)
+                return NULL;
+        while (l[n])
+                n++;
+        for (char **i = s->config ? s->config->secrets : NULL; i && *i; i++)
+                if (streq(*i, "GITHUB_TOKEN")) {
+                        char **k = reallocarray(l, n + 2, sizeof(char *));
+
+                        if (!k)
+                                return NULL;
+                        l = k;
+                        l[n] = strdup("api.githubcopilot.com:443");
+                        l[++n] = NULL;
+                        if (!l[n - 1])
+                                return NULL;
+                }
+        return TAKE_PTR(l);
+}
+
+/* A session without a network reaches other hosts only through the egress proxy, on egress.sock beside
+ * its channel (DESIGN.md decision 11); ccdocker-init bridges it and sets HTTPS_PROXY. */
+static int session_open_egress(Session *s) {
+        _cleanup_(strv_freep) char **allowed = NULL;
+        _cleanup_free_ char *path = NULL;
+
+        if (s->egress || !s->config || !streq_ptr(s->config->network, "none"))
                 return 0;
+        allowed = session_allowed_hosts(s);
+        if (!allowed || asprintf(&path, "%s/%s", s->channel_dir, EGRESS_SOCKET_NAME) < 0)
+                return -ENOMEM;
+        return egress_proxy_listen(
+                s->manager->egress, s->id, path, SESSION_UID, SESSION_GID, allowed, &s->egress);
+}
+
+static int session_open_channel(Session *s) {
+        int r;
+
         if (!s->channel_dir &&
             asprintf(&s->channel_dir, "%s/sessions/%s", s->manager->config.runtime_dir, s->id) < 0) {
                 s->channel_dir = NULL;
                 return -ENOMEM;
         }
-        return channel_new(s, s->channel_dir, SESSION_UID, SESSION_GID, &s->channel);
+        if (!s->channel) {
+                r = channel_new(s, s->channel_dir, SESSION_UID, SESSION_GID, &s->channel);
+                if (r < 0)
+                        return r;
+        }
+        return session_open_egress(s);
 }
 
 int session_start(Session *s) {

@@ -21,6 +21,7 @@
 typedef struct Manager Manager;
 typedef struct Session Session;
 typedef struct Channel Channel;
+typedef struct EgressSession EgressSession;
 typedef struct ResultWaiter ResultWaiter;
 
 /* A prompt not yet answered by a result event, oldest first. */
@@ -75,6 +76,7 @@ struct Session {
         /* The channel and what came through it (session-channel.c). */
         Channel *channel;
         char *channel_dir;
+        EgressSession *egress; /* the session's egress.sock, for sessions without a network */
         bool init_connected;
         uint64_t last_heartbeat_usec; /* CLOCK_MONOTONIC */
         uint64_t last_seq;            /* the highest stored event */

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "cleanup.h"
+#include "egress-proxy.h"
 #include "log.h"
 #include "util.h"
 
@@ -44,6 +45,7 @@ SessionConfig *session_config_free(SessionConfig *c) {
         free(c->context);
         free(c->slice);
         strv_free(c->secrets);
+        strv_free(c->allowed_hosts);
         free(c);
         return NULL;
 }
@@ -106,6 +108,7 @@ enum {
         FIELD_NETWORK,
         FIELD_PROMPT,
         FIELD_SECRETS,
+        FIELD_ALLOWED_HOSTS,
         _FIELD_MAX,
 };
 
@@ -118,7 +121,7 @@ static const struct {
         [FIELD_TASKS] = { "tasks", { "u", "t" } },    [FIELD_TIMEOUT] = { "timeout_seconds", { "u", "t" } },
         [FIELD_TASK_TYPE] = { "task_type", { "s" } }, [FIELD_ENVIRONMENT] = { "environment", { "a{ss}" } },
         [FIELD_NETWORK] = { "network", { "s" } },     [FIELD_PROMPT] = { "prompt", { "s" } },
-        [FIELD_SECRETS] = { "secrets", { "as" } },
+        [FIELD_SECRETS] = { "secrets", { "as" } },    [FIELD_ALLOWED_HOSTS] = { "allowed_hosts", { "as" } },
 };
 
 static bool path_has_dotdot(const char *p) {
@@ -765,6 +768,35 @@ int secrets_validate_names(char **names, const char *what, sd_bus_error *error) 
         return 0;
 }
 
+static int read_allowed_hosts(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        _cleanup_(strv_freep) char **hosts = NULL;
+        char e[ECHO_MAX + 4];
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_message_read_strv(m, &hosts);
+        if (r < 0)
+                return refuse_read(error, "allowed_hosts", r);
+        for (char **i = hosts; i && *i; i++, n++)
+                if (!egress_allow_entry_valid(*i))
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'allowed_hosts' entries must be host, host:port, *.domain or "
+                                "*.domain:port, got '%s'",
+                                echo(*i, e));
+        if (n > SESSION_ALLOWED_HOSTS_MAX)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'allowed_hosts' must have at most %d entries, got '%zu'",
+                        SESSION_ALLOWED_HOSTS_MAX,
+                        n);
+        strv_free(c->allowed_hosts);
+        c->allowed_hosts = hosts && hosts[0] ? TAKE_PTR(hosts) : NULL;
+        return 0;
+}
+
 static int read_field(
         sd_bus_message *m,
         unsigned field,
@@ -795,6 +827,8 @@ static int read_field(
                 return read_prompt(m, dc, c, error);
         case FIELD_SECRETS:
                 return read_secrets(m, c, error);
+        case FIELD_ALLOWED_HOSTS:
+                return read_allowed_hosts(m, c, error);
         default:
                 return -EINVAL;
         }
@@ -991,6 +1025,13 @@ char *session_config_to_json(const SessionConfig *c) {
         }
         if (r >= 0 && c->slice)
                 r = json_set_string(o, "slice", c->slice);
+        if (r >= 0 && c->allowed_hosts) {
+                json_t *hosts = json_array();
+
+                r = hosts && json_object_set_new(o, "allowed_hosts", hosts) >= 0 ? 0 : -ENOMEM;
+                for (char **i = c->allowed_hosts; r >= 0 && *i; i++)
+                        r = json_array_append_new(hosts, json_string(*i)) < 0 ? -ENOMEM : 0;
+        }
         if (r >= 0 && c->secrets) {
                 json_t *names = json_array();
 
@@ -1032,6 +1073,30 @@ static int json_get_string(json_t *o, const char *key, bool optional, char **ret
         if (!s)
                 return -ENOMEM;
         *ret = s;
+        return 0;
+}
+
+/* An optional array of strings as a NULL-ended list (NULL when absent). */
+static int json_get_strv(json_t *o, const char *key, char ***ret) {
+        json_t *a = json_object_get(o, key), *v;
+        _cleanup_(strv_freep) char **l = NULL;
+        size_t i;
+
+        if (!a)
+                return 0;
+        if (!json_is_array(a))
+                return -EBADMSG;
+        l = calloc(json_array_size(a) + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        json_array_foreach (a, i, v) {
+                if (!json_is_string(v))
+                        return -EBADMSG;
+                l[i] = strdup(json_string_value(v));
+                if (!l[i])
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
         return 0;
 }
 
@@ -1083,23 +1148,11 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
                 r = json_get_string(o, "slice", true, &c->slice);
         if (r < 0)
                 return r;
-        if (json_object_get(o, "secrets")) {
-                json_t *names = json_object_get(o, "secrets"), *v;
-                size_t i;
-
-                if (!json_is_array(names))
-                        return -EBADMSG;
-                c->secrets = calloc(json_array_size(names) + 1, sizeof(char *));
-                if (!c->secrets)
-                        return -ENOMEM;
-                json_array_foreach (names, i, v) {
-                        if (!json_is_string(v))
-                                return -EBADMSG;
-                        c->secrets[i] = strdup(json_string_value(v));
-                        if (!c->secrets[i])
-                                return -ENOMEM;
-                }
-        }
+        r = json_get_strv(o, "secrets", &c->secrets);
+        if (r >= 0)
+                r = json_get_strv(o, "allowed_hosts", &c->allowed_hosts);
+        if (r < 0)
+                return r;
         if (json_object_get(o, "context")) {
                 if (!json_is_object(json_object_get(o, "context")))
                         return -EBADMSG;
@@ -1154,6 +1207,11 @@ int session_config_inherit(const SessionConfig *parent, SessionConfig **ret) {
         if (parent->environment) {
                 c->environment = strv_copy(parent->environment);
                 if (!c->environment)
+                        return -ENOMEM;
+        }
+        if (parent->allowed_hosts) {
+                c->allowed_hosts = strv_copy(parent->allowed_hosts);
+                if (!c->allowed_hosts)
                         return -ENOMEM;
         }
         *ret = TAKE_PTR(c);

@@ -31,6 +31,7 @@ typedef struct SessionConfig {
         char *context;        /* a child's: the JSON object its parent gave (spawn_child), or NULL */
         char *slice;          /* the session's slice (set by the daemon, not by callers) */
         char **secrets;       /* the names of the secrets asked for (granted once created), or NULL */
+        char **allowed_hosts; /* what the egress proxy lets the session reach (egress-proxy.h entries) */
 } SessionConfig;
 
 /* The D-Bus error names of cc-docker. */
@@ -73,7 +74,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
  * "tasks":...,"timeout_sec":...,"task_type":...,"environment":{NAME:value},"network":...,"context":{...},
  * "slice":...}; task_type, environment, context and slice are left out when NULL. */
 char *session_config_to_json(const SessionConfig *c);
-/* A copy of what a child inherits from its parent's config: image, limits, network and environment;
+#define SESSION_ALLOWED_HOSTS_MAX 64
+
+/* A copy of what a child inherits from its parent's config: image, limits, network, environment and
+ * allowed hosts;
  * an ephemeral workspace; no prompt, task type, context or slice. */
 int session_config_inherit(const SessionConfig *parent, SessionConfig **ret);
 int session_config_from_json(const char *json, SessionConfig **ret);

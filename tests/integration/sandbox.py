@@ -417,6 +417,9 @@ def create_session(*config, bus="--user"):
             words.append(str(len(pairs)))
             for k, v in pairs.items():
                 words += [k, v]
+        elif sig == "as":
+            items = list(next(it))
+            words += [str(len(items)), *items]
         else:
             words.append(str(next(it)))
     p = busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession", "a{sv}",

@@ -408,6 +408,43 @@ class ChildChannelTest(unittest.TestCase):
         self.assertIn((f"session:{cid}:control", "stop"), kinds)
         self.assertIn((f"session:{cid}:control", "state"), kinds)
 
+    def test_egress_socket_follows_the_allowlist(self):
+        """A session without a network gets egress.sock beside its channel; the proxy lets it reach
+        its allowed_hosts and nothing else, and a child inherits the list."""
+        echo = socket.socket()
+        echo.bind(("127.0.0.1", 0))
+        echo.listen(4)
+        self.addCleanup(echo.close)
+        port = echo.getsockname()[1]
+        sid, path = self.top_session(allowed_hosts=("as", [f"127.0.0.1:{port}"]))
+
+        def connect(owner, target):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect(os.path.join(RUNTIME, "sessions", owner, "egress.sock"))
+            s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            s.close()
+            return head.decode(errors="replace")
+
+        self.assertTrue(connect(sid, f"127.0.0.1:{port}").startswith("HTTP/1.1 200"))
+        denied = connect(sid, "127.0.0.1:9")
+        self.assertTrue(denied.startswith("HTTP/1.1 403"), denied)
+        cid = self.mcp(sid).ok("child.spawn", {"prompt": "x"})["child_session_id"]
+        sb.wait_state(self.path_of(cid), "idle", "running")
+        self.assertTrue(connect(cid, f"127.0.0.1:{port}").startswith("HTTP/1.1 200"))
+        recs = sb.journal("MESSAGE_ID=5cae453ebbd44387a722330274638946", f"CCDOCKER_SESSION={sid}")
+        self.assertEqual(sorted(r["CCDOCKER_EGRESS_DECISION"] for r in recs)[:2], ["allowed", "denied"])
+
+        bad = sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession",
+                        "a{sv}", "1", "allowed_hosts", "as", "1", "not a host", check=False)
+        self.assertIn("field 'allowed_hosts' entries must be", bad.stderr)
+
     def test_spawn_child_over_dbus(self):
         sid, path = self.top_session()
         p = sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "SpawnChild", "a{sv}", "3",
