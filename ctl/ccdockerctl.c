@@ -91,6 +91,10 @@ static char **arg_env = NULL; /* "NAME=VALUE" strings of argv, in order; a later
 static size_t arg_n_env = 0;
 
 static const char *arg_prompt = NULL; /* create --prompt, and run's PROMPT */
+static char **arg_secrets = NULL;     /* --secret NAME..., words of argv */
+static size_t arg_n_secrets = 0;
+static char **arg_allowed_hosts = NULL; /* --allow-host HOST..., words of argv */
+static size_t arg_n_allowed_hosts = 0;
 
 /* stop */
 static bool arg_force = false;
@@ -123,6 +127,8 @@ enum {
         ARG_TASK_TYPE,
         ARG_ENV,
         ARG_NETWORK,
+        ARG_SECRET,
+        ARG_ALLOW_HOST,
         ARG_PROMPT,
         ARG_FORCE,
         ARG_KEEP,
@@ -192,6 +198,11 @@ static void help(void) {
                "     --env NAME=VALUE         Set an environment variable in the session; may be\n"
                "                              repeated, the last value of a NAME wins\n"
                "     --network none|host      The container's network (default: none)\n"
+               "     --secret NAME            Give the session the daemon's secret NAME (as an\n"
+               "                              environment variable of claude); may be repeated\n"
+               "     --allow-host HOST[:PORT] Let a session without a network reach HOST through\n"
+               "                              the egress proxy (*.domain for its subdomains); may\n"
+               "                              be repeated\n"
                "     --prompt PROMPT          (create only) The session's first prompt\n"
                "\n"
                "Run options:\n"
@@ -385,6 +396,18 @@ static int add_env(char *assignment) {
         return 0;
 }
 
+/* Appends a word of argv (not copied) to a NULL-ended list. */
+static int add_word(char ***list, size_t *n, char *word) {
+        char **l = reallocarray(*list, *n + 2, sizeof(char *));
+
+        if (!l)
+                return log_oom();
+        l[(*n)++] = word;
+        l[*n] = NULL;
+        *list = l;
+        return 0;
+}
+
 static int parse_create_option(int c, char *optarg_value) {
         switch (c) {
         case ARG_IMAGE:
@@ -418,6 +441,10 @@ static int parse_create_option(int c, char *optarg_value) {
         case ARG_NETWORK:
                 arg_network = optarg_value;
                 return 0;
+        case ARG_SECRET:
+                return add_word(&arg_secrets, &arg_n_secrets, optarg_value);
+        case ARG_ALLOW_HOST:
+                return add_word(&arg_allowed_hosts, &arg_n_allowed_hosts, optarg_value);
         case ARG_PROMPT:
                 arg_prompt = optarg_value;
                 return 0;
@@ -1484,6 +1511,23 @@ static int append_environment(sd_bus_message *m) {
 }
 
 /* The a{sv} of CreateSession: only what was given, so the daemon applies its defaults to the rest. */
+static int append_variant_strv(sd_bus_message *m, const char *key, char **l) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", key);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "as");
+        if (r >= 0)
+                r = sd_bus_message_append_strv(m, l);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
 static int append_create_config(sd_bus_message *m) {
         int r;
 
@@ -1508,6 +1552,10 @@ static int append_create_config(sd_bus_message *m) {
                 r = append_environment(m);
         if (r >= 0)
                 r = append_variant_string(m, "network", arg_network);
+        if (r >= 0 && arg_secrets)
+                r = append_variant_strv(m, "secrets", arg_secrets);
+        if (r >= 0 && arg_allowed_hosts)
+                r = append_variant_strv(m, "allowed_hosts", arg_allowed_hosts);
         if (r >= 0)
                 r = append_variant_string(m, "prompt", arg_prompt);
         if (r < 0)
@@ -2287,7 +2335,9 @@ static int verb_run(sd_bus *bus, char **args) {
         { "workspace", required_argument, NULL, ARG_WORKSPACE },   \
         { "task-type", required_argument, NULL, ARG_TASK_TYPE },   \
         { "env", required_argument, NULL, ARG_ENV },               \
-        { "network", required_argument, NULL, ARG_NETWORK }
+        { "network", required_argument, NULL, ARG_NETWORK },       \
+        { "secret", required_argument, NULL, ARG_SECRET },         \
+        { "allow-host", required_argument, NULL, ARG_ALLOW_HOST }
 /* clang-format on */
 
 static const struct option create_options[] = {
@@ -2472,5 +2522,7 @@ int main(int argc, char *argv[]) {
                 return token_main(argc, argv);
         r = run(argc, argv);
         free(arg_env);
+        free(arg_secrets);
+        free(arg_allowed_hosts);
         return r;
 }

@@ -158,6 +158,20 @@ class SecretsTest(unittest.TestCase):
                       what="the podman secret to be removed")
         self.assertEqual(podman.request("GET", f"/secrets/ccdocker-{sid}-DB_PASSWORD/json")[0], 404)
 
+    def test_ccdockerctl_create_secret(self):
+        ctl = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "ctl", "ccdockerctl")
+        sid = sb.run(ctl, "--user", "create", "--memory", "256M", "--secret", "API_TOKEN",
+                     "--allow-host", "example.invalid:443").stdout.strip()
+        p = sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "GetSession", "s", sid)
+        path = json.loads(p.stdout)["data"][0]
+        self.addCleanup(sb.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true",
+                        check=False)
+        sb.wait_state(path, "idle", "running")
+        self.assertEqual(self.secret_in(sid, "API_TOKEN"), API_VALUE)
+        bad = sb.run(ctl, "--user", "create", "--secret", "NOT_ALLOWED", check=False)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("secret 'NOT_ALLOWED' may not be used", bad.stderr)
+
     def test_refused_secrets_are_named_and_create_nothing(self):
         before = json.loads(sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager",
                                       "ListSessions").stdout)["data"][0]
