@@ -26,7 +26,7 @@ static int refuse(char *ret_message, size_t size, const char *format, ...) {
 
 /* Fields of SPEC.md 8.2 and 8.3 that ccdockerd's CreateSession does not take yet. */
 static const char *const not_supported_yet[] = {
-        "mcp_servers", "secrets", "skills", "claude_config", "mcp_overrides", NULL,
+        "mcp_servers", "skills", "claude_config", "mcp_overrides", NULL,
 };
 
 static bool in_list(const char *const *list, const char *s) {
@@ -137,6 +137,49 @@ static int append_environment(json_t *v, sd_bus_message *m, char *msg, size_t si
         return r;
 }
 
+/* config.secrets and config.allowed_hosts: arrays of strings, as the daemon's "as" of the same name
+ * (which checks the names and hosts, and whether they may be used). */
+static int append_strv(json_t *v, sd_bus_message *m, const char *key, char *msg, size_t size) {
+        size_t i;
+        json_t *e;
+        int r;
+
+        if (!json_is_array(v))
+                return refuse(
+                        msg,
+                        size,
+                        "field 'config.%s' must be an array of strings, got %s",
+                        key,
+                        json_type_name(v));
+        json_array_foreach (v, i, e)
+                if (!json_is_string(e))
+                        return refuse(
+                                msg,
+                                size,
+                                "field 'config.%s[%zu]' must be a string, got %s",
+                                key,
+                                i,
+                                json_type_name(e));
+
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", key);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "as");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "s");
+        json_array_foreach (v, i, e)
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "s", json_string_value(e));
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
 static int append_config(json_t *config, sd_bus_message *m, char *msg, size_t size) {
         const char *key;
         json_t *v;
@@ -184,6 +227,8 @@ static int append_config(json_t *config, sd_bus_message *m, char *msg, size_t si
                                 r = append_string(m, "network", json_string_value(v));
                 } else if (streq(key, "environment"))
                         r = append_environment(v, m, msg, size);
+                else if (streq(key, "secrets") || streq(key, "allowed_hosts"))
+                        r = append_strv(v, m, key, msg, size);
                 else if (in_list(not_supported_yet, key))
                         r = refuse(msg, size, "field 'config.%s' is not supported yet", key);
                 else
