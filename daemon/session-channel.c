@@ -384,6 +384,77 @@ int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t 
 
 /* ---- the channel's hooks ---- */
 
+static json_t *strv_to_json(char **l) {
+        json_t *a = json_array();
+
+        for (char **i = l; a && i && *i; i++)
+                if (json_array_append_new(a, json_string(*i)) < 0) {
+                        json_decref(a);
+                        return NULL;
+                }
+        return a;
+}
+
+static bool json_strv_contains(json_t *a, const char *s) {
+        size_t i;
+        json_t *v;
+
+        json_array_foreach (a, i, v)
+                if (streq_ptr(json_string_value(v), s))
+                        return true;
+        return false;
+}
+
+/* What ccdocker-init configures Claude Code with (docs/channel.md, hello): the session's own choices
+ * (SPEC.md 8.2, 8.3) or the defaults, the names of the granted secrets (their values are in the
+ * container, not here), and the conditional MCP servers of SPEC.md 7.2 those secrets enable. */
+static json_t *session_claude_config(Session *s) {
+        static char *default_mcp[] = { (char *) "cc-docker", NULL };
+        static char *default_skills[] = {
+                (char *) "delegate-task", (char *) "coordinate-children", (char *) "child-status", NULL
+        };
+        SessionConfig *c = s->config;
+        _cleanup_(json_decrefp) json_t *config = NULL;
+        json_t *mcp;
+
+        config = json_pack(
+                "{s:s, s:o, s:i, s:o, s:s, s:o, s:o, s:o, s:o}",
+                "session_id",
+                s->id,
+                "parent_id",
+                s->parent_id ? json_string(s->parent_id) : json_null(),
+                "depth",
+                (int) s->depth,
+                "task_type",
+                s->task_type ? json_string(s->task_type) : json_null(),
+                "permission_mode",
+                c && c->permission_mode ? c->permission_mode : "bypassPermissions",
+                "mcp_servers",
+                strv_to_json(c && c->mcp_servers ? c->mcp_servers : default_mcp),
+                "skills",
+                strv_to_json(c && c->skills ? c->skills : default_skills),
+                "allowed_tools",
+                strv_to_json(c ? c->allowed_tools : NULL),
+                "secrets",
+                strv_to_json(c ? c->secrets : NULL));
+        if (!config)
+                return NULL;
+        mcp = json_object_get(config, "mcp_servers");
+        for (char **i = c ? c->secrets : NULL; i && *i; i++) {
+                const char *server = streq(*i, "GITHUB_TOKEN") ? "github"
+                        : streq(*i, "POSTGRES_URL")            ? "postgres"
+                                                               : NULL;
+
+                if (server && !json_strv_contains(mcp, server) &&
+                    json_array_append_new(mcp, json_string(server)) < 0)
+                        return NULL;
+        }
+        if (c && c->mcp_overrides &&
+            json_object_set_new(config, "mcp_overrides", json_loads(c->mcp_overrides, 0, NULL)) < 0)
+                return NULL;
+        return TAKE_PTR(config);
+}
+
 json_t *session_channel_hello(Session *s, const char *role, char **error) {
         _cleanup_(json_decrefp) json_t *config = NULL;
 
@@ -395,37 +466,7 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
                         p->sent = false;
                 session_schedule_delivery(s);
         }
-        config = json_pack(
-                "{s:s, s:o, s:i, s:o, s:s, s:[s], s:[sss], s:[], s:[]}",
-                "session_id",
-                s->id,
-                "parent_id",
-                s->parent_id ? json_string(s->parent_id) : json_null(),
-                "depth",
-                (int) s->depth,
-                "task_type",
-                s->task_type ? json_string(s->task_type) : json_null(),
-                "permission_mode",
-                "bypassPermissions",
-                "mcp_servers",
-                "cc-docker",
-                "skills",
-                "delegate-task",
-                "coordinate-children",
-                "child-status",
-                "allowed_tools",
-                "secrets");
-        /* The names of the granted secrets (their values are in the container's environment), and the
-         * conditional MCP servers of SPEC.md 7.2 that they enable. */
-        for (char **i = s->config ? s->config->secrets : NULL; config && i && *i; i++) {
-                (void) json_array_append_new(json_object_get(config, "secrets"), json_string(*i));
-                if (streq(*i, "GITHUB_TOKEN"))
-                        (void) json_array_append_new(
-                                json_object_get(config, "mcp_servers"), json_string("github"));
-                else if (streq(*i, "POSTGRES_URL"))
-                        (void) json_array_append_new(
-                                json_object_get(config, "mcp_servers"), json_string("postgres"));
-        }
+        config = session_claude_config(s);
         if (!config) {
                 *error = strdup("out of memory");
                 return NULL;

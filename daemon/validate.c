@@ -46,6 +46,11 @@ SessionConfig *session_config_free(SessionConfig *c) {
         free(c->slice);
         strv_free(c->secrets);
         strv_free(c->allowed_hosts);
+        strv_free(c->mcp_servers);
+        strv_free(c->skills);
+        strv_free(c->allowed_tools);
+        free(c->permission_mode);
+        free(c->mcp_overrides);
         free(c);
         return NULL;
 }
@@ -109,6 +114,11 @@ enum {
         FIELD_PROMPT,
         FIELD_SECRETS,
         FIELD_ALLOWED_HOSTS,
+        FIELD_MCP_SERVERS,
+        FIELD_SKILLS,
+        FIELD_PERMISSION_MODE,
+        FIELD_ALLOWED_TOOLS,
+        FIELD_MCP_OVERRIDES,
         _FIELD_MAX,
 };
 
@@ -116,12 +126,25 @@ static const struct {
         const char *name;
         const char *types[2]; /* the variant signatures accepted, NULL-padded */
 } fields[_FIELD_MAX] = {
-        [FIELD_WORKSPACE] = { "workspace", { "s" } }, [FIELD_IMAGE] = { "image", { "s" } },
-        [FIELD_MEMORY] = { "memory", { "s", "t" } },  [FIELD_CPUS] = { "cpus", { "s", "d" } },
-        [FIELD_TASKS] = { "tasks", { "u", "t" } },    [FIELD_TIMEOUT] = { "timeout_seconds", { "u", "t" } },
-        [FIELD_TASK_TYPE] = { "task_type", { "s" } }, [FIELD_ENVIRONMENT] = { "environment", { "a{ss}" } },
-        [FIELD_NETWORK] = { "network", { "s" } },     [FIELD_PROMPT] = { "prompt", { "s" } },
-        [FIELD_SECRETS] = { "secrets", { "as" } },    [FIELD_ALLOWED_HOSTS] = { "allowed_hosts", { "as" } },
+        /* clang-format off */
+        [FIELD_WORKSPACE]       = { "workspace",       { "s" } },
+        [FIELD_IMAGE]           = { "image",           { "s" } },
+        [FIELD_MEMORY]          = { "memory",          { "s", "t" } },
+        [FIELD_CPUS]            = { "cpus",            { "s", "d" } },
+        [FIELD_TASKS]           = { "tasks",           { "u", "t" } },
+        [FIELD_TIMEOUT]         = { "timeout_seconds", { "u", "t" } },
+        [FIELD_TASK_TYPE]       = { "task_type",       { "s" } },
+        [FIELD_ENVIRONMENT]     = { "environment",     { "a{ss}" } },
+        [FIELD_NETWORK]         = { "network",         { "s" } },
+        [FIELD_PROMPT]          = { "prompt",          { "s" } },
+        [FIELD_SECRETS]         = { "secrets",         { "as" } },
+        [FIELD_ALLOWED_HOSTS]   = { "allowed_hosts",   { "as" } },
+        [FIELD_MCP_SERVERS]     = { "mcp_servers",     { "as" } },
+        [FIELD_SKILLS]          = { "skills",          { "as" } },
+        [FIELD_PERMISSION_MODE] = { "permission_mode", { "s" } },
+        [FIELD_ALLOWED_TOOLS]   = { "allowed_tools",   { "as" } },
+        [FIELD_MCP_OVERRIDES]   = { "mcp_overrides",   { "s" } },
+        /* clang-format on */
 };
 
 static bool path_has_dotdot(const char *p) {
@@ -797,6 +820,127 @@ static int read_allowed_hosts(sd_bus_message *m, SessionConfig *c, sd_bus_error 
         return 0;
 }
 
+/* ---- Claude Code's configuration (SPEC.md 8.2, 8.3) ---- */
+
+/* An MCP server's or a skill's name: what a directory and a JSON key may safely be. */
+static bool config_name_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+                return false;
+        return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+/* A tool rule of Claude Code's permissions: "Read", "Bash(npm test:*)", "mcp__cc-docker__spawn_child". */
+static bool tool_rule_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 256)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (*p < 0x20 || *p > 0x7e)
+                        return false;
+        return true;
+}
+
+/* An "as" field into *dst (NULL when empty), each entry checked by valid. */
+static int read_strv_field(
+        sd_bus_message *m,
+        const char *field,
+        bool (*valid)(const char *),
+        const char *rule,
+        size_t max,
+        char ***dst,
+        sd_bus_error *error) {
+        _cleanup_(strv_freep) char **l = NULL;
+        char e[ECHO_MAX + 4];
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_message_read_strv(m, &l);
+        if (r < 0)
+                return refuse_read(error, field, r);
+        for (char **i = l; i && *i; i++, n++)
+                if (!valid(*i))
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field '%s' entries must be %s, got '%s'",
+                                field,
+                                rule,
+                                echo(*i, e));
+        if (n > max)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field '%s' must have at most %zu entries, got '%zu'",
+                        field,
+                        max,
+                        n);
+        strv_free(*dst);
+        *dst = l && l[0] ? TAKE_PTR(l) : NULL;
+        return 0;
+}
+
+static int read_permission_mode(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        static const char *const modes[] = { "default", "acceptEdits", "bypassPermissions", "plan", NULL };
+        char e[ECHO_MAX + 4];
+        const char *s;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "permission_mode", r);
+        for (const char *const *i = modes; *i; i++)
+                if (streq(*i, s)) {
+                        free(c->permission_mode);
+                        c->permission_mode = strdup(s);
+                        return c->permission_mode ? 0 : -ENOMEM;
+                }
+        return refuse(
+                error,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'permission_mode' must be default, acceptEdits, bypassPermissions or plan, "
+                "got '%s'",
+                echo(s, e));
+}
+
+static int read_mcp_overrides(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        _cleanup_(json_decrefp) json_t *o = NULL;
+        const char *s, *name;
+        char e[ECHO_MAX + 4];
+        json_t *v;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 's', &s);
+        if (r < 0)
+                return refuse_read(error, "mcp_overrides", r);
+        if (strlen(s) > SESSION_MCP_OVERRIDES_MAX)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_LIMIT,
+                        "CreateSession: field 'mcp_overrides' must be at most %d bytes, got '%zu'",
+                        SESSION_MCP_OVERRIDES_MAX,
+                        strlen(s));
+        o = json_loads(s, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(o))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides' must be the text of a JSON object of servers");
+        json_object_foreach (o, name, v)
+                if (!config_name_is_valid(name) || !json_is_object(v))
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'mcp_overrides' must map server names ([a-z0-9_-]) to objects, "
+                                "got '%s'",
+                                echo(name, e));
+        free(c->mcp_overrides);
+        c->mcp_overrides = json_dumps(o, JSON_COMPACT);
+        return c->mcp_overrides ? 0 : -ENOMEM;
+}
+
 static int read_field(
         sd_bus_message *m,
         unsigned field,
@@ -829,6 +973,31 @@ static int read_field(
                 return read_secrets(m, c, error);
         case FIELD_ALLOWED_HOSTS:
                 return read_allowed_hosts(m, c, error);
+        case FIELD_MCP_SERVERS:
+                return read_strv_field(
+                        m,
+                        "mcp_servers",
+                        config_name_is_valid,
+                        "names of [a-z0-9_-]",
+                        32,
+                        &c->mcp_servers,
+                        error);
+        case FIELD_SKILLS:
+                return read_strv_field(
+                        m, "skills", config_name_is_valid, "names of [a-z0-9_-]", 32, &c->skills, error);
+        case FIELD_PERMISSION_MODE:
+                return read_permission_mode(m, c, error);
+        case FIELD_ALLOWED_TOOLS:
+                return read_strv_field(
+                        m,
+                        "allowed_tools",
+                        tool_rule_is_valid,
+                        "tool rules of printable ASCII (at most 256 characters)",
+                        128,
+                        &c->allowed_tools,
+                        error);
+        case FIELD_MCP_OVERRIDES:
+                return read_mcp_overrides(m, c, error);
         default:
                 return -EINVAL;
         }
@@ -962,6 +1131,21 @@ static int json_set_string(json_t *o, const char *key, const char *s) {
         return json_object_set_new(o, key, json_string(s)) < 0 ? -ENOMEM : 0;
 }
 
+/* A NULL-ended list as an array under key; nothing for NULL. */
+static int json_set_strv(json_t *o, const char *key, char **l) {
+        json_t *a;
+
+        if (!l)
+                return 0;
+        a = json_array();
+        if (!a || json_object_set_new(o, key, a) < 0)
+                return -ENOMEM;
+        for (char **i = l; *i; i++)
+                if (json_array_append_new(a, json_string(*i)) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
 char *session_config_to_json(const SessionConfig *c) {
         _cleanup_(json_decrefp) json_t *o = NULL, *ws = NULL;
         char *s;
@@ -1025,19 +1209,24 @@ char *session_config_to_json(const SessionConfig *c) {
         }
         if (r >= 0 && c->slice)
                 r = json_set_string(o, "slice", c->slice);
-        if (r >= 0 && c->allowed_hosts) {
-                json_t *hosts = json_array();
+        if (r >= 0)
+                r = json_set_strv(o, "allowed_hosts", c->allowed_hosts);
+        if (r >= 0)
+                r = json_set_strv(o, "secrets", c->secrets);
+        if (r >= 0)
+                r = json_set_strv(o, "mcp_servers", c->mcp_servers);
+        if (r >= 0)
+                r = json_set_strv(o, "skills", c->skills);
+        if (r >= 0)
+                r = json_set_strv(o, "allowed_tools", c->allowed_tools);
+        if (r >= 0 && c->permission_mode)
+                r = json_set_string(o, "permission_mode", c->permission_mode);
+        if (r >= 0 && c->mcp_overrides) {
+                json_t *overrides = json_loads(c->mcp_overrides, 0, NULL);
 
-                r = hosts && json_object_set_new(o, "allowed_hosts", hosts) >= 0 ? 0 : -ENOMEM;
-                for (char **i = c->allowed_hosts; r >= 0 && *i; i++)
-                        r = json_array_append_new(hosts, json_string(*i)) < 0 ? -ENOMEM : 0;
-        }
-        if (r >= 0 && c->secrets) {
-                json_t *names = json_array();
-
-                r = names && json_object_set_new(o, "secrets", names) >= 0 ? 0 : -ENOMEM;
-                for (char **i = c->secrets; r >= 0 && *i; i++)
-                        r = json_array_append_new(names, json_string(*i)) < 0 ? -ENOMEM : 0;
+                r = json_is_object(overrides) && json_object_set_new(o, "mcp_overrides", overrides) >= 0
+                        ? 0
+                        : -EINVAL;
         }
         if (r < 0) {
                 errno = -r;
@@ -1151,8 +1340,23 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
         r = json_get_strv(o, "secrets", &c->secrets);
         if (r >= 0)
                 r = json_get_strv(o, "allowed_hosts", &c->allowed_hosts);
+        if (r >= 0)
+                r = json_get_strv(o, "mcp_servers", &c->mcp_servers);
+        if (r >= 0)
+                r = json_get_strv(o, "skills", &c->skills);
+        if (r >= 0)
+                r = json_get_strv(o, "allowed_tools", &c->allowed_tools);
+        if (r >= 0)
+                r = json_get_string(o, "permission_mode", true, &c->permission_mode);
         if (r < 0)
                 return r;
+        if (json_object_get(o, "mcp_overrides")) {
+                if (!json_is_object(json_object_get(o, "mcp_overrides")))
+                        return -EBADMSG;
+                c->mcp_overrides = json_dumps(json_object_get(o, "mcp_overrides"), JSON_COMPACT);
+                if (!c->mcp_overrides)
+                        return -ENOMEM;
+        }
         if (json_object_get(o, "context")) {
                 if (!json_is_object(json_object_get(o, "context")))
                         return -EBADMSG;
@@ -1209,11 +1413,14 @@ int session_config_inherit(const SessionConfig *parent, SessionConfig **ret) {
                 if (!c->environment)
                         return -ENOMEM;
         }
-        if (parent->allowed_hosts) {
-                c->allowed_hosts = strv_copy(parent->allowed_hosts);
-                if (!c->allowed_hosts)
-                        return -ENOMEM;
-        }
+        /* Claude Code's configuration too: a child works the way its parent does. */
+        if ((parent->allowed_hosts && !(c->allowed_hosts = strv_copy(parent->allowed_hosts))) ||
+            (parent->mcp_servers && !(c->mcp_servers = strv_copy(parent->mcp_servers))) ||
+            (parent->skills && !(c->skills = strv_copy(parent->skills))) ||
+            (parent->allowed_tools && !(c->allowed_tools = strv_copy(parent->allowed_tools))) ||
+            (parent->permission_mode && !(c->permission_mode = strdup(parent->permission_mode))) ||
+            (parent->mcp_overrides && !(c->mcp_overrides = strdup(parent->mcp_overrides))))
+                return -ENOMEM;
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -32,6 +32,12 @@ typedef struct SessionConfig {
         char *slice;          /* the session's slice (set by the daemon, not by callers) */
         char **secrets;       /* the names of the secrets asked for (granted once created), or NULL */
         char **allowed_hosts; /* what the egress proxy lets the session reach (egress-proxy.h entries) */
+        /* Claude Code's configuration (SPEC.md 8.2, 8.3); NULL: ccdocker-init's defaults. */
+        char **mcp_servers;    /* names of the template's servers to write into .mcp.json */
+        char **skills;         /* names of the skills to install */
+        char *permission_mode; /* default, acceptEdits, bypassPermissions or plan */
+        char **allowed_tools;  /* permissions.allow rules */
+        char *mcp_overrides;   /* JSON text of an object: server name -> keys replacing (or adding) */
 } SessionConfig;
 
 /* The D-Bus error names of cc-docker. */
@@ -75,6 +81,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
  * "slice":...}; task_type, environment, context and slice are left out when NULL. */
 char *session_config_to_json(const SessionConfig *c);
 #define SESSION_ALLOWED_HOSTS_MAX 64
+#define SESSION_MCP_OVERRIDES_MAX (64 * 1024)
 
 /* A copy of what a child inherits from its parent's config: image, limits, network, environment and
  * allowed hosts;

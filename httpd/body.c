@@ -24,18 +24,7 @@ static int refuse(char *ret_message, size_t size, const char *format, ...) {
         return -EINVAL;
 }
 
-/* Fields of SPEC.md 8.2 and 8.3 that ccdockerd's CreateSession does not take yet. */
-static const char *const not_supported_yet[] = {
-        "mcp_servers", "skills", "claude_config", "mcp_overrides", NULL,
-};
-
-static bool in_list(const char *const *list, const char *s) {
-        for (; *list; list++)
-                if (streq(*list, s))
-                        return true;
-        return false;
-}
-
+/* "an object", "a string", ...: for messages naming what a field got. */
 static const char *json_type_name(json_t *v) {
         switch (json_typeof(v)) {
         case JSON_OBJECT:
@@ -137,9 +126,10 @@ static int append_environment(json_t *v, sd_bus_message *m, char *msg, size_t si
         return r;
 }
 
-/* config.secrets and config.allowed_hosts: arrays of strings, as the daemon's "as" of the same name
- * (which checks the names and hosts, and whether they may be used). */
-static int append_strv(json_t *v, sd_bus_message *m, const char *key, char *msg, size_t size) {
+/* An array of strings (config.secrets, .allowed_hosts, .mcp_servers, .skills, .claude_config.allowed_tools)
+ * as the daemon's "as" key, which checks the values; field names it in messages. */
+static int append_strv(
+        json_t *v, sd_bus_message *m, const char *key, const char *field, char *msg, size_t size) {
         size_t i;
         json_t *e;
         int r;
@@ -148,16 +138,16 @@ static int append_strv(json_t *v, sd_bus_message *m, const char *key, char *msg,
                 return refuse(
                         msg,
                         size,
-                        "field 'config.%s' must be an array of strings, got %s",
-                        key,
+                        "field '%s' must be an array of strings, got %s",
+                        field,
                         json_type_name(v));
         json_array_foreach (v, i, e)
                 if (!json_is_string(e))
                         return refuse(
                                 msg,
                                 size,
-                                "field 'config.%s[%zu]' must be a string, got %s",
-                                key,
+                                "field '%s[%zu]' must be a string, got %s",
+                                field,
                                 i,
                                 json_type_name(e));
 
@@ -178,6 +168,39 @@ static int append_strv(json_t *v, sd_bus_message *m, const char *key, char *msg,
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         return r;
+}
+
+/* SPEC.md 8.2's claude_config: permission_mode and allowed_tools, the daemon's keys of the same names. */
+static int append_claude_config(json_t *v, sd_bus_message *m, char *msg, size_t size) {
+        const char *key;
+        json_t *e;
+        int r = 0;
+
+        if (!json_is_object(v))
+                return refuse(
+                        msg,
+                        size,
+                        "field 'config.claude_config' must be an object, got %s",
+                        json_type_name(v));
+        json_object_foreach (v, key, e) {
+                if (streq(key, "permission_mode")) {
+                        if (!json_is_string(e))
+                                r = refuse(
+                                        msg,
+                                        size,
+                                        "field 'config.claude_config.permission_mode' must be a string, got %s",
+                                        json_type_name(e));
+                        else
+                                r = append_string(m, "permission_mode", json_string_value(e));
+                } else if (streq(key, "allowed_tools"))
+                        r = append_strv(
+                                e, m, "allowed_tools", "config.claude_config.allowed_tools", msg, size);
+                else
+                        r = refuse(msg, size, "unknown field 'config.claude_config.%s'", key);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 static int append_config(json_t *config, sd_bus_message *m, char *msg, size_t size) {
@@ -227,11 +250,30 @@ static int append_config(json_t *config, sd_bus_message *m, char *msg, size_t si
                                 r = append_string(m, "network", json_string_value(v));
                 } else if (streq(key, "environment"))
                         r = append_environment(v, m, msg, size);
-                else if (streq(key, "secrets") || streq(key, "allowed_hosts"))
-                        r = append_strv(v, m, key, msg, size);
-                else if (in_list(not_supported_yet, key))
-                        r = refuse(msg, size, "field 'config.%s' is not supported yet", key);
-                else
+                else if (
+                        streq(key, "secrets") || streq(key, "allowed_hosts") || streq(key, "mcp_servers") ||
+                        streq(key, "skills")) {
+                        _cleanup_free_ char *field = NULL;
+
+                        r = asprintf(&field, "config.%s", key) < 0
+                                ? -ENOMEM
+                                : append_strv(v, m, key, field, msg, size);
+                } else if (streq(key, "claude_config"))
+                        r = append_claude_config(v, m, msg, size);
+                else if (streq(key, "mcp_overrides")) {
+                        _cleanup_free_ char *text = NULL;
+
+                        if (!json_is_object(v))
+                                r = refuse(
+                                        msg,
+                                        size,
+                                        "field 'config.mcp_overrides' must be an object of servers, got %s",
+                                        json_type_name(v));
+                        else if (!(text = json_dumps(v, JSON_COMPACT)))
+                                r = -ENOMEM;
+                        else
+                                r = append_string(m, "mcp_overrides", text);
+                } else
                         r = refuse(msg, size, "unknown field 'config.%s'", key);
                 if (r < 0)
                         return r;
@@ -263,9 +305,7 @@ int body_to_session_config(json_t *body, sd_bus_message *m, char *msg, size_t si
                                                json_type_name(v));
                         else
                                 r = append_string(m, key, json_string_value(v));
-                } else if (in_list(not_supported_yet, key))
-                        r = refuse(msg, size, "field '%s' is not supported yet", key);
-                else
+                } else
                         r = refuse(msg, size, "unknown field '%s'", key);
                 if (r < 0)
                         return r;

@@ -504,6 +504,7 @@ static int mcp_add(json_t *servers, json_t *included, const char *name, const js
 static int mcp_build(
         const json_t *tmpl,
         const json_t *wanted,
+        const json_t *overrides,
         json_t *warnings,
         json_t **ret_mcp,
         json_t **ret_included) {
@@ -563,10 +564,36 @@ static int mcp_build(
 
         json_array_foreach ((json_t *) wanted, i, w) {
                 name = json_string_value(w);
-                if (!json_object_get(plain, name) && !json_object_get(cond, name))
+                if (!json_object_get(plain, name) && !json_object_get(cond, name) &&
+                    !json_object_get(overrides, name))
                         warn(warnings,
                              "MCP server '%s' left out: the template mcp.json.tmpl does not know it",
                              name);
+        }
+
+        /* SPEC.md 8.3: an override's keys replace those of the server of that name (which it may add:
+         * a server the template does not have). The result must still be usable here. */
+        json_object_foreach ((json_t *) overrides, name, entry) {
+                _cleanup_json_ json_t *merged = NULL;
+                json_t *old = json_object_get(servers, name);
+
+                if (!json_is_object(entry)) {
+                        warn(warnings, "MCP override '%s' left out: it is not an object", name);
+                        continue;
+                }
+                merged = old ? json_deep_copy(old) : json_object();
+                if (!merged || json_object_update(merged, entry) < 0)
+                        return -ENOMEM;
+                why = mcp_unusable(merged, buf, sizeof(buf));
+                if (why) {
+                        warn(warnings, "MCP override '%s' left out: %s", name, why);
+                        continue;
+                }
+                if (old) {
+                        if (json_object_set(servers, name, merged) < 0)
+                                return -ENOMEM;
+                } else if (mcp_add(servers, included, name, merged) < 0)
+                        return -ENOMEM;
         }
 
         *ret_mcp = TAKE_PTR(mcp);
@@ -806,7 +833,13 @@ int init_config_write(const InitPaths *paths, const json_t *config, json_t *warn
         if (r < 0)
                 return r;
         if (mcp_tmpl) {
-                r = mcp_build(mcp_tmpl, wanted_mcp, warnings, &mcp, &servers);
+                r = mcp_build(
+                        mcp_tmpl,
+                        wanted_mcp,
+                        json_object_get(config, "mcp_overrides"),
+                        warnings,
+                        &mcp,
+                        &servers);
                 if (r < 0)
                         return fail(r, ret_what, "building .mcp.json");
                 r = write_json(paths->workspace, "", ".mcp.json", mcp, ret_what);

@@ -55,6 +55,7 @@ class Mcp:
         self.answers = {}
         hello = self.call("hello", {"role": "mcp", "protocol": 1})
         assert hello["result"]["session_id"] == sid, hello
+        self.config = hello["result"]["config"]
 
     def close(self):
         self.sock.close()
@@ -444,6 +445,41 @@ class ChildChannelTest(unittest.TestCase):
         bad = sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession",
                         "a{sv}", "1", "allowed_hosts", "as", "1", "not a host", check=False)
         self.assertIn("field 'allowed_hosts' entries must be", bad.stderr)
+
+    def test_claude_configuration_of_spec_8_2(self):
+        """mcp_servers, skills, permission_mode, allowed_tools and mcp_overrides reach ccdocker-init's
+        config (docs/channel.md), a child inherits them, and bad values are refused by name."""
+        overrides = '{"custom-server":{"type":"http","url":"https://mcp.example.invalid/mcp"}}'
+        sid, _ = self.top_session(mcp_servers=("as", ["cc-docker", "filesystem"]),
+                                  skills=("as", ["delegate-task"]), permission_mode=("s", "plan"),
+                                  allowed_tools=("as", ["Read", "Bash(npm test:*)"]),
+                                  mcp_overrides=("s", overrides))
+        m = self.mcp(sid)
+        want = {"mcp_servers": ["cc-docker", "filesystem"], "skills": ["delegate-task"],
+                "permission_mode": "plan", "allowed_tools": ["Read", "Bash(npm test:*)"],
+                "mcp_overrides": json.loads(overrides)}
+        for k, v in want.items():
+            self.assertEqual(m.config[k], v, k)
+        cid = m.ok("child.spawn", {"prompt": "x"})["child_session_id"]
+        sb.wait_state(self.path_of(cid), "idle", "running")
+        child = self.mcp(cid).config
+        for k, v in want.items():
+            self.assertEqual(child[k], v, k)
+
+        plain, _ = self.top_session()
+        defaults = self.mcp(plain).config
+        self.assertEqual((defaults["mcp_servers"], defaults["permission_mode"], defaults["allowed_tools"]),
+                         (["cc-docker"], "bypassPermissions", []))
+        self.assertNotIn("mcp_overrides", defaults)
+
+        for key, sig, value, needle in (("permission_mode", "s", "yolo", "field 'permission_mode' must be"),
+                                        ("mcp_overrides", "s", "[1]", "field 'mcp_overrides' must be"),
+                                        ("mcp_overrides", "s", '{"Bad Name":{}}', "field 'mcp_overrides' must map"),
+                                        ("skills", "as", "1 Bad/Name", "field 'skills' entries must be")):
+            bad = sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession",
+                            "a{sv}", "1", key, sig, *value.split(" ", 1 if sig == "as" else 0), check=False)
+            self.assertNotEqual(bad.returncode, 0, key)
+            self.assertIn(needle, bad.stderr)
 
     def test_spawn_child_over_dbus(self):
         sid, path = self.top_session()

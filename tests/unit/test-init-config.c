@@ -373,6 +373,52 @@ static void test_write_includes_a_conditional_server_when_its_variable_is_set(vo
         assert_false(warned(f, "'cond'"));
 }
 
+static void test_write_applies_mcp_overrides(void **state) {
+        Fixture *f = *state;
+        _cleanup_(json_decrefp) json_t *config = session_config(f), *mcp = NULL, *project = NULL;
+        _cleanup_free_ char *what = NULL, *mcp_path = path_join(f->workspace, ".mcp.json"),
+                            *project_path = path_join(f->workspace, ".claude/settings.json");
+        json_t *servers;
+
+        /* SPEC.md 8.3: keys of a known server replaced, a new http server added, and an override that
+         * leaves a server unusable here left out with a warning. */
+        assert_int_equal(
+                json_object_set_new(
+                        config,
+                        "mcp_overrides",
+                        json_pack(
+                                "{s:{s:[ss]}, s:{s:s, s:s}, s:{s:s}}",
+                                "present",
+                                "args",
+                                "/workspace",
+                                "/custom/path",
+                                "custom-server",
+                                "type",
+                                "http",
+                                "url",
+                                "https://mcp.example.invalid/mcp",
+                                "broken",
+                                "command",
+                                "/nonexistent/other")),
+                0);
+        assert_int_equal(init_config_write(&f->paths, config, f->warnings, &what), 0);
+        mcp = read_json(mcp_path);
+        servers = json_object_get(mcp, "mcpServers");
+        assert_string_equal(
+                json_string_value(
+                        json_array_get(json_object_get(json_object_get(servers, "present"), "args"), 1)),
+                "/custom/path");
+        assert_string_equal(
+                json_string_value(json_object_get(json_object_get(servers, "present"), "command")), f->tool);
+        assert_string_equal(
+                json_string_value(json_object_get(json_object_get(servers, "custom-server"), "url")),
+                "https://mcp.example.invalid/mcp");
+        assert_null(json_object_get(servers, "broken"));
+        assert_true(warned(f, "MCP override 'broken' left out"));
+        project = read_json(project_path);
+        assert_true(strv_has(json_object_get(project, "enabledMcpjsonServers"), "custom-server"));
+}
+
 static void test_write_without_mcp_servers_in_the_config_takes_every_usable_one(void **state) {
         Fixture *f = *state;
         _cleanup_(json_decrefp) json_t *config = session_config(f), *mcp = NULL;
@@ -541,6 +587,7 @@ int main(void) {
                         test_write_makes_mcp_json_of_the_servers_that_can_run, setup, teardown),
                 cmocka_unit_test_setup_teardown(
                         test_write_includes_a_conditional_server_when_its_variable_is_set, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_write_applies_mcp_overrides, setup, teardown),
                 cmocka_unit_test_setup_teardown(
                         test_write_without_mcp_servers_in_the_config_takes_every_usable_one,
                         setup,
