@@ -20,6 +20,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "model-proxy.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -478,6 +479,55 @@ static int parse_bool(void *field, const char *key, const char *value, const cha
         return 0;
 }
 
+/* ---- the model proxy's keys ---- */
+
+static int parse_url(void *field, const char *key, const char *value, const char *where) {
+        char *s, **p = field;
+
+        if ((!startswith(value, "http://") && !startswith(value, "https://")) ||
+            strlen(value) <= strlen("https://") || string_has_space_or_control(value) ||
+            strchr(value, '?') || strchr(value, '#'))
+                return log_error_errno(
+                        EINVAL,
+                        "%s%s must be an http:// or https:// URL without spaces, query or fragment, like https://api.anthropic.com, got '%s'",
+                        where,
+                        key,
+                        value);
+
+        s = strdup(value);
+        if (!s)
+                return log_oom();
+        free(*p);
+        *p = s;
+        return 0;
+}
+
+static int parse_prices(void *field, const char *key, const char *value, const char *where) {
+        ModelPrice *prices = NULL;
+        size_t n = 0;
+        char *s, **p = field;
+        int r;
+
+        r = model_prices_parse(value, &prices, &n);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0)
+                return log_error_errno(
+                        EINVAL,
+                        "%s%s must be MODEL-PREFIX=INPUT/OUTPUT prices in USD per million tokens separated by spaces, like 'claude-opus=15/75 *=3/15', got '%s'",
+                        where,
+                        key,
+                        value);
+        model_prices_free(prices, n);
+
+        s = strdup(value);
+        if (!s)
+                return log_oom();
+        free(*p);
+        *p = s;
+        return 0;
+}
+
 static const struct {
         const char *key;
         ConfigParser parse;
@@ -510,6 +560,13 @@ static const struct {
         { "MaxRunningChildren", parse_positive_unsigned, offsetof(DaemonConfig, max_running_children) },
         { "ChildTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, child_timeout_sec) },
         { "AllowedSecrets", parse_secret_names, offsetof(DaemonConfig, allowed_secrets) },
+        { "ModelUpstreamURL", parse_url, offsetof(DaemonConfig, model_upstream_url) },
+        { "ModelMaxInFlight", parse_positive_unsigned, offsetof(DaemonConfig, model_max_in_flight) },
+        { "ModelRequestsPerMinute",
+          parse_positive_unsigned,
+          offsetof(DaemonConfig, model_requests_per_minute) },
+        { "ModelQueueMax", parse_positive_unsigned, offsetof(DaemonConfig, model_queue_max) },
+        { "ModelPrices", parse_prices, offsetof(DaemonConfig, model_prices) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -668,6 +725,9 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .max_spawns_per_minute = 5,
                 .max_running_children = 5,
                 .child_timeout_sec = 1800,
+                .model_max_in_flight = 4,
+                .model_requests_per_minute = 50,
+                .model_queue_max = 256,
         };
 
         c->systemd_bus = strdup(mode == DAEMON_USER ? "user" : "system");
@@ -680,7 +740,10 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 "<system>",
                 "\\[INST\\]",
                 NULL);
-        if (!c->systemd_bus || !c->default_image || !c->prompt_deny_patterns) {
+        c->model_upstream_url = strdup("https://api.anthropic.com");
+        c->model_prices = strdup("*=3/15");
+        if (!c->systemd_bus || !c->default_image || !c->prompt_deny_patterns || !c->model_upstream_url ||
+            !c->model_prices) {
                 config_done(c);
                 return log_oom();
         }
@@ -728,6 +791,8 @@ void config_done(DaemonConfig *c) {
         c->redis_socket = mfree(c->redis_socket);
         c->prompt_deny_patterns = strv_free(c->prompt_deny_patterns);
         c->allowed_secrets = strv_free(c->allowed_secrets);
+        c->model_upstream_url = mfree(c->model_upstream_url);
+        c->model_prices = mfree(c->model_prices);
 }
 
 /* ---- the file ---- */

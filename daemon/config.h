@@ -42,6 +42,12 @@ typedef struct DaemonConfig {
         uint64_t child_timeout_sec;     /* default and ceiling of a child's timeout */
         char **allowed_secrets;         /* --user: the secrets a session may ask for (--system asks polkit);
                                            NULL-ended */
+        /* The model proxy (docs/model-proxy.md). */
+        char *model_upstream_url;           /* http(s)://..., the Messages API the proxy forwards to */
+        unsigned model_max_in_flight;       /* calls upstream at once, for the credential */
+        unsigned model_requests_per_minute; /* token bucket of the credential */
+        unsigned model_queue_max;           /* calls waiting for admission; more are answered 429 */
+        char *model_prices;                 /* "PREFIX=IN/OUT ...", USD per million tokens */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

@@ -130,7 +130,7 @@ def main():
         try:
             run_unittest("integration-asan", os.path.join(SRC, "tests", "integration"), tally, args.only,
                          modules=["test_runtime", "test_daemon", "test_daemon_polkit", "test_ctl", "test_session_io", "test_mcp",
-                                  "test_child_channel", "test_httpd"])
+                                  "test_child_channel", "test_httpd", "test_model_proxy"])
         finally:
             os.environ.clear()
             os.environ.update(saved)

@@ -1,0 +1,212 @@
+/* The model proxy (DESIGN.md decision 11, docs/model-proxy.md): the only way a session's container
+ * reaches the model. Each session has a unix socket, model.sock in its runtime directory, that
+ * ccdocker-init bridges to a loopback port the CLI's ANTHROPIC_BASE_URL points at; whatever arrives on
+ * it speaks for that session. The proxy forwards /v1/... calls upstream with libcurl, adding the
+ * credential itself (the container only holds a placeholder), streams the answer back as it arrives,
+ * reads the token usage out of it, and applies admission control for the credential: at most
+ * max_in_flight calls upstream, a token bucket of requests per minute, a bounded FIFO queue, and
+ * upstream 429/529 retry-after honoured by pausing admission and retrying the call itself. Budgets
+ * are the daemon's business: it is asked before each call and told the usage of each. Everything
+ * runs on the daemon's sd-event loop (libmicrohttpd without a thread or a listening socket; libcurl
+ * multi through curl-glue). The credential never appears in a log, an error or an answer. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#define MODEL_SOCKET_NAME "model.sock"
+
+/* The MESSAGE_ID of the journal record written for each call (docs/model-proxy.md). */
+#define MODEL_CALL_MESSAGE_ID "ba83ae243ad545989d5829bdc797f1a8"
+
+/* The anthropic-beta value a Claude subscription OAuth token needs beside "Authorization: Bearer". */
+#define MODEL_OAUTH_BETA "oauth-2025-04-20"
+
+/* Bounds. */
+#define MODEL_PROXY_BODY_MAX (32U * 1024 * 1024) /* a request body (the API's own limit) */
+#define MODEL_PROXY_BUFFER_MAX (256U * 1024)     /* response bytes held for a slow client */
+#define MODEL_PROXY_MAX_RETRIES 3                /* upstream 429/529 retried by the proxy */
+#define MODEL_PROXY_RETRY_AFTER_MAX_SEC 60       /* a longer retry-after is passed to the client */
+#define MODEL_PROXY_CONNECTIONS_MAX 32           /* open connections per session */
+#define MODEL_CREDENTIAL_MAX 4096
+
+typedef struct ModelProxy ModelProxy;
+typedef struct ModelProxySession ModelProxySession;
+
+typedef enum ModelCredentialKind {
+        MODEL_CREDENTIAL_NONE,    /* nothing is added (tests without a credential) */
+        MODEL_CREDENTIAL_API_KEY, /* x-api-key: KEY */
+        MODEL_CREDENTIAL_OAUTH,   /* Authorization: Bearer TOKEN, plus anthropic-beta: oauth-2025-04-20 */
+} ModelCredentialKind;
+
+/* A price in USD per million tokens, for models whose name starts with model_prefix ("" or "*"
+ * matches every model). Cache writes cost 1.25 times the input price, cache reads 0.1 times. */
+typedef struct ModelPrice {
+        char *model_prefix;
+        double input_per_mtok, output_per_mtok;
+} ModelPrice;
+
+typedef struct ModelUsage {
+        uint64_t input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens;
+} ModelUsage;
+
+/* One call, as the usage callback and the journal record see it. Strings are borrowed for the
+ * callback's duration. */
+typedef struct ModelCall {
+        const char *session_id;
+        const char *method;
+        const char *path;  /* without the query */
+        const char *model; /* from the response, else the request; "" when neither said */
+        unsigned status;   /* the HTTP status sent to the client; 0 if none was (it went away first) */
+        bool complete;     /* the client received the whole answer */
+        bool upstream;     /* upstream was called (false for refusals by the proxy itself) */
+        unsigned attempts; /* upstream attempts, retries included */
+        ModelUsage usage;
+        double cost_usd;
+        uint64_t latency_usec; /* from the end of the request to the end of the answer */
+        uint64_t queued_usec;  /* of which waiting for admission (retries included) */
+} ModelCall;
+
+typedef struct ModelSessionTotals {
+        uint64_t calls;
+        ModelUsage usage;
+        double cost_usd;
+} ModelSessionTotals;
+
+/* Called once per call that got as far as a request, from the event loop. */
+typedef void (*model_proxy_usage_t)(const ModelCall *call, void *userdata);
+/* Asked before each call goes upstream. Return true to let it through; false refuses it, with
+ * *ret_reason (malloc'd, may stay NULL) put in the error the client sees: it must hold no secret. */
+typedef bool (*model_proxy_budget_t)(const char *session_id, char **ret_reason, void *userdata);
+
+typedef struct ModelProxyConfig {
+        const char *upstream_base_url; /* "https://api.anthropic.com"; a path prefix is kept */
+        ModelCredentialKind credential_kind;
+        const char *credential;       /* copied; wiped from memory when the proxy is freed */
+        unsigned max_in_flight;       /* 0: 4 */
+        unsigned requests_per_minute; /* 0: 50 */
+        unsigned queue_max;           /* 0: 256 */
+        const ModelPrice *prices;     /* copied; the longest matching prefix wins */
+        size_t n_prices;
+        model_proxy_usage_t on_usage; /* may be NULL */
+        model_proxy_budget_t budget;  /* may be NULL: no budgets */
+        void *userdata;
+} ModelProxyConfig;
+
+int model_proxy_new(sd_event *event, const ModelProxyConfig *cfg, ModelProxy **ret);
+/* Ends every session (their sockets are removed) and every call. */
+ModelProxy *model_proxy_free(ModelProxy *p);
+
+/* Listens on socket_path (a stale socket there is replaced; mode 0600, owned by uid:gid, the
+ * container's user; the directory is the caller's) for session_id. */
+int model_proxy_listen(
+        ModelProxy *p,
+        const char *session_id,
+        const char *socket_path,
+        uid_t uid,
+        gid_t gid,
+        ModelProxySession **ret);
+/* Closes the socket (and removes it), the session's connections and its calls. */
+ModelProxySession *model_proxy_session_free(ModelProxySession *s);
+/* What the session's calls used so far. */
+void model_proxy_session_totals(const ModelProxySession *s, ModelSessionTotals *ret);
+
+/* Calls upstream now, and the most there were at once: for tests and status. */
+unsigned model_proxy_in_flight(const ModelProxy *p);
+unsigned model_proxy_in_flight_peak(const ModelProxy *p);
+
+/* The credential the daemon adds: the first of the systemd credential files
+ * credentials_dir/anthropic-api-key and credentials_dir/claude-oauth-token (credentials_dir may be
+ * NULL), then the variables ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN, which are then removed from
+ * the environment. Surrounding whitespace is dropped; a value with other control characters or
+ * spaces, or longer than MODEL_CREDENTIAL_MAX, is refused (-EINVAL, the message names the source, not
+ * the value). None found: 0 with MODEL_CREDENTIAL_NONE and *ret_value NULL. */
+int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_kind, char **ret_value);
+
+/* "PREFIX=IN/OUT ..." (USD per million tokens, e.g. "claude-opus=15/75 *=3/15"), as ModelPrices=
+ * takes it. -EINVAL for anything else. */
+int model_prices_parse(const char *text, ModelPrice **ret, size_t *ret_n);
+void model_prices_free(ModelPrice *prices, size_t n);
+double model_price_cost(const ModelPrice *prices, size_t n, const char *model, const ModelUsage *u);
+
+/* ---- The pure parts, exported for the unit tests ---- */
+
+/* Reads the usage out of an answer fed in pieces of any size: an SSE stream (message_start's
+ * message.usage and message.model, then message_delta's cumulative usage) or a JSON body (its
+ * top-level usage and model). Memory is bounded whatever is fed. */
+typedef enum ModelUsageFormat {
+        MODEL_USAGE_NONE,
+        MODEL_USAGE_SSE,
+        MODEL_USAGE_JSON,
+} ModelUsageFormat;
+
+typedef struct ModelUsageParser {
+        ModelUsageFormat format;
+        /* SSE */
+        char *line;
+        size_t line_len;
+        bool line_overflow, after_cr;
+        char event[32];
+        char *data;
+        size_t data_len;
+        bool data_overflow;
+        /* JSON: the top level of one object */
+        unsigned depth;
+        bool in_string, escape;
+        int top_state;
+        char key[16];
+        size_t key_len;
+        int capture; /* which top-level key's value is being captured */
+        char *value;
+        size_t value_len;
+        bool value_overflow;
+        /* results */
+        bool have_usage;
+        ModelUsage usage;
+        char model[128];
+} ModelUsageParser;
+
+void model_usage_parser_init(ModelUsageParser *u, ModelUsageFormat format);
+/* The format an answer's Content-Type calls for (NULL: none). */
+ModelUsageFormat model_usage_format_for(const char *content_type);
+void model_usage_parser_feed(ModelUsageParser *u, const char *data, size_t len);
+void model_usage_parser_done(ModelUsageParser *u);
+
+/* Whether a request header of the client's is copied upstream (the credential, hop-by-hop headers,
+ * Host and Content-Length, Accept-Encoding and anthropic-beta are not; the last is merged). */
+bool model_request_header_forwarded(const char *name);
+/* Whether an upstream answer's header is copied to the client (not the hop-by-hop ones). */
+bool model_response_header_forwarded(const char *name);
+/* The anthropic-beta value to send upstream: what the client sent (NULL: nothing), with add appended
+ * unless it is already one of its comma-separated items. A new string; NULL when out of memory. */
+char *model_beta_merge(const char *client, const char *add);
+/* A retry-after value: whole or decimal seconds. -EINVAL for anything else (an HTTP date). */
+int model_parse_retry_after(const char *value, uint64_t *ret_usec);
+/* Whether a request target is one the proxy forwards: "/v1/..." in printable ASCII, no "." or ".."
+ * segment (also percent-encoded), no fragment. */
+bool model_target_valid(const char *target);
+
+/* Requests per minute as a token bucket, in integers: one token is 60,000,000 units and the bucket
+ * gains per_minute units per microsecond, up to burst tokens. */
+typedef struct ModelTokenBucket {
+        uint64_t per_minute, level, capacity, last_usec;
+} ModelTokenBucket;
+
+void model_token_bucket_init(ModelTokenBucket *b, unsigned per_minute, unsigned burst, uint64_t now_usec);
+/* Takes a token if there is one. */
+bool model_token_bucket_take(ModelTokenBucket *b, uint64_t now_usec);
+/* Microseconds until a token is there (0: now). */
+uint64_t model_token_bucket_wait(ModelTokenBucket *b, uint64_t now_usec);
+
+static inline void model_proxy_freep(ModelProxy **p) {
+        if (*p)
+                model_proxy_free(*p);
+}
+
+static inline void model_proxy_session_freep(ModelProxySession **s) {
+        if (*s)
+                model_proxy_session_free(*s);
+}

@@ -1,0 +1,379 @@
+/* Unit tests for the pure parts of daemon/model-proxy.c: the usage parser fed a real SSE stream and a
+ * real JSON body split at every byte and in random pieces, the header filters and the anthropic-beta
+ * merge, request targets, retry-after, the token bucket's arithmetic, prices and the credential
+ * loader's order and redaction of its sources. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "model-proxy.h"
+#include "unit-test.h"
+
+static const char sse[] =
+        "event: message_start\r\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\","
+        "\"model\":\"claude-x-1\",\"content\":[],\"usage\":{\"input_tokens\":120,\"cache_creation_input_tokens\":7,"
+        "\"cache_read_input_tokens\":30,\"output_tokens\":1}}}\r\n"
+        "\r\n"
+        ": a comment\n"
+        "event: ping\n"
+        "data: {\"type\":\"ping\"}\n"
+        "\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"\\\"usage\\\": {\\\"output_tokens\\\": 999}\"}}\n"
+        "\n"
+        "event: message_delta\r"
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":10}}\r"
+        "\r"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"delta\":{},\n"
+        "data: \"usage\":{\"output_tokens\":42}}\n"
+        "\n"
+        "event: message_stop\n"
+        "data: {\"type\":\"message_stop\"}\n"
+        "\n";
+
+static const char json_body[] =
+        "{\"id\":\"msg_2\",\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"a \\\"usage\\\": {} "
+        "\\\\\"}],\"model\" : \"claude-y\",\"nested\":{\"usage\":{\"input_tokens\":5}},\"stop_reason\":\"end_turn\","
+        "\"usage\": {\"input_tokens\": 11, \"cache_creation_input_tokens\": 0, \"cache_read_input_tokens\": 2, "
+        "\"output_tokens\": 9}}";
+
+static void check_sse(const ModelUsageParser *u) {
+        assert_true(u->have_usage);
+        assert_int_equal(u->usage.input_tokens, 120);
+        assert_int_equal(u->usage.output_tokens, 42);
+        assert_int_equal(u->usage.cache_creation_input_tokens, 7);
+        assert_int_equal(u->usage.cache_read_input_tokens, 30);
+        assert_string_equal(u->model, "claude-x-1");
+}
+
+static void check_json(const ModelUsageParser *u) {
+        assert_true(u->have_usage);
+        assert_int_equal(u->usage.input_tokens, 11);
+        assert_int_equal(u->usage.output_tokens, 9);
+        assert_int_equal(u->usage.cache_creation_input_tokens, 0);
+        assert_int_equal(u->usage.cache_read_input_tokens, 2);
+        assert_string_equal(u->model, "claude-y");
+}
+
+static void feed_split(
+        ModelUsageFormat format,
+        const char *text,
+        size_t len,
+        size_t split,
+        unsigned seed,
+        void (*check)(const ModelUsageParser *)) {
+        ModelUsageParser u;
+
+        model_usage_parser_init(&u, format);
+        if (seed == 0) {
+                model_usage_parser_feed(&u, text, split);
+                model_usage_parser_feed(&u, text + split, len - split);
+        } else {
+                srand(seed);
+                for (size_t i = 0; i < len;) {
+                        size_t n = (size_t) rand() % 17 + 1;
+
+                        if (n > len - i)
+                                n = len - i;
+                        model_usage_parser_feed(&u, text + i, n);
+                        i += n;
+                }
+        }
+        check(&u);
+        model_usage_parser_done(&u);
+}
+
+static void test_sse_usage_in_any_split(void **state) {
+        size_t len = strlen(sse);
+
+        for (size_t split = 0; split <= len; split++)
+                feed_split(MODEL_USAGE_SSE, sse, len, split, 0, check_sse);
+        for (unsigned seed = 1; seed < 200; seed++)
+                feed_split(MODEL_USAGE_SSE, sse, len, 0, seed, check_sse);
+}
+
+static void test_json_usage_in_any_split(void **state) {
+        size_t len = strlen(json_body);
+
+        for (size_t split = 0; split <= len; split++)
+                feed_split(MODEL_USAGE_JSON, json_body, len, split, 0, check_json);
+        for (unsigned seed = 1; seed < 200; seed++)
+                feed_split(MODEL_USAGE_JSON, json_body, len, 0, seed, check_json);
+}
+
+static void test_usage_parser_bounds_long_lines_and_ignores_junk(void **state) {
+        ModelUsageParser u;
+        size_t big = 3U * 1024 * 1024;
+        char *junk = malloc(big);
+
+        assert_non_null(junk);
+        memset(junk, 'x', big);
+        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+        model_usage_parser_feed(&u, "data: ", 6);
+        model_usage_parser_feed(&u, junk, big); /* one 3 MB line: not kept */
+        model_usage_parser_feed(&u, "\n\n", 2);
+        model_usage_parser_feed(&u, sse, strlen(sse));
+        check_sse(&u);
+        model_usage_parser_done(&u);
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, "{\"usage\": {\"input_tokens\": ", 27);
+        model_usage_parser_feed(&u, junk, big); /* a value too long to capture */
+        model_usage_parser_feed(&u, "}}", 2);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, "[1,{\"usage\":{\"input_tokens\":3}}]", 32); /* not a top-level key */
+        model_usage_parser_feed(&u, "{\"usage\": -1, \"model\": 5}", 25);
+        assert_false(u.have_usage);
+        assert_string_equal(u.model, "");
+        model_usage_parser_done(&u);
+        free(junk);
+
+        assert_int_equal(model_usage_format_for("text/event-stream; charset=utf-8"), MODEL_USAGE_SSE);
+        assert_int_equal(model_usage_format_for("application/json"), MODEL_USAGE_JSON);
+        assert_int_equal(model_usage_format_for("text/html"), MODEL_USAGE_NONE);
+        assert_int_equal(model_usage_format_for(NULL), MODEL_USAGE_NONE);
+}
+
+static void test_header_filters(void **state) {
+        static const char *const dropped[] = {
+                "Host",
+                "Content-Length",
+                "Connection",
+                "Transfer-Encoding",
+                "x-api-key",
+                "X-Api-Key",
+                "Authorization",
+                "Proxy-Authorization",
+                "proxy-connection",
+                "Keep-Alive",
+                "TE",
+                "Upgrade",
+                "Expect",
+                "Accept-Encoding",
+                "anthropic-beta",
+        };
+        static const char *const kept[] = {
+                "anthropic-version",        "Content-Type", "User-Agent",
+                "x-claude-code-session-id", "accept",       "x-stainless-retry-count",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(dropped); i++)
+                assert_false(model_request_header_forwarded(dropped[i]));
+        for (size_t i = 0; i < ELEMENTSOF(kept); i++)
+                assert_true(model_request_header_forwarded(kept[i]));
+
+        assert_false(model_response_header_forwarded("Transfer-Encoding"));
+        assert_false(model_response_header_forwarded("content-length"));
+        assert_false(model_response_header_forwarded("Connection"));
+        assert_true(model_response_header_forwarded("retry-after"));
+        assert_true(model_response_header_forwarded("request-id"));
+        assert_true(model_response_header_forwarded("Content-Type"));
+}
+
+static void test_beta_merge(void **state) {
+        static const struct {
+                const char *client, *add, *want;
+        } cases[] = {
+                { NULL, MODEL_OAUTH_BETA, MODEL_OAUTH_BETA },
+                { "", MODEL_OAUTH_BETA, MODEL_OAUTH_BETA },
+                { "a,b", MODEL_OAUTH_BETA, "a,b," MODEL_OAUTH_BETA },
+                { "a, " MODEL_OAUTH_BETA " ,b", MODEL_OAUTH_BETA, "a, " MODEL_OAUTH_BETA " ,b" },
+                { "OAUTH-2025-04-20", MODEL_OAUTH_BETA, "OAUTH-2025-04-20" },
+                { "oauth-2025-04-200", MODEL_OAUTH_BETA, "oauth-2025-04-200," MODEL_OAUTH_BETA },
+                { "a", NULL, "a" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *s = model_beta_merge(cases[i].client, cases[i].add);
+
+                assert_non_null(s);
+                assert_string_equal(s, cases[i].want);
+        }
+}
+
+static void test_targets(void **state) {
+        static const char *const good[] = {
+                "/v1/messages",
+                "/v1/messages?beta=true",
+                "/v1/messages/count_tokens?beta=true",
+                "/v1/models",
+                "/v1/a..b/c",
+                "/v1/x?q=/../y",
+        };
+        static const char *const bad[] = {
+                "/v2/messages", "/v1",       "v1/messages", "/v1/../admin", "/v1/./x", "/v1/%2e%2E/x",
+                "/v1/.%2e",     "/v1/a%2fb", "/v1/a%5Cb",   "/v1/a b",      "/v1/x#f", "/v1/a\\b",
+                "/v1/\x01",     "",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++)
+                assert_true(model_target_valid(good[i]));
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_false(model_target_valid(bad[i]));
+        assert_false(model_target_valid(NULL));
+}
+
+static void test_retry_after(void **state) {
+        uint64_t v = 0;
+
+        assert_int_equal(model_parse_retry_after("5", &v), 0);
+        assert_int_equal(v, 5000000);
+        assert_int_equal(model_parse_retry_after(" 0.25 ", &v), 0);
+        assert_int_equal(v, 250000);
+        assert_int_equal(model_parse_retry_after("1.0000001", &v), 0);
+        assert_int_equal(v, 1000000);
+        assert_int_equal(model_parse_retry_after("0", &v), 0);
+        assert_int_equal(v, 0);
+        assert_int_equal(model_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", &v), -EINVAL);
+        assert_int_equal(model_parse_retry_after("-1", &v), -EINVAL);
+        assert_int_equal(model_parse_retry_after("", &v), -EINVAL);
+        assert_int_equal(model_parse_retry_after("3s", &v), -EINVAL);
+        assert_int_equal(model_parse_retry_after("99999999999999", &v), -ERANGE);
+}
+
+static void test_token_bucket(void **state) {
+        ModelTokenBucket b;
+        uint64_t t = 1000000;
+
+        /* 60 per minute (one a second), bursts of 3. */
+        model_token_bucket_init(&b, 60, 3, t);
+        for (unsigned i = 0; i < 3; i++)
+                assert_true(model_token_bucket_take(&b, t));
+        assert_false(model_token_bucket_take(&b, t));
+        assert_int_equal(model_token_bucket_wait(&b, t), 1000000);
+        assert_int_equal(model_token_bucket_wait(&b, t + 400000), 600000);
+        assert_false(model_token_bucket_take(&b, t + 999999));
+        assert_true(model_token_bucket_take(&b, t + 1000000));
+        assert_false(model_token_bucket_take(&b, t + 1000000));
+        /* A long pause refills to the burst, no further, without overflowing. */
+        t += UINT64_C(1) << 62;
+        for (unsigned i = 0; i < 3; i++)
+                assert_true(model_token_bucket_take(&b, t));
+        assert_false(model_token_bucket_take(&b, t));
+        /* Time going backwards changes nothing. */
+        assert_false(model_token_bucket_take(&b, t - 5000000));
+
+        /* 50 per minute: 1.2 s per request; 10 requests after the burst of 9 take 12 s. */
+        model_token_bucket_init(&b, 50, 9, 0);
+        for (unsigned i = 0; i < 9; i++)
+                assert_true(model_token_bucket_take(&b, 0));
+        assert_int_equal(model_token_bucket_wait(&b, 0), 1200000);
+        t = 0;
+        for (unsigned i = 0; i < 10; i++) {
+                t += model_token_bucket_wait(&b, t);
+                assert_true(model_token_bucket_take(&b, t));
+        }
+        assert_int_equal(t, 12000000);
+}
+
+static void test_prices(void **state) {
+        ModelPrice *p = NULL;
+        size_t n = 0;
+        ModelUsage u = { .input_tokens = 1000000,
+                         .output_tokens = 2000000,
+                         .cache_creation_input_tokens = 1000000,
+                         .cache_read_input_tokens = 1000000 };
+
+        assert_int_equal(model_prices_parse("claude-opus=15/75  claude-opus-4-5=5/25 *=3/15", &p, &n), 0);
+        assert_int_equal(n, 3);
+        assert_string_equal(p[2].model_prefix, "");
+        /* input 5 + output 2*25 + cache write 1.25*5 + cache read 0.1*5 */
+        assert_float_equal(
+                model_price_cost(p, n, "claude-opus-4-5-20251101", &u), 5 + 50 + 6.25 + 0.5, 1e-9);
+        assert_float_equal(model_price_cost(p, n, "claude-opus-4-1", &u), 15 + 150 + 18.75 + 1.5, 1e-9);
+        assert_float_equal(model_price_cost(p, n, "claude-sonnet", &u), 3 + 30 + 3.75 + 0.3, 1e-9);
+        assert_float_equal(model_price_cost(p, n, "", &u), 3 + 30 + 3.75 + 0.3, 1e-9);
+        model_prices_free(p, n);
+
+        assert_int_equal(model_prices_parse("claude-haiku=1/5", &p, &n), 0);
+        assert_float_equal(model_price_cost(p, n, "other", &u), 0, 0);
+        model_prices_free(p, n);
+        assert_int_equal(model_prices_parse("", &p, &n), 0);
+        assert_int_equal(n, 0);
+        model_prices_free(p, n);
+
+        static const char *const bad[] = { "x",       "x=1",     "x=1/",   "x=/1",    "x=a/b",
+                                           "x=1/2/3", "x y=1/2", "x=-1/2", "x=1e3/2", "a=b=1/2" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_int_equal(model_prices_parse(bad[i], &p, &n), -EINVAL);
+}
+
+static void test_credential_load_order_and_env_cleanup(void **state) {
+        char dir[] = "/tmp/test-model-proxy-XXXXXX";
+        _cleanup_free_ char *path = NULL;
+        ModelCredentialKind kind;
+        char *value = NULL;
+        FILE *f;
+
+        assert_non_null(mkdtemp(dir));
+
+        /* Environment only: the API key first; both variables are removed. */
+        setenv("ANTHROPIC_API_KEY", "  sk-env-key\n", 1);
+        setenv("CLAUDE_CODE_OAUTH_TOKEN", "sk-env-oauth", 1);
+        assert_int_equal(model_credential_load(dir, &kind, &value), 0);
+        assert_int_equal(kind, MODEL_CREDENTIAL_API_KEY);
+        assert_string_equal(value, "sk-env-key");
+        assert_null(getenv("ANTHROPIC_API_KEY"));
+        assert_null(getenv("CLAUDE_CODE_OAUTH_TOKEN"));
+        value = mfree(value);
+
+        setenv("CLAUDE_CODE_OAUTH_TOKEN", "sk-env-oauth", 1);
+        assert_int_equal(model_credential_load(NULL, &kind, &value), 0);
+        assert_int_equal(kind, MODEL_CREDENTIAL_OAUTH);
+        assert_string_equal(value, "sk-env-oauth");
+        value = mfree(value);
+
+        /* Nothing at all. */
+        assert_int_equal(model_credential_load(dir, &kind, &value), 0);
+        assert_int_equal(kind, MODEL_CREDENTIAL_NONE);
+        assert_null(value);
+
+        /* A credential file wins over the environment. */
+        assert_true(asprintf(&path, "%s/claude-oauth-token", dir) > 0);
+        f = fopen(path, "we");
+        assert_non_null(f);
+        fputs("sk-file-oauth\n", f);
+        fclose(f);
+        setenv("ANTHROPIC_API_KEY", "sk-env-key", 1);
+        assert_int_equal(model_credential_load(dir, &kind, &value), 0);
+        assert_int_equal(kind, MODEL_CREDENTIAL_OAUTH);
+        assert_string_equal(value, "sk-file-oauth");
+        assert_null(getenv("ANTHROPIC_API_KEY"));
+        value = mfree(value);
+
+        /* A value that would break the header is refused. */
+        setenv("ANTHROPIC_API_KEY", "sk-bad\r\nX-Injected: 1", 1);
+        assert_int_equal(model_credential_load(NULL, &kind, &value), -EINVAL);
+        assert_null(getenv("ANTHROPIC_API_KEY"));
+
+        (void) unlink(path);
+        (void) rmdir(dir);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_sse_usage_in_any_split),
+                cmocka_unit_test(test_json_usage_in_any_split),
+                cmocka_unit_test(test_usage_parser_bounds_long_lines_and_ignores_junk),
+                cmocka_unit_test(test_header_filters),
+                cmocka_unit_test(test_beta_merge),
+                cmocka_unit_test(test_targets),
+                cmocka_unit_test(test_retry_after),
+                cmocka_unit_test(test_token_bucket),
+                cmocka_unit_test(test_prices),
+                cmocka_unit_test(test_credential_load_order_and_env_cleanup),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
