@@ -6,6 +6,7 @@
 #include "manager.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ Manager *manager_free(Manager *m) {
                 m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
                 /* The proxy goes below; a session still referenced elsewhere must not keep its socket. */
                 m->sessions[i]->egress = egress_session_free(m->sessions[i]->egress);
+                m->sessions[i]->model = model_proxy_session_free(m->sessions[i]->model);
                 session_unref(m->sessions[i]);
         }
         free(m->sessions);
@@ -53,8 +55,10 @@ Manager *manager_free(Manager *m) {
         sd_event_source_unref(m->shutdown_timer);
         event_bus_free(m->events);
         secret_store_free(m->secrets);
-        /* After the sessions: each frees its own egress socket first. */
+        /* After the sessions: each frees its own egress and model sockets first. */
         egress_proxy_free(m->egress);
+        model_proxy_free(m->model);
+        model_prices_free(m->prices, m->n_prices);
         podman_client_free(m->podman);
         store_close(m->store);
         if (m->systemd_bus != m->bus)
@@ -105,6 +109,136 @@ void manager_remove_session(Manager *m, Session *s) {
                 session_unref(s);
                 return;
         }
+}
+
+/* ---- the model proxy's hooks: usage goes to the session and the store; budgets cap whole trees ---- */
+
+static void usage_add(StoreUsage *to, const StoreUsage *u) {
+        to->calls += u->calls;
+        to->input_tokens += u->input_tokens;
+        to->output_tokens += u->output_tokens;
+        to->cache_creation_input_tokens += u->cache_creation_input_tokens;
+        to->cache_read_input_tokens += u->cache_read_input_tokens;
+        to->cost_usd += u->cost_usd;
+}
+
+void manager_subtree_usage(Manager *m, Session *root, StoreUsage *ret) {
+        *ret = root->usage;
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (session_is_child_of(m->sessions[i], root)) {
+                        StoreUsage sub;
+
+                        manager_subtree_usage(m, m->sessions[i], &sub);
+                        usage_add(ret, &sub);
+                }
+}
+
+static void on_model_usage(const ModelCall *call, void *userdata) {
+        Manager *m = userdata;
+        Session *s = manager_get_session(m, call->session_id);
+        StoreUsage u = {
+                .calls = 1,
+                .input_tokens = call->usage.input_tokens,
+                .output_tokens = call->usage.output_tokens,
+                .cache_creation_input_tokens = call->usage.cache_creation_input_tokens,
+                .cache_read_input_tokens = call->usage.cache_read_input_tokens,
+                .cost_usd = call->cost_usd,
+        };
+        int r;
+
+        if (!call->upstream)
+                return; /* refused by the proxy itself: nothing was used */
+        r = store_usage_add(m->store, call->session_id, &u);
+        if (r < 0)
+                log_warning_errno(
+                        r, "session %s: could not store a model call's usage: %m", call->session_id);
+        if (s)
+                usage_add(&s->usage, &u);
+        /* The tree's figures of every ancestor changed too. */
+        for (; s; s = s->parent_id ? manager_get_session(m, s->parent_id) : NULL)
+                session_dbus_emit_changed(s, "Usage", NULL);
+}
+
+/* Whether session_id may call the model: no ancestor (itself included) with a budget has used it up
+ * with its whole tree. */
+static bool on_model_budget(const char *session_id, char **ret_reason, void *userdata) {
+        Manager *m = userdata;
+
+        for (Session *a = manager_get_session(m, session_id); a;
+             a = a->parent_id ? manager_get_session(m, a->parent_id) : NULL) {
+                StoreUsage u;
+
+                if (!a->config || (a->config->budget_usd <= 0 && a->config->budget_tokens == 0))
+                        continue;
+                manager_subtree_usage(m, a, &u);
+                if (a->config->budget_tokens > 0 &&
+                    u.input_tokens + u.output_tokens >= a->config->budget_tokens) {
+                        if (asprintf(
+                                    ret_reason,
+                                    "session %s and its children have used %" PRIu64
+                                    " of their budget of %" PRIu64 " tokens (budget_tokens)",
+                                    a->id,
+                                    u.input_tokens + u.output_tokens,
+                                    a->config->budget_tokens) < 0)
+                                *ret_reason = NULL;
+                        return false;
+                }
+                if (a->config->budget_usd > 0 && u.cost_usd >= a->config->budget_usd) {
+                        if (asprintf(
+                                    ret_reason,
+                                    "session %s and its children have used $%.4f of their budget of $%.4f (budget_usd)",
+                                    a->id,
+                                    u.cost_usd,
+                                    a->config->budget_usd) < 0)
+                                *ret_reason = NULL;
+                        return false;
+                }
+        }
+        return true;
+}
+
+/* The model proxy, when the daemon has a credential (a credential file, ANTHROPIC_API_KEY or
+ * CLAUDE_CODE_OAUTH_TOKEN): sessions without a network reach the model through it, and never see the
+ * credential. */
+static int manager_start_model_proxy(Manager *m) {
+        _cleanup_free_ char *credential = NULL;
+        ModelCredentialKind kind = MODEL_CREDENTIAL_NONE;
+        int r;
+
+        r = model_credential_load(getenv("CREDENTIALS_DIRECTORY"), &kind, &credential);
+        if (r < 0)
+                return log_error_errno(r, "could not read the model credential: %m");
+        if (kind == MODEL_CREDENTIAL_NONE) {
+                log_info("no model credential: sessions without a network get no model proxy");
+                return 0;
+        }
+        r = model_prices_parse(m->config.model_prices, &m->prices, &m->n_prices);
+        if (r < 0) {
+                explicit_bzero(credential, strlen(credential));
+                return log_error_errno(r, "ModelPrices= could not be read: %m");
+        }
+        ModelProxyConfig cfg = {
+                .upstream_base_url = m->config.model_upstream_url,
+                .credential_kind = kind,
+                .credential = credential,
+                .max_in_flight = m->config.model_max_in_flight,
+                .requests_per_minute = m->config.model_requests_per_minute,
+                .queue_max = m->config.model_queue_max,
+                .prices = m->prices,
+                .n_prices = m->n_prices,
+                .on_usage = on_model_usage,
+                .budget = on_model_budget,
+                .userdata = m,
+        };
+        r = model_proxy_new(m->event, &cfg, &m->model);
+        explicit_bzero(credential, strlen(credential));
+        if (r < 0)
+                return log_error_errno(r, "could not set up the model proxy: %m");
+        log_info(
+                "model proxy: forwarding to %s with %s",
+                m->config.model_upstream_url,
+                kind == MODEL_CREDENTIAL_API_KEY ? "an API key" : "an OAuth token");
+        return 0;
 }
 
 int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret) {
@@ -226,6 +360,10 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "could not read the secrets: %m");
 
+        r = manager_start_model_proxy(m);
+        if (r < 0)
+                return r;
+
         r = egress_proxy_new(m->event, &m->egress);
         if (r < 0)
                 return log_error_errno(r, "could not set up the egress proxy: %m");
@@ -301,10 +439,15 @@ int manager_startup(Manager *m) {
 
 static int on_heartbeat_check(sd_event_source *source, uint64_t usec, void *userdata) {
         Manager *m = userdata;
+        uint64_t now;
 
+        /* usec is when the timer was due, which a heartbeat handled since may postdate: compare with
+         * the loop's now. */
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
+                now = usec;
         for (size_t i = 0; i < m->n_sessions; i++)
-                session_check_heartbeat(m->sessions[i], usec);
-        (void) sd_event_source_set_time(source, usec + 5 * 1000000ULL);
+                session_check_heartbeat(m->sessions[i], now);
+        (void) sd_event_source_set_time(source, now + 5 * 1000000ULL);
         return 0;
 }
 

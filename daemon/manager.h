@@ -10,6 +10,7 @@
 #include "config.h"
 #include "egress-proxy.h"
 #include "events.h"
+#include "model-proxy.h"
 #include "podman.h"
 #include "secrets.h"
 #include "session.h"
@@ -27,6 +28,9 @@ struct Manager {
         EventBus *events;
         SecretStore *secrets;
         EgressProxy *egress;
+        ModelProxy *model; /* NULL without a model credential */
+        ModelPrice *prices;
+        size_t n_prices;
         sd_event_source *heartbeat_timer;
 
         Session **sessions; /* registry, in creation order */
@@ -54,6 +58,8 @@ void manager_remove_session(Manager *m, Session *s);
  * initial prompt queued; the caller starts it (session_start()) after replying. Takes *config.
  * -EUSERS when MaxSessions are live. */
 int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret);
+/* What root and all its descendants (those still known) used of the model. */
+void manager_subtree_usage(Manager *m, Session *root, StoreUsage *ret);
 /* Sessions not stopped or failed. */
 unsigned manager_live_sessions(Manager *m);
 

@@ -158,7 +158,9 @@ static int load_credentials(SecretStore *s, const char *dir) {
                 char *value = NULL;
                 size_t len = 0;
 
-                if (de->d_name[0] == '.')
+                /* The model proxy's credential (model-proxy.h), not a session's secret. */
+                if (de->d_name[0] == '.' || streq(de->d_name, "anthropic-api-key") ||
+                    streq(de->d_name, "claude-oauth-token"))
                         continue;
                 if (!secret_name_is_valid(de->d_name)) {
                         log_warning(

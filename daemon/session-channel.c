@@ -247,6 +247,11 @@ int session_result(
                 status = "failed";
                 error = strempty(s->state_reason);
                 result = "";
+        } else if (s->state == SESSION_STOPPED && (s->n_prompts > 0 || s->ended_mid_turn)) {
+                /* Stopped with a prompt not yet answered: that turn will never end. */
+                status = "failed";
+                error = "the session was stopped before its turn ended";
+                result = "";
         } else if (session_result_pending(s))
                 status = "pending";
         else if (*error)
@@ -638,7 +643,9 @@ void session_check_heartbeat(Session *s, uint64_t now_monotonic) {
 
         if (timeout == 0 || !s->init_connected || session_state_is_final(s->state) || s->stop_requested)
                 return;
-        if (now_monotonic - s->last_heartbeat_usec < timeout * 1000000ULL)
+        /* A heartbeat stamped after now (its clock read later in the same loop turn) is fresh. */
+        if (now_monotonic <= s->last_heartbeat_usec ||
+            now_monotonic - s->last_heartbeat_usec < timeout * 1000000ULL)
                 return;
         if (asprintf(&reason, "no heartbeat from ccdocker-init for %" PRIu64 " s", timeout) < 0)
                 reason = NULL;

@@ -84,6 +84,54 @@ static int property_get_state(
         return sd_bus_message_append(reply, "s", session_state_to_string(s->state));
 }
 
+static int append_usage(sd_bus_message *reply, const char *prefix, const StoreUsage *u) {
+        const struct {
+                const char *name;
+                uint64_t v;
+        } counts[] = {
+                { "calls", u->calls },
+                { "input_tokens", u->input_tokens },
+                { "output_tokens", u->output_tokens },
+                { "cache_creation_input_tokens", u->cache_creation_input_tokens },
+                { "cache_read_input_tokens", u->cache_read_input_tokens },
+        };
+        char key[64];
+        int r = 0;
+
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(counts); i++) {
+                (void) snprintf(key, sizeof(key), "%s%s", prefix, counts[i].name);
+                r = sd_bus_message_append(reply, "{sv}", key, "t", counts[i].v);
+        }
+        (void) snprintf(key, sizeof(key), "%scost_usd", prefix);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}", key, "d", u->cost_usd);
+        return r;
+}
+
+/* What the session's own model calls used, and ("tree_"...) it with all its descendants. */
+static int property_get_usage(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+        StoreUsage tree;
+        int r;
+
+        manager_subtree_usage(s->manager, s, &tree);
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r >= 0)
+                r = append_usage(reply, "", &s->usage);
+        if (r >= 0)
+                r = append_usage(reply, "tree_", &tree);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
 static int property_get_children(
         sd_bus *bus,
         const char *path,
@@ -627,6 +675,7 @@ static const sd_bus_vtable session_vtable[] = {
                 offsetof(Session, n_prompts),
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Children", "as", property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Usage", "a{sv}", property_get_usage, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS(
                 "SpawnChild",
                 SD_BUS_ARGS("a{sv}", options),

@@ -197,6 +197,9 @@ int session_new_from_record(Manager *m, const SessionRecord *rec, Session **ret)
                     strdup_or_null(s->config->slice, &s->slice) < 0)
                         return -ENOMEM;
         }
+        r = store_usage_load(m->store, s->id, &s->usage);
+        if (r < 0)
+                log_warning_errno(r, "session %s: could not read its model usage: %m", s->id);
         /* A session that had ended was cleaned up before it was recorded as ended. */
         s->cleaned_up = session_state_is_final(s->state);
 
@@ -222,6 +225,7 @@ static Session *session_free(Session *s) {
         free(s->channel_dir);
         session_config_free(s->config);
         egress_session_free(s->egress);
+        model_proxy_session_free(s->model);
         channel_free(s->channel);
         session_prompts_clear(s);
         json_decref(s->last_result);
@@ -469,11 +473,13 @@ static void session_cleanup(Session *s) {
         }
         if (s->workspace_ephemeral)
                 remove_tree(s->workspace);
-        /* The egress socket first: the channel removes the directory they share. */
+        /* The egress and model sockets first: the channel removes the directory they share. */
         s->egress = egress_session_free(s->egress);
+        s->model = model_proxy_session_free(s->model);
         s->channel = channel_free(s->channel);
         s->init_connected = false;
         event_bus_session_ended(m->events, s->id);
+        s->ended_mid_turn = s->n_prompts > 0;
         session_prompts_clear(s);
         session_wake_waiters(s);
 }
@@ -1170,12 +1176,29 @@ static char **session_allowed_hosts(Session *s) {
         return TAKE_PTR(l);
 }
 
+/* A session without a network reaches the model through the daemon's model proxy, on model.sock beside
+ * its channel (DESIGN.md decision 11): ccdocker-init bridges it and points ANTHROPIC_BASE_URL at it,
+ * and the proxy adds the credential the container never sees. */
+static int session_open_model(Session *s) {
+        _cleanup_free_ char *path = NULL;
+
+        if (s->model || !s->manager->model || !s->config || !streq_ptr(s->config->network, "none"))
+                return 0;
+        if (asprintf(&path, "%s/%s", s->channel_dir, MODEL_SOCKET_NAME) < 0)
+                return -ENOMEM;
+        return model_proxy_listen(s->manager->model, s->id, path, SESSION_UID, SESSION_GID, &s->model);
+}
+
 /* A session without a network reaches other hosts only through the egress proxy, on egress.sock beside
  * its channel (DESIGN.md decision 11); ccdocker-init bridges it and sets HTTPS_PROXY. */
 static int session_open_egress(Session *s) {
         _cleanup_(strv_freep) char **allowed = NULL;
         _cleanup_free_ char *path = NULL;
+        int r;
 
+        r = session_open_model(s);
+        if (r < 0)
+                return r;
         if (s->egress || !s->config || !streq_ptr(s->config->network, "none"))
                 return 0;
         allowed = session_allowed_hosts(s);

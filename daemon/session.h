@@ -22,6 +22,7 @@ typedef struct Manager Manager;
 typedef struct Session Session;
 typedef struct Channel Channel;
 typedef struct EgressSession EgressSession;
+typedef struct ModelProxySession ModelProxySession;
 typedef struct ResultWaiter ResultWaiter;
 
 /* A prompt not yet answered by a result event, oldest first. */
@@ -76,7 +77,9 @@ struct Session {
         /* The channel and what came through it (session-channel.c). */
         Channel *channel;
         char *channel_dir;
-        EgressSession *egress; /* the session's egress.sock, for sessions without a network */
+        EgressSession *egress;    /* the session's egress.sock, for sessions without a network */
+        ModelProxySession *model; /* the session's model.sock, likewise, when the daemon has a credential */
+        StoreUsage usage;         /* what its own model calls used (the model proxy's records) */
         bool init_connected;
         uint64_t last_heartbeat_usec; /* CLOCK_MONOTONIC */
         uint64_t last_seq;            /* the highest stored event */
@@ -89,6 +92,7 @@ struct Session {
         unsigned secrets_pending; /* podman secrets being created before the container */
         bool secrets_failed;
         bool secrets_removed;
+        bool ended_mid_turn;      /* it ended with prompts unanswered: GetResult says failed */
         unsigned remove_attempts; /* retries of the container's removal */
         bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
         bool removed;             /* forgotten (Remove): no object, no record */

@@ -70,6 +70,16 @@ static const char *const migrations[] = {
         "  updated_usec INTEGER NOT NULL"
         ") STRICT;"
         "CREATE INDEX prompts_by_session ON prompts(session_id, seq);",
+        /* 2 -> 3: what each session's model calls used (the model proxy), so budgets outlive a restart. */
+        "CREATE TABLE model_usage ("
+        "  session_id TEXT PRIMARY KEY,"
+        "  calls INTEGER NOT NULL,"
+        "  input_tokens INTEGER NOT NULL,"
+        "  output_tokens INTEGER NOT NULL,"
+        "  cache_creation_input_tokens INTEGER NOT NULL,"
+        "  cache_read_input_tokens INTEGER NOT NULL,"
+        "  cost_usd REAL NOT NULL"
+        ") STRICT;",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
@@ -1048,4 +1058,73 @@ int store_delete_session_output(Store *s, const char *session_id) {
         if (r < 0)
                 return r;
         return n;
+}
+
+int store_usage_add(Store *s, const char *session_id, const StoreUsage *u) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !session_id || !u)
+                return -EINVAL;
+        rc = sqlite3_prepare_v2(
+                s->db,
+                "INSERT INTO model_usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(session_id) DO UPDATE SET "
+                "calls = calls + ?2, input_tokens = input_tokens + ?3, output_tokens = output_tokens + ?4, "
+                "cache_creation_input_tokens = cache_creation_input_tokens + ?5, "
+                "cache_read_input_tokens = cache_read_input_tokens + ?6, cost_usd = cost_usd + ?7",
+                -1,
+                &st,
+                NULL);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, (sqlite3_int64) u->calls);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, (sqlite3_int64) u->input_tokens);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 4, (sqlite3_int64) u->output_tokens);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 5, (sqlite3_int64) u->cache_creation_input_tokens);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 6, (sqlite3_int64) u->cache_read_input_tokens);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_double(st, 7, u->cost_usd);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "add to a session's model usage");
+        return 0;
+}
+
+int store_usage_load(Store *s, const char *session_id, StoreUsage *ret) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !session_id || !ret)
+                return -EINVAL;
+        *ret = (StoreUsage){};
+        rc = sqlite3_prepare_v2(
+                s->db,
+                "SELECT calls, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, "
+                "cost_usd FROM model_usage WHERE session_id = ?1",
+                -1,
+                &st,
+                NULL);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return 0;
+        if (rc != SQLITE_ROW)
+                return log_sqlite(s, rc, "read a session's model usage");
+        *ret = (StoreUsage){
+                .calls = (uint64_t) sqlite3_column_int64(st, 0),
+                .input_tokens = (uint64_t) sqlite3_column_int64(st, 1),
+                .output_tokens = (uint64_t) sqlite3_column_int64(st, 2),
+                .cache_creation_input_tokens = (uint64_t) sqlite3_column_int64(st, 3),
+                .cache_read_input_tokens = (uint64_t) sqlite3_column_int64(st, 4),
+                .cost_usd = sqlite3_column_double(st, 5),
+        };
+        return 1;
 }

@@ -120,3 +120,14 @@ int store_load_prompts(
 /* Deletes a session's events and prompts in one transaction (store_delete_session() keeps them).
  * Returns the number of events deleted. */
 int store_delete_session_output(Store *s, const char *session_id);
+
+/* What a session's model calls used, added up (the model proxy's records). */
+typedef struct StoreUsage {
+        uint64_t calls, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens;
+        double cost_usd;
+} StoreUsage;
+
+/* Adds u to the session's usage (a row is made for its first call). */
+int store_usage_add(Store *s, const char *session_id, const StoreUsage *u);
+/* The session's usage: 1 and *ret filled, or 0 and zeros when it has made no call. */
+int store_usage_load(Store *s, const char *session_id, StoreUsage *ret);

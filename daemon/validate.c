@@ -119,6 +119,8 @@ enum {
         FIELD_PERMISSION_MODE,
         FIELD_ALLOWED_TOOLS,
         FIELD_MCP_OVERRIDES,
+        FIELD_BUDGET_USD,
+        FIELD_BUDGET_TOKENS,
         _FIELD_MAX,
 };
 
@@ -144,6 +146,8 @@ static const struct {
         [FIELD_PERMISSION_MODE] = { "permission_mode", { "s" } },
         [FIELD_ALLOWED_TOOLS]   = { "allowed_tools",   { "as" } },
         [FIELD_MCP_OVERRIDES]   = { "mcp_overrides",   { "s" } },
+        [FIELD_BUDGET_USD]      = { "budget_usd",      { "d" } },
+        [FIELD_BUDGET_TOKENS]   = { "budget_tokens",   { "t", "u" } },
         /* clang-format on */
 };
 
@@ -941,6 +945,48 @@ static int read_mcp_overrides(sd_bus_message *m, SessionConfig *c, sd_bus_error 
         return c->mcp_overrides ? 0 : -ENOMEM;
 }
 
+/* ---- budgets of a session's tree (the model proxy enforces them) ---- */
+
+static int read_budget_usd(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        double d;
+        int r;
+
+        r = sd_bus_message_read_basic(m, 'd', &d);
+        if (r < 0)
+                return refuse_read(error, "budget_usd", r);
+        if (!(d > 0) || d > 1e9)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'budget_usd' must be a number of dollars above 0, got '%g'",
+                        d);
+        c->budget_usd = d;
+        return 0;
+}
+
+static int read_budget_tokens(sd_bus_message *m, const char *type, SessionConfig *c, sd_bus_error *error) {
+        uint64_t t = 0;
+        uint32_t u;
+        int r;
+
+        if (streq(type, "u")) {
+                r = sd_bus_message_read_basic(m, 'u', &u);
+                t = u;
+        } else
+                r = sd_bus_message_read_basic(m, 't', &t);
+        if (r < 0)
+                return refuse_read(error, "budget_tokens", r);
+        if (t == 0 || t > INT64_MAX)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'budget_tokens' must be a number of tokens above 0, got '%" PRIu64
+                        "'",
+                        t);
+        c->budget_tokens = t;
+        return 0;
+}
+
 static int read_field(
         sd_bus_message *m,
         unsigned field,
@@ -998,6 +1044,10 @@ static int read_field(
                         error);
         case FIELD_MCP_OVERRIDES:
                 return read_mcp_overrides(m, c, error);
+        case FIELD_BUDGET_USD:
+                return read_budget_usd(m, c, error);
+        case FIELD_BUDGET_TOKENS:
+                return read_budget_tokens(m, type, c, error);
         default:
                 return -EINVAL;
         }
@@ -1221,6 +1271,10 @@ char *session_config_to_json(const SessionConfig *c) {
                 r = json_set_strv(o, "allowed_tools", c->allowed_tools);
         if (r >= 0 && c->permission_mode)
                 r = json_set_string(o, "permission_mode", c->permission_mode);
+        if (r >= 0 && c->budget_tokens > 0)
+                r = json_set_u64(o, "budget_tokens", c->budget_tokens);
+        if (r >= 0 && c->budget_usd > 0)
+                r = json_object_set_new(o, "budget_usd", json_real(c->budget_usd)) < 0 ? -ENOMEM : 0;
         if (r >= 0 && c->mcp_overrides) {
                 json_t *overrides = json_loads(c->mcp_overrides, 0, NULL);
 
@@ -1348,8 +1402,12 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
                 r = json_get_strv(o, "allowed_tools", &c->allowed_tools);
         if (r >= 0)
                 r = json_get_string(o, "permission_mode", true, &c->permission_mode);
+        if (r >= 0 && json_object_get(o, "budget_tokens"))
+                r = json_get_u64(o, "budget_tokens", &c->budget_tokens);
         if (r < 0)
                 return r;
+        if (json_is_number(json_object_get(o, "budget_usd")))
+                c->budget_usd = json_number_value(json_object_get(o, "budget_usd"));
         if (json_object_get(o, "mcp_overrides")) {
                 if (!json_is_object(json_object_get(o, "mcp_overrides")))
                         return -EBADMSG;

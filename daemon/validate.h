@@ -38,6 +38,9 @@ typedef struct SessionConfig {
         char *permission_mode; /* default, acceptEdits, bypassPermissions or plan */
         char **allowed_tools;  /* permissions.allow rules */
         char *mcp_overrides;   /* JSON text of an object: server name -> keys replacing (or adding) */
+        /* The most the session and its descendants together may use of the model (0: no limit). */
+        double budget_usd;
+        uint64_t budget_tokens; /* input + output tokens */
 } SessionConfig;
 
 /* The D-Bus error names of cc-docker. */

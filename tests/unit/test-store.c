@@ -318,7 +318,7 @@ static void test_store_uses_wal_and_schema_version(void **state) {
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         assert_int_equal(
-                sqlite3_column_int(st, 0), 2); /* the schema version: events and prompts came in 2 */
+                sqlite3_column_int(st, 0), 3); /* the schema version: events and prompts came in 2, usage in 3 */
         sqlite3_finalize(st);
         assert_int_equal(
                 sqlite3_prepare_v2(

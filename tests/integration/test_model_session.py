@@ -1,0 +1,136 @@
+"""Sessions with no network reach the model only through the daemon's model proxy (issue 8): the real
+Claude Code CLI in a --network=none container completes a turn, the scripted model sees the daemon's
+credential while nothing in the container holds it, usage adds up on the session and its parent, a
+tree over its budget gets an error Claude Code shows, and ten sessions started together all complete
+against a model that answers bursts with 429."""
+
+import hashlib
+import json
+import os
+import shutil
+import unittest
+
+import sandbox as sb
+
+CREDENTIAL = "sk-ant-test-proxy-7f1c9e2b44d0"
+DAEMON = None
+MODEL = None
+RUNTIME = None
+
+SCRIPT = {
+    "steps": [
+        {"id": "answer", "when": {"last_user_contains": "say hello"}, "reply": {"text": "hello through the proxy"},
+         "repeat": True},
+        {"id": "spawn", "when": {"last_user_contains": "delegate now"},
+         "reply": {"tool_use": {"name": "mcp__cc-docker__spawn_child", "input": {"prompt": "child: say hello"}}}},
+        {"id": "wait", "when": {"tool_result_for": "spawn"},
+         "reply": {"tool_use": {"name": "mcp__cc-docker__get_child_result",
+                                "input": {"child_session_id": "${result:spawn.child_session_id}",
+                                          "wait": True, "timeout_seconds": 120}}}},
+        {"id": "done", "when": {"tool_result_for": "wait"}, "reply": {"text": "the child answered"}},
+        {"id": "burst", "when": {"last_user_contains": "burst"}, "reply": {"text": "burst answered"},
+         "repeat": True},
+    ],
+    "rate_limit": {"requests": 3, "window_ms": 1000, "retry_after": 1},
+}
+
+
+def setUpModule():
+    global DAEMON, MODEL, RUNTIME
+    MODEL = sb.ScriptedModel(SCRIPT)
+    RUNTIME = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-model-runtime")
+    DAEMON = sb.Daemon(unit="ccdockerd-model-test.service", settings={
+        "RuntimeDirectory": RUNTIME,
+        "MaxMemory": "1G",
+        "DefaultMemory": "512M",
+        "ModelUpstreamURL": MODEL.base_url,
+        "ModelMaxInFlight": "2",
+        "HeartbeatTimeoutSec": "30",
+    }, extra_env={"ANTHROPIC_API_KEY": CREDENTIAL})
+    # The image's own entrypoint: ccdocker-init and the real CLI.
+    del DAEMON.settings["SessionCommand"]
+    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+    DAEMON.start()
+
+
+def tearDownModule():
+    DAEMON.stop()
+    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+    MODEL.stop()
+
+
+def call(path, method, *args, check=True):
+    return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
+
+
+def result(path, timeout=180):
+    status, text, error, usage = json.loads(call(path, "GetResult", "bu", "true", str(timeout)).stdout)["data"]
+    return status, text, error
+
+
+def usage_of(path):
+    return {k: v["data"] for k, v in sb.session_prop(path, "Usage").items()}
+
+
+class ModelSessionTest(unittest.TestCase):
+    def create(self, prompt, *extra):
+        sid, path = sb.create_session("prompt", "s", prompt, *extra)
+        self.addCleanup(call, path, "Stop", "b", "true", check=False)
+        return sid, path
+
+    def test_a_turn_through_the_proxy_and_no_credential_inside(self):
+        sid, path = self.create("say hello")
+        status, text, error = result(path)
+        self.assertEqual((status, text, error), ("completed", "hello through the proxy", ""))
+
+        # The scripted model saw the daemon's credential on every call, and the container has only a
+        # placeholder: not in any process's environment, file or argument.
+        want = hashlib.sha256(CREDENTIAL.encode()).hexdigest()
+        records = [r for r in MODEL.requests(main_only=False) if r.get("path", "").startswith("/v1/messages")]
+        self.assertTrue(records)
+        self.assertEqual({json.dumps(r.get("credential_sha256"), sort_keys=True) for r in records},
+                         {json.dumps({"x-api-key": want})})
+        found = sb.run("podman", "exec", f"ccdocker-{sid}", "sh", "-c",
+                       f"grep -rIls -- '{CREDENTIAL}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline /home /workspace "
+                       "/run /tmp /etc 2>/dev/null; true").stdout
+        self.assertEqual(found.strip(), "")
+        self.assertEqual(sb.run("podman", "inspect", f"ccdocker-{sid}").stdout.count(CREDENTIAL), 0)
+        self.assertNotIn(CREDENTIAL, DAEMON.log())
+        env = sb.run("podman", "exec", f"ccdocker-{sid}", "sh", "-c",
+                     "cat /proc/$(pgrep -x claude | head -n1)/environ").stdout.split("\0")
+        base = [e for e in env if e.startswith("ANTHROPIC_BASE_URL=")]
+        self.assertEqual(len(base), 1)
+        self.assertRegex(base[0], r"^ANTHROPIC_BASE_URL=http://127\.0\.0\.1:\d+$")
+
+        # Usage adds up to what the model reported.
+        mine = [r for r in records if r["reply"] and r["reply"].get("usage")]
+        u = usage_of(path)
+        self.assertEqual(u["calls"], len([r for r in records if r.get("status") == 200]))
+        self.assertEqual(u["input_tokens"], sum(r["reply"]["usage"]["input_tokens"] for r in mine))
+        self.assertEqual(u["output_tokens"], sum(r["reply"]["usage"]["output_tokens"] for r in mine))
+        self.assertGreater(u["cost_usd"], 0)
+
+    def test_budget_of_a_tree(self):
+        """A parent with a token budget: its child's calls count against it, and once the tree is over
+        it, the next call gets the proxy's error, which Claude Code shows as the turn's error."""
+        sid, path = self.create("delegate now", "budget_tokens", "t", "1")
+        status, text, error = result(path, timeout=240)
+        # The parent's very first call already used more than one token: the budget refused the rest.
+        self.assertEqual(status, "failed", (status, text, error))
+        self.assertIn("budget", error)
+        u = usage_of(path)
+        self.assertGreaterEqual(u["tree_input_tokens"] + u["tree_output_tokens"], 1)
+        self.assertGreaterEqual(u["tree_calls"], u["calls"])
+
+    def test_ten_sessions_at_once_under_429s(self):
+        paths = [self.create(f"burst {i}")[1] for i in range(10)]
+        for p in paths:
+            self.assertEqual(result(p, timeout=300)[:2], ("completed", "burst answered"))
+        health = json.loads(sb.run("curl", "-s", f"{MODEL.base_url}/health").stdout)
+        self.assertLessEqual(health["in_flight_max"], 2)
+        statuses = [r.get("status") for r in MODEL.requests(main_only=False)]
+        self.assertIn(429, statuses)
+
+
+if __name__ == "__main__":
+    unittest.main()
