@@ -31,6 +31,7 @@
 #include "cleanup.h"
 #include "curl-glue.h"
 #include "log.h"
+#include "mhd-event.h"
 #include "util.h"
 
 #define SSE_LINE_MAX (64U * 1024)   /* longer SSE lines (big content deltas) are not parsed */
@@ -128,7 +129,8 @@ struct ModelProxy {
         sd_event *event;
         CurlGlue *glue;
         struct MHD_Daemon *mhd;
-        sd_event_source *mhd_io, *mhd_timer, *mhd_defer, *admit_timer;
+        MhdEvent mhd_event;
+        sd_event_source *admit_timer;
 
         char *base_url;
         ModelCredentialKind credential_kind;
@@ -889,47 +891,8 @@ int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_
         return 0;
 }
 
-/* ---- libmicrohttpd on sd-event ---- */
-
-static void mhd_run(ModelProxy *p) {
-        MHD_UNSIGNED_LONG_LONG timeout;
-
-        (void) MHD_run(p->mhd);
-
-        if (MHD_get_timeout(p->mhd, &timeout) == MHD_YES) {
-                uint64_t usec;
-
-                if (timeout == 0) {
-                        /* More to do at once: run again after the other sources had their turn. */
-                        (void) sd_event_source_set_enabled(p->mhd_defer, SD_EVENT_ONESHOT);
-                        (void) sd_event_source_set_enabled(p->mhd_timer, SD_EVENT_OFF);
-                        return;
-                }
-                (void) sd_event_now(p->event, CLOCK_MONOTONIC, &usec);
-                (void) sd_event_source_set_time(p->mhd_timer, usec + timeout * 1000ULL);
-                (void) sd_event_source_set_enabled(p->mhd_timer, SD_EVENT_ONESHOT);
-        } else
-                (void) sd_event_source_set_enabled(p->mhd_timer, SD_EVENT_OFF);
-}
-
-static int on_mhd_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        mhd_run(userdata);
-        return 0;
-}
-
-static int on_mhd_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        mhd_run(userdata);
-        return 0;
-}
-
-static int on_mhd_defer(sd_event_source *s, void *userdata) {
-        mhd_run(userdata);
-        return 0;
-}
-
 static void mhd_kick(ModelProxy *p) {
-        if (p->mhd_defer)
-                (void) sd_event_source_set_enabled(p->mhd_defer, SD_EVENT_ONESHOT);
+        mhd_event_kick(&p->mhd_event);
 }
 
 /* ---- requests ---- */
@@ -2166,9 +2129,7 @@ ModelProxy *model_proxy_free(ModelProxy *p) {
                 for (unsigned i = 0; i < 3; i++)
                         (void) MHD_run(p->mhd);
 
-        sd_event_source_disable_unref(p->mhd_io);
-        sd_event_source_disable_unref(p->mhd_timer);
-        sd_event_source_disable_unref(p->mhd_defer);
+        mhd_event_detach(&p->mhd_event);
         sd_event_source_disable_unref(p->admit_timer);
         if (p->mhd)
                 MHD_stop_daemon(p->mhd); /* closes the connections: their requests are released */
@@ -2194,7 +2155,6 @@ ModelProxy *model_proxy_free(ModelProxy *p) {
 
 int model_proxy_new(sd_event *event, const ModelProxyConfig *cfg, ModelProxy **ret) {
         _cleanup_(model_proxy_freep) ModelProxy *p = NULL;
-        const union MHD_DaemonInfo *info;
         size_t len;
         unsigned rpm;
         int r;
@@ -2283,26 +2243,14 @@ int model_proxy_new(sd_event *event, const ModelProxyConfig *cfg, ModelProxy **r
         if (!p->mhd)
                 return log_error_errno(EIO, "model proxy: libmicrohttpd did not start.");
 
-        info = MHD_get_daemon_info(p->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-        if (!info)
-                return log_error_errno(EIO, "model proxy: libmicrohttpd has no epoll fd.");
-
-        r = sd_event_add_io(event, &p->mhd_io, info->epoll_fd, EPOLLIN, on_mhd_io, p);
-        if (r >= 0)
-                r = sd_event_add_time(event, &p->mhd_timer, CLOCK_MONOTONIC, 0, 1000, on_mhd_timer, p);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(p->mhd_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_add_defer(event, &p->mhd_defer, on_mhd_defer, p);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(p->mhd_defer, SD_EVENT_OFF);
+        r = mhd_event_attach(&p->mhd_event, event, p->mhd);
         if (r >= 0)
                 r = sd_event_add_time(event, &p->admit_timer, CLOCK_MONOTONIC, 0, 1000, on_admit_timer, p);
         if (r >= 0)
                 r = sd_event_source_set_enabled(p->admit_timer, SD_EVENT_OFF);
         if (r < 0)
                 return log_error_errno(r, "model proxy: failed to add libmicrohttpd to the event loop: %m");
-        (void) sd_event_source_set_description(p->mhd_io, "model-proxy-mhd");
+        (void) sd_event_source_set_description(p->mhd_event.io, "model-proxy-mhd");
         (void) sd_event_source_set_description(p->admit_timer, "model-proxy-admit");
 
         *ret = TAKE_PTR(p);

@@ -10,6 +10,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "mhd-event.h"
 #include "tokens.h"
 
 #define BUS_NAME "org.ccdocker1"
@@ -48,7 +49,7 @@ struct Server {
         sd_event *event;
         sd_bus *bus;
         struct MHD_Daemon *mhd;
-        sd_event_source *mhd_io, *mhd_timer, *mhd_defer;
+        MhdEvent mhd_event;
         TokenStore *tokens;
         ParentCache *parents;
         Metrics *metrics;

@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "httpd.h"
 #include "log.h"
+#include "mhd-event.h"
 #include "util.h"
 
 /* Idle keep-alive connections are closed after this long. */
@@ -474,48 +475,8 @@ static void on_mhd_log(void *cls, const char *format, va_list ap) {
         log_debug("libmicrohttpd: %s", text);
 }
 
-/* ---- libmicrohttpd on sd-event ---- */
-
-static void mhd_run(Server *s) {
-        MHD_UNSIGNED_LONG_LONG timeout;
-
-        (void) MHD_run(s->mhd);
-
-        if (MHD_get_timeout(s->mhd, &timeout) == MHD_YES) {
-                uint64_t usec;
-
-                if (timeout == 0) {
-                        /* More to do at once (data already read, a resumed connection): run again
-                         * after the other sources had their turn. */
-                        (void) sd_event_source_set_enabled(s->mhd_defer, SD_EVENT_ONESHOT);
-                        (void) sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_OFF);
-                        return;
-                }
-                (void) sd_event_now(s->event, CLOCK_MONOTONIC, &usec);
-                (void) sd_event_source_set_time(s->mhd_timer, usec + timeout * 1000ULL);
-                (void) sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_ONESHOT);
-        } else
-                (void) sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_OFF);
-}
-
-static int on_mhd_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        mhd_run(userdata);
-        return 0;
-}
-
-static int on_mhd_timer(sd_event_source *source, uint64_t usec, void *userdata) {
-        mhd_run(userdata);
-        return 0;
-}
-
-static int on_mhd_defer(sd_event_source *source, void *userdata) {
-        mhd_run(userdata);
-        return 0;
-}
-
 void server_kick(Server *s) {
-        if (s->mhd_defer)
-                (void) sd_event_source_set_enabled(s->mhd_defer, SD_EVENT_ONESHOT);
+        mhd_event_kick(&s->mhd_event);
 }
 
 Server *server_free(Server *s) {
@@ -528,9 +489,7 @@ Server *server_free(Server *s) {
         if (s->mhd)
                 for (unsigned i = 0; i < 3; i++)
                         (void) MHD_run(s->mhd);
-        sd_event_source_disable_unref(s->mhd_io);
-        sd_event_source_disable_unref(s->mhd_timer);
-        sd_event_source_disable_unref(s->mhd_defer);
+        mhd_event_detach(&s->mhd_event);
         if (s->mhd)
                 MHD_stop_daemon(s->mhd);
         parent_cache_free(s->parents);
@@ -545,7 +504,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Server *, server_free);
 
 int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, Server **ret) {
         _cleanup_(server_freep) Server *s = NULL;
-        const union MHD_DaemonInfo *info;
         int r;
 
         s = calloc(1, sizeof(Server));
@@ -584,19 +542,7 @@ int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, 
         if (!s->mhd)
                 return log_error_errno(EIO, "libmicrohttpd did not start on the listening socket.");
 
-        info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-        if (!info)
-                return log_error_errno(EIO, "libmicrohttpd has no epoll fd.");
-
-        r = sd_event_add_io(event, &s->mhd_io, info->epoll_fd, EPOLLIN, on_mhd_io, s);
-        if (r >= 0)
-                r = sd_event_add_time(event, &s->mhd_timer, CLOCK_MONOTONIC, 0, 1000, on_mhd_timer, s);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(s->mhd_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_add_defer(event, &s->mhd_defer, on_mhd_defer, s);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(s->mhd_defer, SD_EVENT_ONESHOT);
+        r = mhd_event_attach(&s->mhd_event, event, s->mhd);
         if (r < 0)
                 return log_error_errno(r, "Failed to add libmicrohttpd to the event loop: %m");
 
