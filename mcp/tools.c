@@ -37,8 +37,13 @@ static Tool table[_TOOL_MAX] = {
 };
 
 /* The arguments that go to the channel method unchanged, by the same name. */
-static const char *const passed[_TOOL_MAX][6] = {
-        [TOOL_SPAWN_CHILD] = { "prompt", "context", "task_type", "stream_output", "timeout_seconds" },
+static const char *const passed[_TOOL_MAX][7] = {
+        [TOOL_SPAWN_CHILD] = { "prompt",
+                               "context",
+                               "task_type",
+                               "stream_output",
+                               "timeout_seconds",
+                               "secrets" },
         [TOOL_SEND_TO_CHILD] = { "child_session_id", "prompt" },
         [TOOL_GET_CHILD_OUTPUT] = { "child_session_id", "since_seq", "since_timestamp" },
         [TOOL_GET_CHILD_RESULT] = { "child_session_id", "wait", "timeout_seconds" },

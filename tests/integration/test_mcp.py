@@ -269,7 +269,8 @@ class McpProtocolTest(ServerTestCase):
                 self.assertIn("readOnlyHint", t["annotations"])
         # The argument names and output fields of SPEC.md Appendix A.
         props = {n: set(t["inputSchema"]["properties"]) for n, t in tools.items()}
-        self.assertEqual(props["spawn_child"], {"prompt", "context", "task_type", "stream_output", "timeout_seconds"})
+        self.assertEqual(props["spawn_child"], {"prompt", "context", "task_type", "stream_output", "timeout_seconds",
+                                                "secrets"})
         self.assertEqual(tools["spawn_child"]["inputSchema"]["required"], ["prompt"])
         self.assertEqual(props["send_to_child"], {"child_session_id", "prompt", "wait_for_result", "timeout_seconds"})
         self.assertEqual(props["get_child_output"],

@@ -207,6 +207,38 @@ class SecretsTest(unittest.TestCase):
         self.assertIsNone(self.secret_in(without, "API_TOKEN"))
         self.assert_nowhere(API_VALUE)
 
+    def test_spawn_child_tool_passes_secrets_it_may(self):
+        """ccdocker-mcp's spawn_child takes secrets, and the daemon refuses one the session lacks."""
+        sid, _ = self.create("API_TOKEN")
+        sock = os.path.join(RUNTIME, "sessions", sid, "session.sock")
+        mcp = subprocess.Popen([os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "mcp", "ccdocker-mcp")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "CCDOCKER_CHANNEL_SOCKET": sock})
+        self.addCleanup(mcp.stdout.close)
+        self.addCleanup(mcp.wait, 30)
+        self.addCleanup(mcp.stdin.close)
+
+        def rpc(i, method, params):
+            mcp.stdin.write((json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
+                             + "\n").encode())
+            mcp.stdin.flush()
+            while True:
+                msg = json.loads(mcp.stdout.readline())
+                if msg.get("id") == i:
+                    return msg["result"]
+        rpc(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                              "clientInfo": {"name": "test", "version": "1"}})
+        refused = rpc(2, "tools/call", {"name": "spawn_child",
+                                        "arguments": {"prompt": "x", "secrets": ["GITHUB_TOKEN"]}})
+        self.assertTrue(refused["isError"])
+        self.assertIn("cannot give secret 'GITHUB_TOKEN'", refused["content"][0]["text"])
+        given = rpc(3, "tools/call", {"name": "spawn_child", "arguments": {"prompt": "y", "secrets": ["API_TOKEN"]}})
+        self.assertFalse(given.get("isError"), given)
+        cid = given["structuredContent"]["child_session_id"]
+        p = sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "GetSession", "s", cid)
+        sb.wait_state(json.loads(p.stdout)["data"][0], "idle", "running")
+        self.assertEqual(self.secret_in(cid, "API_TOKEN"), API_VALUE)
+
     def test_conditional_mcp_servers_follow_their_secrets(self):
         with_gh, _ = self.create("GITHUB_TOKEN")
         without, _ = self.create("API_TOKEN")
