@@ -104,8 +104,10 @@ void request_reply_text(Request *req, unsigned status, const char *content_type,
 void request_reply_json(Request *req, unsigned status, json_t *json) {
         _cleanup_free_ char *text = NULL;
 
+        /* jansson's default of 17 significant digits: every number reads back as it was stored
+         * (fewer digits changed some of Claude Code's costs, so /output and /stream disagreed). */
         if (json)
-                text = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+                text = json_dumps(json, JSON_COMPACT);
         json_decref(json);
         if (!text) {
                 static const char oom[] =
