@@ -145,3 +145,13 @@ char **strv_copy(char *const *l) {
         }
         return TAKE_PTR(copy);
 }
+
+bool env_name_is_valid(const char *s) {
+        if (!s || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+                return false;
+        for (const char *p = s + 1; *p; p++)
+                if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                      *p == '_'))
+                        return false;
+        return true;
+}

@@ -37,6 +37,9 @@ static inline bool endswith(const char *s, const char *suffix) {
         return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
 }
 
+/* An environment variable's name: [A-Za-z_][A-Za-z0-9_]*. */
+bool env_name_is_valid(const char *s);
+
 /* s, or "" if s is NULL: for printing optional strings. */
 static inline const char *strempty(const char *s) {
         return s ?: "";

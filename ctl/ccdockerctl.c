@@ -368,21 +368,14 @@ static int parse_u32(const char *option, const char *s, uint32_t *ret) {
         return 0;
 }
 
-static bool env_name_is_valid(const char *s, size_t len) {
-        if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if (!(s[i] == '_' || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-                      (s[i] >= '0' && s[i] <= '9')))
-                        return false;
-        return true;
-}
-
 static int add_env(char *assignment) {
         const char *eq = strchr(assignment, '=');
+        _cleanup_free_ char *name = eq ? strndup(assignment, (size_t) (eq - assignment)) : NULL;
         char **l;
 
-        if (!eq || !env_name_is_valid(assignment, (size_t) (eq - assignment)))
+        if (eq && !name)
+                return log_oom();
+        if (!eq || !env_name_is_valid(name))
                 return usage_error(
                         "Option '--env' needs NAME=VALUE with NAME of letters, digits and '_', not starting "
                         "with a digit, got '%s'",

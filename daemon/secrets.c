@@ -30,15 +30,7 @@ struct SecretStore {
 };
 
 bool secret_name_is_valid(const char *s) {
-        size_t n;
-
-        if (!s || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
-                return false;
-        for (n = 1; s[n]; n++)
-                if (!((s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= 'a' && s[n] <= 'z') ||
-                      (s[n] >= '0' && s[n] <= '9') || s[n] == '_'))
-                        return false;
-        return n <= SECRET_NAME_MAX;
+        return env_name_is_valid(s) && strlen(s) <= SECRET_NAME_MAX;
 }
 
 SecretStore *secret_store_free(SecretStore *s) {

@@ -465,7 +465,7 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
 
         if (streq(role, "init")) {
                 s->init_connected = true;
-                s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
+                session_channel_heartbeat(s);
                 /* Prompts that were sent to a previous connection go again (init drops duplicates). */
                 for (Prompt *p = s->prompts; p; p = p->next)
                         p->sent = false;
@@ -489,8 +489,11 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
                 config);
 }
 
+/* Stamped with the loop's time, the clock the periodic check reads too: a heartbeat handled in the same
+ * turn as the check is never "after" it. */
 void session_channel_heartbeat(Session *s) {
-        s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
+        if (sd_event_now(s->manager->event, CLOCK_MONOTONIC, &s->last_heartbeat_usec) < 0)
+                s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
 }
 
 static void session_turn_ended(Session *s, json_t *result) {
@@ -643,9 +646,7 @@ void session_check_heartbeat(Session *s, uint64_t now_monotonic) {
 
         if (timeout == 0 || !s->init_connected || session_state_is_final(s->state) || s->stop_requested)
                 return;
-        /* A heartbeat stamped after now (its clock read later in the same loop turn) is fresh. */
-        if (now_monotonic <= s->last_heartbeat_usec ||
-            now_monotonic - s->last_heartbeat_usec < timeout * 1000000ULL)
+        if (now_monotonic - s->last_heartbeat_usec < timeout * 1000000ULL)
                 return;
         if (asprintf(&reason, "no heartbeat from ccdocker-init for %" PRIu64 " s", timeout) < 0)
                 reason = NULL;

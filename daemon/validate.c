@@ -573,16 +573,6 @@ static int read_task_type(sd_bus_message *m, SessionConfig *c, sd_bus_error *err
         return 0;
 }
 
-static bool env_name_is_valid(const char *s) {
-        if (!s || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
-                return false;
-        for (const char *p = s + 1; *p; p++)
-                if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-                      *p == '_'))
-                        return false;
-        return true;
-}
-
 static int read_environment(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
         _cleanup_(strv_freep) char **env = NULL;
         char e[ECHO_MAX + 4];
@@ -747,22 +737,8 @@ static int read_prompt(sd_bus_message *m, const DaemonConfig *dc, SessionConfig 
         return 0;
 }
 
-static int read_secrets(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
-        _cleanup_(strv_freep) char **names = NULL;
-        int r;
-
-        r = sd_bus_message_read_strv(m, &names);
-        if (r < 0)
-                return refuse_read(error, "secrets", r);
-        r = secrets_validate_names(names, "CreateSession: field 'secrets'", error);
-        if (r < 0)
-                return r;
-        strv_free(c->secrets);
-        c->secrets = names && names[0] ? TAKE_PTR(names) : NULL;
-        return 0;
-}
-
-int secrets_validate_names(char **names, const char *what, sd_bus_error *error) {
+/* Secret names as a session asks for them: valid (secrets.h), unique, at most SESSION_SECRETS_MAX. */
+static int secrets_validate_names(char **names, const char *what, sd_bus_error *error) {
         char e[ECHO_MAX + 4];
         size_t n = 0;
 
@@ -795,32 +771,18 @@ int secrets_validate_names(char **names, const char *what, sd_bus_error *error) 
         return 0;
 }
 
-static int read_allowed_hosts(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
-        _cleanup_(strv_freep) char **hosts = NULL;
-        char e[ECHO_MAX + 4];
-        size_t n = 0;
+static int read_secrets(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
+        _cleanup_(strv_freep) char **names = NULL;
         int r;
 
-        r = sd_bus_message_read_strv(m, &hosts);
+        r = sd_bus_message_read_strv(m, &names);
         if (r < 0)
-                return refuse_read(error, "allowed_hosts", r);
-        for (char **i = hosts; i && *i; i++, n++)
-                if (!egress_allow_entry_valid(*i))
-                        return refuse(
-                                error,
-                                CCDOCKER_ERROR_INVALID_CONFIG,
-                                "CreateSession: field 'allowed_hosts' entries must be host, host:port, *.domain or "
-                                "*.domain:port, got '%s'",
-                                echo(*i, e));
-        if (n > SESSION_ALLOWED_HOSTS_MAX)
-                return refuse(
-                        error,
-                        CCDOCKER_ERROR_LIMIT,
-                        "CreateSession: field 'allowed_hosts' must have at most %d entries, got '%zu'",
-                        SESSION_ALLOWED_HOSTS_MAX,
-                        n);
-        strv_free(c->allowed_hosts);
-        c->allowed_hosts = hosts && hosts[0] ? TAKE_PTR(hosts) : NULL;
+                return refuse_read(error, "secrets", r);
+        r = secrets_validate_names(names, "CreateSession: field 'secrets'", error);
+        if (r < 0)
+                return r;
+        strv_free(c->secrets);
+        c->secrets = names && names[0] ? TAKE_PTR(names) : NULL;
         return 0;
 }
 
@@ -1018,7 +980,14 @@ static int read_field(
         case FIELD_SECRETS:
                 return read_secrets(m, c, error);
         case FIELD_ALLOWED_HOSTS:
-                return read_allowed_hosts(m, c, error);
+                return read_strv_field(
+                        m,
+                        "allowed_hosts",
+                        egress_allow_entry_valid,
+                        "host, host:port, *.domain or *.domain:port",
+                        SESSION_ALLOWED_HOSTS_MAX,
+                        &c->allowed_hosts,
+                        error);
         case FIELD_MCP_SERVERS:
                 return read_strv_field(
                         m,

@@ -52,10 +52,6 @@ typedef struct SessionConfig {
 #define CCDOCKER_ERROR_BAD_STATE "org.ccdocker1.Error.BadState"
 #define CCDOCKER_ERROR_INVALID_PROMPT "org.ccdocker1.Error.InvalidPrompt"
 
-/* Secret names as a session asks for them: valid (secrets.h), unique, at most SESSION_SECRETS_MAX.
- * -EINVAL with *error naming the problem, what prefixing the message. */
-int secrets_validate_names(char **names, const char *what, sd_bus_error *error);
-
 /* A prompt for SendPrompt or CreateSession's "prompt": not empty, at most MaxPromptBytes, matching none
  * of PromptDenyPatterns (SPEC.md 9.1). method prefixes the error message. -EINVAL with *error set to
  * CCDOCKER_ERROR_INVALID_PROMPT naming the rule. */
