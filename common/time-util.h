@@ -1,0 +1,21 @@
+/* Time units and clock reads, in microseconds as sd-event counts them. One definition for every
+ * program, so that no file carries its own USEC_PER_SEC or now(). */
+#pragma once
+
+#include <stdint.h>
+#include <time.h>
+
+#define NSEC_PER_USEC UINT64_C(1000)
+#define USEC_PER_MSEC UINT64_C(1000)
+#define USEC_PER_SEC UINT64_C(1000000)
+#define USEC_PER_MINUTE (UINT64_C(60) * USEC_PER_SEC)
+#define MSEC_PER_SEC UINT64_C(1000)
+
+/* The clock's now in microseconds (CLOCK_REALTIME for times people read and the store keeps,
+ * CLOCK_MONOTONIC for intervals). */
+static inline uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        (void) clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
