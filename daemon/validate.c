@@ -686,15 +686,16 @@ static int read_network(sd_bus_message *m, const DaemonConfig *dc, SessionConfig
         return 0;
 }
 
-int validate_prompt(const DaemonConfig *dc, const char *method, const char *prompt, sd_bus_error *error) {
+int validate_prompt(const DaemonConfig *dc, const char *method, const char *prompt, CoreError *e) {
         size_t len = strlen(prompt);
 
         if (len == 0)
-                return refuse(error, CCDOCKER_ERROR_INVALID_PROMPT, "%s: the prompt is empty", method);
+                return core_error(e, -EINVAL, CORE_ERROR_INVALID_PROMPT, "%s: the prompt is empty", method);
         if (len > dc->max_prompt_bytes)
-                return refuse(
-                        error,
-                        CCDOCKER_ERROR_INVALID_PROMPT,
+                return core_error(
+                        e,
+                        -EINVAL,
+                        CORE_ERROR_INVALID_PROMPT,
                         "%s: the prompt is %zu bytes, more than MaxPromptBytes (%" PRIu64 ")",
                         method,
                         len,
@@ -708,9 +709,10 @@ int validate_prompt(const DaemonConfig *dc, const char *method, const char *prom
                 m = regexec(&re, prompt, 0, NULL, 0);
                 regfree(&re);
                 if (m == 0)
-                        return refuse(
-                                error,
-                                CCDOCKER_ERROR_INVALID_PROMPT,
+                        return core_error(
+                                e,
+                                -EINVAL,
+                                CORE_ERROR_INVALID_PROMPT,
                                 "%s: the prompt matches the refused pattern '%s' (PromptDenyPatterns)",
                                 method,
                                 *p);
@@ -719,6 +721,7 @@ int validate_prompt(const DaemonConfig *dc, const char *method, const char *prom
 }
 
 static int read_prompt(sd_bus_message *m, const DaemonConfig *dc, SessionConfig *c, sd_bus_error *error) {
+        CoreError e;
         const char *s;
         char *copy;
         int r;
@@ -726,9 +729,9 @@ static int read_prompt(sd_bus_message *m, const DaemonConfig *dc, SessionConfig 
         r = sd_bus_message_read_basic(m, 's', &s);
         if (r < 0)
                 return refuse_read(error, "prompt", r);
-        r = validate_prompt(dc, "CreateSession: field 'prompt'", s, error);
+        r = validate_prompt(dc, "CreateSession: field 'prompt'", s, &e);
         if (r < 0)
-                return r;
+                return refuse(error, core_error_bus_name(e.kind), "%s", e.message);
         copy = strdup(s);
         if (!copy)
                 return -ENOMEM;

@@ -9,6 +9,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "core-error.h"
 #include "secrets.h"
 
 typedef enum WorkspaceType {
@@ -52,10 +53,10 @@ typedef struct SessionConfig {
 #define CCDOCKER_ERROR_BAD_STATE "org.ccdocker1.Error.BadState"
 #define CCDOCKER_ERROR_INVALID_PROMPT "org.ccdocker1.Error.InvalidPrompt"
 
-/* A prompt for SendPrompt or CreateSession's "prompt": not empty, at most MaxPromptBytes, matching none
- * of PromptDenyPatterns (SPEC.md 9.1). method prefixes the error message. -EINVAL with *error set to
- * CCDOCKER_ERROR_INVALID_PROMPT naming the rule. */
-int validate_prompt(const DaemonConfig *dc, const char *method, const char *prompt, sd_bus_error *error);
+/* A prompt for SendPrompt, send_to_child, spawn_child or CreateSession's "prompt": not empty, at most
+ * MaxPromptBytes, matching none of PromptDenyPatterns (SPEC.md 9.1). method prefixes the error
+ * message. -EINVAL with *e (may be NULL) set to CORE_ERROR_INVALID_PROMPT naming the rule. */
+int validate_prompt(const DaemonConfig *dc, const char *method, const char *prompt, CoreError *e);
 
 /* Reads an a{sv} (the message must be positioned at it) into a new SessionConfig with the daemon's
  * defaults for what is absent. Keys: workspace (s: "ephemeral", or an absolute host path), image (s),
