@@ -12,6 +12,7 @@
 #include "config-build.h"
 #include "config.h"
 #include "log.h"
+#include "manager-dbus.h"
 #include "manager.h"
 #include "util.h"
 
@@ -166,6 +167,8 @@ int main(int argc, char *argv[]) {
                 log_error_errno(r, "could not set up: %m");
                 return EXIT_FAILURE;
         }
+        /* The D-Bus API sits on the core: the core tells it what changed through this table only. */
+        m->publisher = &manager_dbus_publisher;
         r = manager_startup(m);
         if (r < 0)
                 return EXIT_FAILURE;

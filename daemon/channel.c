@@ -1,7 +1,8 @@
 /* The protocol side of the session channel (docs/channel.md): the socket in the session's directory,
  * its connections, JSON-RPC framing and validation, the error answers, each connection's hello and
  * role, and the prompt requests to ccdocker-init with their answers matched back by id; what a message
- * means is left to the session_channel_*() hooks. Reads are bounded per callback and output queues are
+ * means is left to the hooks the channel was created with (ChannelHooks: the session's, in
+ * session-channel.c). Reads are bounded per callback and output queues are
  * bounded, so a flooding container neither starves other sessions nor grows the daemon. A hook may
  * free the channel from inside a callback (the channel and the dispatched connection are
  * reference-counted for that); channel_free() itself calls no hook. */
@@ -26,7 +27,6 @@
 #include "jsonrpc.h"
 #include "log.h"
 #include "manager.h"
-#include "session.h"
 #include "util.h"
 
 #define CHANNEL_SOCKET_NAME "session.sock"
@@ -73,8 +73,10 @@ typedef struct Connection {
 
 struct Channel {
         unsigned n_ref;
-        Session *session; /* not a reference: the session owns the channel. NULL after channel_free() */
-        char *log_id;     /* the session's id, for log messages */
+        sd_event *event;
+        const ChannelHooks *hooks; /* NULL after channel_free(): no hook is called from then on */
+        void *userdata;            /* the hooks' (the session, which owns the channel) */
+        char *log_id;              /* the session's id, for log messages */
 
         char *dir;
         char *socket_path;
@@ -103,10 +105,6 @@ struct Channel {
                 NULL)
 #define channel_log(c, level, format, ...) ((void) channel_log_errno(c, level, 0, format, ##__VA_ARGS__))
 
-static sd_event *session_event(Session *s) {
-        return s->manager->event;
-}
-
 /* ---- lifetimes ---- */
 
 static Channel *channel_ref(Channel *c) {
@@ -122,6 +120,7 @@ static Channel *channel_unref(Channel *c) {
         free(c->socket_path);
         free(c->dir);
         free(c->log_id);
+        sd_event_unref(c->event);
         return mfree(c);
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(Channel *, channel_unref);
@@ -192,12 +191,12 @@ static void connection_close(Connection *conn, bool notify) {
                 PendingPrompt *p = prompts;
 
                 prompts = p->next;
-                if (notify && c->session)
-                        session_channel_prompt_delivered(c->session, p->message_id, -ECONNRESET);
+                if (notify && c->hooks)
+                        c->hooks->prompt_delivered(c->userdata, p->message_id, -ECONNRESET);
                 pending_prompt_free(p);
         }
-        if (notify && was_init && c->session)
-                session_channel_init_gone(c->session);
+        if (notify && was_init && c->hooks)
+                c->hooks->init_gone(c->userdata);
 
         /* The list's reference. */
         connection_unref(conn);
@@ -387,7 +386,7 @@ static int method_hello(Connection *conn, json_t *params, json_t **ret_result, s
                         return -ESHUTDOWN;
         }
 
-        result = session_channel_hello(c->session, json_string_value(role), &error);
+        result = c->hooks->hello(c->userdata, json_string_value(role), &error);
         if (!connection_is_open(conn)) {
                 json_decref(result);
                 return -ESHUTDOWN;
@@ -407,7 +406,7 @@ static int method_hello(Connection *conn, json_t *params, json_t **ret_result, s
 static int method_heartbeat(Connection *conn, json_t *params, json_t **ret_result, struct jsonrpc_error *e) {
         /* The heartbeat the session watches is init's (docs/channel.md); others are only answered. */
         if (conn->role == ROLE_INIT)
-                session_channel_heartbeat(conn->channel->session);
+                conn->channel->hooks->heartbeat(conn->channel->userdata);
         if (!connection_is_open(conn))
                 return -ESHUTDOWN;
         return method_ping(conn, params, ret_result, e);
@@ -467,7 +466,7 @@ static int method_events(Connection *conn, json_t *params, json_t **ret_result, 
         if (r < 0)
                 return r;
 
-        r = session_channel_events(conn->channel->session, events, &acked, &error);
+        r = conn->channel->hooks->events(conn->channel->userdata, events, &acked, &error);
         if (!connection_is_open(conn))
                 return -ESHUTDOWN;
         if (r == -EBADMSG)
@@ -536,7 +535,7 @@ static int connection_call_session(Connection *conn, const struct jsonrpc_messag
                 return log_oom();
         call->conn = connection_ref(conn);
         call->id = json_incref(m->id);
-        session_channel_call(conn->channel->session, m->method, params, call);
+        conn->channel->hooks->call(conn->channel->userdata, m->method, params, call);
         return connection_is_open(conn) ? 0 : -ESHUTDOWN;
 }
 
@@ -643,8 +642,7 @@ static void connection_handle_notification(Connection *conn, const struct jsonrp
                 return;
         }
 
-        session_channel_log(
-                c->session, level ? json_string_value(level) : "info", json_string_value(message));
+        c->hooks->log(c->userdata, level ? json_string_value(level) : "info", json_string_value(message));
 }
 
 static void connection_handle_response(Connection *conn, const struct jsonrpc_message *m) {
@@ -688,7 +686,7 @@ static void connection_handle_response(Connection *conn, const struct jsonrpc_me
                         m->error_message);
                 r = -EPROTO;
         }
-        session_channel_prompt_delivered(c->session, p->message_id, r);
+        c->hooks->prompt_delivered(c->userdata, p->message_id, r);
         pending_prompt_free(p);
 }
 
@@ -821,7 +819,7 @@ static int connection_new(Channel *c, int fd) {
                 return r;
         }
 
-        r = sd_event_add_io(session_event(c->session), &conn->source, fd, EPOLLIN, on_connection_io, conn);
+        r = sd_event_add_io(c->event, &conn->source, fd, EPOLLIN, on_connection_io, conn);
         if (r < 0) {
                 jsonrpc_reader_free(conn->reader);
                 free(conn);
@@ -941,22 +939,34 @@ static int channel_fix_socket(Channel *c, int dfd, uid_t uid, gid_t gid) {
         return 0;
 }
 
-int channel_new(Session *s, const char *dir, uid_t uid, gid_t gid, Channel **ret) {
+int channel_new(
+        sd_event *event,
+        const ChannelHooks *hooks,
+        void *userdata,
+        const char *log_id,
+        const char *dir,
+        uid_t uid,
+        gid_t gid,
+        Channel **ret) {
         _cleanup_(channel_freep) Channel *c = NULL;
         _cleanup_close_ int dfd = -EBADF;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         mode_t old_umask;
         int r;
 
-        if (!s || !s->manager || !s->manager->event || isempty(dir) || !ret)
+        if (!event || !hooks || isempty(dir) || !ret)
                 return -EINVAL;
 
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
-        *c = (Channel){ .n_ref = 1, .session = s, .listen_fd = -EBADF };
+        *c = (Channel){ .n_ref = 1,
+                        .event = sd_event_ref(event),
+                        .hooks = hooks,
+                        .userdata = userdata,
+                        .listen_fd = -EBADF };
 
-        c->log_id = strdup(strempty(s->id));
+        c->log_id = strdup(strempty(log_id));
         c->dir = strdup(dir);
         c->read_buffer = malloc(CHANNEL_READ_CHUNK);
         if (!c->log_id || !c->dir || !c->read_buffer ||
@@ -994,7 +1004,7 @@ int channel_new(Session *s, const char *dir, uid_t uid, gid_t gid, Channel **ret
         if (listen(c->listen_fd, SOMAXCONN) < 0)
                 return channel_log_errno(c, LOG_ERR, errno, "could not listen on %s: %m", c->socket_path);
 
-        r = sd_event_add_io(session_event(s), &c->listen_source, c->listen_fd, EPOLLIN, on_listen_io, c);
+        r = sd_event_add_io(c->event, &c->listen_source, c->listen_fd, EPOLLIN, on_listen_io, c);
         if (r < 0)
                 return channel_log_errno(c, LOG_ERR, r, "could not watch %s: %m", c->socket_path);
         (void) sd_event_source_set_description(c->listen_source, "channel-listen");
@@ -1008,7 +1018,7 @@ Channel *channel_free(Channel *c) {
                 return NULL;
 
         /* From here on no hook is called: the session is going away, or has. */
-        c->session = NULL;
+        c->hooks = NULL;
 
         while (c->connections)
                 connection_close(c->connections, false);
@@ -1032,7 +1042,7 @@ int channel_send_prompt(Channel *c, const char *message_id, const char *text) {
         PendingPrompt *p, **tail;
         int r;
 
-        if (!c || !c->session || isempty(message_id) || !text)
+        if (!c || !c->hooks || isempty(message_id) || !text)
                 return -EINVAL;
         if (!c->init || !connection_is_open(c->init))
                 return -ENOTCONN;

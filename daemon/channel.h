@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <systemd/sd-event.h>
 
-typedef struct Session Session;
 typedef struct Channel Channel;
 
 #define CHANNEL_MAX_LINE (8U * 1024 * 1024)
@@ -25,14 +25,47 @@ typedef struct Channel Channel;
  * holds its connection: an answer after the connection closed is dropped. */
 typedef struct ChannelCall ChannelCall;
 
+/* What the channel calls when a message means something for its session (session-channel.c implements
+ * them for the daemon; each gets the userdata the channel was created with). */
+typedef struct ChannelHooks {
+        /* hello: role is "init" or "mcp". Returns the result object (a new reference) or NULL with *error
+         * set (a malloc'd message). */
+        json_t *(*hello)(void *userdata, const char *role, char **error);
+        void (*heartbeat)(void *userdata);
+        /* events: already checked to be an array of 1..1000 objects each with integer seq >= 1, integer
+         * time and any data. Returns 0 and the acked seq, or a negative errno with *error set: -EBADMSG
+         * for a gap (JSON-RPC -32602), other errors -32000. */
+        int (*events)(void *userdata, json_t *events, uint64_t *ret_acked, char **error);
+        void (*log)(void *userdata, const char *level, const char *message);
+        /* The answer to a prompt request: r = 0 delivered, negative: the error the client answered or
+         * -ECONNRESET when the connection closed first. */
+        void (*prompt_delivered)(void *userdata, const char *message_id, int r);
+        /* A request of one of ccdocker-mcp's methods (docs/channel.md), on a connection whose hello said
+         * "mcp": method is "child.spawn", ..., "parent.context"; params is an object (borrowed). The hook
+         * owns call and answers it exactly once, now or later. */
+        void (*call)(void *userdata, const char *method, json_t *params, ChannelCall *call);
+        /* The init connection went away (the container stopped, or ccdocker-init crashed). */
+        void (*init_gone)(void *userdata);
+} ChannelHooks;
+
 /* Creates dir (mode 0700, owned by uid:gid), listens on dir/session.sock (mode 0600, owned by uid:gid)
- * on the session's event loop. A stale socket from an earlier daemon is replaced. */
-int channel_new(Session *s, const char *dir, uid_t uid, gid_t gid, Channel **ret);
-/* Closes every connection and the listening socket, unlinks the socket and removes dir. */
+ * on event. A stale socket from an earlier daemon is replaced. hooks (which must outlive the channel)
+ * are called with userdata; log_id names the session in log messages. */
+int channel_new(
+        sd_event *event,
+        const ChannelHooks *hooks,
+        void *userdata,
+        const char *log_id,
+        const char *dir,
+        uid_t uid,
+        gid_t gid,
+        Channel **ret);
+/* Closes every connection and the listening socket, unlinks the socket and removes dir. No hook is
+ * called after it. */
 Channel *channel_free(Channel *c);
 
-/* Sends a "prompt" request to the init connection. 0 when sent (the answer arrives through
- * session_channel_prompt_delivered()), -ENOTCONN when no init has said hello. */
+/* Sends a "prompt" request to the init connection. 0 when sent (the answer arrives through the
+ * prompt_delivered hook), -ENOTCONN when no init has said hello. */
 int channel_send_prompt(Channel *c, const char *message_id, const char *text);
 bool channel_has_init(Channel *c);
 
@@ -44,24 +77,3 @@ void channel_call_error(ChannelCall *call, int code, const char *format, ...)
 bool channel_call_is_open(const ChannelCall *call);
 /* Frees a call without answering (its connection is gone). */
 ChannelCall *channel_call_free(ChannelCall *call);
-
-/* ---- Hooks the channel calls (implemented in session.c) ---- */
-
-/* hello: role is "init" or "mcp". Returns the result object (a new reference) or NULL with *error set
- * (a malloc'd message). */
-json_t *session_channel_hello(Session *s, const char *role, char **error);
-void session_channel_heartbeat(Session *s);
-/* events: already checked to be an array of 1..1000 objects each with integer seq >= 1, integer time
- * and any data. Returns 0 and the acked seq, or a negative errno with *error set: -EBADMSG for a gap
- * (JSON-RPC -32602), other errors -32000. */
-int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char **error);
-void session_channel_log(Session *s, const char *level, const char *message);
-/* The answer to a prompt request: r = 0 delivered, negative: the error the client answered or
- * -ECONNRESET when the connection closed first. */
-void session_channel_prompt_delivered(Session *s, const char *message_id, int r);
-/* A request of one of ccdocker-mcp's methods (docs/channel.md), on a connection whose hello said "mcp":
- * method is "child.spawn", ..., "parent.context"; params is an object (borrowed). The session owns call
- * and answers it exactly once, now or later. */
-void session_channel_call(Session *s, const char *method, json_t *params, ChannelCall *call);
-/* The init connection went away (the container stopped, or ccdocker-init crashed). */
-void session_channel_init_gone(Session *s);

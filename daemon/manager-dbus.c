@@ -3,6 +3,8 @@
  * the manager and the session; CreateSession answers once the image is known to exist and the session is
  * recorded, and the container and unit follow asynchronously as state changes. */
 #define _GNU_SOURCE
+#include "manager-dbus.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include "log.h"
 #include "manager.h"
 #include "polkit.h"
+#include "session-dbus.h"
 #include "util.h"
 
 typedef struct CreateRequest {
@@ -126,64 +129,28 @@ static void on_secret_authorized(int r, sd_bus_message *call, const sd_bus_error
         (void) create_continue(req);
 }
 
-/* Each secret asked for must exist, and the caller may use it: in --user mode when AllowedSecrets= lists
- * it, in --system mode when polkit says so (root passes). Returns 1 when an answer is pending (the
- * request is owned by the callback), 0 when all are granted, < 0 after replying an error. */
+/* Each secret asked for must exist, and the caller may use it (manager_check_secret(): AllowedSecrets= in
+ * --user mode; in --system mode polkit decides, which is asked here). Returns 1 when an answer is
+ * pending (the request is owned by the callback), 0 when all are granted, < 0 after replying an error. */
 static int create_check_secrets(CreateRequest *req) {
         Manager *m = req->manager;
         char **secrets = req->config->secrets;
+        CoreError e;
         int r;
 
         for (; secrets && secrets[req->secret_index]; req->secret_index++) {
                 const char *name = secrets[req->secret_index];
-                bool listed = false;
+                const char *details[] = { "secret", name, NULL };
 
-                if (!secret_store_get(m->secrets, name)) {
-                        reply_error(
-                                req->message,
-                                CCDOCKER_ERROR_INVALID_CONFIG,
-                                "CreateSession: no secret '%s' is configured (a credential file %s or a variable "
-                                "CC_SECRET_%s of the daemon)",
-                                name,
-                                name,
-                                name);
-                        return -ENOKEY;
+                r = manager_check_secret(m, req->uid, name, &e);
+                if (r < 0) {
+                        (void) bus_reply_core_error(req->message, "CreateSession", &e);
+                        return r;
                 }
-                if (m->config.mode == DAEMON_USER) {
-                        for (char **a = m->config.allowed_secrets; a && *a; a++)
-                                listed = listed || streq(*a, name);
-                        if (!listed) {
-                                audit_log(
-                                        AUDIT_EVENT_DENIED,
-                                        NULL,
-                                        NULL,
-                                        NULL,
-                                        req->uid,
-                                        "CreateSession: secret %s is not in AllowedSecrets",
-                                        name);
-                                reply_error(
-                                        req->message,
-                                        CCDOCKER_ERROR_ACCESS_DENIED,
-                                        "CreateSession: secret '%s' may not be used: it is not in the daemon's "
-                                        "AllowedSecrets=",
-                                        name);
-                                return -EPERM;
-                        }
+                if (r == 0)
                         continue;
-                }
-                if (req->uid == 0)
-                        continue;
-                {
-                        const char *details[] = { "secret", name, NULL };
-
-                        r = polkit_check_async(
-                                m->bus,
-                                req->message,
-                                POLKIT_ACTION_USE_SECRET,
-                                details,
-                                on_secret_authorized,
-                                req);
-                }
+                r = polkit_check_async(
+                        m->bus, req->message, POLKIT_ACTION_USE_SECRET, details, on_secret_authorized, req);
                 if (r < 0) {
                         reply_error(
                                 req->message,
@@ -292,17 +259,22 @@ static int method_create_session(sd_bus_message *message, void *userdata, sd_bus
 
 static int method_list_sessions(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ Session **sessions = NULL;
         Manager *m = userdata;
+        size_t n;
         int r;
 
+        r = manager_list_sessions(m, NULL, &sessions, &n);
+        if (r < 0)
+                return r;
         r = sd_bus_message_new_method_return(message, &reply);
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(reply, 'a', "(ssssto)");
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < m->n_sessions; i++) {
-                Session *s = m->sessions[i];
+        for (size_t i = 0; i < n; i++) {
+                Session *s = sessions[i];
 
                 r = sd_bus_message_append(
                         reply,
@@ -375,38 +347,48 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_END,
 };
 
-int manager_dbus_register(Manager *m) {
+static int manager_dbus_attach(Manager *m) {
         int r;
 
         r = sd_bus_add_object_vtable(
                 m->bus, NULL, "/org/ccdocker1", "org.ccdocker1.Manager", manager_vtable, m);
         if (r < 0)
                 return log_error_errno(r, "could not publish org.ccdocker1.Manager: %m");
-        return 0;
+        return session_dbus_attach(m);
 }
 
-void manager_dbus_emit_session_new(Manager *m, Session *s) {
-        int r = sd_bus_emit_signal(
-                m->bus,
-                "/org/ccdocker1",
-                "org.ccdocker1.Manager",
-                "SessionNew",
-                "so",
-                s->id,
-                s->object_path);
+static void manager_dbus_send_session_signal(Manager *m, Session *s, const char *member) {
+        int r;
+
+        if (!m->bus)
+                return;
+        r = sd_bus_emit_signal(
+                m->bus, "/org/ccdocker1", "org.ccdocker1.Manager", member, "so", s->id, s->object_path);
         if (r < 0)
-                log_warning_errno(r, "could not emit SessionNew for %s: %m", s->id);
+                log_warning_errno(r, "could not emit %s for %s: %m", member, s->id);
 }
 
-void manager_dbus_emit_session_removed(Manager *m, Session *s) {
-        int r = sd_bus_emit_signal(
-                m->bus,
-                "/org/ccdocker1",
-                "org.ccdocker1.Manager",
-                "SessionRemoved",
-                "so",
-                s->id,
-                s->object_path);
-        if (r < 0)
-                log_warning_errno(r, "could not emit SessionRemoved for %s: %m", s->id);
+static void manager_dbus_session_new(Manager *m, Session *s) {
+        manager_dbus_send_session_signal(m, s, "SessionNew");
+}
+
+static void manager_dbus_session_removed(Manager *m, Session *s) {
+        manager_dbus_send_session_signal(m, s, "SessionRemoved");
+}
+
+const ManagerPublisher manager_dbus_publisher = {
+        .attach = manager_dbus_attach,
+        .session_new = manager_dbus_session_new,
+        .session_removed = manager_dbus_session_removed,
+        .session_changed = session_dbus_send_changed,
+};
+
+int bus_reply_core_error(sd_bus_message *message, const char *method, const CoreError *e) {
+        return sd_bus_reply_method_errorf(
+                message,
+                core_error_bus_name(e->kind),
+                "%s%s%s",
+                strempty(method),
+                method ? ": " : "",
+                e->message);
 }

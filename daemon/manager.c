@@ -42,6 +42,9 @@ int manager_new(DaemonConfig *config, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* What the last turn changed still goes out: the notices to Redis, the waiters answered. */
+        manager_flush_changes(m);
+        m->publish_source = sd_event_source_disable_unref(m->publish_source);
         for (size_t i = 0; i < m->n_sessions; i++) {
                 /* Watches hold plain pointers to their session: drop them before the sessions. */
                 m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
@@ -68,6 +71,8 @@ Manager *manager_free(Manager *m) {
         config_done(&m->config);
         return mfree(m);
 }
+
+/* ---- the registry ---- */
 
 Session *manager_get_session(Manager *m, const char *id) {
         if (!id)
@@ -96,7 +101,8 @@ int manager_add_session(Manager *m, Session *s) {
         return 0;
 }
 
-void manager_remove_session(Manager *m, Session *s) {
+/* Takes s out of the registry without telling anyone (it was never announced, or is being removed). */
+static void manager_drop_session(Manager *m, Session *s) {
         for (size_t i = 0; i < m->n_sessions; i++) {
                 if (m->sessions[i] != s)
                         continue;
@@ -109,6 +115,127 @@ void manager_remove_session(Manager *m, Session *s) {
                 session_unref(s);
                 return;
         }
+}
+
+void manager_remove_session(Manager *m, Session *s) {
+        Session *parent = manager_get_session(m, s->parent_id);
+
+        if (m->publisher && m->publisher->session_removed)
+                m->publisher->session_removed(m, s);
+        if (parent)
+                session_mark_changed(parent, SESSION_CHANGED_CHILDREN);
+        manager_drop_session(m, s);
+}
+
+size_t manager_n_sessions(Manager *m) {
+        return m->n_sessions;
+}
+
+int manager_list_sessions(Manager *m, const Session *parent, Session ***ret, size_t *ret_n) {
+        Session **l;
+        size_t n = 0;
+
+        l = calloc(m->n_sessions + 1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (!parent || (session_is_child_of(m->sessions[i], parent) && !m->sessions[i]->removed))
+                        l[n++] = m->sessions[i];
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- publishing: the one seam between the core and its publishers (STYLE.md 14) ---- */
+
+static int on_publish(sd_event_source *source, void *userdata) {
+        manager_flush_changes(userdata);
+        return 0;
+}
+
+void manager_queue_publish(Manager *m, Session *s) {
+        int r;
+
+        if (s->publish_queued)
+                return;
+        s->publish_queued = true;
+        s->publish_next = m->publish_queue;
+        m->publish_queue = session_ref(s);
+
+        if (!m->publish_source) {
+                /* At the normal priority, not idle: a flood of channel input must not starve it. */
+                r = sd_event_add_defer(m->event, &m->publish_source, on_publish, m);
+                if (r < 0) {
+                        log_warning_errno(r, "could not set up publishing, publishing at once: %m");
+                        manager_flush_changes(m);
+                        return;
+                }
+        }
+        r = sd_event_source_set_enabled(m->publish_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "could not schedule publishing: %m");
+}
+
+void manager_flush_changes(Manager *m) {
+        while (m->publish_queue) {
+                _cleanup_(session_unrefp) Session *s = m->publish_queue;
+                unsigned changes = s->changed;
+
+                m->publish_queue = s->publish_next;
+                s->publish_next = NULL;
+                s->publish_queued = false;
+                s->changed = 0;
+
+                /* A session's usage is in the tree figures of each of its ancestors. */
+                if (changes & SESSION_CHANGED_USAGE) {
+                        Session *a = manager_get_session(m, s->parent_id);
+
+                        if (a)
+                                session_mark_changed(a, SESSION_CHANGED_USAGE);
+                }
+                if (changes != 0 && !s->removed && m->publisher && m->publisher->session_changed)
+                        m->publisher->session_changed(m, s, changes);
+                session_publish_notices(s);
+                if (changes & SESSION_CHANGED_TURN)
+                        session_wake(s, false);
+                else if (changes & SESSION_CHANGED_OUTPUT)
+                        session_wake(s, true);
+        }
+}
+
+/* ---- secrets: which a caller may give a new session ---- */
+
+int manager_check_secret(Manager *m, uid_t uid, const char *name, CoreError *e) {
+        if (!secret_store_get(m->secrets, name))
+                return core_error(
+                        e,
+                        -ENOKEY,
+                        CORE_ERROR_INVALID_CONFIG,
+                        "no secret '%s' is configured (a credential file %s or a variable CC_SECRET_%s of the "
+                        "daemon)",
+                        name,
+                        name,
+                        name);
+        if (m->config.mode == DAEMON_USER) {
+                for (char **a = m->config.allowed_secrets; a && *a; a++)
+                        if (streq(*a, name))
+                                return 0;
+                audit_log(
+                        AUDIT_EVENT_DENIED,
+                        NULL,
+                        NULL,
+                        NULL,
+                        uid,
+                        "CreateSession: secret %s is not in AllowedSecrets",
+                        name);
+                return core_error(
+                        e,
+                        -EPERM,
+                        CORE_ERROR_ACCESS_DENIED,
+                        "secret '%s' may not be used: it is not in the daemon's AllowedSecrets=",
+                        name);
+        }
+        return uid == 0 ? 0 : 1;
 }
 
 /* ---- the model proxy's hooks: usage goes to the session and the store; budgets cap whole trees ---- */
@@ -152,11 +279,10 @@ static void on_model_usage(const ModelCall *call, void *userdata) {
         if (r < 0)
                 log_warning_errno(
                         r, "session %s: could not store a model call's usage: %m", call->session_id);
-        if (s)
+        if (s) {
                 usage_add(&s->usage, &u);
-        /* The tree's figures of every ancestor changed too. */
-        for (; s; s = s->parent_id ? manager_get_session(m, s->parent_id) : NULL)
-                session_dbus_emit_changed(s, "Usage", NULL);
+                session_mark_changed(s, SESSION_CHANGED_USAGE);
+        }
 }
 
 /* Whether session_id may call the model: no ancestor (itself included) with a budget has used it up
@@ -256,7 +382,7 @@ int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Sessio
         /* Recorded before it is announced: a daemon killed right after the reply still knows it. */
         r = session_store_new(s);
         if (r < 0) {
-                manager_remove_session(m, s);
+                manager_drop_session(m, s);
                 return r;
         }
         if (s->config->prompt) {
@@ -287,9 +413,10 @@ int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Sessio
                         s->id,
                         (unsigned) uid,
                         s->image);
-        manager_dbus_emit_session_new(m, s);
+        if (m->publisher && m->publisher->session_new)
+                m->publisher->session_new(m, s);
         if (parent)
-                session_dbus_emit_changed(parent, "Children", NULL);
+                session_mark_changed(parent, SESSION_CHANGED_CHILDREN);
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -407,12 +534,11 @@ int manager_startup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "could not subscribe to systemd's signals: %m");
 
-        r = manager_dbus_register(m);
-        if (r < 0)
-                return r;
-        r = session_dbus_register(m);
-        if (r < 0)
-                return r;
+        if (m->publisher && m->publisher->attach) {
+                r = m->publisher->attach(m);
+                if (r < 0)
+                        return r;
+        }
 
         r = store_load_sessions(m->store, load_session, m);
         if (r < 0)

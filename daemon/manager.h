@@ -16,7 +16,18 @@
 #include "session.h"
 #include "store.h"
 
-typedef struct SessionTable SessionTable;
+/* The core's publishers: what the D-Bus objects (manager-dbus.c, session-dbus.c) are told. The core calls
+ * nothing of theirs but through this table, so that the API sits on the core and not in it; without a
+ * publisher (unit tests) nothing is published on a bus. */
+typedef struct ManagerPublisher {
+        /* Publishes the objects on m->bus, once it is connected and before the name is taken. */
+        int (*attach)(Manager *m);
+        /* At once: a session was created (before its creator is answered) or removed. */
+        void (*session_new)(Manager *m, Session *s);
+        void (*session_removed)(Manager *m, Session *s);
+        /* Once per event-loop turn: what changed on a session still published (SessionChange bits). */
+        void (*session_changed)(Manager *m, Session *s, unsigned changes);
+} ManagerPublisher;
 
 struct Manager {
         DaemonConfig config;
@@ -33,7 +44,11 @@ struct Manager {
         size_t n_prices;
         sd_event_source *heartbeat_timer;
 
-        Session **sessions; /* registry, in creation order */
+        const ManagerPublisher *publisher; /* may be NULL */
+        Session *publish_queue;            /* sessions with changes or notices to publish */
+        sd_event_source *publish_source;   /* the one defer source that flushes publish_queue */
+
+        Session **sessions; /* registry, in creation order: walked only in manager.c */
         size_t n_sessions;
         size_t n_session_objects; /* allocated, registered or not (a removed one may still be referenced) */
         sd_event_source *shutdown_timer;
@@ -53,7 +68,19 @@ int manager_run(Manager *m);
 Session *manager_get_session(Manager *m, const char *id);
 Session *manager_get_session_by_path(Manager *m, const char *path);
 int manager_add_session(Manager *m, Session *s);
+/* Unpublishes s (SessionRemoved), tells its parent's Children, and drops the registry's reference. */
 void manager_remove_session(Manager *m, Session *s);
+
+/* The registry, for those who list it: a new array (the caller frees it, not the sessions, which it
+ * borrows) in creation order, of every session, or of parent's children (those not removed) when parent
+ * is not NULL. */
+int manager_list_sessions(Manager *m, const Session *parent, Session ***ret, size_t *ret_n);
+/* Sessions in the registry. */
+size_t manager_n_sessions(Manager *m);
+/* Queues s for the next flush (session_mark_changed() and session_notify() call it). */
+void manager_queue_publish(Manager *m, Session *s);
+/* Publishes every queued change now: the flush of the publishing source, also run at shutdown. */
+void manager_flush_changes(Manager *m);
 /* Creates, records, announces and audits a session (a child of parent, or top-level when NULL), with its
  * initial prompt queued; the caller starts it (session_start()) after replying. Takes *config.
  * -EUSERS when MaxSessions are live. */
@@ -63,11 +90,7 @@ void manager_subtree_usage(Manager *m, Session *root, StoreUsage *ret);
 /* Sessions not stopped or failed. */
 unsigned manager_live_sessions(Manager *m);
 
-/* Publishing on the bus (manager-dbus.c). */
-int manager_dbus_register(Manager *m);
-void manager_dbus_emit_session_new(Manager *m, Session *s);
-void manager_dbus_emit_session_removed(Manager *m, Session *s);
-
-/* session-dbus.c */
-int session_dbus_register(Manager *m);
-void session_dbus_emit_changed(Session *s, const char *property, ...);
+/* Whether uid may use the secret name in a new session: -ENOKEY when no such secret is configured,
+ * -EPERM when the daemon's policy refuses it (AllowedSecrets= in --user mode; audited), 0 when granted,
+ * 1 when polkit must decide (--system mode, a caller other than root). *e says why not. */
+int manager_check_secret(Manager *m, uid_t uid, const char *name, CoreError *e);

@@ -17,14 +17,8 @@
 #include "log.h"
 #include "manager.h"
 #include "session.h"
+#include "time-util.h"
 #include "util.h"
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
 
 /* ---- the prompt queue ---- */
 
@@ -125,7 +119,7 @@ int session_queue_prompt(Session *s, const char *text, char **ret_message_id) {
                 return -ENOMEM;
         }
         prompt_append(s, p);
-        session_dbus_emit_changed(s, "PendingPrompts", NULL);
+        session_mark_changed(s, SESSION_CHANGED_PROMPTS);
         {
                 _cleanup_(json_decrefp) json_t *msg = json_pack(
                         "{s:s, s:s, s:s, s:s}",
@@ -144,6 +138,29 @@ int session_queue_prompt(Session *s, const char *text, char **ret_message_id) {
 
         if (ret_message_id)
                 *ret_message_id = TAKE_PTR(mid);
+        return 0;
+}
+
+int session_send_prompt(
+        Session *s, const char *method, const char *text, char **ret_message_id, CoreError *e) {
+        int r;
+
+        if (session_state_is_final(s->state) || s->stop_requested)
+                return core_error(
+                        e,
+                        -ESTALE,
+                        CORE_ERROR_BAD_STATE,
+                        "%s: session %s is %s and takes no prompts",
+                        method,
+                        s->id,
+                        session_state_is_final(s->state) ? session_state_to_string(s->state) : "stopping");
+        r = validate_prompt(&s->manager->config, method, text, e);
+        if (r < 0)
+                return r;
+        r = session_queue_prompt(s, text, ret_message_id);
+        if (r < 0)
+                return core_error(
+                        e, r, CORE_ERROR_FAILED, "%s: could not queue the prompt: %s", method, strerror(-r));
         return 0;
 }
 
@@ -195,6 +212,24 @@ int session_restore_output(Session *s) {
         if (session_state_is_final(s->state))
                 return 0;
         return store_load_prompts(s->manager->store, s->id, load_prompt, s);
+}
+
+/* ---- output ---- */
+
+int session_get_output(Session *s, uint64_t since, unsigned limit, json_t **ret) {
+        return event_bus_get(s->manager->events, s->id, since, limit, ret);
+}
+
+int session_attach(Session *s, uint64_t since, int *ret_fd) {
+        int r;
+
+        r = event_bus_attach(s->manager->events, s->id, since, ret_fd);
+        if (r < 0)
+                return r;
+        /* An ended session's subscriber gets what there is, then EOF. */
+        if (session_state_is_final(s->state))
+                event_bus_session_ended(s->manager->events, s->id);
+        return 0;
 }
 
 /* ---- results ---- */
@@ -272,18 +307,6 @@ int session_result(
         return 0;
 }
 
-static int reply_result(sd_bus_message *message, Session *s) {
-        _cleanup_free_ char *result = NULL, *error = NULL, *usage = NULL;
-        const char *status;
-        int r;
-
-        r = session_result(s, &status, &result, &error, &usage);
-        if (r < 0)
-                return sd_bus_reply_method_errorf(
-                        message, SD_BUS_ERROR_NO_MEMORY, "GetResult: %s", strerror(-r));
-        return sd_bus_reply_method_return(message, "ssss", status, result, error, usage);
-}
-
 static void waiter_free(ResultWaiter *w) {
         sd_event_source_unref(w->timer);
         session_unref(w->session);
@@ -313,7 +336,7 @@ static int on_waiter_timeout(sd_event_source *source, uint64_t usec, void *userd
 
 /* Wakes every waiter (the turn ended, or the session did), or with output_only those waiting for
  * output (an event was stored). Waiters added by a done callback wait for the next wake. */
-static void session_wake(Session *s, bool output_only) {
+void session_wake(Session *s, bool output_only) {
         _cleanup_(session_unrefp) Session *ref = session_ref(s);
         ResultWaiter *woken = NULL, **i = &s->waiters;
 
@@ -354,7 +377,7 @@ int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t d
                 s->manager->event,
                 &w->timer,
                 CLOCK_MONOTONIC,
-                (uint64_t) (timeout_sec ?: 1) * 1000000ULL,
+                (uint64_t) (timeout_sec ?: 1) * USEC_PER_SEC,
                 0,
                 on_waiter_timeout,
                 w);
@@ -367,24 +390,15 @@ int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t d
         return 0;
 }
 
-static void on_get_result_done(Session *s, void *userdata) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
-
-        (void) reply_result(message, s);
-}
-
-int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec) {
+int session_wait_result(Session *s, bool wait, uint32_t timeout_sec, session_wait_t done, void *userdata) {
         int r;
 
-        if (!wait || !session_result_pending(s))
-                return reply_result(message, s);
-
-        r = session_wait(s, false, timeout_sec, on_get_result_done, sd_bus_message_ref(message));
-        if (r < 0) {
-                sd_bus_message_unref(message);
-                return r;
+        if (!wait || !session_result_pending(s)) {
+                done(s, userdata);
+                return 0;
         }
-        return 1;
+        r = session_wait(s, false, timeout_sec, done, userdata);
+        return r < 0 ? r : 1;
 }
 
 /* ---- the channel's hooks ---- */
@@ -460,12 +474,15 @@ static json_t *session_claude_config(Session *s) {
         return TAKE_PTR(config);
 }
 
-json_t *session_channel_hello(Session *s, const char *role, char **error) {
+static void hook_heartbeat(void *userdata);
+
+static json_t *hook_hello(void *userdata, const char *role, char **error) {
+        Session *s = userdata;
         _cleanup_(json_decrefp) json_t *config = NULL;
 
         if (streq(role, "init")) {
                 s->init_connected = true;
-                session_channel_heartbeat(s);
+                hook_heartbeat(s);
                 /* Prompts that were sent to a previous connection go again (init drops duplicates). */
                 for (Prompt *p = s->prompts; p; p = p->next)
                         p->sent = false;
@@ -491,7 +508,9 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
 
 /* Stamped with the loop's time, the clock the periodic check reads too: a heartbeat handled in the same
  * turn as the check is never "after" it. */
-void session_channel_heartbeat(Session *s) {
+static void hook_heartbeat(void *userdata) {
+        Session *s = userdata;
+
         if (sd_event_now(s->manager->event, CLOCK_MONOTONIC, &s->last_heartbeat_usec) < 0)
                 s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
 }
@@ -512,7 +531,7 @@ static void session_turn_ended(Session *s, json_t *result) {
                 s->prompts = p->next;
                 s->n_prompts--;
                 prompt_free(p);
-                session_dbus_emit_changed(s, "PendingPrompts", NULL);
+                session_mark_changed(s, SESSION_CHANGED_PROMPTS);
         }
         if (s->parent_id) {
                 _cleanup_free_ char *status_result = NULL, *error = NULL, *usage = NULL;
@@ -537,11 +556,12 @@ static void session_turn_ended(Session *s, json_t *result) {
         }
         if (s->state == SESSION_RUNNING && !s->prompts)
                 session_set_state(s, SESSION_IDLE, NULL);
-        session_wake_waiters(s);
+        session_mark_changed(s, SESSION_CHANGED_TURN);
         session_deliver_next(s);
 }
 
-int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char **error) {
+static int hook_events(void *userdata, json_t *events, uint64_t *ret_acked, char **error) {
+        Session *s = userdata;
         _cleanup_(json_decrefp) json_t *fresh = json_array();
         uint64_t next = s->last_seq + 1;
         size_t i;
@@ -577,8 +597,7 @@ int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char
                         return r;
                 }
                 s->last_seq = next - 1;
-                session_dbus_emit_changed(s, "LastSeq", NULL);
-                session_wake(s, true);
+                session_mark_changed(s, SESSION_CHANGED_OUTPUT);
                 json_array_foreach (fresh, i, e) {
                         json_t *data = json_object_get(e, "data");
 
@@ -590,7 +609,8 @@ int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char
         return 0;
 }
 
-void session_channel_log(Session *s, const char *level, const char *message) {
+static void hook_log(void *userdata, const char *level, const char *message) {
+        Session *s = userdata;
         int priority = LOG_INFO;
 
         if (streq_ptr(level, "error"))
@@ -611,7 +631,9 @@ void session_channel_log(Session *s, const char *level, const char *message) {
                 NULL);
 }
 
-void session_channel_prompt_delivered(Session *s, const char *message_id, int r) {
+static void hook_prompt_delivered(void *userdata, const char *message_id, int r) {
+        Session *s = userdata;
+
         for (Prompt *p = s->prompts; p; p = p->next) {
                 if (!streq(p->message_id, message_id))
                         continue;
@@ -632,12 +654,28 @@ void session_channel_prompt_delivered(Session *s, const char *message_id, int r)
         }
 }
 
-void session_channel_init_gone(Session *s) {
+static void hook_init_gone(void *userdata) {
+        Session *s = userdata;
+
         s->init_connected = false;
         for (Prompt *p = s->prompts; p; p = p->next)
                 p->sent = false;
         log_info("session %s: ccdocker-init disconnected from the channel", s->id);
 }
+
+static void hook_call(void *userdata, const char *method, json_t *params, ChannelCall *call) {
+        session_children_call(userdata, method, params, call);
+}
+
+const ChannelHooks session_channel_hooks = {
+        .hello = hook_hello,
+        .heartbeat = hook_heartbeat,
+        .events = hook_events,
+        .log = hook_log,
+        .prompt_delivered = hook_prompt_delivered,
+        .call = hook_call,
+        .init_gone = hook_init_gone,
+};
 
 /* Called by the manager's periodic check. */
 void session_check_heartbeat(Session *s, uint64_t now_monotonic) {
@@ -646,7 +684,7 @@ void session_check_heartbeat(Session *s, uint64_t now_monotonic) {
 
         if (timeout == 0 || !s->init_connected || session_state_is_final(s->state) || s->stop_requested)
                 return;
-        if (now_monotonic - s->last_heartbeat_usec < timeout * 1000000ULL)
+        if (now_monotonic - s->last_heartbeat_usec < timeout * USEC_PER_SEC)
                 return;
         if (asprintf(&reason, "no heartbeat from ccdocker-init for %" PRIu64 " s", timeout) < 0)
                 reason = NULL;

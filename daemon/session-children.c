@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,14 +210,15 @@ static Session *find_child(Session *s, ChannelCall **call, const char *method, j
 /* ---- spawn ---- */
 
 static unsigned count_children(Session *s, bool live_only, uint64_t created_after) {
-        Manager *m = s->manager;
+        _cleanup_free_ Session **children = NULL;
+        size_t n_children;
         unsigned n = 0;
 
-        for (size_t i = 0; i < m->n_sessions; i++) {
-                Session *c = m->sessions[i];
+        if (manager_list_sessions(s->manager, s, &children, &n_children) < 0)
+                return UINT_MAX; /* out of memory: every limit refuses */
+        for (size_t i = 0; i < n_children; i++) {
+                Session *c = children[i];
 
-                if (!session_is_child_of(c, s))
-                        continue;
                 if (live_only && session_state_is_final(c->state))
                         continue;
                 if (c->created_usec < created_after)
@@ -265,8 +267,8 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
         static const char *const allowed[] = { "prompt",          "context", "task_type", "stream_output",
                                                "timeout_seconds", "secrets", NULL };
         const DaemonConfig *dc = &parent->manager->config;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(session_config_freep) SessionConfig *config = NULL;
+        CoreError error;
         json_t *prompt, *context, *task_type, *stream, *timeout, *secrets;
         size_t i;
         uint64_t timeout_sec = dc->child_timeout_sec, now;
@@ -300,8 +302,7 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
                         prompt ? "must be a string" : "is missing: give the child its task");
         r = validate_prompt(dc, "spawn_child: prompt", json_string_value(prompt), &error);
         if (r < 0)
-                return spawn_error(
-                        e, -EINVAL, JSONRPC_INVALID_PARAMS, "%s", error.message ?: "invalid prompt");
+                return spawn_error(e, -EINVAL, JSONRPC_INVALID_PARAMS, "%s", error.message);
 
         context = json_object_get(params, "context");
         if (context && !json_is_object(context) && !json_is_null(context))
@@ -532,10 +533,10 @@ static void call_spawn(Session *s, json_t *params, ChannelCall *call) {
 
 static void call_send(Session *s, json_t *params, ChannelCall *call) {
         static const char *const allowed[] = { "child_session_id", "prompt", NULL };
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(json_decrefp) json_t *result = NULL;
         _cleanup_free_ char *mid = NULL;
         const char *prompt = NULL;
+        CoreError error;
         Session *c;
         bool at_once;
         int r;
@@ -545,26 +546,17 @@ static void call_send(Session *s, json_t *params, ChannelCall *call) {
         c = find_child(s, &call, "child.send", params);
         if (!c || param_string(&call, "child.send", params, "prompt", true, &prompt) < 0)
                 return;
-        if (session_state_is_final(c->state) || c->stop_requested) {
-                channel_call_error(
-                        call,
-                        CHANNEL_ERROR_FAILED,
-                        "child %s is %s and takes no prompts: spawn a new child instead",
-                        c->id,
-                        session_state_is_final(c->state) ? session_state_to_string(c->state) : "stopping");
-                return;
-        }
-        r = validate_prompt(&s->manager->config, "send_to_child: prompt", prompt, &error);
-        if (r < 0) {
-                channel_call_error(call, JSONRPC_INVALID_PARAMS, "%s", error.message ?: "invalid prompt");
-                return;
-        }
 
         at_once = c->state == SESSION_IDLE && c->n_prompts == 0 && c->init_connected;
-        r = session_queue_prompt(c, prompt, &mid);
+        r = session_send_prompt(c, "send_to_child", prompt, &mid, &error);
         if (r < 0) {
                 channel_call_error(
-                        call, CHANNEL_ERROR_FAILED, "could not queue the prompt: %s", strerror(-r));
+                        call,
+                        error.kind == CORE_ERROR_INVALID_PROMPT ? JSONRPC_INVALID_PARAMS
+                                                                : CHANNEL_ERROR_FAILED,
+                        "%s%s",
+                        error.message,
+                        error.kind == CORE_ERROR_BAD_STATE ? ": spawn a new child instead" : "");
                 return;
         }
         result = json_pack("{s:s, s:s}", "message_id", mid, "status", at_once ? "processing" : "queued");
@@ -837,7 +829,8 @@ static void call_result(Session *s, json_t *params, ChannelCall *call) {
 static void call_list(Session *s, json_t *params, ChannelCall *call) {
         static const char *const allowed[] = { "status_filter", "include_completed", NULL };
         _cleanup_(json_decrefp) json_t *children = json_array(), *result = NULL;
-        Manager *m = s->manager;
+        _cleanup_free_ Session **all = NULL;
+        size_t n_all;
         bool include_completed = true;
         json_t *filter, *f;
         size_t i;
@@ -867,14 +860,16 @@ static void call_list(Session *s, json_t *params, ChannelCall *call) {
                         return;
                 }
 
-        for (size_t k = 0; k < m->n_sessions; k++) {
-                Session *c = m->sessions[k];
+        if (manager_list_sessions(s->manager, s, &all, &n_all) < 0) {
+                channel_call_error(call, CHANNEL_ERROR_FAILED, "out of memory");
+                return;
+        }
+        for (size_t k = 0; k < n_all; k++) {
+                Session *c = all[k];
                 const char *state = session_state_to_string(c->state);
                 bool match = !filter || json_array_size(filter) == 0;
                 json_t *o;
 
-                if (!session_is_child_of(c, s) || c->removed)
-                        continue;
                 if (!include_completed && session_state_is_final(c->state))
                         continue;
                 json_array_foreach (filter, i, f)
@@ -1025,7 +1020,7 @@ static void call_parent_context(Session *s, json_t *params, ChannelCall *call) {
         channel_call_reply(call, result);
 }
 
-void session_channel_call(Session *s, const char *method, json_t *params, ChannelCall *call) {
+void session_children_call(Session *s, const char *method, json_t *params, ChannelCall *call) {
         static const struct {
                 const char *name;
                 void (*handler)(Session *s, json_t *params, ChannelCall *call);

@@ -1,7 +1,12 @@
 /* org.ccdocker1.Session at /org/ccdocker1/session/<escaped id> (dbus/org.ccdocker1.Session.xml): the
- * session's properties and its Stop and Remove methods. Objects are served by a fallback vtable that
- * finds the session by path, so a session needs no registration of its own. */
+ * session's properties and methods. The handlers only read their arguments, authorise the caller and call
+ * one operation of the core (session.c, session-channel.c, session-children.c), then marshal what it
+ * answers. Objects are served by a fallback vtable that finds the session by path, so a session needs no
+ * registration of its own; PropertiesChanged goes out from the manager's one publishing flush
+ * (session_dbus_send_changed()). */
 #define _GNU_SOURCE
+#include "session-dbus.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +15,8 @@
 
 #include "audit.h"
 #include "cleanup.h"
-#include "events.h"
 #include "log.h"
+#include "manager-dbus.h"
 #include "manager.h"
 #include "polkit.h"
 #include "util.h"
@@ -39,13 +44,19 @@ static int session_object_find(
 static int session_node_enumerator(
         sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
         Manager *m = userdata;
+        _cleanup_free_ Session **sessions = NULL;
+        size_t n;
         char **l;
+        int r;
 
-        l = calloc(m->n_sessions + 1, sizeof(char *));
+        r = manager_list_sessions(m, NULL, &sessions, &n);
+        if (r < 0)
+                return r;
+        l = calloc(n + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
-        for (size_t i = 0; i < m->n_sessions; i++) {
-                l[i] = strdup(m->sessions[i]->object_path);
+        for (size_t i = 0; i < n; i++) {
+                l[i] = strdup(sessions[i]->object_path);
                 if (!l[i]) {
                         for (size_t j = 0; j < i; j++)
                                 free(l[j]);
@@ -141,13 +152,15 @@ static int property_get_children(
         void *userdata,
         sd_bus_error *error) {
         Session *s = userdata;
-        Manager *m = s->manager;
+        _cleanup_free_ Session **children = NULL;
+        size_t n;
         int r;
 
-        r = sd_bus_message_open_container(reply, 'a', "s");
-        for (size_t i = 0; r >= 0 && i < m->n_sessions; i++)
-                if (session_is_child_of(m->sessions[i], s) && !m->sessions[i]->removed)
-                        r = sd_bus_message_append(reply, "s", m->sessions[i]->id);
+        r = manager_list_sessions(s->manager, s, &children, &n);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "s");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = sd_bus_message_append(reply, "s", children[i]->id);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         return r;
@@ -292,35 +305,15 @@ static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *er
 /* ---- Remove ---- */
 
 static void do_remove(Session *s, sd_bus_message *message, uid_t caller) {
-        Manager *m = s->manager;
+        _cleanup_(session_unrefp) Session *ref = session_ref(s);
+        CoreError e;
         int r;
 
-        if (!session_state_is_final(s->state)) {
-                (void) sd_bus_reply_method_errorf(
-                        message,
-                        CCDOCKER_ERROR_BAD_STATE,
-                        "Remove: session %s is %s; stop it first",
-                        s->id,
-                        session_state_to_string(s->state));
-                return;
-        }
-        r = store_delete_session_output(m->store, s->id);
-        if (r >= 0)
-                r = store_delete_session(m->store, s->id);
-        if (r >= 0)
-                event_bus_forget(m->events, s->id);
-        if (r < 0) {
-                (void) sd_bus_reply_method_errorf(
-                        message,
-                        SD_BUS_ERROR_FAILED,
-                        "Remove: could not delete session %s: %s",
-                        s->id,
-                        strerror(-r));
-                return;
-        }
-        manager_dbus_emit_session_removed(m, s);
-        (void) sd_bus_reply_method_return(message, NULL);
-        manager_remove_session(m, s);
+        r = session_remove(s, &e);
+        if (r < 0)
+                (void) bus_reply_core_error(message, "Remove", &e);
+        else
+                (void) sd_bus_reply_method_return(message, NULL);
 }
 
 static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -330,9 +323,9 @@ static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *
 /* ---- SendPrompt, GetOutput, GetResult, Attach ---- */
 
 static void do_send_prompt(Session *s, sd_bus_message *message, uid_t caller) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *mid = NULL;
         const char *prompt;
+        CoreError e;
         int r;
 
         r = sd_bus_message_rewind(message, true);
@@ -343,30 +336,11 @@ static void do_send_prompt(Session *s, sd_bus_message *message, uid_t caller) {
                         message, SD_BUS_ERROR_INVALID_ARGS, "SendPrompt: %s", strerror(-r));
                 return;
         }
-        if (session_state_is_final(s->state)) {
-                (void) sd_bus_reply_method_errorf(
-                        message,
-                        CCDOCKER_ERROR_BAD_STATE,
-                        "SendPrompt: session %s is %s",
-                        s->id,
-                        session_state_to_string(s->state));
-                return;
-        }
-        r = validate_prompt(&s->manager->config, "SendPrompt", prompt, &error);
-        if (r < 0) {
-                (void) sd_bus_reply_method_error(message, &error);
-                return;
-        }
-        r = session_queue_prompt(s, prompt, &mid);
-        if (r < 0) {
-                (void) sd_bus_reply_method_errorf(
-                        message,
-                        SD_BUS_ERROR_FAILED,
-                        "SendPrompt: could not queue the prompt: %s",
-                        strerror(-r));
-                return;
-        }
-        (void) sd_bus_reply_method_return(message, "s", mid);
+        r = session_send_prompt(s, "SendPrompt", prompt, &mid, &e);
+        if (r < 0)
+                (void) bus_reply_core_error(message, NULL, &e);
+        else
+                (void) sd_bus_reply_method_return(message, "s", mid);
 }
 
 static int method_send_prompt(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -392,7 +366,7 @@ static void do_get_output(Session *s, sd_bus_message *message, uid_t caller) {
         if (r >= 0)
                 r = sd_bus_message_read(message, "tu", &since, &limit);
         if (r >= 0)
-                r = event_bus_get(s->manager->events, s->id, since, limit, &events);
+                r = session_get_output(s, since, limit, &events);
         if (r >= 0)
                 r = sd_bus_message_new_method_return(message, &reply);
         if (r >= 0)
@@ -434,6 +408,20 @@ static int method_get_output(sd_bus_message *message, void *userdata, sd_bus_err
         return session_authorize(userdata, message, "GetOutput", do_get_output, error);
 }
 
+static void reply_result(Session *s, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        _cleanup_free_ char *result = NULL, *error = NULL, *usage = NULL;
+        const char *status;
+        int r;
+
+        r = session_result(s, &status, &result, &error, &usage);
+        if (r < 0)
+                (void) sd_bus_reply_method_errorf(
+                        message, SD_BUS_ERROR_NO_MEMORY, "GetResult: %s", strerror(-r));
+        else
+                (void) sd_bus_reply_method_return(message, "ssss", status, result, error, usage);
+}
+
 static void do_get_result(Session *s, sd_bus_message *message, uid_t caller) {
         int wait = 0, r;
         uint32_t timeout = 0;
@@ -441,8 +429,11 @@ static void do_get_result(Session *s, sd_bus_message *message, uid_t caller) {
         r = sd_bus_message_rewind(message, true);
         if (r >= 0)
                 r = sd_bus_message_read(message, "bu", &wait, &timeout);
-        if (r >= 0)
-                r = session_get_result(s, message, wait, timeout);
+        if (r >= 0) {
+                r = session_wait_result(s, wait, timeout, reply_result, sd_bus_message_ref(message));
+                if (r < 0)
+                        sd_bus_message_unref(message);
+        }
         if (r < 0)
                 (void) sd_bus_reply_method_errorf(
                         message, SD_BUS_ERROR_FAILED, "GetResult: %s", strerror(-r));
@@ -473,13 +464,11 @@ static void do_attach(Session *s, sd_bus_message *message, uid_t caller) {
         if (r >= 0)
                 r = sd_bus_message_read(message, "t", &since);
         if (r >= 0)
-                r = event_bus_attach(s->manager->events, s->id, since, &fd);
+                r = session_attach(s, since, &fd);
         if (r < 0) {
                 (void) sd_bus_reply_method_errorf(message, SD_BUS_ERROR_FAILED, "Attach: %s", strerror(-r));
                 return;
         }
-        if (session_state_is_final(s->state))
-                event_bus_session_ended(s->manager->events, s->id);
         (void) sd_bus_reply_method_return(message, "h", fd);
 }
 
@@ -713,7 +702,7 @@ static const sd_bus_vtable session_vtable[] = {
         SD_BUS_VTABLE_END,
 };
 
-int session_dbus_register(Manager *m) {
+int session_dbus_attach(Manager *m) {
         int r;
 
         r = sd_bus_add_fallback_vtable(
@@ -726,22 +715,32 @@ int session_dbus_register(Manager *m) {
         return 0;
 }
 
-void session_dbus_emit_changed(Session *s, const char *property, ...) {
-        const char *names[8];
+void session_dbus_send_changed(Manager *m, Session *s, unsigned changes) {
+        static const struct {
+                unsigned change;
+                const char *names[2];
+        } map[] = {
+                { SESSION_CHANGED_STATE, { "State", "StateReason" } },
+                { SESSION_CHANGED_CONTAINER, { "ContainerId" } },
+                { SESSION_CHANGED_OUTPUT, { "LastSeq" } },
+                { SESSION_CHANGED_PROMPTS, { "PendingPrompts" } },
+                { SESSION_CHANGED_CHILDREN, { "Children" } },
+                { SESSION_CHANGED_USAGE, { "Usage" } },
+        };
+        const char *names[2 * ELEMENTSOF(map) + 1];
         size_t n = 0;
-        va_list ap;
         int r;
 
-        if (s->removed || !s->manager->bus)
+        if (!m->bus)
                 return;
-        va_start(ap, property);
-        for (const char *p = property; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
-                names[n++] = p;
-        va_end(ap);
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                for (size_t j = 0; (changes & map[i].change) && j < ELEMENTSOF(map[i].names); j++)
+                        if (map[i].names[j])
+                                names[n++] = map[i].names[j];
+        if (n == 0)
+                return;
         names[n] = NULL;
-
-        r = sd_bus_emit_properties_changed_strv(
-                s->manager->bus, s->object_path, SESSION_INTERFACE, (char **) names);
+        r = sd_bus_emit_properties_changed_strv(m->bus, s->object_path, SESSION_INTERFACE, (char **) names);
         if (r < 0)
                 log_debug_errno(r, "session %s: could not emit PropertiesChanged: %m", s->id);
 }

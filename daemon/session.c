@@ -229,6 +229,7 @@ static Session *session_free(Session *s) {
         channel_free(s->channel);
         session_prompts_clear(s);
         json_decref(s->last_result);
+        json_decref(s->notices);
         return mfree(s);
 }
 
@@ -326,7 +327,8 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
                 name,
                 reason ? ": " : "",
                 strempty(reason));
-        session_dbus_emit_changed(s, "State", "StateReason", NULL);
+        session_mark_changed(
+                s, SESSION_CHANGED_STATE | (session_state_is_final(state) ? SESSION_CHANGED_TURN : 0));
         {
                 _cleanup_(json_decrefp) json_t *msg = json_pack(
                         "{s:s, s:s, s:s, s:o}",
@@ -343,19 +345,48 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
                 if (s->parent_id)
                         session_notify(s, "parent", msg);
         }
-        if (session_state_is_final(state))
-                session_wake_waiters(s);
+}
+
+void session_mark_changed(Session *s, unsigned changes) {
+        s->changed |= changes;
+        manager_queue_publish(s->manager, s);
 }
 
 void session_notify(Session *s, const char *suffix, json_t *msg) {
-        _cleanup_free_ char *channel = NULL;
-        int r;
+        json_t *notice;
 
-        if (!msg || asprintf(&channel, "session:%s:%s", s->id, suffix) < 0)
+        if (!msg)
                 return;
-        r = event_bus_notify(s->manager->events, channel, msg);
-        if (r < 0)
-                log_debug_errno(r, "session %s: could not publish on %s: %m", s->id, channel);
+        if (!s->notices) {
+                s->notices = json_array();
+                if (!s->notices)
+                        return (void) log_oom();
+        }
+        /* Bounded: a session that queues more between two flushes sends what it holds first. */
+        if (json_array_size(s->notices) >= SESSION_NOTICES_MAX)
+                session_publish_notices(s);
+        notice = json_pack("[s,O]", suffix, msg);
+        if (!notice || json_array_append_new(s->notices, notice) < 0)
+                return (void) log_oom();
+        manager_queue_publish(s->manager, s);
+}
+
+void session_publish_notices(Session *s) {
+        _cleanup_(json_decrefp) json_t *notices = TAKE_PTR(s->notices);
+        size_t i;
+        json_t *n;
+
+        json_array_foreach (notices, i, n) {
+                _cleanup_free_ char *channel = NULL;
+                const char *suffix = json_string_value(json_array_get(n, 0));
+                int r;
+
+                if (asprintf(&channel, "session:%s:%s", s->id, suffix) < 0)
+                        return (void) log_oom();
+                r = event_bus_notify(s->manager->events, channel, json_array_get(n, 1));
+                if (r < 0)
+                        log_debug_errno(r, "session %s: could not publish on %s: %m", s->id, channel);
+        }
 }
 
 /* ---- cleanup: container, unit, workspace ---- */
@@ -481,7 +512,7 @@ static void session_cleanup(Session *s) {
         event_bus_session_ended(m->events, s->id);
         s->ended_mid_turn = s->n_prompts > 0;
         session_prompts_clear(s);
-        session_wake_waiters(s);
+        session_mark_changed(s, SESSION_CHANGED_PROMPTS | SESSION_CHANGED_TURN);
 }
 
 void session_fail_and_stop(Session *s, const char *reason) {
@@ -853,7 +884,7 @@ static void on_container_created(int r, long status, json_t *reply, const char *
                 free(s->container_id);
                 s->container_id = strdup(id);
                 session_save(s);
-                session_dbus_emit_changed(s, "ContainerId", NULL);
+                session_mark_changed(s, SESSION_CHANGED_CONTAINER);
         }
         if (s->stop_requested) {
                 session_set_state(s, SESSION_STOPPED, "stopped on request before it started");
@@ -1217,7 +1248,15 @@ static int session_open_channel(Session *s) {
                 return -ENOMEM;
         }
         if (!s->channel) {
-                r = channel_new(s, s->channel_dir, SESSION_UID, SESSION_GID, &s->channel);
+                r = channel_new(
+                        s->manager->event,
+                        &session_channel_hooks,
+                        s,
+                        s->id,
+                        s->channel_dir,
+                        SESSION_UID,
+                        SESSION_GID,
+                        &s->channel);
                 if (r < 0)
                         return r;
         }
@@ -1372,8 +1411,9 @@ static int session_stop_unit(
 }
 
 void session_stop_descendants(Session *s, const char *why) {
-        Manager *m = s->manager;
+        _cleanup_free_ Session **children = NULL;
         _cleanup_free_ char *reason = NULL;
+        size_t n;
 
         if (!why) {
                 if (asprintf(&reason, "stopped with its parent %s", s->id) < 0) {
@@ -1382,10 +1422,14 @@ void session_stop_descendants(Session *s, const char *why) {
                 }
                 why = reason;
         }
-        for (size_t i = 0; i < m->n_sessions; i++) {
-                Session *c = m->sessions[i];
+        if (manager_list_sessions(s->manager, s, &children, &n) < 0) {
+                log_oom();
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Session *c = children[i];
 
-                if (!session_is_child_of(c, s) || session_state_is_final(c->state) || c->stop_requested)
+                if (session_state_is_final(c->state) || c->stop_requested)
                         continue;
                 free(c->stop_reason);
                 c->stop_reason = strdup(why);
@@ -1436,4 +1480,30 @@ int session_stop(
                 return 0;
         }
         return session_stop_unit(s, force, cb, userdata);
+}
+
+/* ---- removal ---- */
+
+int session_remove(Session *s, CoreError *e) {
+        Manager *m = s->manager;
+        _cleanup_(session_unrefp) Session *ref = session_ref(s);
+        int r;
+
+        if (!session_state_is_final(s->state))
+                return core_error(
+                        e,
+                        -EBUSY,
+                        CORE_ERROR_BAD_STATE,
+                        "session %s is %s; stop it first",
+                        s->id,
+                        session_state_to_string(s->state));
+        r = store_delete_session_output(m->store, s->id);
+        if (r >= 0)
+                r = store_delete_session(m->store, s->id);
+        if (r < 0)
+                return core_error(
+                        e, r, CORE_ERROR_FAILED, "could not delete session %s: %s", s->id, strerror(-r));
+        event_bus_forget(m->events, s->id);
+        manager_remove_session(m, s);
+        return 0;
 }

@@ -11,16 +11,17 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
-#include <systemd/sd-bus.h>
+#include <systemd/sd-bus.h> /* sd_bus_slot: the unit watch on systemd's bus */
 #include <systemd/sd-event.h>
 
+#include "channel.h"
 #include "cleanup.h"
+#include "core-error.h"
 #include "store.h"
 #include "validate.h"
 
 typedef struct Manager Manager;
 typedef struct Session Session;
-typedef struct Channel Channel;
 typedef struct EgressSession EgressSession;
 typedef struct ModelProxySession ModelProxySession;
 typedef struct ResultWaiter ResultWaiter;
@@ -33,6 +34,20 @@ typedef struct Prompt {
         bool delivered; /* ccdocker-init has written it to claude (now or before a reconnect) */
         struct Prompt *next;
 } Prompt;
+
+/* What changed on a session since it was last published. The core marks it (session_mark_changed()) and
+ * the manager's one publishing source sends it on, once per event-loop turn however often it changed:
+ * PropertiesChanged through the manager's publisher, the Redis notices the session queued, and the
+ * waiters it wakes. */
+typedef enum SessionChange {
+        SESSION_CHANGED_STATE = 1 << 0,     /* State, StateReason */
+        SESSION_CHANGED_CONTAINER = 1 << 1, /* ContainerId */
+        SESSION_CHANGED_OUTPUT = 1 << 2,    /* LastSeq; wakes those waiting for output */
+        SESSION_CHANGED_PROMPTS = 1 << 3,   /* PendingPrompts */
+        SESSION_CHANGED_CHILDREN = 1 << 4,  /* Children */
+        SESSION_CHANGED_USAGE = 1 << 5,     /* Usage: its own, and so the tree figures of its ancestors */
+        SESSION_CHANGED_TURN = 1 << 6,      /* a turn or the session ended: wakes every waiter */
+} SessionChange;
 
 typedef enum SessionState {
         SESSION_STARTING,
@@ -96,7 +111,16 @@ struct Session {
         unsigned remove_attempts; /* retries of the container's removal */
         bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
         bool removed;             /* forgotten (Remove): no object, no record */
+
+        /* Publishing (manager.c): what changed since the last flush, and Redis notices not yet sent. */
+        unsigned changed; /* SessionChange */
+        json_t *notices;  /* [[channel suffix, message], ...], oldest first, at most SESSION_NOTICES_MAX */
+        bool publish_queued;
+        Session *publish_next;
 };
+
+/* Notices a session may hold between two flushes; one more sends them at once. */
+#define SESSION_NOTICES_MAX 64
 
 const char *session_state_to_string(SessionState s);
 SessionState session_state_from_string(const char *s);
@@ -145,8 +169,25 @@ typedef struct SpawnError {
  * session itself. */
 int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session **ret, SpawnError *e);
 
-/* PUBLISH msg on session:{id}:{suffix} (SPEC.md 2.5: "input", "control", "parent", "child:<id>"). */
+/* PUBLISH msg on session:{id}:{suffix} (SPEC.md 2.5: "input", "control", "parent", "child:<id>"), at the
+ * next flush, in the order they were queued. */
 void session_notify(Session *s, const char *suffix, json_t *msg);
+
+/* Marks what changed (SessionChange bits) for the next flush. */
+void session_mark_changed(Session *s, unsigned changes);
+
+/* Sends the notices s queued (the flush calls it). */
+void session_publish_notices(Session *s);
+
+/* Forgets an ended session: its output, prompts and record go from the store, its Redis stream goes, its
+ * object is unpublished. -EBUSY (CORE_ERROR_BAD_STATE) while it is live. */
+int session_remove(Session *s, CoreError *e);
+
+/* A prompt from a caller (SendPrompt, send_to_child): refused when the session has ended or is stopping,
+ * or when the prompt breaks a rule (validate_prompt()); else stored and queued. method prefixes the
+ * errors. */
+int session_send_prompt(
+        Session *s, const char *method, const char *text, char **ret_message_id, CoreError *e);
 
 /* Stops every live descendant of s (they end "stopped", with why as the reason). */
 void session_stop_descendants(Session *s, const char *why);
@@ -165,7 +206,16 @@ void session_set_state(Session *s, SessionState state, const char *reason);
 /* Ends the session as failed with reason, and kills its unit. */
 void session_fail_and_stop(Session *s, const char *reason);
 
+/* session-channel.c: the channel's hooks for a session (their userdata is the session). */
+extern const ChannelHooks session_channel_hooks;
+/* session-children.c: ccdocker-mcp's methods (child.*, parent.context) on the session's channel. */
+void session_children_call(Session *s, const char *method, json_t *params, ChannelCall *call);
+
 /* session-channel.c */
+/* GetOutput: events with seq > since, at most limit (0: all), as event_bus_get() gives them. */
+int session_get_output(Session *s, uint64_t since, unsigned limit, json_t **ret);
+/* Attach: a new fd streaming the session's events after since (events.h), EOF once it has ended. */
+int session_attach(Session *s, uint64_t since, int *ret_fd);
 int session_queue_prompt(Session *s, const char *text, char **ret_message_id);
 void session_deliver_next(Session *s);
 void session_prompts_clear(Session *s);
@@ -173,13 +223,16 @@ int session_restore_output(Session *s);
 bool session_result_pending(Session *s);
 int session_result(
         Session *s, const char **ret_status, char **ret_result, char **ret_error, char **ret_usage);
-/* GetResult: replies now (returns what sd_bus_reply returned) or later (returns 1). */
-int session_get_result(Session *s, sd_bus_message *message, bool wait, uint32_t timeout_sec);
 /* Calls done(s, userdata) exactly once: when the session's turn ends or the session ends (and, with
  * output, when a new event is stored), at the daemon's shutdown, or after timeout_sec. The caller
  * checks what it waited for. */
 typedef void (*session_wait_t)(Session *s, void *userdata);
 int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t done, void *userdata);
+/* GetResult's wait: done(s, userdata) now (returns 0) when no result is pending or !wait, else when the
+ * turn or the session ends or after timeout_sec (returns 1). done reads session_result(). */
+int session_wait_result(Session *s, bool wait, uint32_t timeout_sec, session_wait_t done, void *userdata);
+/* Wakes every waiter, or with output_only those that also wait for output. */
+void session_wake(Session *s, bool output_only);
 void session_wake_waiters(Session *s);
 void session_check_heartbeat(Session *s, uint64_t now_monotonic);
 

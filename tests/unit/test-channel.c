@@ -1,11 +1,10 @@
 /* Unit tests for daemon/channel.c over a real unix socket in a mkdtemp() directory, with real client
- * sockets and a real sd-event loop driven until each condition holds. The six session_channel_*() hooks
- * are implemented here and record their calls: they are the channel's own boundary to the session, so
- * this executable builds channel.c alone and does not link the daemon's core (whose session code
- * defines the same hooks). Covered: the socket's and directory's modes, hello and the roles, every
- * refusal of docs/channel.md with the connection surviving it, events validation and the acked value,
- * prompts and their answers, init going away or being replaced, hooks that free the channel, the output
- * limit, the connection limit, and fairness against a flooding connection. */
+ * sockets and a real sd-event loop driven until each condition holds. The channel's hooks (ChannelHooks,
+ * its one boundary to the session) are implemented here and record their calls; the executable links
+ * the daemon's real core like every other unit test. Covered: the socket's and directory's modes, hello and
+ * the roles, every refusal of docs/channel.md with the connection surviving it, events validation and the
+ * acked value, prompts and their answers, init going away or being replaced, hooks that free the channel,
+ * the output limit, the connection limit, and fairness against a flooding connection. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -25,8 +24,6 @@
 #include "channel.h"
 #include "cleanup.h"
 #include "log.h"
-#include "manager.h"
-#include "session.h"
 #include "unit-test.h"
 #include "util.h"
 
@@ -86,7 +83,7 @@ static void maybe_free_channel(FreeIn where) {
                 *hook_channel = channel_free(*hook_channel);
 }
 
-json_t *session_channel_hello(Session *s, const char *role, char **error) {
+static json_t *hook_hello(void *userdata, const char *role, char **error) {
         rec.n_hello++;
         snprintf(rec.hello_role, sizeof(rec.hello_role), "%s", role);
         trace("hello(%s),", role);
@@ -98,14 +95,15 @@ json_t *session_channel_hello(Session *s, const char *role, char **error) {
         }
         if (rec.hello_result)
                 return json_incref(rec.hello_result);
-        return json_pack("{s:i, s:s, s:i}", "protocol", 1, "session_id", s->id, "last_seq", 0);
+        return json_pack(
+                "{s:i, s:s, s:i}", "protocol", 1, "session_id", (const char *) userdata, "last_seq", 0);
 }
 
-void session_channel_heartbeat(Session *s) {
+static void hook_heartbeat(void *userdata) {
         rec.n_heartbeat++;
 }
 
-int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char **error) {
+static int hook_events(void *userdata, json_t *events, uint64_t *ret_acked, char **error) {
         rec.n_events++;
         json_decref(rec.events);
         rec.events = json_deep_copy(events);
@@ -119,13 +117,13 @@ int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char
         return 0;
 }
 
-void session_channel_log(Session *s, const char *level, const char *message) {
+static void hook_log(void *userdata, const char *level, const char *message) {
         rec.n_logs++;
         snprintf(rec.log_level, sizeof(rec.log_level), "%s", level);
         snprintf(rec.log_message, sizeof(rec.log_message), "%s", message);
 }
 
-void session_channel_prompt_delivered(Session *s, const char *message_id, int r) {
+static void hook_prompt_delivered(void *userdata, const char *message_id, int r) {
         if (rec.n_delivered < ELEMENTSOF(rec.delivered_r)) {
                 snprintf(rec.delivered_mid[rec.n_delivered], sizeof(rec.delivered_mid[0]), "%s", message_id);
                 rec.delivered_r[rec.n_delivered] = r;
@@ -135,7 +133,7 @@ void session_channel_prompt_delivered(Session *s, const char *message_id, int r)
         maybe_free_channel(FREE_IN_PROMPT_DELIVERED);
 }
 
-void session_channel_call(Session *s, const char *method, json_t *params, ChannelCall *call) {
+static void hook_call(void *userdata, const char *method, json_t *params, ChannelCall *call) {
         rec.n_calls++;
         snprintf(rec.call_method, sizeof(rec.call_method), "%s", method);
         trace("call(%s),", method);
@@ -152,12 +150,25 @@ void session_channel_call(Session *s, const char *method, json_t *params, Channe
         }
 }
 
-void session_channel_init_gone(Session *s) {
+static void hook_init_gone(void *userdata) {
         rec.n_init_gone++;
         rec.had_init_in_gone = channel_has_init(*hook_channel);
         trace("gone,");
         maybe_free_channel(FREE_IN_INIT_GONE);
 }
+
+static const ChannelHooks hooks = {
+        .hello = hook_hello,
+        .heartbeat = hook_heartbeat,
+        .events = hook_events,
+        .log = hook_log,
+        .prompt_delivered = hook_prompt_delivered,
+        .call = hook_call,
+        .init_gone = hook_init_gone,
+};
+
+/* The session id the hooks get as their userdata. */
+static char session_id[] = "3f9c0a1b2c4d";
 
 /* ---- fixture ---- */
 
@@ -166,8 +177,6 @@ typedef struct Fixture {
         char dir[128];
         char sock[192];
         sd_event *event;
-        Manager *manager;
-        Session *session;
         Channel *channel;
 } Fixture;
 
@@ -187,16 +196,10 @@ static int setup(void **state) {
         snprintf(f->sock, sizeof(f->sock), "%s/session.sock", f->dir);
 
         assert_int_equal(sd_event_new(&f->event), 0);
-        f->manager = calloc(1, sizeof(Manager));
-        f->session = calloc(1, sizeof(Session));
-        assert_non_null(f->manager);
-        assert_non_null(f->session);
-        f->manager->event = f->event;
-        f->session->manager = f->manager;
-        f->session->id = strdup("3f9c0a1b2c4d");
-        assert_non_null(f->session->id);
-
-        assert_int_equal(channel_new(f->session, f->dir, getuid(), getgid(), &f->channel), 0);
+        assert_int_equal(
+                channel_new(
+                        f->event, &hooks, session_id, session_id, f->dir, getuid(), getgid(), &f->channel),
+                0);
         assert_non_null(f->channel);
 
         F = f;
@@ -214,9 +217,6 @@ static int teardown(void **state) {
         F = NULL;
         (void) rmdir(f->dir);
         assert_int_equal(rmdir(f->tmp), 0);
-        free(f->session->id);
-        free(f->session);
-        free(f->manager);
         sd_event_unref(f->event);
         json_decref(rec.hello_result);
         json_decref(rec.events);
@@ -486,7 +486,8 @@ static void test_existing_dir_is_fixed_and_stale_socket_replaced(void **state) {
         assert_int_equal(bind(stale, (struct sockaddr *) &sa, sizeof(sa)), 0);
         stale = safe_close(stale);
 
-        assert_int_equal(channel_new(F->session, dir, getuid(), getgid(), &c), 0);
+        assert_int_equal(
+                channel_new(F->event, &hooks, session_id, session_id, dir, getuid(), getgid(), &c), 0);
         assert_int_equal(stat(dir, &st), 0);
         assert_int_equal(st.st_mode & 07777, 0700);
         assert_int_equal(lstat(sock, &st), 0);
