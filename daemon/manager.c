@@ -18,6 +18,7 @@
 #include "audit.h"
 #include "cleanup.h"
 #include "log.h"
+#include "time-util.h"
 #include "unit.h"
 #include "util.h"
 
@@ -31,6 +32,8 @@ int manager_new(DaemonConfig *config, Manager **ret) {
         /* The manager takes the configuration over; the caller's copy is emptied. */
         m->config = *config;
         *config = (DaemonConfig){};
+        m->log_limit = (RateLimit){ .interval_usec = SESSION_LOG_INTERVAL_SEC * USEC_PER_SEC,
+                                    .burst = MANAGER_LOG_BURST };
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -45,6 +48,7 @@ Manager *manager_free(Manager *m) {
         /* What the last turn changed still goes out: the notices to Redis, the waiters answered. */
         manager_flush_changes(m);
         m->publish_source = sd_event_source_disable_unref(m->publish_source);
+        json_decref(m->notices);
         for (size_t i = 0; i < m->n_sessions; i++) {
                 /* Watches hold plain pointers to their session: drop them before the sessions. */
                 m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
@@ -153,14 +157,8 @@ static int on_publish(sd_event_source *source, void *userdata) {
         return 0;
 }
 
-void manager_queue_publish(Manager *m, Session *s) {
+static void manager_schedule_publish(Manager *m) {
         int r;
-
-        if (s->publish_queued)
-                return;
-        s->publish_queued = true;
-        s->publish_next = m->publish_queue;
-        m->publish_queue = session_ref(s);
 
         if (!m->publish_source) {
                 /* At the normal priority, not idle: a flood of channel input must not starve it. */
@@ -170,20 +168,79 @@ void manager_queue_publish(Manager *m, Session *s) {
                         manager_flush_changes(m);
                         return;
                 }
+                (void) sd_event_source_set_description(m->publish_source, "publish");
         }
         r = sd_event_source_set_enabled(m->publish_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "could not schedule publishing: %m");
 }
 
-void manager_flush_changes(Manager *m) {
-        while (m->publish_queue) {
-                _cleanup_(session_unrefp) Session *s = m->publish_queue;
-                unsigned changes = s->changed;
+void manager_queue_publish(Manager *m, Session *s) {
+        if (s->publish_queued)
+                return;
+        s->publish_queued = true;
+        s->publish_next = NULL;
+        if (m->publish_queue_tail)
+                m->publish_queue_tail->publish_next = session_ref(s);
+        else
+                m->publish_queue = session_ref(s);
+        m->publish_queue_tail = s;
+        manager_schedule_publish(m);
+}
 
+static void manager_publish_notices(Manager *m) {
+        _cleanup_(json_decrefp) json_t *notices = TAKE_PTR(m->notices);
+        size_t i;
+        json_t *n;
+
+        json_array_foreach (notices, i, n) {
+                const char *channel = json_string_value(json_array_get(n, 0));
+                int r;
+
+                r = event_bus_notify(m->events, channel, json_array_get(n, 1));
+                if (r < 0)
+                        log_debug_errno(r, "could not publish on %s: %m", channel);
+        }
+}
+
+void manager_queue_notice(Manager *m, const char *channel, json_t *msg) {
+        json_t *notice;
+
+        if (!m->events)
+                return;
+        if (!m->notices) {
+                m->notices = json_array();
+                if (!m->notices)
+                        return (void) log_oom();
+        }
+        /* Bounded: a burst larger than this between two flushes sends what is held first. */
+        if (json_array_size(m->notices) >= MANAGER_NOTICES_MAX)
+                manager_publish_notices(m);
+        notice = json_pack("[s,O]", channel, msg);
+        if (!notice || json_array_append_new(m->notices, notice) < 0) {
+                json_decref(notice);
+                return (void) log_oom();
+        }
+        manager_schedule_publish(m);
+}
+
+void manager_flush_changes(Manager *m) {
+        while (m->publish_queue || m->notices) {
+                _cleanup_(session_unrefp) Session *s = NULL;
+                unsigned changes;
+
+                /* Notices first, in the order they were queued: they say what happened, and a waiter
+                 * woken below may answer a caller who then looks. */
+                manager_publish_notices(m);
+                if (!m->publish_queue)
+                        continue;
+                s = m->publish_queue;
                 m->publish_queue = s->publish_next;
+                if (!m->publish_queue)
+                        m->publish_queue_tail = NULL;
                 s->publish_next = NULL;
                 s->publish_queued = false;
+                changes = s->changed;
                 s->changed = 0;
 
                 /* A session's usage is in the tree figures of each of its ancestors. */
@@ -195,7 +252,6 @@ void manager_flush_changes(Manager *m) {
                 }
                 if (changes != 0 && !s->removed && m->publisher && m->publisher->session_changed)
                         m->publisher->session_changed(m, s, changes);
-                session_publish_notices(s);
                 if (changes & SESSION_CHANGED_TURN)
                         session_wake(s, false);
                 else if (changes & SESSION_CHANGED_OUTPUT)

@@ -44,9 +44,13 @@ struct Manager {
         size_t n_prices;
         sd_event_source *heartbeat_timer;
 
+        RateLimit log_limit; /* ccdocker-init's log lines of all sessions together */
+
         const ManagerPublisher *publisher; /* may be NULL */
-        Session *publish_queue;            /* sessions with changes or notices to publish */
-        sd_event_source *publish_source;   /* the one defer source that flushes publish_queue */
+        Session *publish_queue;            /* sessions with changes to publish, first queued first */
+        Session *publish_queue_tail;
+        json_t *notices;                 /* Redis notices [[channel, message], ...], oldest first */
+        sd_event_source *publish_source; /* the one defer source that flushes both */
 
         Session **sessions; /* registry, in creation order: walked only in manager.c */
         size_t n_sessions;
@@ -77,8 +81,12 @@ void manager_remove_session(Manager *m, Session *s);
 int manager_list_sessions(Manager *m, const Session *parent, Session ***ret, size_t *ret_n);
 /* Sessions in the registry. */
 size_t manager_n_sessions(Manager *m);
-/* Queues s for the next flush (session_mark_changed() and session_notify() call it). */
+/* Queues s for the next flush (session_mark_changed() calls it). */
 void manager_queue_publish(Manager *m, Session *s);
+/* Queues a PUBLISH of msg on channel for the next flush, after those queued before it. */
+void manager_queue_notice(Manager *m, const char *channel, json_t *msg);
+/* Notices held between two flushes; one more sends them at once. */
+#define MANAGER_NOTICES_MAX 1024
 /* Publishes every queued change now: the flush of the publishing source, also run at shutdown. */
 void manager_flush_changes(Manager *m);
 /* Creates, records, announces and audits a session (a child of parent, or top-level when NULL), with its

@@ -16,6 +16,7 @@
 #include "events.h"
 #include "log.h"
 #include "manager.h"
+#include "ratelimit.h"
 #include "session.h"
 #include "time-util.h"
 #include "util.h"
@@ -609,23 +610,61 @@ static int hook_events(void *userdata, json_t *events, uint64_t *ret_acked, char
         return 0;
 }
 
+/* A container's log line as the journal gets it: at most SESSION_LOG_LINE_MAX bytes, every control
+ * character (a newline that would forge a line, an escape sequence for a terminal) written as \xNN. */
+static void log_line_neutralise(const char *in, char *out, size_t size) {
+        size_t n = 0;
+
+        for (const unsigned char *p = (const unsigned char *) in; *p && n + 5 < size; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        n += (size_t) snprintf(out + n, size - n, "\\x%02x", *p);
+                else
+                        out[n++] = (char) *p;
+        out[n] = '\0';
+}
+
+/* ccdocker-init's diagnostics. A container says what it likes here, so: each session may log
+ * SESSION_LOG_BURST lines per SESSION_LOG_INTERVAL_SEC and all sessions together MANAGER_LOG_BURST
+ * (what is dropped is counted and said once logging resumes); a line is cut and its control
+ * characters escaped; and its priority is at most info whatever level it claims, its claim kept in
+ * CCDOCKER_LOG_LEVEL=. journald limits each priority of a service apart, so a flood at info can never
+ * push out the daemon's audit records (notice) or its warnings and errors. */
 static void hook_log(void *userdata, const char *level, const char *message) {
         Session *s = userdata;
-        int priority = LOG_INFO;
+        Manager *m = s->manager;
+        char line[SESSION_LOG_LINE_MAX + 1];
+        uint64_t now;
+        int priority = streq_ptr(level, "debug") ? LOG_DEBUG : LOG_INFO;
 
-        if (streq_ptr(level, "error"))
-                priority = LOG_ERR;
-        else if (streq_ptr(level, "warning"))
-                priority = LOG_WARNING;
-        else if (streq_ptr(level, "debug"))
-                priority = LOG_DEBUG;
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
+                now = now_usec(CLOCK_MONOTONIC);
+        if (!ratelimit_below(&s->log_limit, now) || !ratelimit_below(&m->log_limit, now)) {
+                s->log_dropped++;
+                return;
+        }
+        if (s->log_dropped > 0) {
+                log_struct(
+                        LOG_INFO,
+                        "MESSAGE=session %s: ccdocker-init: %" PRIu64 " log line(s) dropped (rate limit)",
+                        s->id,
+                        s->log_dropped,
+                        "CCDOCKER_SESSION=%s",
+                        s->id,
+                        "UNIT=%s",
+                        s->unit,
+                        NULL);
+                s->log_dropped = 0;
+        }
+        log_line_neutralise(message, line, sizeof(line));
         log_struct(
                 priority,
                 "MESSAGE=session %s: ccdocker-init: %s",
                 s->id,
-                message,
+                line,
                 "CCDOCKER_SESSION=%s",
                 s->id,
+                "CCDOCKER_LOG_LEVEL=%.16s",
+                strempty(level),
                 "UNIT=%s",
                 s->unit,
                 NULL);

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "manager.h"
 #include "oom.h"
+#include "time-util.h"
 #include "unit.h"
 #include "util.h"
 
@@ -79,6 +80,8 @@ static int session_alloc(Manager *m, const char *id, Session **ret) {
         m->n_session_objects++;
         s->owner_uid = (uid_t) -1;
         s->stop_uid = (uid_t) -1;
+        s->log_limit = (RateLimit){ .interval_usec = SESSION_LOG_INTERVAL_SEC * USEC_PER_SEC,
+                                    .burst = SESSION_LOG_BURST };
         s->id = strdup(id);
         if (!s->id)
                 return -ENOMEM;
@@ -229,7 +232,6 @@ static Session *session_free(Session *s) {
         channel_free(s->channel);
         session_prompts_clear(s);
         json_decref(s->last_result);
-        json_decref(s->notices);
         return mfree(s);
 }
 
@@ -353,40 +355,13 @@ void session_mark_changed(Session *s, unsigned changes) {
 }
 
 void session_notify(Session *s, const char *suffix, json_t *msg) {
-        json_t *notice;
+        _cleanup_free_ char *channel = NULL;
 
         if (!msg)
                 return;
-        if (!s->notices) {
-                s->notices = json_array();
-                if (!s->notices)
-                        return (void) log_oom();
-        }
-        /* Bounded: a session that queues more between two flushes sends what it holds first. */
-        if (json_array_size(s->notices) >= SESSION_NOTICES_MAX)
-                session_publish_notices(s);
-        notice = json_pack("[s,O]", suffix, msg);
-        if (!notice || json_array_append_new(s->notices, notice) < 0)
+        if (asprintf(&channel, "session:%s:%s", s->id, suffix) < 0)
                 return (void) log_oom();
-        manager_queue_publish(s->manager, s);
-}
-
-void session_publish_notices(Session *s) {
-        _cleanup_(json_decrefp) json_t *notices = TAKE_PTR(s->notices);
-        size_t i;
-        json_t *n;
-
-        json_array_foreach (notices, i, n) {
-                _cleanup_free_ char *channel = NULL;
-                const char *suffix = json_string_value(json_array_get(n, 0));
-                int r;
-
-                if (asprintf(&channel, "session:%s:%s", s->id, suffix) < 0)
-                        return (void) log_oom();
-                r = event_bus_notify(s->manager->events, channel, json_array_get(n, 1));
-                if (r < 0)
-                        log_debug_errno(r, "session %s: could not publish on %s: %m", s->id, channel);
-        }
+        manager_queue_notice(s->manager, channel, msg);
 }
 
 /* ---- cleanup: container, unit, workspace ---- */

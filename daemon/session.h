@@ -17,6 +17,7 @@
 #include "channel.h"
 #include "cleanup.h"
 #include "core-error.h"
+#include "ratelimit.h"
 #include "store.h"
 #include "validate.h"
 
@@ -112,15 +113,20 @@ struct Session {
         bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
         bool removed;             /* forgotten (Remove): no object, no record */
 
-        /* Publishing (manager.c): what changed since the last flush, and Redis notices not yet sent. */
+        RateLimit log_limit;  /* ccdocker-init's log notifications (session-channel.c) */
+        uint64_t log_dropped; /* ... dropped since the last one logged */
+
+        /* Publishing (manager.c): what changed since the last flush. */
         unsigned changed; /* SessionChange */
-        json_t *notices;  /* [[channel suffix, message], ...], oldest first, at most SESSION_NOTICES_MAX */
         bool publish_queued;
         Session *publish_next;
 };
 
-/* Notices a session may hold between two flushes; one more sends them at once. */
-#define SESSION_NOTICES_MAX 64
+/* ccdocker-init's log notifications, per session and for all together (session-channel.c). */
+#define SESSION_LOG_INTERVAL_SEC 10
+#define SESSION_LOG_BURST 200
+#define MANAGER_LOG_BURST 2000
+#define SESSION_LOG_LINE_MAX 2048
 
 const char *session_state_to_string(SessionState s);
 SessionState session_state_from_string(const char *s);
@@ -170,14 +176,11 @@ typedef struct SpawnError {
 int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session **ret, SpawnError *e);
 
 /* PUBLISH msg on session:{id}:{suffix} (SPEC.md 2.5: "input", "control", "parent", "child:<id>"), at the
- * next flush, in the order they were queued. */
+ * next flush, in the order notices of all sessions were queued. */
 void session_notify(Session *s, const char *suffix, json_t *msg);
 
 /* Marks what changed (SessionChange bits) for the next flush. */
 void session_mark_changed(Session *s, unsigned changes);
-
-/* Sends the notices s queued (the flush calls it). */
-void session_publish_notices(Session *s);
 
 /* Forgets an ended session: its output, prompts and record go from the store, its Redis stream goes, its
  * object is unpublished. -EBUSY (CORE_ERROR_BAD_STATE) while it is live. */
