@@ -17,6 +17,7 @@ passed one: any skip, like any failure, makes the exit status non-zero.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Tally:
     def __init__(self):
         self.passed = self.failed = self.skipped = 0
+        self.matched = 0  # Python tests selected to run, all groups together
         self.failures = []
 
     def add(self, group, name, outcome):
@@ -76,8 +78,9 @@ def run_unittest(group, directory, tally, pattern, modules=None):
     else:
         suite = unittest.defaultTestLoader.discover(directory, pattern="test_*.py", top_level_dir=directory)
     if pattern:
-        suite = unittest.TestSuite(t for t in _flatten(suite) if pattern in t.id())
+        suite = unittest.TestSuite(t for t in _flatten(suite) if re.search(pattern, t.id()))
     ids = [t.id() for t in _flatten(suite)]  # run() drops the tests from the suite as they finish
+    tally.matched += len(ids)
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2)
     result = runner.run(suite)
     failed = {t.id() for t, _ in result.failures + result.errors} | {t.id() for t in result.unexpectedSuccesses}
@@ -87,7 +90,9 @@ def run_unittest(group, directory, tally, pattern, modules=None):
     # Errors outside any test: a setUpClass or a module fixture that failed.
     for tid in sorted(failed - set(ids)):
         tally.add(group, tid, "fail")
-    if result.testsRun == 0:
+    # A whole run that finds nothing has failed; with a pattern, a group none of whose tests match it
+    # was simply not asked for.
+    if result.testsRun == 0 and not (pattern and not ids):
         tally.add(group, "no test ran", "fail")
 
 
@@ -106,7 +111,8 @@ def main():
     ap.add_argument("--groups", default="unit,unit-asan,fixtures,integration,integration-asan",
                     help="comma-separated groups to run (default: all)")
     ap.add_argument("--only", default=os.environ.get("TESTS", ""),
-                    help="run only Python tests whose id contains this text")
+                    help="run only Python tests whose id matches this regular expression "
+                         "(a plain word matches ids that contain it; a|b takes either)")
     args = ap.parse_args()
     groups = args.groups.split(",")
     tally = Tally()
@@ -135,6 +141,8 @@ def main():
             os.environ.clear()
             os.environ.update(saved)
 
+    if args.only and tally.matched == 0 and {"fixtures", "integration", "integration-asan"} & set(groups):
+        tally.add("TESTS", f"no Python test matches {args.only!r}", "fail")
     print(f"\n== finished in {time.monotonic() - start:.0f} s", flush=True)
     for f in tally.failures:
         print(f"   not passed: {f}")
