@@ -28,6 +28,7 @@ static const struct {
         [AUDIT_EVENT_DENIED] = { AUDIT_ACCESS_DENIED, "denied", LOG_WARNING },
         [AUDIT_EVENT_CREATE_FAILED] = { AUDIT_CREATE_FAILED, "create-failed", LOG_WARNING },
         [AUDIT_EVENT_CHILD_REFUSED] = { AUDIT_CHILD_REFUSED, "child-refused", LOG_WARNING },
+        [AUDIT_EVENT_REMOVED] = { AUDIT_SESSION_REMOVED, "removed", LOG_NOTICE },
 };
 
 #define AUDIT_FIELDS_MAX 9

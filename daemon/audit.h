@@ -1,5 +1,5 @@
-/* The audit trail: one journald record per create, state change, stop and denial, each kind with its
- * fixed MESSAGE_ID (listed in docs/audit.md), and the fields CCDOCKER_SESSION, CCDOCKER_PARENT, UNIT,
+/* The audit trail: one journald record per create, state change, stop, removal and denial, each kind with
+ * its fixed MESSAGE_ID (listed in docs/audit.md), and the fields CCDOCKER_SESSION, CCDOCKER_PARENT, UNIT,
  * CALLER_UID, CCDOCKER_EVENT, so that `journalctl MESSAGE_ID=... CCDOCKER_SESSION=...` finds them. */
 #pragma once
 
@@ -11,6 +11,7 @@
 #define AUDIT_ACCESS_DENIED "c2962f7914b0421cae356094e82b5bf0"
 #define AUDIT_CREATE_FAILED "c3dd46ac2dde4839996a2140953888ae"
 #define AUDIT_CHILD_REFUSED "dd4aba8bee574aaab6e27129ac91e41f"
+#define AUDIT_SESSION_REMOVED "4333de2810f34e878734153e95480218"
 
 typedef enum AuditEvent {
         AUDIT_EVENT_CREATED,       /* a session was created */
@@ -19,6 +20,7 @@ typedef enum AuditEvent {
         AUDIT_EVENT_DENIED,        /* a call was refused by polkit or ownership */
         AUDIT_EVENT_CREATE_FAILED, /* a CreateSession failed after validation (podman, systemd) */
         AUDIT_EVENT_CHILD_REFUSED, /* a limit refused a session's spawn of a child (SPEC.md 9.6) */
+        AUDIT_EVENT_REMOVED,       /* an ended session was removed: by Remove, or its retention ran out */
 } AuditEvent;
 
 /* Sends one record. session_id, parent_id and unit may be NULL (their fields are then left out);

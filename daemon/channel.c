@@ -860,6 +860,9 @@ static int on_listen_io(sd_event_source *source, int fd, uint32_t revents, void 
                                 CHANNEL_MAX_CONNECTIONS);
                         continue;
                 }
+                /* Who may speak for the session is the session's to say (the peer's cgroup). */
+                if (c->hooks->admit && c->hooks->admit(c->userdata, cfd) <= 0)
+                        continue;
 
                 r = connection_new(c, cfd);
                 if (r < 0) {

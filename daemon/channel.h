@@ -28,6 +28,8 @@ typedef struct ChannelCall ChannelCall;
 /* What the channel calls when a message means something for its session (session-channel.c implements
  * them for the daemon; each gets the userdata the channel was created with). */
 typedef struct ChannelHooks {
+        /* A new connection on fd: > 0 to take it, <= 0 to close it unheard. NULL: every one is taken. */
+        int (*admit)(void *userdata, int fd);
         /* hello: role is "init" or "mcp". Returns the result object (a new reference) or NULL with *error
          * set (a malloc'd message). */
         json_t *(*hello)(void *userdata, const char *role, char **error);

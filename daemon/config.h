@@ -42,6 +42,13 @@ typedef struct DaemonConfig {
         uint64_t child_timeout_sec;     /* default and ceiling of a child's timeout */
         char **allowed_secrets;         /* --user: the secrets a session may ask for (--system asks polkit);
                                            NULL-ended */
+        /* What a caller or a container can make the daemon hold (docs/security.md). */
+        unsigned max_sessions_per_owner; /* live sessions of one uid, children included */
+        unsigned max_tree_sessions;      /* live sessions in one tree, its root included */
+        unsigned max_queued_prompts;     /* prompts of one session not yet answered */
+        unsigned max_waiters;            /* GetResult/child.result/child.output waits on one session */
+        unsigned max_output_events;      /* events one GetOutput answers at most */
+        uint64_t ended_retention_sec;    /* an ended session is removed this long after it ended; 0: kept */
         /* The model proxy (docs/model-proxy.md). */
         char *model_upstream_url;           /* http(s)://..., the Messages API the proxy forwards to */
         unsigned model_max_in_flight;       /* calls upstream at once, for the credential */

@@ -54,6 +54,7 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
         _cleanup_(session_unrefp) Session *s = NULL;
         Manager *m = req->manager;
         const char *image = req->config->image;
+        CoreError e;
 
         if (r == -ENOENT) {
                 reply_error(
@@ -72,21 +73,9 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
                         error ? error : strerror(-r));
                 return;
         }
-        r = manager_create_session(m, &req->config, req->uid, NULL, &s);
-        if (r == -EUSERS) {
-                reply_error(
-                        req->message,
-                        CCDOCKER_ERROR_LIMIT,
-                        "CreateSession: %u sessions are already live, the configured MaxSessions",
-                        m->config.max_sessions);
-                return;
-        }
+        r = manager_create_session(m, &req->config, req->uid, NULL, &s, &e);
         if (r < 0) {
-                reply_error(
-                        req->message,
-                        r == -ENOMEM ? SD_BUS_ERROR_NO_MEMORY : SD_BUS_ERROR_FAILED,
-                        "CreateSession: could not record the session: %s",
-                        strerror(-r));
+                (void) bus_reply_core_error(req->message, "CreateSession", &e);
                 return;
         }
 
@@ -217,6 +206,7 @@ static void on_create_authorized(int r, sd_bus_message *call, const sd_bus_error
 static int method_create_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         _cleanup_(create_request_freep) CreateRequest *req = NULL;
+        CoreError e;
         int r;
 
         req = calloc(1, sizeof(*req));
@@ -235,12 +225,10 @@ static int method_create_session(sd_bus_message *message, void *userdata, sd_bus
                         SD_BUS_ERROR_ACCESS_DENIED,
                         "CreateSession: could not identify the caller: %s",
                         strerror(-r));
-        if (manager_live_sessions(m) >= m->config.max_sessions)
-                return sd_bus_error_setf(
-                        error,
-                        CCDOCKER_ERROR_LIMIT,
-                        "CreateSession: %u sessions are already live, the configured MaxSessions",
-                        m->config.max_sessions);
+        /* Refused before polkit and podman are asked; asked again when the session is made. */
+        r = manager_check_quota(m, req->uid, NULL, &e);
+        if (r < 0)
+                return sd_bus_error_setf(error, core_error_bus_name(e.kind), "CreateSession: %s", e.message);
 
         if (m->config.mode == DAEMON_SYSTEM) {
                 r = polkit_check_async(

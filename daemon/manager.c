@@ -59,6 +59,7 @@ Manager *manager_free(Manager *m) {
         }
         free(m->sessions);
         sd_event_source_unref(m->heartbeat_timer);
+        sd_event_source_unref(m->gc_timer);
         sd_event_source_unref(m->shutdown_timer);
         event_bus_free(m->events);
         secret_store_free(m->secrets);
@@ -423,23 +424,89 @@ static int manager_start_model_proxy(Manager *m) {
         return 0;
 }
 
-int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret) {
+/* The root of s's tree, as far as the registry knows it. */
+static Session *manager_tree_root(Manager *m, Session *s) {
+        Session *p;
+
+        while (s && (p = manager_get_session(m, s->parent_id)))
+                s = p;
+        return s;
+}
+
+static unsigned manager_live_in_tree(Manager *m, Session *root) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (!session_state_is_final(m->sessions[i]->state) &&
+                    manager_tree_root(m, m->sessions[i]) == root)
+                        n++;
+        return n;
+}
+
+static unsigned manager_live_of_owner(Manager *m, uid_t uid) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < m->n_sessions; i++)
+                if (!session_state_is_final(m->sessions[i]->state) && m->sessions[i]->owner_uid == uid)
+                        n++;
+        return n;
+}
+
+int manager_check_quota(Manager *m, uid_t uid, Session *parent, CoreError *e) {
+        unsigned n;
+
+        n = manager_live_sessions(m);
+        if (n >= m->config.max_sessions)
+                return core_error(
+                        e,
+                        -EUSERS,
+                        CORE_ERROR_LIMIT,
+                        "%u sessions are already live, the configured MaxSessions; try again later",
+                        n);
+        n = manager_live_of_owner(m, uid);
+        if (n >= m->config.max_sessions_per_owner)
+                return core_error(
+                        e,
+                        -EUSERS,
+                        CORE_ERROR_LIMIT,
+                        "uid %u has %u live sessions, the configured MaxSessionsPerOwner",
+                        (unsigned) uid,
+                        n);
+        if (parent) {
+                Session *root = manager_tree_root(m, parent);
+
+                n = manager_live_in_tree(m, root);
+                if (n >= m->config.max_tree_sessions)
+                        return core_error(
+                                e,
+                                -EUSERS,
+                                CORE_ERROR_LIMIT,
+                                "the tree of session %s has %u live sessions, the configured MaxTreeSessions",
+                                root->id,
+                                n);
+        }
+        return 0;
+}
+
+int manager_create_session(
+        Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret, CoreError *e) {
         _cleanup_(session_unrefp) Session *s = NULL;
         int r;
 
-        if (manager_live_sessions(m) >= m->config.max_sessions)
-                return -EUSERS;
+        r = manager_check_quota(m, uid, parent, e);
+        if (r < 0)
+                return r;
 
         r = session_new(m, config, uid, parent, &s);
         if (r >= 0)
                 r = manager_add_session(m, s);
         if (r < 0)
-                return r;
+                return core_error(e, r, CORE_ERROR_FAILED, "could not make the session: %s", strerror(-r));
         /* Recorded before it is announced: a daemon killed right after the reply still knows it. */
         r = session_store_new(s);
         if (r < 0) {
                 manager_drop_session(m, s);
-                return r;
+                return core_error(e, r, CORE_ERROR_FAILED, "could not record the session: %s", strerror(-r));
         }
         if (s->config->prompt) {
                 r = session_queue_prompt(s, s->config->prompt, NULL);
@@ -619,6 +686,38 @@ int manager_startup(Manager *m) {
         return 0;
 }
 
+/* ---- retention: ended sessions are removed EndedSessionRetentionSec after they ended ---- */
+
+static uint64_t manager_gc_period(Manager *m) {
+        uint64_t p = m->config.ended_retention_sec * USEC_PER_SEC / 2;
+
+        return p < USEC_PER_SEC ? USEC_PER_SEC : p > USEC_PER_MINUTE ? USEC_PER_MINUTE : p;
+}
+
+static int on_gc(sd_event_source *source, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ Session **sessions = NULL;
+        uint64_t now = now_usec(CLOCK_REALTIME), retention = m->config.ended_retention_sec * USEC_PER_SEC;
+        size_t n;
+
+        if (manager_list_sessions(m, NULL, &sessions, &n) >= 0)
+                for (size_t i = 0; i < n; i++) {
+                        Session *s = sessions[i];
+                        CoreError e;
+
+                        /* Only once nothing is under way for it (its container's removal, a delivery). */
+                        if (!session_state_is_final(s->state) || !s->cleaned_up || s->n_ref > 1 ||
+                            s->ended_usec == 0 || now < s->ended_usec || now - s->ended_usec < retention)
+                                continue;
+                        if (session_remove(
+                                    s, (uid_t) -1, "its retention (EndedSessionRetentionSec) ran out", &e) <
+                            0)
+                                log_warning("session %s: %s", s->id, e.message);
+                }
+        (void) sd_event_source_set_time_relative(source, manager_gc_period(m));
+        return 0;
+}
+
 static int on_heartbeat_check(sd_event_source *source, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         uint64_t now;
@@ -702,6 +801,15 @@ int manager_run(Manager *m) {
                         r = sd_event_source_set_enabled(m->heartbeat_timer, SD_EVENT_ON);
                 if (r < 0)
                         return log_error_errno(r, "could not set up the heartbeat check: %m");
+        }
+
+        if (m->config.ended_retention_sec > 0) {
+                r = sd_event_add_time_relative(
+                        m->event, &m->gc_timer, CLOCK_MONOTONIC, manager_gc_period(m), 0, on_gc, m);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->gc_timer, SD_EVENT_ON);
+                if (r < 0)
+                        return log_error_errno(r, "could not set up the removal of ended sessions: %m");
         }
 
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);

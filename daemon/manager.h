@@ -43,6 +43,7 @@ struct Manager {
         ModelPrice *prices;
         size_t n_prices;
         sd_event_source *heartbeat_timer;
+        sd_event_source *gc_timer; /* removes ended sessions past EndedSessionRetentionSec */
 
         RateLimit log_limit; /* ccdocker-init's log lines of all sessions together */
 
@@ -89,10 +90,15 @@ void manager_queue_notice(Manager *m, const char *channel, json_t *msg);
 #define MANAGER_NOTICES_MAX 1024
 /* Publishes every queued change now: the flush of the publishing source, also run at shutdown. */
 void manager_flush_changes(Manager *m);
+/* Whether uid may have one more live session (a child of parent, or top-level when NULL): -EUSERS
+ * (CORE_ERROR_LIMIT, naming the limit) when MaxSessions are live on the host, MaxSessionsPerOwner are
+ * uid's, or MaxTreeSessions are in parent's tree. */
+int manager_check_quota(Manager *m, uid_t uid, Session *parent, CoreError *e);
 /* Creates, records, announces and audits a session (a child of parent, or top-level when NULL), with its
  * initial prompt queued; the caller starts it (session_start()) after replying. Takes *config.
- * -EUSERS when MaxSessions are live. */
-int manager_create_session(Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret);
+ * -EUSERS (manager_check_quota()) or another negative errno, with *e set. */
+int manager_create_session(
+        Manager *m, SessionConfig **config, uid_t uid, Session *parent, Session **ret, CoreError *e);
 /* What root and all its descendants (those still known) used of the model. */
 void manager_subtree_usage(Manager *m, Session *root, StoreUsage *ret);
 /* Sessions not stopped or failed. */

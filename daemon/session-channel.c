@@ -9,6 +9,7 @@
 #include <string.h>
 #include <systemd/sd-id128.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "audit.h"
 #include "channel.h"
@@ -16,6 +17,7 @@
 #include "events.h"
 #include "log.h"
 #include "manager.h"
+#include "peer.h"
 #include "ratelimit.h"
 #include "session.h"
 #include "time-util.h"
@@ -155,6 +157,15 @@ int session_send_prompt(
                         method,
                         s->id,
                         session_state_is_final(s->state) ? session_state_to_string(s->state) : "stopping");
+        if (s->n_prompts >= s->manager->config.max_queued_prompts)
+                return core_error(
+                        e,
+                        -ENOBUFS,
+                        CORE_ERROR_LIMIT,
+                        "%s: session %s has %u prompts waiting, the configured MaxQueuedPrompts; wait for a result",
+                        method,
+                        s->id,
+                        s->n_prompts);
         r = validate_prompt(&s->manager->config, method, text, e);
         if (r < 0)
                 return r;
@@ -218,7 +229,9 @@ int session_restore_output(Session *s) {
 /* ---- output ---- */
 
 int session_get_output(Session *s, uint64_t since, unsigned limit, json_t **ret) {
-        return event_bus_get(s->manager->events, s->id, since, limit, ret);
+        unsigned max = s->manager->config.max_output_events;
+
+        return event_bus_get(s->manager->events, s->id, since, limit == 0 || limit > max ? max : limit, ret);
 }
 
 int session_attach(Session *s, uint64_t since, int *ret_fd) {
@@ -318,6 +331,7 @@ static void waiter_unlink(ResultWaiter *w) {
         for (ResultWaiter **i = &w->session->waiters; *i; i = &(*i)->next)
                 if (*i == w) {
                         *i = w->next;
+                        w->session->n_waiters--;
                         return;
                 }
 }
@@ -349,6 +363,7 @@ void session_wake(Session *s, bool output_only) {
                         continue;
                 }
                 *i = w->next;
+                s->n_waiters--;
                 w->next = woken;
                 woken = w;
         }
@@ -368,6 +383,8 @@ int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t d
         ResultWaiter *w;
         int r;
 
+        if (s->n_waiters >= s->manager->config.max_waiters)
+                return -EUSERS;
         w = calloc(1, sizeof(*w));
         if (!w)
                 return -ENOMEM;
@@ -388,6 +405,7 @@ int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t d
         }
         w->next = s->waiters;
         s->waiters = w;
+        s->n_waiters++;
         return 0;
 }
 
@@ -702,11 +720,50 @@ static void hook_init_gone(void *userdata) {
         log_info("session %s: ccdocker-init disconnected from the channel", s->id);
 }
 
+/* Only the session's own container speaks on its sockets (peer.h); a refusal is audited, at most
+ * SESSION_PEER_AUDIT_BURST a minute, so that a flood of connects cannot flood the journal. */
+int session_admit_peer(Session *s, int fd, const char *socket_name) {
+        PeerInfo peer;
+        uint64_t now;
+        int r;
+
+        r = peer_check_session(fd, s->unit, geteuid(), &peer);
+        if (r > 0)
+                return 1;
+        if (r < 0)
+                (void) snprintf(
+                        peer.reason,
+                        sizeof(peer.reason),
+                        "its credentials could not be read: %s",
+                        strerror(-r));
+        if (sd_event_now(s->manager->event, CLOCK_MONOTONIC, &now) < 0)
+                now = now_usec(CLOCK_MONOTONIC);
+        if (ratelimit_below(&s->peer_audit_limit, now))
+                audit_log(
+                        AUDIT_EVENT_DENIED,
+                        s->id,
+                        s->parent_id,
+                        s->unit,
+                        peer.uid,
+                        "session %s: a connection to its %s from pid %d (uid %u) was refused: %s",
+                        s->id,
+                        socket_name,
+                        (int) peer.pid,
+                        (unsigned) peer.uid,
+                        peer.reason);
+        return 0;
+}
+
+static int hook_admit(void *userdata, int fd) {
+        return session_admit_peer(userdata, fd, "session.sock");
+}
+
 static void hook_call(void *userdata, const char *method, json_t *params, ChannelCall *call) {
         session_children_call(userdata, method, params, call);
 }
 
 const ChannelHooks session_channel_hooks = {
+        .admit = hook_admit,
         .hello = hook_hello,
         .heartbeat = hook_heartbeat,
         .events = hook_events,

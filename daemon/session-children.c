@@ -476,21 +476,11 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
                                 CONTEXT_MAX_BYTES);
         }
 
-        r = manager_create_session(parent->manager, &config, parent->owner_uid, parent, ret);
+        r = manager_create_session(parent->manager, &config, parent->owner_uid, parent, ret, &error);
         if (r == -EUSERS)
-                return spawn_refused(
-                        parent,
-                        caller,
-                        e,
-                        "spawn_child: the host runs its most sessions (%u, MaxSessions); try again later",
-                        dc->max_sessions);
+                return spawn_refused(parent, caller, e, "spawn_child: %s", error.message);
         if (r < 0)
-                return spawn_error(
-                        e,
-                        r,
-                        CHANNEL_ERROR_FAILED,
-                        "spawn_child: could not record the child: %s",
-                        strerror(-r));
+                return spawn_error(e, r, CHANNEL_ERROR_FAILED, "spawn_child: %s", error.message);
         return 0;
 }
 
@@ -753,7 +743,14 @@ static void call_output(Session *s, json_t *params, ChannelCall *call) {
         r = output_answer(c, q, wait > 0);
         if (r == 0)
                 r = session_wait(c, true, (uint32_t) wait, on_output_wait, q);
-        if (r < 0)
+        if (r == -EUSERS)
+                channel_call_error(
+                        TAKE_PTR(q->call),
+                        CHANNEL_ERROR_REFUSED,
+                        "child %s already has %u calls waiting on it, the configured MaxWaitersPerSession",
+                        c->id,
+                        c->n_waiters);
+        else if (r < 0)
                 channel_call_error(
                         TAKE_PTR(q->call),
                         CHANNEL_ERROR_FAILED,
@@ -819,7 +816,14 @@ static void call_result(Session *s, json_t *params, ChannelCall *call) {
                 return;
         }
         r = session_wait(c, false, (uint32_t) timeout, on_result_wait, call);
-        if (r < 0)
+        if (r == -EUSERS)
+                channel_call_error(
+                        call,
+                        CHANNEL_ERROR_REFUSED,
+                        "child %s already has %u calls waiting on it, the configured MaxWaitersPerSession",
+                        c->id,
+                        c->n_waiters);
+        else if (r < 0)
                 channel_call_error(
                         call, CHANNEL_ERROR_FAILED, "could not wait for the result: %s", strerror(-r));
 }

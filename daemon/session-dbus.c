@@ -309,7 +309,7 @@ static void do_remove(Session *s, sd_bus_message *message, uid_t caller) {
         CoreError e;
         int r;
 
-        r = session_remove(s, &e);
+        r = session_remove(s, caller, NULL, &e);
         if (r < 0)
                 (void) bus_reply_core_error(message, "Remove", &e);
         else
@@ -434,7 +434,15 @@ static void do_get_result(Session *s, sd_bus_message *message, uid_t caller) {
                 if (r < 0)
                         sd_bus_message_unref(message);
         }
-        if (r < 0)
+        if (r == -EUSERS)
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        CCDOCKER_ERROR_LIMIT,
+                        "GetResult: session %s already has %u calls waiting on it, the configured "
+                        "MaxWaitersPerSession",
+                        s->id,
+                        s->n_waiters);
+        else if (r < 0)
                 (void) sd_bus_reply_method_errorf(
                         message, SD_BUS_ERROR_FAILED, "GetResult: %s", strerror(-r));
 }

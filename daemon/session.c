@@ -80,6 +80,8 @@ static int session_alloc(Manager *m, const char *id, Session **ret) {
         m->n_session_objects++;
         s->owner_uid = (uid_t) -1;
         s->stop_uid = (uid_t) -1;
+        s->peer_audit_limit =
+                (RateLimit){ .interval_usec = USEC_PER_MINUTE, .burst = SESSION_PEER_AUDIT_BURST };
         s->log_limit = (RateLimit){ .interval_usec = SESSION_LOG_INTERVAL_SEC * USEC_PER_SEC,
                                     .burst = SESSION_LOG_BURST };
         s->id = strdup(id);
@@ -203,8 +205,10 @@ int session_new_from_record(Manager *m, const SessionRecord *rec, Session **ret)
         r = store_usage_load(m->store, s->id, &s->usage);
         if (r < 0)
                 log_warning_errno(r, "session %s: could not read its model usage: %m", s->id);
-        /* A session that had ended was cleaned up before it was recorded as ended. */
+        /* A session that had ended was cleaned up before it was recorded as ended, its last save. */
         s->cleaned_up = session_state_is_final(s->state);
+        if (s->cleaned_up)
+                s->ended_usec = rec->updated_usec;
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -312,6 +316,8 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
         free(s->state_reason);
         s->state_reason = reason ? strdup(reason) : NULL;
         s->state = state;
+        if (session_state_is_final(state))
+                s->ended_usec = now_realtime_usec();
 
         r = store_record_state(s->manager->store, s->id, name, reason, now_realtime_usec());
         if (r < 0)
@@ -1459,7 +1465,7 @@ int session_stop(
 
 /* ---- removal ---- */
 
-int session_remove(Session *s, CoreError *e) {
+int session_remove(Session *s, uid_t caller, const char *why, CoreError *e) {
         Manager *m = s->manager;
         _cleanup_(session_unrefp) Session *ref = session_ref(s);
         int r;
@@ -1479,6 +1485,16 @@ int session_remove(Session *s, CoreError *e) {
                 return core_error(
                         e, r, CORE_ERROR_FAILED, "could not delete session %s: %s", s->id, strerror(-r));
         event_bus_forget(m->events, s->id);
+        audit_log(
+                AUDIT_EVENT_REMOVED,
+                s->id,
+                s->parent_id,
+                s->unit,
+                caller,
+                "session %s removed%s%s",
+                s->id,
+                why ? ": " : "",
+                strempty(why));
         manager_remove_session(m, s);
         return 0;
 }

@@ -79,6 +79,7 @@ struct Session {
         bool workspace_ephemeral;
         uid_t owner_uid;
         uint64_t created_usec;
+        uint64_t ended_usec; /* CLOCK_REALTIME: when it became stopped or failed */
         SessionConfig *config;
         char *object_path;
 
@@ -104,6 +105,7 @@ struct Session {
         unsigned n_prompts;
         sd_event_source *deliver_source;
         ResultWaiter *waiters;
+        unsigned n_waiters; /* at most MaxWaitersPerSession */
 
         unsigned secrets_pending; /* podman secrets being created before the container */
         bool secrets_failed;
@@ -113,8 +115,9 @@ struct Session {
         bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
         bool removed;             /* forgotten (Remove): no object, no record */
 
-        RateLimit log_limit;  /* ccdocker-init's log notifications (session-channel.c) */
-        uint64_t log_dropped; /* ... dropped since the last one logged */
+        RateLimit log_limit;        /* ccdocker-init's log notifications (session-channel.c) */
+        RateLimit peer_audit_limit; /* audit records of refused connections to its sockets */
+        uint64_t log_dropped;       /* ... dropped since the last one logged */
 
         /* Publishing (manager.c): what changed since the last flush. */
         unsigned changed; /* SessionChange */
@@ -183,8 +186,9 @@ void session_notify(Session *s, const char *suffix, json_t *msg);
 void session_mark_changed(Session *s, unsigned changes);
 
 /* Forgets an ended session: its output, prompts and record go from the store, its Redis stream goes, its
- * object is unpublished. -EBUSY (CORE_ERROR_BAD_STATE) while it is live. */
-int session_remove(Session *s, CoreError *e);
+ * object is unpublished, and the removal is audited (caller: who asked, or -1 for the daemon; why: NULL
+ * or the reason). -EBUSY (CORE_ERROR_BAD_STATE) while it is live. */
+int session_remove(Session *s, uid_t caller, const char *why, CoreError *e);
 
 /* A prompt from a caller (SendPrompt, send_to_child): refused when the session has ended or is stopping,
  * or when the prompt breaks a rule (validate_prompt()); else stored and queued. method prefixes the
@@ -209,6 +213,11 @@ void session_set_state(Session *s, SessionState state, const char *reason);
 /* Ends the session as failed with reason, and kills its unit. */
 void session_fail_and_stop(Session *s, const char *reason);
 
+/* Whether the peer of fd, a new connection to the session's socket_name, is the session's own container
+ * (peer.h): 1 yes, 0 no (audited). For the channel, model.sock and egress.sock alike. */
+int session_admit_peer(Session *s, int fd, const char *socket_name);
+#define SESSION_PEER_AUDIT_BURST 10
+
 /* session-channel.c: the channel's hooks for a session (their userdata is the session). */
 extern const ChannelHooks session_channel_hooks;
 /* session-children.c: ccdocker-mcp's methods (child.*, parent.context) on the session's channel. */
@@ -226,9 +235,9 @@ int session_restore_output(Session *s);
 bool session_result_pending(Session *s);
 int session_result(
         Session *s, const char **ret_status, char **ret_result, char **ret_error, char **ret_usage);
-/* Calls done(s, userdata) exactly once: when the session's turn ends or the session ends (and, with
- * output, when a new event is stored), at the daemon's shutdown, or after timeout_sec. The caller
- * checks what it waited for. */
+/* Calls done(s, userdata) exactly once (-EUSERS when MaxWaitersPerSession wait already): when the session's
+ * turn ends or the session ends (and, with output, when a new event is stored), at the daemon's shutdown, or
+ * after timeout_sec. The caller checks what it waited for. */
 typedef void (*session_wait_t)(Session *s, void *userdata);
 int session_wait(Session *s, bool output, uint32_t timeout_sec, session_wait_t done, void *userdata);
 /* GetResult's wait: done(s, userdata) now (returns 0) when no result is pending or !wait, else when the
