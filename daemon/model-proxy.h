@@ -17,6 +17,8 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "credentials.h"
+
 #define MODEL_SOCKET_NAME "model.sock"
 
 /* The MESSAGE_ID of the journal record written for each call (docs/model-proxy.md). */
@@ -31,16 +33,9 @@
 #define MODEL_PROXY_MAX_RETRIES 3                /* upstream 429/529 retried by the proxy */
 #define MODEL_PROXY_RETRY_AFTER_MAX_SEC 60       /* a longer retry-after is passed to the client */
 #define MODEL_PROXY_CONNECTIONS_MAX 32           /* open connections per session */
-#define MODEL_CREDENTIAL_MAX 4096
 
 typedef struct ModelProxy ModelProxy;
 typedef struct ModelProxySession ModelProxySession;
-
-typedef enum ModelCredentialKind {
-        MODEL_CREDENTIAL_NONE,    /* nothing is added (tests without a credential) */
-        MODEL_CREDENTIAL_API_KEY, /* x-api-key: KEY */
-        MODEL_CREDENTIAL_OAUTH,   /* Authorization: Bearer TOKEN, plus anthropic-beta: oauth-2025-04-20 */
-} ModelCredentialKind;
 
 /* A price in USD per million tokens, for models whose name starts with model_prefix ("" or "*"
  * matches every model). Cache writes cost 1.25 times the input price, cache reads 0.1 times. */
@@ -117,14 +112,6 @@ void model_proxy_session_totals(const ModelProxySession *s, ModelSessionTotals *
 /* Calls upstream now, and the most there were at once: for tests and status. */
 unsigned model_proxy_in_flight(const ModelProxy *p);
 unsigned model_proxy_in_flight_peak(const ModelProxy *p);
-
-/* The credential the daemon adds: the first of the systemd credential files
- * credentials_dir/anthropic-api-key and credentials_dir/claude-oauth-token (credentials_dir may be
- * NULL), then the variables ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN, which are then removed from
- * the environment. Surrounding whitespace is dropped; a value with other control characters or
- * spaces, or longer than MODEL_CREDENTIAL_MAX, is refused (-EINVAL, the message names the source, not
- * the value). None found: 0 with MODEL_CREDENTIAL_NONE and *ret_value NULL. */
-int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_kind, char **ret_value);
 
 /* "PREFIX=IN/OUT ..." (USD per million tokens, e.g. "claude-opus=15/75 *=3/15"), as ModelPrices=
  * takes it. -EINVAL for anything else. */

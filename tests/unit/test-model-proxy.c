@@ -1,7 +1,7 @@
 /* Unit tests for the pure parts of daemon/model-proxy.c: the usage parser fed a real SSE stream and a
  * real JSON body split at every byte and in random pieces, the header filters and the anthropic-beta
- * merge, request targets, retry-after, the token bucket's arithmetic, prices and the credential
- * loader's order and redaction of its sources. */
+ * merge, request targets, retry-after, the token bucket's arithmetic, prices, the credential reader
+ * (daemon/credentials.c) and the model credential's order and redaction of its sources. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "credentials.h"
 #include "model-proxy.h"
 #include "unit-test.h"
+#include "util.h"
 
 static const char sse[] =
         "event: message_start\r\n"
@@ -361,6 +363,84 @@ static void test_credential_load_order_and_env_cleanup(void **state) {
         (void) rmdir(dir);
 }
 
+static void write_file(const char *dir, const char *name, const char *data, size_t len) {
+        _cleanup_free_ char *path = NULL;
+        FILE *f;
+
+        assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
+        f = fopen(path, "we");
+        assert_non_null(f);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        fclose(f);
+}
+
+static void test_credential_reader(void **state) {
+        char dir[] = "/tmp/test-credentials-XXXXXX";
+        _cleanup_free_ char *link = NULL, *sub = NULL, *target = NULL;
+        _cleanup_(strv_freep) char **names = NULL;
+        ModelCredentialKind kind;
+        char *value = NULL;
+        size_t len = 0;
+
+        assert_non_null(mkdtemp(dir));
+        write_file(dir, "b", "two\n", 4);
+        write_file(dir, "a", "one", 3);
+        write_file(dir, ".hidden", "x", 1);
+        write_file(dir, "nul", "a\0b", 3);
+        write_file(dir, "big", "12345678", 8);
+        assert_true(asprintf(&target, "%s/a", dir) > 0);
+        assert_true(asprintf(&link, "%s/anthropic-api-key", dir) > 0);
+        assert_int_equal(symlink(target, link), 0);
+        assert_true(asprintf(&sub, "%s/directory", dir) > 0);
+        assert_int_equal(mkdir(sub, 0700), 0);
+
+        assert_int_equal(credential_read(dir, "b", 64, &value, &len), 0);
+        assert_int_equal(len, 4);
+        assert_string_equal(value, "two\n");
+        value = mfree(value);
+        assert_int_equal(credential_read(dir, "big", 8, &value, &len), 0);
+        value = mfree(value);
+        assert_int_equal(credential_read(dir, "big", 7, &value, &len), -EFBIG);
+        assert_int_equal(credential_read(dir, "nul", 64, &value, &len), -EBADMSG);
+        assert_int_equal(credential_read(dir, "anthropic-api-key", 64, &value, &len), -ELOOP);
+        assert_int_equal(credential_read(dir, "directory", 64, &value, &len), -EBADFD);
+        assert_int_equal(credential_read(dir, "missing", 64, &value, &len), -ENOENT);
+        assert_int_equal(credential_read(dir, "../etc", 64, &value, &len), -EINVAL);
+        assert_int_equal(credential_read(dir, "..", 64, &value, &len), -EINVAL);
+        assert_null(value);
+
+        assert_int_equal(credential_list(dir, &names), 0);
+        assert_non_null(names[0]);
+        assert_string_equal(names[0], "a");
+        assert_string_equal(names[1], "anthropic-api-key");
+        assert_string_equal(names[2], "b");
+        assert_string_equal(names[3], "big");
+        assert_string_equal(names[4], "directory");
+        assert_string_equal(names[5], "nul");
+        assert_null(names[6]);
+        assert_int_equal(credential_list("/nonexistent-credentials", &names), -ENOENT);
+
+        assert_true(credential_is_model("anthropic-api-key"));
+        assert_true(credential_is_model("claude-oauth-token"));
+        assert_false(credential_is_model("ANTHROPIC_API_KEY"));
+        assert_false(credential_is_model("a"));
+
+        /* The model credential is not read through a symlink. */
+        assert_int_equal(model_credential_load(dir, &kind, &value), -ELOOP);
+        assert_null(value);
+
+        (void) unlink(link);
+        (void) rmdir(sub);
+        (void) unlink(target);
+        for (const char *const *n = (const char *const[]){ "b", ".hidden", "nul", "big", NULL }; *n; n++) {
+                _cleanup_free_ char *path = NULL;
+
+                assert_true(asprintf(&path, "%s/%s", dir, *n) > 0);
+                (void) unlink(path);
+        }
+        (void) rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_sse_usage_in_any_split),
@@ -373,6 +453,7 @@ int main(void) {
                 cmocka_unit_test(test_token_bucket),
                 cmocka_unit_test(test_prices),
                 cmocka_unit_test(test_credential_load_order_and_env_cleanup),
+                cmocka_unit_test(test_credential_reader),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
