@@ -1,7 +1,8 @@
-/* Unit tests for the pure parts of daemon/model-proxy.c: the usage parser fed a real SSE stream and a
- * real JSON body split at every byte and in random pieces, the header filters and the anthropic-beta
- * merge, request targets, retry-after, the token bucket's arithmetic, prices, the credential reader
- * (daemon/credentials.c) and the model credential's order and redaction of its sources. */
+/* Unit tests for the pure parts of the model proxy: the usage parser (daemon/model-usage.c) fed a real
+ * SSE stream and a real JSON body split at every byte and in random pieces; the header filters and the
+ * anthropic-beta merge, request targets and retry-after (daemon/model-request.c); the token bucket's
+ * arithmetic (daemon/model-admission.c); prices (daemon/model-prices.c); and the credential reader and
+ * the model credential's order and redaction of its sources (daemon/credentials.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -12,7 +13,10 @@
 
 #include "cleanup.h"
 #include "credentials.h"
+#include "model-admission.h"
+#include "model-prices.h"
 #include "model-proxy.h"
+#include "model-usage.h"
 #include "unit-test.h"
 #include "util.h"
 
