@@ -1,14 +1,16 @@
 /* Unit tests for the pure parts of the model proxy: the usage parser (daemon/model-usage.c) fed a real
  * SSE stream and a real JSON body split at every byte and in random pieces; the header filters and the
- * anthropic-beta merge, request targets and retry-after (daemon/model-request.c); the token bucket's
- * arithmetic (daemon/model-admission.c); prices (daemon/model-prices.c); and the credential reader and
- * the model credential's order and redaction of its sources (daemon/credentials.c). */
+ * anthropic-beta merge, request targets and retry-after (daemon/model-request.c); the upstream URL
+ * check (daemon/model-proxy.c); the token bucket's arithmetic (daemon/model-admission.c); prices
+ * (daemon/model-prices.c); and the credential reader and the model credential's order and redaction
+ * of its sources (daemon/credentials.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-event.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -367,6 +369,37 @@ static void test_credential_load_order_and_env_cleanup(void **state) {
         (void) rmdir(dir);
 }
 
+static void test_upstream_url_check(void **state) {
+        static const char *const bad[] = {
+                "ftp://example.com", "https://", "example.com", "file:///etc/passwd", "https//x", "",
+        };
+        static const char *const good[] = {
+                "http://127.0.0.1:9",
+                "https://api.anthropic.com",
+                "https://example.com/prefix/",
+                "HTTPS://api.anthropic.com",
+        };
+        sd_event *event = NULL;
+
+        assert_int_equal(sd_event_new(&event), 0);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                ModelProxy *p = NULL;
+
+                assert_int_equal(
+                        model_proxy_new(event, &(ModelProxyConfig){ .upstream_base_url = bad[i] }, &p),
+                        -EINVAL);
+                assert_null(p);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                ModelProxy *p = NULL;
+
+                assert_int_equal(
+                        model_proxy_new(event, &(ModelProxyConfig){ .upstream_base_url = good[i] }, &p), 0);
+                model_proxy_free(p);
+        }
+        sd_event_unref(event);
+}
+
 static void write_file(const char *dir, const char *name, const char *data, size_t len) {
         _cleanup_free_ char *path = NULL;
         FILE *f;
@@ -450,6 +483,7 @@ int main(void) {
                 cmocka_unit_test(test_sse_usage_in_any_split),
                 cmocka_unit_test(test_json_usage_in_any_split),
                 cmocka_unit_test(test_usage_parser_bounds_long_lines_and_ignores_junk),
+                cmocka_unit_test(test_upstream_url_check),
                 cmocka_unit_test(test_header_filters),
                 cmocka_unit_test(test_beta_merge),
                 cmocka_unit_test(test_targets),
