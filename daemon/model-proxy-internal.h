@@ -61,7 +61,6 @@ struct ProxyRequest {
         char *method, *target, *path;
         char *body;
         size_t body_len;
-        char *model_requested;
         struct curl_slist *upstream_headers;
 
         /* The answer: an error of the proxy's own, or the upstream's. */

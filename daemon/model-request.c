@@ -99,7 +99,6 @@ ProxyRequest *proxy_request_unref(ProxyRequest *req) {
         curl_slist_free_all(req->upstream_headers);
         free(req->buf);
         free(req->body);
-        free(req->model_requested);
         free(req->method);
         free(req->target);
         free(req->path);
@@ -178,19 +177,39 @@ void proxy_request_cancel_transfer(ProxyRequest *req) {
 
 void proxy_request_record(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
+        ModelUsageParser scan;
         ModelCall call;
         uint64_t end;
+        int r;
 
         if (req->recorded || !p)
                 return;
         req->recorded = true;
         end = req->done_usec ?: now_usec(CLOCK_MONOTONIC);
 
+        r = model_usage_parser_finish(&req->usage);
+        if (r == -E2BIG)
+                request_log(
+                        req,
+                        LOG_WARNING,
+                        "the answer's usage is not counted: its JSON body is larger than %u bytes",
+                        MODEL_USAGE_JSON_MAX);
+        else if (r == -ELOOP)
+                request_log(
+                        req,
+                        LOG_WARNING,
+                        "the answer's usage is not counted: its JSON body nests deeper than %u",
+                        MODEL_USAGE_DEPTH_MAX);
+        /* The model the client asked for, for an answer that names none (the proxy's own answers). */
+        model_usage_parser_init(&scan, MODEL_USAGE_JSON);
+        if (!req->usage.model[0] && req->body_len > 0)
+                (void) model_usage_read_json(&scan, req->body, req->body_len);
+
         call = (ModelCall){
                 .session_id = req->session_id,
                 .method = strempty(req->method),
                 .path = strempty(req->path),
-                .model = req->usage.model[0] ? req->usage.model : strempty(req->model_requested),
+                .model = req->usage.model[0] ? req->usage.model : scan.model,
                 .status = req->queued ? req->status : 0,
                 .complete = req->complete,
                 .upstream = req->attempts > 0,
@@ -669,14 +688,6 @@ void proxy_request_admitted(ModelAdmissionEntry *e, void *userdata) {
 /* The request is read: refuse it, or queue it for admission. */
 void proxy_request_start(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
-        ModelUsageParser scan;
-
-        /* The model the client asked for, for the record (the answer's own wins when it names one). */
-        model_usage_parser_init(&scan, MODEL_USAGE_JSON);
-        model_usage_parser_feed(&scan, req->body, req->body_len);
-        if (scan.model[0])
-                req->model_requested = strdup(scan.model);
-        model_usage_parser_done(&scan);
 
         if (p->budget) {
                 _cleanup_free_ char *reason = NULL;

@@ -2,8 +2,8 @@
 #define _GNU_SOURCE
 #include "model-usage.h"
 
+#include <errno.h>
 #include <jansson.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,22 +11,9 @@
 #include "cleanup.h"
 #include "util.h"
 
-#define SSE_LINE_MAX (64U * 1024)   /* longer SSE lines (big content deltas) are not parsed */
-#define SSE_DATA_MAX (256U * 1024)  /* one event's data, when it is one we read */
-#define JSON_VALUE_MAX (16U * 1024) /* a captured top-level value (usage, model) */
-
-enum {
-        TOP_KEY_EXPECTED,
-        TOP_IN_KEY,
-        TOP_COLON_EXPECTED,
-        TOP_IN_VALUE,
-};
-
-enum {
-        CAPTURE_NONE,
-        CAPTURE_USAGE,
-        CAPTURE_MODEL,
-};
+#define SSE_LINE_MAX (64U * 1024)  /* longer SSE lines (big content deltas) are not parsed */
+#define SSE_DATA_MAX (256U * 1024) /* one event's data, when it is one we read */
+#define JSON_BODY_CHUNK (16U * 1024)
 
 ModelUsageFormat model_usage_format_for(const char *content_type) {
         if (!content_type)
@@ -46,8 +33,49 @@ void model_usage_parser_init(ModelUsageParser *u, ModelUsageFormat format) {
 void model_usage_parser_done(ModelUsageParser *u) {
         u->line = mfree(u->line);
         u->data = mfree(u->data);
-        u->value = mfree(u->value);
-        u->line_len = u->data_len = u->value_len = 0;
+        u->body = mfree(u->body);
+        u->line_len = u->data_len = u->body_len = u->body_allocated = 0;
+}
+
+/* Whether text nests objects and lists at most max deep (brackets in strings do not count). jansson
+ * has a limit of its own, but one compiled into it; this one is ours. */
+static bool json_depth_within(const char *text, size_t len, unsigned max) {
+        unsigned depth = 0;
+        bool in_string = false, escape = false;
+
+        for (size_t i = 0; i < len; i++) {
+                char c = text[i];
+
+                if (in_string) {
+                        if (escape)
+                                escape = false;
+                        else if (c == '\\')
+                                escape = true;
+                        else if (c == '"')
+                                in_string = false;
+                } else if (c == '"')
+                        in_string = true;
+                else if (c == '{' || c == '[') {
+                        if (++depth > max)
+                                return false;
+                } else if ((c == '}' || c == ']') && depth > 0)
+                        depth--;
+        }
+        return true;
+}
+
+static int json_load_bounded(const char *text, size_t len, json_t **ret) {
+        json_t *j;
+
+        if (len > MODEL_USAGE_JSON_MAX)
+                return -E2BIG;
+        if (!json_depth_within(text, len, MODEL_USAGE_DEPTH_MAX))
+                return -ELOOP;
+        j = json_loadb(text, len, 0, NULL);
+        if (!j)
+                return -EBADMSG;
+        *ret = j;
+        return 0;
 }
 
 /* Sets the fields usage has: message_delta's are cumulative, so a later value replaces an earlier. */
@@ -80,15 +108,30 @@ static void usage_set_model(ModelUsageParser *u, json_t *model) {
                 memcpy(u->model, json_string_value(model), json_string_length(model) + 1);
 }
 
+int model_usage_read_json(ModelUsageParser *u, const char *text, size_t len) {
+        json_t *j = NULL;
+        int r;
+
+        r = json_load_bounded(text, len, &j);
+        if (r < 0)
+                return r;
+        usage_apply(u, json_object_get(j, "usage"));
+        usage_set_model(u, json_object_get(j, "model"));
+        json_decref(j);
+        return 0;
+}
+
+/* ---- SSE ---- */
+
 static bool sse_event_wanted(const char *event) {
         return isempty(event) || streq(event, "message_start") || streq(event, "message_delta");
 }
 
 static void sse_dispatch(ModelUsageParser *u) {
-        json_t *j, *type;
+        json_t *j = NULL, *type;
 
-        if (u->data_len > 0 && !u->data_overflow && sse_event_wanted(u->event)) {
-                j = json_loadb(u->data, u->data_len, 0, NULL);
+        if (u->data_len > 0 && !u->data_overflow && sse_event_wanted(u->event) &&
+            json_load_bounded(u->data, u->data_len, &j) >= 0) {
                 type = json_object_get(j, "type");
                 if (json_is_string(type) && streq(json_string_value(type), "message_start")) {
                         json_t *message = json_object_get(j, "message");
@@ -190,127 +233,62 @@ static void sse_feed(ModelUsageParser *u, const char *p, size_t len) {
         }
 }
 
-static void json_capture_char(ModelUsageParser *u, char c) {
-        if (u->value_overflow)
-                return;
-        if (u->value_len >= JSON_VALUE_MAX) {
-                u->value_overflow = true;
-                return;
-        }
-        if (!u->value) {
-                u->value = malloc(JSON_VALUE_MAX);
-                if (!u->value) {
-                        u->value_overflow = true;
-                        return;
-                }
-        }
-        u->value[u->value_len++] = c;
-}
-
-static void json_capture_end(ModelUsageParser *u) {
-        if (!u->value_overflow && u->value_len > 0) {
-                json_t *j = json_loadb(u->value, u->value_len, JSON_DECODE_ANY, NULL);
-
-                if (u->capture == CAPTURE_USAGE)
-                        usage_apply(u, j);
-                else if (u->capture == CAPTURE_MODEL)
-                        usage_set_model(u, j);
-                json_decref(j);
-        }
-        u->capture = CAPTURE_NONE;
-        u->value_len = 0;
-        u->value_overflow = false;
-}
+/* ---- JSON ---- */
 
 static void json_feed(ModelUsageParser *u, const char *p, size_t len) {
-        for (size_t i = 0; i < len; i++) {
-                char c = p[i];
-
-                if (u->in_string) {
-                        if (u->capture != CAPTURE_NONE)
-                                json_capture_char(u, c);
-                        if (u->escape)
-                                u->escape = false;
-                        else if (c == '\\')
-                                u->escape = true;
-                        else if (c == '"') {
-                                u->in_string = false;
-                                if (u->depth == 1 && u->top_state == TOP_IN_KEY)
-                                        u->top_state = TOP_COLON_EXPECTED;
-                                else if (u->depth == 1 && u->capture != CAPTURE_NONE)
-                                        json_capture_end(u); /* a string value */
-                                continue;
-                        }
-                        if (u->depth == 1 && u->top_state == TOP_IN_KEY && u->key_len < sizeof(u->key) - 1)
-                                u->key[u->key_len++] = c;
-                        continue;
-                }
-
-                switch (c) {
-                case '"':
-                        u->in_string = true;
-                        if (u->depth == 1 && u->top_state == TOP_KEY_EXPECTED) {
-                                u->top_state = TOP_IN_KEY;
-                                u->key_len = 0;
-                        } else if (u->capture != CAPTURE_NONE)
-                                json_capture_char(u, c);
-                        break;
-                case '{':
-                case '[':
-                        if (u->capture != CAPTURE_NONE)
-                                json_capture_char(u, c);
-                        if (u->depth == 0 && c == '{')
-                                u->top_state = TOP_KEY_EXPECTED;
-                        if (u->depth < UINT_MAX)
-                                u->depth++;
-                        break;
-                case '}':
-                case ']':
-                        if (u->depth > 0)
-                                u->depth--;
-                        if (u->capture != CAPTURE_NONE) {
-                                if (u->depth == 1) { /* the captured object or list closed */
-                                        json_capture_char(u, c);
-                                        json_capture_end(u);
-                                } else if (u->depth == 0)
-                                        json_capture_end(u); /* a scalar ended by the closing brace */
-                                else
-                                        json_capture_char(u, c);
-                        }
-                        break;
-                case ':':
-                        if (u->depth == 1 && u->top_state == TOP_COLON_EXPECTED) {
-                                u->top_state = TOP_IN_VALUE;
-                                u->key[u->key_len] = '\0';
-                                if (streq(u->key, "usage"))
-                                        u->capture = CAPTURE_USAGE;
-                                else if (streq(u->key, "model"))
-                                        u->capture = CAPTURE_MODEL;
-                                u->value_len = 0;
-                                u->value_overflow = false;
-                        } else if (u->capture != CAPTURE_NONE)
-                                json_capture_char(u, c);
-                        break;
-                case ',':
-                        if (u->depth == 1) {
-                                if (u->capture != CAPTURE_NONE)
-                                        json_capture_end(u);
-                                u->top_state = TOP_KEY_EXPECTED;
-                        } else if (u->capture != CAPTURE_NONE)
-                                json_capture_char(u, c);
-                        break;
-                default:
-                        if (u->capture != CAPTURE_NONE)
-                                json_capture_char(u, c);
-                }
+        if (u->body_overflow || len == 0)
+                return;
+        if (len > MODEL_USAGE_JSON_MAX - u->body_len) {
+                /* Too big to read: nothing of it is kept. */
+                u->body_overflow = true;
+                u->body = mfree(u->body);
+                u->body_len = u->body_allocated = 0;
+                return;
         }
+        if (u->body_len + len > u->body_allocated) {
+                size_t a = u->body_allocated ?: JSON_BODY_CHUNK;
+                char *b;
+
+                while (a < u->body_len + len)
+                        a *= 2;
+                if (a > MODEL_USAGE_JSON_MAX)
+                        a = MODEL_USAGE_JSON_MAX;
+                b = realloc(u->body, a);
+                if (!b) {
+                        u->body_overflow = true;
+                        u->body = mfree(u->body);
+                        u->body_len = u->body_allocated = 0;
+                        return;
+                }
+                u->body = b;
+                u->body_allocated = a;
+        }
+        memcpy(u->body + u->body_len, p, len);
+        u->body_len += len;
 }
 
 void model_usage_parser_feed(ModelUsageParser *u, const char *data, size_t len) {
-        if (!u || !data)
+        if (!u || !data || u->finished)
                 return;
         if (u->format == MODEL_USAGE_SSE)
                 sse_feed(u, data, len);
         else if (u->format == MODEL_USAGE_JSON)
                 json_feed(u, data, len);
+}
+
+int model_usage_parser_finish(ModelUsageParser *u) {
+        int r = 0;
+
+        if (!u || u->finished)
+                return 0;
+        u->finished = true;
+        if (u->format != MODEL_USAGE_JSON)
+                return 0;
+        if (u->body_overflow)
+                r = -E2BIG;
+        else if (u->body_len > 0)
+                r = model_usage_read_json(u, u->body, u->body_len);
+        u->body = mfree(u->body);
+        u->body_len = u->body_allocated = 0;
+        return r;
 }
