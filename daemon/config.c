@@ -20,7 +20,7 @@
 
 #include "cleanup.h"
 #include "log.h"
-#include "model-proxy.h"
+#include "model-prices.h"
 #include "secrets.h"
 #include "util.h"
 

@@ -8,7 +8,10 @@
  * upstream 429/529 retry-after honoured by pausing admission and retrying the call itself. Budgets
  * are the daemon's business: it is asked before each call and told the usage of each. Everything
  * runs on the daemon's sd-event loop (libmicrohttpd without a thread or a listening socket; libcurl
- * multi through curl-glue). The credential never appears in a log, an error or an answer. */
+ * multi through curl-glue). The credential never appears in a log, an error or an answer.
+ *
+ * The proxy is model-proxy.c (sockets, connections, libmicrohttpd) and model-request.c (one call);
+ * beside them model-admission.c, model-usage.c, model-prices.c and credentials.c (the credential). */
 #pragma once
 
 #include <stdbool.h>
@@ -16,6 +19,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
+
+#include "credentials.h"
+#include "model-prices.h"
+#include "model-usage.h"
 
 #define MODEL_SOCKET_NAME "model.sock"
 
@@ -31,27 +38,9 @@
 #define MODEL_PROXY_MAX_RETRIES 3                /* upstream 429/529 retried by the proxy */
 #define MODEL_PROXY_RETRY_AFTER_MAX_SEC 60       /* a longer retry-after is passed to the client */
 #define MODEL_PROXY_CONNECTIONS_MAX 32           /* open connections per session */
-#define MODEL_CREDENTIAL_MAX 4096
 
 typedef struct ModelProxy ModelProxy;
 typedef struct ModelProxySession ModelProxySession;
-
-typedef enum ModelCredentialKind {
-        MODEL_CREDENTIAL_NONE,    /* nothing is added (tests without a credential) */
-        MODEL_CREDENTIAL_API_KEY, /* x-api-key: KEY */
-        MODEL_CREDENTIAL_OAUTH,   /* Authorization: Bearer TOKEN, plus anthropic-beta: oauth-2025-04-20 */
-} ModelCredentialKind;
-
-/* A price in USD per million tokens, for models whose name starts with model_prefix ("" or "*"
- * matches every model). Cache writes cost 1.25 times the input price, cache reads 0.1 times. */
-typedef struct ModelPrice {
-        char *model_prefix;
-        double input_per_mtok, output_per_mtok;
-} ModelPrice;
-
-typedef struct ModelUsage {
-        uint64_t input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens;
-} ModelUsage;
 
 /* One call, as the usage callback and the journal record see it. Strings are borrowed for the
  * callback's duration. */
@@ -118,62 +107,7 @@ void model_proxy_session_totals(const ModelProxySession *s, ModelSessionTotals *
 unsigned model_proxy_in_flight(const ModelProxy *p);
 unsigned model_proxy_in_flight_peak(const ModelProxy *p);
 
-/* The credential the daemon adds: the first of the systemd credential files
- * credentials_dir/anthropic-api-key and credentials_dir/claude-oauth-token (credentials_dir may be
- * NULL), then the variables ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN, which are then removed from
- * the environment. Surrounding whitespace is dropped; a value with other control characters or
- * spaces, or longer than MODEL_CREDENTIAL_MAX, is refused (-EINVAL, the message names the source, not
- * the value). None found: 0 with MODEL_CREDENTIAL_NONE and *ret_value NULL. */
-int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_kind, char **ret_value);
-
-/* "PREFIX=IN/OUT ..." (USD per million tokens, e.g. "claude-opus=15/75 *=3/15"), as ModelPrices=
- * takes it. -EINVAL for anything else. */
-int model_prices_parse(const char *text, ModelPrice **ret, size_t *ret_n);
-void model_prices_free(ModelPrice *prices, size_t n);
-double model_price_cost(const ModelPrice *prices, size_t n, const char *model, const ModelUsage *u);
-
 /* ---- The pure parts, exported for the unit tests ---- */
-
-/* Reads the usage out of an answer fed in pieces of any size: an SSE stream (message_start's
- * message.usage and message.model, then message_delta's cumulative usage) or a JSON body (its
- * top-level usage and model). Memory is bounded whatever is fed. */
-typedef enum ModelUsageFormat {
-        MODEL_USAGE_NONE,
-        MODEL_USAGE_SSE,
-        MODEL_USAGE_JSON,
-} ModelUsageFormat;
-
-typedef struct ModelUsageParser {
-        ModelUsageFormat format;
-        /* SSE */
-        char *line;
-        size_t line_len;
-        bool line_overflow, after_cr;
-        char event[32];
-        char *data;
-        size_t data_len;
-        bool data_overflow;
-        /* JSON: the top level of one object */
-        unsigned depth;
-        bool in_string, escape;
-        int top_state;
-        char key[16];
-        size_t key_len;
-        int capture; /* which top-level key's value is being captured */
-        char *value;
-        size_t value_len;
-        bool value_overflow;
-        /* results */
-        bool have_usage;
-        ModelUsage usage;
-        char model[128];
-} ModelUsageParser;
-
-void model_usage_parser_init(ModelUsageParser *u, ModelUsageFormat format);
-/* The format an answer's Content-Type calls for (NULL: none). */
-ModelUsageFormat model_usage_format_for(const char *content_type);
-void model_usage_parser_feed(ModelUsageParser *u, const char *data, size_t len);
-void model_usage_parser_done(ModelUsageParser *u);
 
 /* Whether a request header of the client's is copied upstream (the credential, hop-by-hop headers,
  * Host and Content-Length, Accept-Encoding and anthropic-beta are not; the last is merged). */
@@ -188,18 +122,6 @@ int model_parse_retry_after(const char *value, uint64_t *ret_usec);
 /* Whether a request target is one the proxy forwards: "/v1/..." in printable ASCII, no "." or ".."
  * segment (also percent-encoded), no fragment. */
 bool model_target_valid(const char *target);
-
-/* Requests per minute as a token bucket, in integers: one token is 60,000,000 units and the bucket
- * gains per_minute units per microsecond, up to burst tokens. */
-typedef struct ModelTokenBucket {
-        uint64_t per_minute, level, capacity, last_usec;
-} ModelTokenBucket;
-
-void model_token_bucket_init(ModelTokenBucket *b, unsigned per_minute, unsigned burst, uint64_t now_usec);
-/* Takes a token if there is one. */
-bool model_token_bucket_take(ModelTokenBucket *b, uint64_t now_usec);
-/* Microseconds until a token is there (0: now). */
-uint64_t model_token_bucket_wait(ModelTokenBucket *b, uint64_t now_usec);
 
 static inline void model_proxy_freep(ModelProxy **p) {
         if (*p)

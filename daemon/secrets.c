@@ -2,21 +2,17 @@
 #define _GNU_SOURCE
 #include "secrets.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "credentials.h"
 #include "log.h"
 #include "util.h"
 
 #define SECRET_ENV_PREFIX "CC_SECRET_"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
 
 typedef struct Secret {
         char *name;
@@ -91,86 +87,44 @@ static int add(SecretStore *s, const char *name, char *value, size_t len, const 
         return 0;
 }
 
-static int read_credential(int dir_fd, const char *name, char **ret, size_t *ret_len) {
-        _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *buf = NULL;
-        struct stat st;
-        size_t len = 0;
-
-        fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -EBADFD;
-        if (st.st_size > (off_t) SECRET_VALUE_MAX)
-                return -EFBIG;
-        buf = malloc((size_t) st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        while (len < (size_t) st.st_size) {
-                ssize_t n = read(fd, buf + len, (size_t) st.st_size - len);
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        explicit_bzero(buf, len);
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-        }
-        /* A trailing newline is the file's, not the secret's (echo TOKEN > file). */
-        if (len > 0 && buf[len - 1] == '\n')
-                len--;
-        buf[len] = '\0';
-        if (memchr(buf, '\0', len)) {
-                explicit_bzero(buf, len);
-                return -EBADMSG;
-        }
-        *ret = TAKE_PTR(buf);
-        *ret_len = len;
-        return 0;
-}
-
 static int load_credentials(SecretStore *s, const char *dir) {
-        _cleanup_(closedirp) DIR *d = NULL;
-        struct dirent *de;
+        _cleanup_(strv_freep) char **names = NULL;
         int r;
 
-        d = opendir(dir);
-        if (!d) {
-                if (errno == ENOENT)
-                        return 0;
-                return log_warning_errno(errno, "could not read the credentials directory %s: %m", dir);
-        }
-        while ((errno = 0, de = readdir(d))) {
+        r = credential_list(dir, &names);
+        if (r == -ENOENT)
+                return 0;
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0)
+                return log_warning_errno(r, "could not read the credentials directory %s: %m", dir);
+        for (char **name = names; *name; name++) {
                 char *value = NULL;
                 size_t len = 0;
 
-                /* The model proxy's credential (model-proxy.h), not a session's secret. */
-                if (de->d_name[0] == '.' || streq(de->d_name, "anthropic-api-key") ||
-                    streq(de->d_name, "claude-oauth-token"))
+                /* The model proxy's credential, not a session's secret. */
+                if (credential_is_model(*name))
                         continue;
-                if (!secret_name_is_valid(de->d_name)) {
+                if (!secret_name_is_valid(*name)) {
                         log_warning(
                                 "credential %s/%s ignored: a secret's name must match [A-Za-z_][A-Za-z0-9_]* "
                                 "(at most %d characters)",
                                 dir,
-                                de->d_name,
+                                *name,
                                 SECRET_NAME_MAX);
                         continue;
                 }
-                r = read_credential(dirfd(d), de->d_name, &value, &len);
+                r = credential_read(dir, *name, SECRET_VALUE_MAX, &value, &len);
                 if (r == -ENOMEM)
                         return log_oom();
                 if (r < 0) {
-                        log_warning_errno(r, "credential %s/%s ignored: %m", dir, de->d_name);
+                        log_warning_errno(r, "credential %s/%s ignored: %m", dir, *name);
                         continue;
                 }
-                r = add(s, de->d_name, value, len, "the credentials directory");
+                /* A trailing newline is the file's, not the secret's (echo TOKEN > file). */
+                if (len > 0 && value[len - 1] == '\n')
+                        value[--len] = '\0';
+                r = add(s, *name, value, len, "the credentials directory");
                 if (r < 0)
                         return log_oom();
         }

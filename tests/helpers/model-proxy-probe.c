@@ -1,11 +1,11 @@
-/* model-proxy-probe: runs the daemon's real model proxy (daemon/model-proxy.c) on its own sd-event loop
- * with one session socket, for tests/integration/test_model_proxy.py. The credential comes the way the
- * daemon gets it (model_credential_load(): --credentials-dir files, then ANTHROPIC_API_KEY or
- * CLAUDE_CODE_OAUTH_TOKEN). With --budget-file, a call is refused while that file exists and is not
- * empty, with its text as the reason. It prints JSON lines on stdout: {"event":"ready",...} once the
- * socket listens, {"event":"call",...} per call (the usage callback), and {"event":"totals",...} at
- * SIGTERM or SIGINT, after which it frees everything and exits 0. Logs go to stderr, debug included.
- * Exit status 1 on a setup error, 2 for bad usage. */
+/* model-proxy-probe: runs the daemon's real model proxy (daemon/model-proxy.c and its parts) on its own
+ * sd-event loop with one session socket, for tests/integration/test_model_proxy.py. The credential comes
+ * the way the daemon gets it (model_credential_load() of daemon/credentials.c: --credentials-dir files,
+ * then ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN). With --budget-file, a call is refused while that
+ * file exists and is not empty, with its text as the reason. It prints JSON lines on stdout:
+ * {"event":"ready",...} once the socket listens, {"event":"call",...} per call (the usage callback), and
+ * {"event":"totals",...} at SIGTERM or SIGINT, after which it frees everything and exits 0. Logs go to
+ * stderr, debug included. Exit status 1 on a setup error, 2 for bad usage. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>

@@ -1,18 +1,26 @@
-/* Unit tests for the pure parts of daemon/model-proxy.c: the usage parser fed a real SSE stream and a
- * real JSON body split at every byte and in random pieces, the header filters and the anthropic-beta
- * merge, request targets, retry-after, the token bucket's arithmetic, prices and the credential
- * loader's order and redaction of its sources. */
+/* Unit tests for the pure parts of the model proxy: the usage parser (daemon/model-usage.c) fed a real
+ * SSE stream and a real JSON body split at every byte and in random pieces, garbage, documents too
+ * big or too deep; the header filters and the anthropic-beta merge, request targets and retry-after
+ * (daemon/model-request.c); the upstream URL check (daemon/model-proxy.c); the token bucket's
+ * arithmetic (daemon/model-admission.c); prices (daemon/model-prices.c); and the credential reader and
+ * the model credential's order and redaction of its sources (daemon/credentials.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-event.h>
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "credentials.h"
+#include "model-admission.h"
+#include "model-prices.h"
 #include "model-proxy.h"
+#include "model-usage.h"
 #include "unit-test.h"
+#include "util.h"
 
 static const char sse[] =
         "event: message_start\r\n"
@@ -87,6 +95,7 @@ static void feed_split(
                         i += n;
                 }
         }
+        assert_int_equal(model_usage_parser_finish(&u), 0);
         check(&u);
         model_usage_parser_done(&u);
 }
@@ -128,12 +137,19 @@ static void test_usage_parser_bounds_long_lines_and_ignores_junk(void **state) {
         model_usage_parser_feed(&u, "{\"usage\": {\"input_tokens\": ", 27);
         model_usage_parser_feed(&u, junk, big); /* a value too long to capture */
         model_usage_parser_feed(&u, "}}", 2);
+        assert_int_equal(model_usage_parser_finish(&u), -EBADMSG);
         assert_false(u.have_usage);
         model_usage_parser_done(&u);
 
         model_usage_parser_init(&u, MODEL_USAGE_JSON);
         model_usage_parser_feed(&u, "[1,{\"usage\":{\"input_tokens\":3}}]", 32); /* not a top-level key */
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
         model_usage_parser_feed(&u, "{\"usage\": -1, \"model\": 5}", 25);
+        assert_int_equal(model_usage_parser_finish(&u), 0);
         assert_false(u.have_usage);
         assert_string_equal(u.model, "");
         model_usage_parser_done(&u);
@@ -361,11 +377,365 @@ static void test_credential_load_order_and_env_cleanup(void **state) {
         (void) rmdir(dir);
 }
 
+/* A message_start and a message_delta, as the API streams them. */
+static const char sse_short[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-z\",\"usage\":{\"input_tokens\":3,"
+        "\"cache_creation_input_tokens\":4,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n"
+        "\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":6}}\n"
+        "\n";
+
+static void check_sse_short(const ModelUsageParser *u) {
+        assert_true(u->have_usage);
+        assert_int_equal(u->usage.input_tokens, 3);
+        assert_int_equal(u->usage.output_tokens, 6);
+        assert_int_equal(u->usage.cache_creation_input_tokens, 4);
+        assert_int_equal(u->usage.cache_read_input_tokens, 5);
+        assert_string_equal(u->model, "claude-z");
+}
+
+static void test_sse_message_start_and_delta_cut_at_every_two_bytes(void **state) {
+        size_t len = strlen(sse_short);
+
+        /* Three pieces, cut at every pair of places: each event's data may be cut anywhere. */
+        for (size_t a = 0; a <= len; a++)
+                for (size_t b = a; b <= len; b++) {
+                        ModelUsageParser u;
+
+                        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+                        model_usage_parser_feed(&u, sse_short, a);
+                        model_usage_parser_feed(&u, sse_short + a, b - a);
+                        model_usage_parser_feed(&u, sse_short + b, len - b);
+                        assert_int_equal(model_usage_parser_finish(&u), 0);
+                        check_sse_short(&u);
+                        model_usage_parser_done(&u);
+                }
+
+        /* A stream cut short: message_delta's event is not ended, so only message_start counts. */
+        {
+                ModelUsageParser u;
+
+                model_usage_parser_init(&u, MODEL_USAGE_SSE);
+                model_usage_parser_feed(&u, sse_short, len - 1);
+                assert_int_equal(model_usage_parser_finish(&u), 0);
+                assert_int_equal(u.usage.output_tokens, 1);
+                model_usage_parser_done(&u);
+        }
+}
+
+static void test_json_body_is_read_at_its_end(void **state) {
+        ModelUsageParser u;
+
+        /* Nothing is known before the end; finishing twice reads once. */
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, json_body, strlen(json_body));
+        assert_false(u.have_usage);
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        check_json(&u);
+        model_usage_parser_feed(&u, "garbage", 7);
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        check_json(&u);
+        model_usage_parser_done(&u);
+
+        /* A request body read whole (the model it asks for). */
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        assert_int_equal(model_usage_read_json(&u, "{\"max_tokens\":5,\"model\":\"claude-q\"}", 35), 0);
+        assert_string_equal(u.model, "claude-q");
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+
+        /* A body cut short has no usage. */
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, json_body, strlen(json_body) - 1);
+        assert_int_equal(model_usage_parser_finish(&u), -EBADMSG);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+}
+
+static void test_usage_parser_garbage(void **state) {
+        static const char *const garbage[] = {
+                "",
+                "{",
+                "}}}}]]]",
+                "\"usage\": {\"input_tokens\": 5}",
+                "{\"usage\": {\"input_tokens\": 5}",
+                "{\"usage\": {\"input_tokens\": 5}}}",
+                "{\"usage\": {\"input_tokens\": \"5\", \"output_tokens\": 1.5, \"cache_read_input_tokens\": -2}}",
+                "{\"usage\": [5]}",
+                "{\"usage\": {\"input_tokens\": 5}} trailing",
+                "\xff\xfe\x00{\"usage\": {\"input_tokens\": 5}}",
+                "{\"usage\": {\"input_tokens\": 5}, \"model\": \"\\u0000\"} x",
+        };
+        char noise[4096];
+        ModelUsageParser u;
+
+        for (size_t i = 0; i < ELEMENTSOF(garbage); i++) {
+                size_t len = strlen(garbage[i]);
+
+                model_usage_parser_init(&u, MODEL_USAGE_JSON);
+                model_usage_parser_feed(&u, garbage[i], len);
+                (void) model_usage_parser_finish(&u);
+                assert_false(u.have_usage);
+                model_usage_parser_done(&u);
+
+                /* The same as an event's data. */
+                model_usage_parser_init(&u, MODEL_USAGE_SSE);
+                model_usage_parser_feed(&u, "data: ", 6);
+                model_usage_parser_feed(&u, garbage[i], len);
+                model_usage_parser_feed(&u, "\n\n", 2);
+                assert_int_equal(model_usage_parser_finish(&u), 0);
+                assert_false(u.have_usage);
+                model_usage_parser_done(&u);
+        }
+
+        /* CR LF ends one line, not two: the data belongs to the ping event, which is not read. */
+        {
+                static const char ping[] =
+                        "event: ping\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":99}}\r\n\r\n";
+
+                model_usage_parser_init(&u, MODEL_USAGE_SSE);
+                model_usage_parser_feed(&u, ping, strlen(ping));
+                assert_false(u.have_usage);
+                model_usage_parser_done(&u);
+        }
+
+        /* Random bytes, then the real stream: the noise is dropped, the stream read. */
+        srand(7);
+        for (size_t i = 0; i < sizeof(noise); i++)
+                noise[i] = (char) (rand() % 256);
+        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+        model_usage_parser_feed(&u, noise, sizeof(noise));
+        model_usage_parser_feed(&u, "\n\n", 2);
+        model_usage_parser_feed(&u, sse_short, strlen(sse_short));
+        check_sse_short(&u);
+        model_usage_parser_done(&u);
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, noise, sizeof(noise));
+        assert_int_equal(model_usage_parser_finish(&u), -EBADMSG);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+}
+
+/* {"usage":{"input_tokens":7},"x":[[...]]}, with the lists nested so that the deepest is depth deep. */
+static char *deep_document(unsigned depth) {
+        static const char head[] = "{\"usage\":{\"input_tokens\":7},\"x\":";
+        size_t len = strlen(head) + 2 * (depth - 1) + 1;
+        char *s = malloc(len + 1), *p;
+
+        assert_non_null(s);
+        p = stpcpy(s, head);
+        for (unsigned i = 1; i < depth; i++)
+                *p++ = '[';
+        for (unsigned i = 1; i < depth; i++)
+                *p++ = ']';
+        *p++ = '}';
+        *p = '\0';
+        return s;
+}
+
+static void test_usage_parser_refuses_too_deep_documents(void **state) {
+        _cleanup_free_ char *ok = deep_document(MODEL_USAGE_DEPTH_MAX);
+        _cleanup_free_ char *deep = deep_document(MODEL_USAGE_DEPTH_MAX + 1);
+        _cleanup_free_ char *very_deep = deep_document(100000);
+        _cleanup_free_ char *event = NULL;
+        ModelUsageParser u;
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, ok, strlen(ok));
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        assert_int_equal(u.usage.input_tokens, 7);
+        model_usage_parser_done(&u);
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        model_usage_parser_feed(&u, deep, strlen(deep));
+        assert_int_equal(model_usage_parser_finish(&u), -ELOOP);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        assert_int_equal(model_usage_read_json(&u, very_deep, strlen(very_deep)), -ELOOP);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+
+        /* Brackets inside strings, after an escaped quote too, are no nesting. */
+        {
+                char strings[512], *p = strings;
+
+                p = stpcpy(p, "{\"a\":\"\\\"");
+                for (unsigned i = 0; i < MODEL_USAGE_DEPTH_MAX + 10; i++)
+                        *p++ = '[';
+                (void) stpcpy(p, "\",\"usage\":{\"input_tokens\":1}}");
+                model_usage_parser_init(&u, MODEL_USAGE_JSON);
+                assert_int_equal(model_usage_read_json(&u, strings, strlen(strings)), 0);
+        }
+        assert_int_equal(u.usage.input_tokens, 1);
+        model_usage_parser_done(&u);
+
+        /* A message_delta event nested too deep. */
+        assert_true(
+                asprintf(
+                        &event, "event: message_delta\ndata: {\"type\":\"message_delta\",%s\n\n", deep + 1) >
+                0);
+        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+        model_usage_parser_feed(&u, event, strlen(event));
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+}
+
+static void test_usage_parser_bounds_json_bodies(void **state) {
+        static const char head[] = "{\"usage\":{\"input_tokens\":8},\"pad\":\"";
+        size_t len = MODEL_USAGE_JSON_MAX;
+        char *body = malloc(len + 2);
+        ModelUsageParser u;
+
+        /* Exactly the bound: read. */
+        assert_non_null(body);
+        memset(body, 'x', len);
+        memcpy(body, head, strlen(head));
+        memcpy(body + len - 2, "\"}", 2);
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        for (size_t i = 0; i < len; i += 65536)
+                model_usage_parser_feed(&u, body + i, len - i < 65536 ? len - i : 65536);
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        assert_int_equal(u.usage.input_tokens, 8);
+        model_usage_parser_done(&u);
+
+        /* One byte more: not kept, not read. */
+        memcpy(body + len - 2, "x\"}", 3);
+        model_usage_parser_init(&u, MODEL_USAGE_JSON);
+        for (size_t i = 0; i < len + 1; i += 65536)
+                model_usage_parser_feed(&u, body + i, len + 1 - i < 65536 ? len + 1 - i : 65536);
+        assert_null(u.body);
+        assert_int_equal(model_usage_parser_finish(&u), -E2BIG);
+        assert_false(u.have_usage);
+        model_usage_parser_done(&u);
+        free(body);
+}
+
+static void test_upstream_url_check(void **state) {
+        static const char *const bad[] = {
+                "ftp://example.com", "https://", "example.com", "file:///etc/passwd", "https//x", "",
+        };
+        static const char *const good[] = {
+                "http://127.0.0.1:9",
+                "https://api.anthropic.com",
+                "https://example.com/prefix/",
+                "HTTPS://api.anthropic.com",
+        };
+        sd_event *event = NULL;
+
+        assert_int_equal(sd_event_new(&event), 0);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                ModelProxy *p = NULL;
+
+                assert_int_equal(
+                        model_proxy_new(event, &(ModelProxyConfig){ .upstream_base_url = bad[i] }, &p),
+                        -EINVAL);
+                assert_null(p);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                ModelProxy *p = NULL;
+
+                assert_int_equal(
+                        model_proxy_new(event, &(ModelProxyConfig){ .upstream_base_url = good[i] }, &p), 0);
+                model_proxy_free(p);
+        }
+        sd_event_unref(event);
+}
+
+static void write_file(const char *dir, const char *name, const char *data, size_t len) {
+        _cleanup_free_ char *path = NULL;
+        FILE *f;
+
+        assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
+        f = fopen(path, "we");
+        assert_non_null(f);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        fclose(f);
+}
+
+static void test_credential_reader(void **state) {
+        char dir[] = "/tmp/test-credentials-XXXXXX";
+        _cleanup_free_ char *link = NULL, *sub = NULL, *target = NULL;
+        _cleanup_(strv_freep) char **names = NULL;
+        ModelCredentialKind kind;
+        char *value = NULL;
+        size_t len = 0;
+
+        assert_non_null(mkdtemp(dir));
+        write_file(dir, "b", "two\n", 4);
+        write_file(dir, "a", "one", 3);
+        write_file(dir, ".hidden", "x", 1);
+        write_file(dir, "nul", "a\0b", 3);
+        write_file(dir, "big", "12345678", 8);
+        assert_true(asprintf(&target, "%s/a", dir) > 0);
+        assert_true(asprintf(&link, "%s/anthropic-api-key", dir) > 0);
+        assert_int_equal(symlink(target, link), 0);
+        assert_true(asprintf(&sub, "%s/directory", dir) > 0);
+        assert_int_equal(mkdir(sub, 0700), 0);
+
+        assert_int_equal(credential_read(dir, "b", 64, &value, &len), 0);
+        assert_int_equal(len, 4);
+        assert_string_equal(value, "two\n");
+        value = mfree(value);
+        assert_int_equal(credential_read(dir, "big", 8, &value, &len), 0);
+        value = mfree(value);
+        assert_int_equal(credential_read(dir, "big", 7, &value, &len), -EFBIG);
+        assert_int_equal(credential_read(dir, "nul", 64, &value, &len), -EBADMSG);
+        assert_int_equal(credential_read(dir, "anthropic-api-key", 64, &value, &len), -ELOOP);
+        assert_int_equal(credential_read(dir, "directory", 64, &value, &len), -EBADFD);
+        assert_int_equal(credential_read(dir, "missing", 64, &value, &len), -ENOENT);
+        assert_int_equal(credential_read(dir, "../etc", 64, &value, &len), -EINVAL);
+        assert_int_equal(credential_read(dir, "..", 64, &value, &len), -EINVAL);
+        assert_null(value);
+
+        assert_int_equal(credential_list(dir, &names), 0);
+        assert_non_null(names[0]);
+        assert_string_equal(names[0], "a");
+        assert_string_equal(names[1], "anthropic-api-key");
+        assert_string_equal(names[2], "b");
+        assert_string_equal(names[3], "big");
+        assert_string_equal(names[4], "directory");
+        assert_string_equal(names[5], "nul");
+        assert_null(names[6]);
+        assert_int_equal(credential_list("/nonexistent-credentials", &names), -ENOENT);
+
+        assert_true(credential_is_model("anthropic-api-key"));
+        assert_true(credential_is_model("claude-oauth-token"));
+        assert_false(credential_is_model("ANTHROPIC_API_KEY"));
+        assert_false(credential_is_model("a"));
+
+        /* The model credential is not read through a symlink. */
+        assert_int_equal(model_credential_load(dir, &kind, &value), -ELOOP);
+        assert_null(value);
+
+        (void) unlink(link);
+        (void) rmdir(sub);
+        (void) unlink(target);
+        for (const char *const *n = (const char *const[]){ "b", ".hidden", "nul", "big", NULL }; *n; n++) {
+                _cleanup_free_ char *path = NULL;
+
+                assert_true(asprintf(&path, "%s/%s", dir, *n) > 0);
+                (void) unlink(path);
+        }
+        (void) rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_sse_usage_in_any_split),
                 cmocka_unit_test(test_json_usage_in_any_split),
                 cmocka_unit_test(test_usage_parser_bounds_long_lines_and_ignores_junk),
+                cmocka_unit_test(test_sse_message_start_and_delta_cut_at_every_two_bytes),
+                cmocka_unit_test(test_json_body_is_read_at_its_end),
+                cmocka_unit_test(test_usage_parser_garbage),
+                cmocka_unit_test(test_usage_parser_refuses_too_deep_documents),
+                cmocka_unit_test(test_usage_parser_bounds_json_bodies),
+                cmocka_unit_test(test_upstream_url_check),
+                cmocka_unit_test(test_credential_reader),
                 cmocka_unit_test(test_header_filters),
                 cmocka_unit_test(test_beta_merge),
                 cmocka_unit_test(test_targets),

@@ -1,0 +1,154 @@
+/* The model proxy's own types, shared by its two halves: model-proxy.c (the proxy, its sessions and
+ * connections, libmicrohttpd's callbacks) and model-request.c (one call: its admission, the call
+ * upstream, the answer streamed back, the record). Nothing outside them includes this. */
+#pragma once
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+
+#include "curl-glue.h"
+#include "log.h"
+#include "mhd-event.h"
+#include "model-admission.h"
+#include "model-proxy.h"
+
+typedef struct ProxyConn ProxyConn;
+typedef struct ProxyRequest ProxyRequest;
+
+/* One accepted connection; libmicrohttpd owns its fd. */
+struct ProxyConn {
+        ModelProxy *proxy;
+        ModelProxySession *session; /* NULL once the session is gone */
+        int fd;
+        bool started; /* libmicrohttpd announced it (its socket context points here) */
+        char *target; /* the raw request target of the request being read (URI log callback) */
+        ProxyConn *prev, *next;
+};
+
+struct ModelProxySession {
+        ModelProxy *proxy;
+        char *id;
+        char *socket_path;
+        int listen_fd;
+        sd_event_source *listen_source;
+        unsigned n_connections;
+        ModelSessionTotals totals;
+        ModelProxySession *prev, *next;
+};
+
+typedef enum RequestState {
+        REQUEST_READING,  /* headers and body arriving */
+        REQUEST_QUEUED,   /* waiting for admission */
+        REQUEST_UPSTREAM, /* a transfer is running */
+        REQUEST_DONE,     /* the answer is decided (streamed or an error); no transfer waits */
+} RequestState;
+
+typedef struct Header {
+        char *name, *value;
+} Header;
+
+struct ProxyRequest {
+        unsigned n_ref;
+        ModelProxy *proxy;
+        ModelProxySession *session; /* NULL once the session is gone */
+        char *session_id;
+        struct MHD_Connection *connection; /* NULL once libmicrohttpd is done with the request */
+        RequestState state;
+        bool suspended;
+        ProxyRequest *prev, *next;     /* the proxy's requests */
+        ModelAdmissionEntry admission; /* in the admission queue while REQUEST_QUEUED */
+
+        char *method, *target, *path;
+        char *body;
+        size_t body_len;
+        struct curl_slist *upstream_headers;
+
+        /* The answer: an error of the proxy's own, or the upstream's. */
+        struct MHD_Response *response;
+        unsigned status;
+        bool queued; /* response handed to libmicrohttpd */
+        bool complete;
+
+        /* upstream */
+        CURL *easy;
+        bool transfer; /* easy is added to the multi handle */
+        unsigned attempts;
+        long upstream_status;
+        bool retrying;  /* this attempt's answer is thrown away; the request is retried */
+        bool answering; /* this attempt's answer is being passed on */
+        Header *headers;
+        size_t n_headers;
+        bool upstream_done;
+        CURLcode upstream_result;
+        bool paused;
+        char *buf;
+        size_t buf_start, buf_end, buf_allocated;
+        ModelUsageParser usage;
+
+        uint64_t received_usec, done_usec;
+        bool recorded;
+};
+
+struct ModelProxy {
+        sd_event *event;
+        CurlGlue *glue;
+        struct MHD_Daemon *mhd;
+        MhdEvent mhd_event;
+
+        char *base_url;
+        ModelCredentialKind credential_kind;
+        char *credential_header; /* "x-api-key: ..." or "Authorization: Bearer ..." */
+        ModelPrice *prices;
+        size_t n_prices;
+        model_proxy_usage_t on_usage;
+        model_proxy_budget_t budget;
+        void *userdata;
+
+        ModelAdmission admission;
+        ProxyRequest *requests;
+        ProxyConn *conns;
+        ModelProxySession *sessions;
+};
+
+#define request_log(req, level, format, ...)                \
+        log_struct(                                         \
+                (level),                                    \
+                "MESSAGE=session %s: model proxy: " format, \
+                (req)->session_id,                          \
+                ##__VA_ARGS__,                              \
+                "CCDOCKER_SESSION=%s",                      \
+                (req)->session_id,                          \
+                NULL)
+
+static inline void proxy_mhd_kick(ModelProxy *p) {
+        mhd_event_kick(&p->mhd_event);
+}
+
+/* model-request.c */
+
+/* A request libmicrohttpd started on connection (conn: the accepted connection it came on, or NULL),
+ * in p's list, with one reference, the connection's. */
+ProxyRequest *proxy_request_new(
+        ModelProxy *p,
+        struct MHD_Connection *connection,
+        ProxyConn *conn,
+        const char *url,
+        const char *method);
+ProxyRequest *proxy_request_ref(ProxyRequest *req);
+ProxyRequest *proxy_request_unref(ProxyRequest *req);
+/* Lets libmicrohttpd look at the request again: it queues an answer or sends more of one. */
+void proxy_request_wake(ProxyRequest *req);
+/* An answer of the proxy's own, Anthropic-shaped. extra: NULL-ended name, value pairs. */
+void proxy_request_fail(
+        ProxyRequest *req, unsigned status, const char *type, const char *extra[], const char *format, ...)
+        __attribute__((format(printf, 5, 6)));
+/* Ends the request's transfer, if it has one (the admission is not run again). */
+void proxy_request_cancel_transfer(ProxyRequest *req);
+/* The request is read: refuse it, or queue it for admission. */
+void proxy_request_start(ProxyRequest *req);
+/* Takes a queued request out of the admission queue (its call ended before its turn). */
+void proxy_request_dequeue(ProxyRequest *req);
+/* The journal record and the usage callback, once per request. */
+void proxy_request_record(ProxyRequest *req);
+/* The admission's start callback: the queued request's turn to go upstream. */
+void proxy_request_admitted(ModelAdmissionEntry *e, void *userdata);

@@ -1,0 +1,867 @@
+/* One call through the model proxy (see model-proxy.h): from the request libmicrohttpd has read, past
+ * the budget and the admission queue (model-admission.c), to the call upstream through libcurl multi
+ * (curl-glue), and the answer streamed back. curl's write callback fills a bounded buffer that
+ * libmicrohttpd's content reader drains; a full buffer pauses the transfer, an empty one suspends the
+ * connection. The usage parser (model-usage.c) reads along, and once the call is over its journal
+ * record and the usage callback say what it used and cost (model-prices.c). Also the pure checks of
+ * what passes: request targets, which headers are copied, anthropic-beta, retry-after. */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cleanup.h"
+#include "list.h"
+#include "model-proxy-internal.h"
+#include "time-util.h"
+#include "util.h"
+
+#define RESPONSE_HEADERS_MAX 128 /* upstream answer headers kept */
+#define CONNECT_TIMEOUT_SEC 30L  /* to reach upstream */
+#define LOW_SPEED_TIME_SEC 600L  /* an upstream silent this long is given up (paused ones are not) */
+
+/* ---- requests ---- */
+
+ProxyRequest *proxy_request_new(
+        ModelProxy *p,
+        struct MHD_Connection *connection,
+        ProxyConn *conn,
+        const char *url,
+        const char *method) {
+        ProxyRequest *req;
+
+        req = calloc(1, sizeof(ProxyRequest));
+        if (!req)
+                return NULL;
+        *req = (ProxyRequest){
+                .n_ref = 1,
+                .proxy = p,
+                .session = conn ? conn->session : NULL,
+                .connection = connection,
+                .state = REQUEST_READING,
+                .received_usec = now_usec(CLOCK_MONOTONIC),
+        };
+        LIST_PREPEND(p->requests, req);
+
+        req->session_id = strdup(req->session ? req->session->id : "-");
+        req->method = strdup(method);
+        req->target = conn && conn->target ? TAKE_PTR(conn->target) : strdup(url);
+        if (!req->session_id || !req->method || !req->target)
+                return proxy_request_unref(req);
+        req->path = strndup(req->target, strcspn(req->target, "?"));
+        if (!req->path)
+                return proxy_request_unref(req);
+        return req;
+}
+
+ProxyRequest *proxy_request_ref(ProxyRequest *req) {
+        req->n_ref++;
+        return req;
+}
+
+static void request_reset_answer(ProxyRequest *req) {
+        for (size_t i = 0; i < req->n_headers; i++) {
+                free(req->headers[i].name);
+                free(req->headers[i].value);
+        }
+        req->headers = mfree(req->headers);
+        req->n_headers = 0;
+        req->upstream_status = 0;
+        req->answering = false;
+        req->upstream_done = false;
+        req->paused = false;
+        req->buf_start = req->buf_end = 0;
+        model_usage_parser_done(&req->usage);
+        model_usage_parser_init(&req->usage, MODEL_USAGE_NONE);
+}
+
+ProxyRequest *proxy_request_unref(ProxyRequest *req) {
+        if (!req || --req->n_ref > 0)
+                return NULL;
+
+        if (req->proxy)
+                LIST_REMOVE(req->proxy->requests, req);
+        if (req->easy) {
+                if (req->transfer && req->proxy)
+                        curl_glue_remove(req->proxy->glue, req->easy);
+                curl_easy_cleanup(req->easy);
+        }
+        if (req->response)
+                MHD_destroy_response(req->response);
+        request_reset_answer(req);
+        curl_slist_free_all(req->upstream_headers);
+        free(req->buf);
+        free(req->body);
+        free(req->method);
+        free(req->target);
+        free(req->path);
+        free(req->session_id);
+        return mfree(req);
+}
+
+void proxy_request_wake(ProxyRequest *req) {
+        if (req->suspended && req->connection) {
+                req->suspended = false;
+                MHD_resume_connection(req->connection);
+        }
+        if (req->proxy)
+                proxy_mhd_kick(req->proxy);
+}
+
+static void request_enqueue(ProxyRequest *req, bool front) {
+        model_admission_enqueue(&req->proxy->admission, &req->admission, front);
+        req->state = REQUEST_QUEUED;
+}
+
+void proxy_request_dequeue(ProxyRequest *req) {
+        if (req->state == REQUEST_QUEUED)
+                model_admission_dequeue(&req->proxy->admission, &req->admission);
+}
+
+void proxy_request_fail(
+        ProxyRequest *req, unsigned status, const char *type, const char *extra[], const char *format, ...) {
+        _cleanup_free_ char *message = NULL, *body = NULL;
+        json_t *j;
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&message, format, ap);
+        va_end(ap);
+        if (r < 0)
+                message = NULL;
+
+        j = json_pack(
+                "{s:s, s:{s:s, s:s}}",
+                "type",
+                "error",
+                "error",
+                "type",
+                type,
+                "message",
+                message ?: "cc-docker: model proxy error");
+        body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+
+        if (req->response)
+                MHD_destroy_response(req->response);
+        req->response = MHD_create_response_from_buffer(
+                body ? strlen(body) : 0, body ?: (char *) "", MHD_RESPMEM_MUST_COPY);
+        if (req->response) {
+                (void) MHD_add_response_header(req->response, "Content-Type", "application/json");
+                for (size_t i = 0; extra && extra[i] && extra[i + 1]; i += 2)
+                        (void) MHD_add_response_header(req->response, extra[i], extra[i + 1]);
+        }
+        req->status = status;
+        req->state = REQUEST_DONE;
+        proxy_request_wake(req);
+}
+
+void proxy_request_cancel_transfer(ProxyRequest *req) {
+        ModelProxy *p = req->proxy;
+
+        if (!req->transfer)
+                return;
+        curl_glue_remove(p->glue, req->easy);
+        req->transfer = false;
+        model_admission_end(&p->admission);
+        proxy_request_unref(req); /* the transfer's reference */
+}
+
+void proxy_request_record(ProxyRequest *req) {
+        ModelProxy *p = req->proxy;
+        ModelUsageParser scan;
+        ModelCall call;
+        uint64_t end;
+        int r;
+
+        if (req->recorded || !p)
+                return;
+        req->recorded = true;
+        end = req->done_usec ?: now_usec(CLOCK_MONOTONIC);
+
+        r = model_usage_parser_finish(&req->usage);
+        if (r == -E2BIG)
+                request_log(
+                        req,
+                        LOG_WARNING,
+                        "the answer's usage is not counted: its JSON body is larger than %u bytes",
+                        MODEL_USAGE_JSON_MAX);
+        else if (r == -ELOOP)
+                request_log(
+                        req,
+                        LOG_WARNING,
+                        "the answer's usage is not counted: its JSON body nests deeper than %u",
+                        MODEL_USAGE_DEPTH_MAX);
+        /* The model the client asked for, for an answer that names none (the proxy's own answers). */
+        model_usage_parser_init(&scan, MODEL_USAGE_JSON);
+        if (!req->usage.model[0] && req->body_len > 0)
+                (void) model_usage_read_json(&scan, req->body, req->body_len);
+
+        call = (ModelCall){
+                .session_id = req->session_id,
+                .method = strempty(req->method),
+                .path = strempty(req->path),
+                .model = req->usage.model[0] ? req->usage.model : scan.model,
+                .status = req->queued ? req->status : 0,
+                .complete = req->complete,
+                .upstream = req->attempts > 0,
+                .attempts = req->attempts,
+                .usage = req->usage.usage,
+                .latency_usec =
+                        req->received_usec > 0 && end > req->received_usec ? end - req->received_usec : 0,
+                .queued_usec = req->admission.queued_usec,
+        };
+        call.cost_usd = model_price_cost(p->prices, p->n_prices, call.model, &call.usage);
+
+        log_struct(
+                LOG_INFO,
+                "MESSAGE=session %s: model call %s %s: %u%s, model %s, %" PRIu64 " in + %" PRIu64
+                " out tokens (cache %" PRIu64 " written, %" PRIu64 " read), %.6f USD, %" PRIu64 " ms",
+                req->session_id,
+                call.method,
+                call.path,
+                call.status,
+                call.complete ? "" : " (not completed)",
+                call.model[0] ? call.model : "-",
+                call.usage.input_tokens,
+                call.usage.output_tokens,
+                call.usage.cache_creation_input_tokens,
+                call.usage.cache_read_input_tokens,
+                call.cost_usd,
+                call.latency_usec / 1000,
+                "MESSAGE_ID=" MODEL_CALL_MESSAGE_ID,
+                "CCDOCKER_SESSION=%s",
+                req->session_id,
+                "CCDOCKER_EVENT=model-call",
+                "CCDOCKER_MODEL=%s",
+                call.model,
+                "CCDOCKER_MODEL_PATH=%s",
+                call.path,
+                "CCDOCKER_MODEL_STATUS=%u",
+                call.status,
+                "CCDOCKER_MODEL_ATTEMPTS=%u",
+                call.attempts,
+                "CCDOCKER_INPUT_TOKENS=%" PRIu64,
+                call.usage.input_tokens,
+                "CCDOCKER_OUTPUT_TOKENS=%" PRIu64,
+                call.usage.output_tokens,
+                "CCDOCKER_CACHE_CREATION_TOKENS=%" PRIu64,
+                call.usage.cache_creation_input_tokens,
+                "CCDOCKER_CACHE_READ_TOKENS=%" PRIu64,
+                call.usage.cache_read_input_tokens,
+                "CCDOCKER_COST_USD=%.6f",
+                call.cost_usd,
+                "CCDOCKER_LATENCY_MS=%" PRIu64,
+                call.latency_usec / 1000,
+                "CCDOCKER_QUEUED_MS=%" PRIu64,
+                call.queued_usec / 1000,
+                NULL);
+
+        if (req->session) {
+                ModelSessionTotals *t = &req->session->totals;
+
+                t->calls++;
+                t->usage.input_tokens += call.usage.input_tokens;
+                t->usage.output_tokens += call.usage.output_tokens;
+                t->usage.cache_creation_input_tokens += call.usage.cache_creation_input_tokens;
+                t->usage.cache_read_input_tokens += call.usage.cache_read_input_tokens;
+                t->cost_usd += call.cost_usd;
+        }
+        if (p->on_usage)
+                p->on_usage(&call, p->userdata);
+}
+
+/* ---- the answer, streamed ---- */
+
+static ssize_t on_response_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        ProxyRequest *req = cls;
+        size_t n = req->buf_end - req->buf_start;
+
+        if (n > 0) {
+                if (n > max)
+                        n = max;
+                memcpy(buf, req->buf + req->buf_start, n);
+                req->buf_start += n;
+                if (req->buf_start == req->buf_end)
+                        req->buf_start = req->buf_end = 0;
+                /* Drained enough: let curl go on (it may hand over what it holds right here). */
+                if (req->paused && req->transfer &&
+                    req->buf_end - req->buf_start <= MODEL_PROXY_BUFFER_MAX / 2) {
+                        req->paused = false;
+                        (void) curl_easy_pause(req->easy, CURLPAUSE_CONT);
+                }
+                return (ssize_t) n;
+        }
+        if (req->upstream_done) {
+                if (req->upstream_result != CURLE_OK)
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        /* Nothing yet: wait off libmicrohttpd's loop until curl brings more. */
+        req->suspended = true;
+        MHD_suspend_connection(req->connection);
+        return 0;
+}
+
+static void on_response_free(void *cls) {
+        proxy_request_unref(cls);
+}
+
+static size_t on_upstream_header(char *buffer, size_t size, size_t nitems, void *userdata);
+static size_t on_upstream_write(char *ptr, size_t size, size_t nmemb, void *userdata);
+static void on_upstream_done(CURL *easy, CURLcode result, void *userdata);
+
+/* The headers of an upstream answer are in: retry it, or start passing it on. */
+static void on_upstream_headers(ProxyRequest *req) {
+        ModelProxy *p = req->proxy;
+        const char *content_length = NULL, *content_type = NULL, *retry_after = NULL;
+        struct MHD_Response *response;
+        uint64_t size = MHD_SIZE_UNKNOWN, wait = 0;
+
+        for (size_t i = 0; i < req->n_headers; i++) {
+                if (strcasecmp(req->headers[i].name, "content-length") == 0)
+                        content_length = req->headers[i].value;
+                else if (strcasecmp(req->headers[i].name, "content-type") == 0)
+                        content_type = req->headers[i].value;
+                else if (strcasecmp(req->headers[i].name, "retry-after") == 0)
+                        retry_after = req->headers[i].value;
+        }
+
+        if ((req->upstream_status == 429 || req->upstream_status == 529) &&
+            req->attempts <= MODEL_PROXY_MAX_RETRIES && req->connection) {
+                if (!retry_after || model_parse_retry_after(retry_after, &wait) < 0)
+                        wait = USEC_PER_SEC << (req->attempts - 1); /* 1 s, 2 s, 4 s */
+                if (wait <= (uint64_t) MODEL_PROXY_RETRY_AFTER_MAX_SEC * USEC_PER_SEC) {
+                        uint64_t until = now_usec(CLOCK_MONOTONIC) + wait;
+
+                        /* The whole credential waits, not only this call. */
+                        model_admission_pause_until(&p->admission, until);
+                        req->retrying = true;
+                        request_log(
+                                req,
+                                LOG_INFO,
+                                "upstream answered %ld, admission paused for %" PRIu64
+                                " ms; retrying (attempt %u)",
+                                req->upstream_status,
+                                wait / 1000,
+                                req->attempts + 1);
+                        return;
+                }
+        }
+
+        if (content_length && !streq(req->method, "HEAD") && req->upstream_status != 204 &&
+            req->upstream_status != 304) {
+                uint64_t v;
+
+                if (safe_atou64(content_length, &v) >= 0)
+                        size = v;
+        }
+
+        response =
+                MHD_create_response_from_callback(size, 16 * 1024, on_response_read, req, on_response_free);
+        if (!response) {
+                proxy_request_cancel_transfer(req);
+                proxy_request_fail(
+                        req, 502, "api_error", NULL, "cc-docker: the model proxy ran out of memory");
+                return;
+        }
+        proxy_request_ref(req); /* the response's reference */
+        for (size_t i = 0; i < req->n_headers; i++)
+                if (model_response_header_forwarded(req->headers[i].name))
+                        (void) MHD_add_response_header(
+                                response, req->headers[i].name, req->headers[i].value);
+
+        model_usage_parser_init(&req->usage, model_usage_format_for(content_type));
+        if (req->response)
+                MHD_destroy_response(req->response);
+        req->response = response;
+        req->answering = true;
+        req->status = (unsigned) req->upstream_status;
+        proxy_request_wake(req);
+}
+
+static size_t on_upstream_header(char *buffer, size_t size, size_t nitems, void *userdata) {
+        ProxyRequest *req = userdata;
+        size_t n = size * nitems, len = n;
+        const char *colon;
+        Header *nh;
+
+        while (len > 0 && (buffer[len - 1] == '\n' || buffer[len - 1] == '\r'))
+                len--;
+
+        if (len >= 5 && strncmp(buffer, "HTTP/", 5) == 0) {
+                /* A status line starts a new header block (after a 1xx). */
+                const char *sp = memchr(buffer, ' ', len);
+
+                request_reset_answer(req);
+                req->upstream_status = sp ? strtol(sp + 1, NULL, 10) : 0;
+                return n;
+        }
+        if (len == 0) {
+                if (req->upstream_status >= 200)
+                        on_upstream_headers(req);
+                return n;
+        }
+
+        colon = memchr(buffer, ':', len);
+        if (!colon || colon == buffer || req->n_headers >= RESPONSE_HEADERS_MAX)
+                return n;
+        nh = reallocarray(req->headers, req->n_headers + 1, sizeof(Header));
+        if (!nh)
+                return 0; /* fails the transfer */
+        req->headers = nh;
+        {
+                const char *v = colon + 1;
+                size_t vlen = len - (size_t) (v - buffer);
+
+                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+                        v++;
+                        vlen--;
+                }
+                req->headers[req->n_headers].name = strndup(buffer, (size_t) (colon - buffer));
+                req->headers[req->n_headers].value = strndup(v, vlen);
+        }
+        if (!req->headers[req->n_headers].name || !req->headers[req->n_headers].value) {
+                free(req->headers[req->n_headers].name);
+                free(req->headers[req->n_headers].value);
+                return 0;
+        }
+        req->n_headers++;
+        return n;
+}
+
+static size_t on_upstream_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        ProxyRequest *req = userdata;
+        size_t n = size * nmemb, used = req->buf_end - req->buf_start;
+
+        if (!req->answering || req->state == REQUEST_DONE)
+                return n; /* thrown away: a retried 429, or nobody to give it to */
+
+        /* Bounded: a client that does not read pauses the transfer (curl keeps this piece and hands it
+         * over again on resumption). An empty buffer takes any piece, so progress is always made. */
+        if (used > 0 && used + n > MODEL_PROXY_BUFFER_MAX) {
+                req->paused = true;
+                return CURL_WRITEFUNC_PAUSE;
+        }
+
+        if (req->buf_start > 0 && req->buf_end + n > req->buf_allocated) {
+                memmove(req->buf, req->buf + req->buf_start, used);
+                req->buf_start = 0;
+                req->buf_end = used;
+        }
+        if (req->buf_end + n > req->buf_allocated) {
+                size_t a = req->buf_allocated ?: 16384;
+                char *b;
+
+                while (a < req->buf_end + n)
+                        a *= 2;
+                b = realloc(req->buf, a);
+                if (!b)
+                        return 0;
+                req->buf = b;
+                req->buf_allocated = a;
+        }
+        memcpy(req->buf + req->buf_end, ptr, n);
+        req->buf_end += n;
+
+        model_usage_parser_feed(&req->usage, ptr, n);
+        proxy_request_wake(req);
+        return n;
+}
+
+/* ---- the call upstream ---- */
+
+typedef struct HeaderCollect {
+        struct curl_slist *list;
+        char *beta;
+        bool has_content_type;
+        int r;
+} HeaderCollect;
+
+static enum MHD_Result on_request_header(
+        void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        HeaderCollect *hc = cls;
+        _cleanup_free_ char *line = NULL;
+        struct curl_slist *l;
+
+        if (!key)
+                return MHD_YES;
+        value = strempty(value);
+
+        if (strcasecmp(key, "anthropic-beta") == 0) {
+                char *merged = model_beta_merge(hc->beta, value);
+
+                if (!merged) {
+                        hc->r = -ENOMEM;
+                        return MHD_NO;
+                }
+                free(hc->beta);
+                hc->beta = merged;
+                return MHD_YES;
+        }
+        if (strcasecmp(key, "content-type") == 0)
+                hc->has_content_type = true;
+        if (!model_request_header_forwarded(key))
+                return MHD_YES;
+
+        /* "Name;" is curl's way to send a header with an empty value ("Name:" would remove it). */
+        if ((isempty(value) ? asprintf(&line, "%s;", key) : asprintf(&line, "%s: %s", key, value)) < 0) {
+                hc->r = -ENOMEM;
+                return MHD_NO;
+        }
+        l = curl_slist_append(hc->list, line);
+        if (!l) {
+                hc->r = -ENOMEM;
+                return MHD_NO;
+        }
+        hc->list = l;
+        return MHD_YES;
+}
+
+static int slist_add(struct curl_slist **list, const char *line) {
+        struct curl_slist *l = curl_slist_append(*list, line);
+
+        if (!l)
+                return -ENOMEM;
+        *list = l;
+        return 0;
+}
+
+static int request_build_upstream(ProxyRequest *req) {
+        ModelProxy *p = req->proxy;
+        HeaderCollect hc = {};
+        _cleanup_free_ char *url = NULL, *beta = NULL, *beta_line = NULL;
+        CURL *easy;
+        int r = 0;
+
+        if (asprintf(&url, "%s%s", p->base_url, req->target) < 0)
+                return -ENOMEM;
+
+        (void) MHD_get_connection_values(req->connection, MHD_HEADER_KIND, on_request_header, &hc);
+        r = hc.r;
+        if (r >= 0) {
+                beta = p->credential_kind == MODEL_CREDENTIAL_OAUTH
+                        ? model_beta_merge(hc.beta, MODEL_OAUTH_BETA)
+                        : (hc.beta ? strdup(hc.beta) : NULL);
+                if ((p->credential_kind == MODEL_CREDENTIAL_OAUTH || hc.beta) && !beta)
+                        r = -ENOMEM;
+        }
+        if (r >= 0 && beta && asprintf(&beta_line, "anthropic-beta: %s", beta) < 0)
+                r = -ENOMEM;
+        if (r >= 0 && beta_line)
+                r = slist_add(&hc.list, beta_line);
+        if (r >= 0 && p->credential_header)
+                r = slist_add(&hc.list, p->credential_header);
+        /* No "Expect: 100-continue" round trip, and no form content type curl would make up. */
+        if (r >= 0)
+                r = slist_add(&hc.list, "Expect:");
+        if (r >= 0 && !hc.has_content_type)
+                r = slist_add(&hc.list, "Content-Type:");
+        free(hc.beta);
+        if (r < 0) {
+                curl_slist_free_all(hc.list);
+                return r;
+        }
+        req->upstream_headers = hc.list;
+
+        easy = curl_easy_init();
+        if (!easy)
+                return -ENOMEM;
+        req->easy = easy;
+
+        if (curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->upstream_headers) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_upstream_header) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_HEADERDATA, req) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_upstream_write) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_WRITEDATA, req) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_SEC) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_SEC) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
+#if LIBCURL_VERSION_NUM >= 0x075500
+            curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK
+#else
+            curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK
+#endif
+        )
+                return -EINVAL;
+
+        if (streq(req->method, "GET"))
+                r = curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) == CURLE_OK ? 0 : -EINVAL;
+        else if (streq(req->method, "HEAD"))
+                r = curl_easy_setopt(easy, CURLOPT_NOBODY, 1L) == CURLE_OK ? 0 : -EINVAL;
+        else if (
+                curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ?: "") != CURLE_OK ||
+                curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len) !=
+                        CURLE_OK ||
+                (!streq(req->method, "POST") &&
+                 curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK))
+                r = -EINVAL;
+        return r;
+}
+
+static int request_send(ProxyRequest *req) {
+        ModelProxy *p = req->proxy;
+        int r;
+
+        if (!req->easy) {
+                r = request_build_upstream(req);
+                if (r < 0)
+                        return r;
+        }
+
+        request_reset_answer(req);
+        req->retrying = false;
+        r = curl_glue_add(p->glue, req->easy, on_upstream_done, req);
+        if (r < 0)
+                return r;
+        proxy_request_ref(req); /* the transfer's reference */
+        req->transfer = true;
+        req->state = REQUEST_UPSTREAM;
+        req->attempts++;
+        model_admission_begin(&p->admission);
+        return 0;
+}
+
+static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
+        ProxyRequest *req = userdata;
+        ModelProxy *p = req->proxy;
+
+        req->transfer = false;
+        model_admission_end(&p->admission);
+
+        if (req->retrying && req->connection && req->state == REQUEST_UPSTREAM) {
+                /* Back to the front of the queue: it was admitted before everything waiting. */
+                request_enqueue(req, true);
+        } else if (req->state == REQUEST_UPSTREAM && !req->answering) {
+                /* Nothing came back: no connection, or the upstream hung up before its headers. */
+                request_log(req, LOG_WARNING, "upstream call failed: %s", curl_easy_strerror(result));
+                proxy_request_fail(
+                        req,
+                        502,
+                        "api_error",
+                        NULL,
+                        "cc-docker: the model proxy could not reach the model API (%s)",
+                        curl_easy_strerror(result));
+        } else {
+                if (result != CURLE_OK)
+                        request_log(
+                                req,
+                                LOG_WARNING,
+                                "upstream answer cut short: %s",
+                                curl_easy_strerror(result));
+                req->upstream_done = true;
+                req->upstream_result = result;
+                req->state = REQUEST_DONE;
+                req->done_usec = now_usec(CLOCK_MONOTONIC);
+                proxy_request_wake(req);
+        }
+
+        model_admission_pump(&p->admission);
+        proxy_request_unref(req); /* the transfer's reference */
+}
+
+void proxy_request_admitted(ModelAdmissionEntry *e, void *userdata) {
+        ProxyRequest *req = (ProxyRequest *) ((char *) e - offsetof(ProxyRequest, admission));
+        int r;
+
+        r = request_send(req);
+        if (r < 0) {
+                request_log(req, LOG_WARNING, "could not start the upstream call: %s", strerror(-r));
+                proxy_request_fail(
+                        req, 502, "api_error", NULL, "cc-docker: the model proxy could not start the call");
+        }
+}
+
+/* ---- admission ---- */
+
+/* The request is read: refuse it, or queue it for admission. */
+void proxy_request_start(ProxyRequest *req) {
+        ModelProxy *p = req->proxy;
+
+        if (p->budget) {
+                _cleanup_free_ char *reason = NULL;
+
+                if (!p->budget(req->session_id, &reason, p->userdata)) {
+                        static const char *extra[] = { "x-should-retry", "false", NULL };
+
+                        request_log(req, LOG_NOTICE, "call refused: over budget");
+                        /* 400 invalid_request_error: the CLI shows it and does not retry. */
+                        proxy_request_fail(
+                                req,
+                                400,
+                                "invalid_request_error",
+                                extra,
+                                "cc-docker: this session tree is over its budget (%s)",
+                                reason ?: "no more model calls are allowed");
+                        return;
+                }
+        }
+
+        if (model_admission_full(&p->admission)) {
+                static const char *extra[] = { "retry-after", "5", NULL };
+
+                request_log(
+                        req,
+                        LOG_WARNING,
+                        "call refused: the admission queue is full (%u waiting)",
+                        p->admission.n_queued);
+                proxy_request_fail(
+                        req,
+                        429,
+                        "rate_limit_error",
+                        extra,
+                        "cc-docker: the model proxy's queue is full (%u calls waiting); try again shortly",
+                        p->admission.n_queued);
+                return;
+        }
+
+        request_enqueue(req, false);
+        model_admission_pump(&p->admission);
+}
+
+/* ---- headers, targets, retry-after ---- */
+
+bool model_request_header_forwarded(const char *name) {
+        static const char *const dropped[] = {
+                "host",           "content-length",    "connection",
+                "keep-alive",     "transfer-encoding", "te",
+                "trailer",        "upgrade",           "expect",
+                "x-api-key",      "authorization",     "accept-encoding",
+                "anthropic-beta",
+        };
+
+        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
+                return false;
+        for (size_t i = 0; i < ELEMENTSOF(dropped); i++)
+                if (strcasecmp(name, dropped[i]) == 0)
+                        return false;
+        return true;
+}
+
+bool model_response_header_forwarded(const char *name) {
+        static const char *const dropped[] = {
+                "connection", "keep-alive", "transfer-encoding", "content-length",
+                "te",         "trailer",    "upgrade",
+        };
+
+        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
+                return false;
+        for (size_t i = 0; i < ELEMENTSOF(dropped); i++)
+                if (strcasecmp(name, dropped[i]) == 0)
+                        return false;
+        return true;
+}
+
+static bool beta_list_has(const char *list, const char *item) {
+        size_t n = strlen(item);
+
+        for (const char *p = list; p && *p;) {
+                size_t len;
+
+                p += strspn(p, " \t,");
+                len = strcspn(p, ",");
+                while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+                        len--;
+                if (len == n && strncasecmp(p, item, n) == 0)
+                        return true;
+                p += strcspn(p, ",");
+        }
+        return false;
+}
+
+char *model_beta_merge(const char *client, const char *add) {
+        char *s;
+
+        if (isempty(client))
+                return strdup(strempty(add));
+        if (isempty(add) || beta_list_has(client, add))
+                return strdup(client);
+        if (asprintf(&s, "%s,%s", client, add) < 0)
+                return NULL;
+        return s;
+}
+
+int model_parse_retry_after(const char *value, uint64_t *ret_usec) {
+        uint64_t whole = 0, frac = 0, scale = USEC_PER_SEC;
+        const char *p = value;
+
+        if (!value)
+                return -EINVAL;
+        p += strspn(p, " \t");
+        if (!isdigit((unsigned char) *p))
+                return -EINVAL;
+        for (; isdigit((unsigned char) *p); p++) {
+                if (whole > 100000000)
+                        return -ERANGE;
+                whole = whole * 10 + (uint64_t) (*p - '0');
+        }
+        if (*p == '.') {
+                p++;
+                for (; isdigit((unsigned char) *p); p++)
+                        if (scale > 1) {
+                                scale /= 10;
+                                frac += (uint64_t) (*p - '0') * scale;
+                        }
+        }
+        p += strspn(p, " \t\r\n");
+        if (*p != '\0')
+                return -EINVAL;
+        *ret_usec = whole * USEC_PER_SEC + frac;
+        return 0;
+}
+
+static bool segment_is_dots(const char *seg, size_t len) {
+        size_t dots = 0;
+
+        for (size_t i = 0; i < len; dots++)
+                if (seg[i] == '.')
+                        i++;
+                else if (
+                        len - i >= 3 && seg[i] == '%' && seg[i + 1] == '2' &&
+                        (seg[i + 2] == 'e' || seg[i + 2] == 'E'))
+                        i += 3;
+                else
+                        return false;
+        return dots == 1 || dots == 2;
+}
+
+bool model_target_valid(const char *target) {
+        const char *p, *end;
+
+        if (!target || !startswith(target, "/v1/"))
+                return false;
+        for (p = target; *p; p++)
+                if ((unsigned char) *p <= 0x20 || (unsigned char) *p >= 0x7f || *p == '#' || *p == '\\')
+                        return false;
+
+        end = target + strcspn(target, "?");
+        for (p = target + 1; p < end;) {
+                size_t len = strcspn(p, "/?");
+
+                if (p + len > end)
+                        len = (size_t) (end - p);
+                if (segment_is_dots(p, len))
+                        return false;
+                /* An encoded slash or backslash would hide a segment from the check above. */
+                for (size_t i = 0; i + 2 < len; i++)
+                        if (p[i] == '%' &&
+                            ((p[i + 1] == '2' && (p[i + 2] == 'f' || p[i + 2] == 'F')) ||
+                             (p[i + 1] == '5' && (p[i + 2] == 'c' || p[i + 2] == 'C'))))
+                                return false;
+                p += len;
+                if (*p == '/')
+                        p++;
+        }
+        return true;
+}
