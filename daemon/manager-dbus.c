@@ -15,6 +15,7 @@
 #include "manager.h"
 #include "polkit.h"
 #include "util.h"
+#include "validate.h"
 
 typedef struct CreateRequest {
         Manager *manager;

@@ -15,8 +15,8 @@
 #include <systemd/sd-event.h>
 
 #include "cleanup.h"
+#include "session-config.h"
 #include "store.h"
-#include "validate.h"
 
 typedef struct Manager Manager;
 typedef struct Session Session;
