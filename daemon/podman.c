@@ -2,7 +2,8 @@
  * run by libcurl's multi interface on the daemon's sd-event loop (curl-glue.c), with a JSON body out
  * and a size-capped JSON body back. The outcome reaches the caller's callback exactly once and always
  * from the event loop; libpod's error statuses and {"cause","message"} bodies are turned into negative
- * errno values and one readable line. */
+ * errno values and one readable line. At the end, the JSON of a session's container from its
+ * PodmanContainerSpec, with the hardening every container gets. */
 #define _GNU_SOURCE
 #include "podman.h"
 
