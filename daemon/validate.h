@@ -1,6 +1,6 @@
 /* Validation at the edge (STYLE.md 7): CreateSession's a{sv} becomes a SessionConfig here, checked
  * against the daemon's ceilings, or a D-Bus error that names the field. Nothing past this file sees
- * unchecked input. */
+ * unchecked input. The SessionConfig itself is session-config.h. */
 #pragma once
 
 #include <stdbool.h>
