@@ -18,6 +18,7 @@
 #include "polkit.h"
 #include "session-dbus.h"
 #include "util.h"
+#include "validate.h"
 
 typedef struct CreateRequest {
         Manager *manager;

@@ -2,7 +2,8 @@
  * run by libcurl's multi interface on the daemon's sd-event loop (curl-glue.c), with a JSON body out
  * and a size-capped JSON body back. The outcome reaches the caller's callback exactly once and always
  * from the event loop; libpod's error statuses and {"cause","message"} bodies are turned into negative
- * errno values and one readable line. */
+ * errno values and one readable line. At the end, the JSON of a session's container from its
+ * PodmanContainerSpec, with the hardening every container gets. */
 #define _GNU_SOURCE
 #include "podman.h"
 
@@ -541,4 +542,198 @@ int podman_secret_remove(PodmanClient *c, const char *name, podman_callback_t cb
                 return -EINVAL;
         return podman_request_full(
                 c, "DELETE", "/secrets/", name, NULL, NULL, NULL, PODMAN_MODE_REMOVE, cb, userdata);
+}
+
+/* ---- the container spec ---- */
+
+static int json_add_tmpfs(json_t *mounts, const char *dest, const char *extra) {
+        json_t *opts = json_pack("[ssss]", "rw", "nosuid", "nodev", "size=256m");
+
+        if (!opts)
+                return -ENOMEM;
+        if (extra && json_array_append_new(opts, json_string(extra)) < 0) {
+                json_decref(opts);
+                return -ENOMEM;
+        }
+        if (json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:o}",
+                            "type",
+                            "tmpfs",
+                            "source",
+                            "tmpfs",
+                            "destination",
+                            dest,
+                            "options",
+                            opts)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* "KEY=value" entries as an object; entries without '=' are skipped, a later one wins. */
+static json_t *json_object_of_assignments(char **l) {
+        _cleanup_(json_decrefp) json_t *o = json_object();
+
+        if (!o)
+                return NULL;
+        for (char **e = l; e && *e; e++) {
+                const char *eq = strchr(*e, '=');
+                _cleanup_free_ char *name = NULL;
+
+                if (!eq)
+                        continue;
+                name = strndup(*e, eq - *e);
+                if (!name || json_object_set_new(o, name, json_string(eq + 1)) < 0)
+                        return NULL;
+        }
+        return TAKE_PTR(o);
+}
+
+int podman_container_spec_to_json(const PodmanContainerSpec *p, json_t **ret) {
+        _cleanup_(json_decrefp) json_t *spec = NULL, *mounts = NULL, *env = NULL, *labels = NULL;
+        _cleanup_free_ char *user = NULL;
+
+        if (!p || !ret || isempty(p->name) || isempty(p->image) || isempty(p->network) ||
+            isempty(p->workspace) || isempty(p->channel_dir) || isempty(p->home))
+                return -EINVAL;
+
+        mounts = json_array();
+        env = json_object_of_assignments(p->environment);
+        labels = json_object_of_assignments(p->labels);
+        if (!mounts || !env || !labels || asprintf(&user, "%u:%u", (unsigned) p->uid, (unsigned) p->gid) < 0)
+                return -ENOMEM;
+
+        /* "U": podman hands the tmpfs to the container's user, so the CLI can write its home. */
+        if (json_add_tmpfs(mounts, "/tmp", NULL) < 0 || json_add_tmpfs(mounts, "/run", NULL) < 0 ||
+            json_add_tmpfs(mounts, "/var/tmp", NULL) < 0 || json_add_tmpfs(mounts, p->home, "U") < 0)
+                return -ENOMEM;
+        if (json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:[sss]}",
+                            "type",
+                            "bind",
+                            "source",
+                            p->workspace,
+                            "destination",
+                            "/workspace",
+                            "options",
+                            "rbind",
+                            "rw",
+                            "nosuid")) < 0)
+                return -ENOMEM;
+        /* The channel's directory, not its socket: a restarted daemon binds a new socket there. */
+        if (json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:[ssss]}",
+                            "type",
+                            "bind",
+                            "source",
+                            p->channel_dir,
+                            "destination",
+                            "/run/ccdocker",
+                            "options",
+                            "rbind",
+                            "rw",
+                            "nosuid",
+                            "nodev")) < 0)
+                return -ENOMEM;
+
+        spec = json_pack(
+                "{s:s, s:s, s:s, s:[s], s:b, s:b, s:s, s:{s:s}, s:O, s:O, s:O, s:i}",
+                "name",
+                p->name,
+                "image",
+                p->image,
+                "user",
+                user,
+                "cap_drop",
+                "ALL",
+                "no_new_privileges",
+                1,
+                "read_only_filesystem",
+                p->read_only_root,
+                "cgroups_mode",
+                "split",
+                "netns",
+                "nsmode",
+                p->network,
+                "mounts",
+                mounts,
+                "env",
+                env,
+                "labels",
+                labels,
+                "stop_timeout",
+                (int) p->stop_timeout_sec);
+        if (!spec)
+                return -ENOMEM;
+
+        if (json_object_set_new(
+                    spec,
+                    "resource_limits",
+                    json_pack(
+                            "{s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I}}",
+                            "memory",
+                            "limit",
+                            (json_int_t) p->memory,
+                            "swap",
+                            (json_int_t) p->memory,
+                            "cpu",
+                            "quota",
+                            (json_int_t) (p->cpu_millis * 100),
+                            "period",
+                            (json_int_t) 100000,
+                            "pids",
+                            "limit",
+                            (json_int_t) p->pids)) < 0)
+                return -ENOMEM;
+
+        /* Secrets reach the container as files of podman secrets (/run/ccdocker-secrets/NAME, mode 0400,
+         * owned by the container's user), which ccdocker-init puts into claude's environment. Not as
+         * podman's environment secrets: `podman inspect` shows those values (DESIGN.md decision 10). */
+        if (p->n_secrets > 0) {
+                json_t *secrets = json_array();
+
+                if (!secrets || json_object_set_new(spec, "secrets", secrets) < 0)
+                        return -ENOMEM;
+                for (size_t i = 0; i < p->n_secrets; i++) {
+                        _cleanup_free_ char *target = NULL;
+
+                        if (isempty(p->secrets[i].secret) || isempty(p->secrets[i].file))
+                                return -EINVAL;
+                        if (asprintf(&target, "/run/ccdocker-secrets/%s", p->secrets[i].file) < 0)
+                                return -ENOMEM;
+                        if (json_array_append_new(
+                                    secrets,
+                                    json_pack(
+                                            "{s:s, s:s, s:i, s:i, s:i}",
+                                            "source",
+                                            p->secrets[i].secret,
+                                            "target",
+                                            target,
+                                            "uid",
+                                            (int) p->uid,
+                                            "gid",
+                                            (int) p->gid,
+                                            "mode",
+                                            0400)) < 0)
+                                return -ENOMEM;
+                }
+        }
+
+        if (p->command) {
+                json_t *argv = json_array();
+
+                if (!argv || json_object_set_new(spec, "command", argv) < 0)
+                        return -ENOMEM;
+                for (char **a = p->command; *a; a++)
+                        if (json_array_append_new(argv, json_string(*a)) < 0)
+                                return -ENOMEM;
+        }
+
+        *ret = TAKE_PTR(spec);
+        return 0;
 }

@@ -1,10 +1,14 @@
 /* A libpod REST client on libcurl's multi interface, driven by the daemon's sd-event loop (the pattern
  * of systemd's src/import/curl-util.c): nothing here blocks. Every call takes a callback that runs
  * once, from the event loop, with the outcome. Docker's compatible API would sit behind the same
- * functions. */
+ * functions. Also the JSON of a session's container (PodmanContainerSpec), as unit.h has its unit's. */
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 typedef struct PodmanClient PodmanClient;
@@ -55,3 +59,42 @@ int podman_secret_create(
 int podman_secret_remove(PodmanClient *c, const char *name, podman_callback_t cb, void *userdata);
 /* GET /images/{name}/exists; r = 0 exists (204), -ENOENT not (404). */
 int podman_image_exists(PodmanClient *c, const char *image, podman_callback_t cb, void *userdata);
+
+/* ---- the container spec ---- */
+
+/* A podman secret given to the container as a file: /run/ccdocker-secrets/<file>, mode 0400, owned by
+ * the container's user. */
+typedef struct PodmanSecretMount {
+        const char *secret; /* the podman secret's name */
+        const char *file;   /* the file's name below /run/ccdocker-secrets */
+} PodmanSecretMount;
+
+/* What a session's container is made of, for POST /containers/create: the counterpart of unit.h's
+ * UnitSpec. Whatever is fixed for every session is not a field and cannot be turned off: no
+ * capabilities (cap_drop ALL), no new privileges, split cgroups, tmpfs /tmp, /run, /var/tmp and a home
+ * owned by the user, /workspace and /run/ccdocker bound nosuid (SPEC.md 9.4, docs/sandbox.md). All
+ * strings are borrowed. */
+typedef struct PodmanContainerSpec {
+        const char *name; /* the container's name */
+        const char *image;
+        char **labels;           /* "KEY=value", NULL-ended; may be NULL */
+        char **environment;      /* "NAME=value", NULL-ended, later entries win; may be NULL */
+        const char *workspace;   /* host directory bound read-write at /workspace */
+        const char *channel_dir; /* host directory bound at /run/ccdocker (the channel's socket) */
+        const char *home;        /* the user's home, a tmpfs podman hands to the user */
+        uid_t uid;               /* the user the container runs as */
+        gid_t gid;
+        const char *network; /* the network namespace mode: "none" or "host" */
+        bool read_only_root; /* read_only_filesystem */
+        uint64_t memory;     /* bytes, memory and memory+swap alike */
+        uint64_t cpu_millis; /* 1000 = one CPU */
+        uint64_t pids;       /* the most tasks */
+        uint64_t stop_timeout_sec;
+        const PodmanSecretMount *secrets; /* n_secrets of them; none: no "secrets" key */
+        size_t n_secrets;
+        char **command; /* NULL-ended; NULL: the image's */
+} PodmanContainerSpec;
+
+/* libpod's SpecGenerator JSON for spec, for podman_container_create(). -EINVAL for a spec without a
+ * name, image, network, workspace, channel_dir or home; -ENOMEM. */
+int podman_container_spec_to_json(const PodmanContainerSpec *spec, json_t **ret);

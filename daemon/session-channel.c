@@ -22,6 +22,7 @@
 #include "session.h"
 #include "time-util.h"
 #include "util.h"
+#include "validate.h"
 
 /* ---- the prompt queue ---- */
 

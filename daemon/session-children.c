@@ -20,6 +20,7 @@
 #include "manager.h"
 #include "session.h"
 #include "util.h"
+#include "validate.h"
 
 #define CONTEXT_MAX_BYTES (64U * 1024)
 #define TASK_TYPE_MAX 64

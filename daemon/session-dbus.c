@@ -20,6 +20,7 @@
 #include "manager.h"
 #include "polkit.h"
 #include "util.h"
+#include "validate.h"
 
 #define SESSION_PATH "/org/ccdocker1/session"
 #define SESSION_INTERFACE "org.ccdocker1.Session"

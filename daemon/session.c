@@ -875,187 +875,66 @@ static void on_container_created(int r, long status, json_t *reply, const char *
         session_start_unit(s);
 }
 
-static int json_add_tmpfs(json_t *mounts, const char *dest, const char *extra) {
-        json_t *opts = json_pack("[ssss]", "rw", "nosuid", "nodev", "size=256m");
-
-        if (!opts)
-                return -ENOMEM;
-        if (extra && json_array_append_new(opts, json_string(extra)) < 0) {
-                json_decref(opts);
-                return -ENOMEM;
-        }
-        if (json_array_append_new(
-                    mounts,
-                    json_pack(
-                            "{s:s, s:s, s:s, s:o}",
-                            "type",
-                            "tmpfs",
-                            "source",
-                            "tmpfs",
-                            "destination",
-                            dest,
-                            "options",
-                            opts)) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-/* The container of SPEC.md 9.4: uid 1000, no capabilities, no new privileges, a read-only root with
- * tmpfs /tmp, /run and home, a writable /workspace, and the session's limits also as the container's
- * own (the unit's bind too: docs/sandbox.md). */
+/* The session's container (SPEC.md 9.4) as a PodmanContainerSpec, whose JSON (podman.c) adds what every
+ * container has: no capabilities, no new privileges, tmpfs /tmp, /run and home. Here: uid 1000, a
+ * read-only root, the session's /workspace, environment and granted secrets, and its limits also as the
+ * container's own (the unit's bind too: docs/sandbox.md). */
 static json_t *session_container_spec(Session *s) {
         const SessionConfig *c = s->config;
         Manager *m = s->manager;
-        _cleanup_(json_decrefp) json_t *spec = NULL, *mounts = NULL, *env = NULL, *labels = NULL;
+        _cleanup_free_ char *id_env = NULL, *label = NULL;
+        _cleanup_free_ char **env = NULL; /* borrowed strings */
+        _cleanup_(strv_freep) char **objects = NULL;
+        _cleanup_free_ PodmanSecretMount *secrets = NULL;
+        size_t n_env = 0, n_secrets = 0;
+        json_t *spec = NULL;
 
-        mounts = json_array();
-        env = json_object();
-        labels = json_pack("{s:s}", "org.ccdocker.session", s->id);
-        if (!mounts || !env || !labels)
+        /* The caller's environment, then the session's id, which wins. */
+        while (c->environment && c->environment[n_env])
+                n_env++;
+        while (c->secrets && c->secrets[n_secrets])
+                n_secrets++;
+        env = calloc(n_env + 2, sizeof(char *));
+        objects = calloc(n_secrets + 1, sizeof(char *));
+        secrets = calloc(n_secrets + 1, sizeof(PodmanSecretMount));
+        if (!env || !objects || !secrets || asprintf(&id_env, "CCDOCKER_SESSION_ID=%s", s->id) < 0 ||
+            asprintf(&label, "org.ccdocker.session=%s", s->id) < 0)
                 return NULL;
+        for (size_t i = 0; i < n_env; i++)
+                env[i] = c->environment[i];
+        env[n_env] = id_env;
 
-        /* "U": podman hands the tmpfs to the container's user, so the CLI can write its home. */
-        if (json_add_tmpfs(mounts, "/tmp", NULL) < 0 || json_add_tmpfs(mounts, "/run", NULL) < 0 ||
-            json_add_tmpfs(mounts, "/var/tmp", NULL) < 0 || json_add_tmpfs(mounts, "/home/claude", "U") < 0)
-                return NULL;
-        if (json_array_append_new(
-                    mounts,
-                    json_pack(
-                            "{s:s, s:s, s:s, s:[sss]}",
-                            "type",
-                            "bind",
-                            "source",
-                            s->workspace,
-                            "destination",
-                            "/workspace",
-                            "options",
-                            "rbind",
-                            "rw",
-                            "nosuid")) < 0)
-                return NULL;
-        /* The channel's directory, not its socket: a restarted daemon binds a new socket there. */
-        if (json_array_append_new(
-                    mounts,
-                    json_pack(
-                            "{s:s, s:s, s:s, s:[ssss]}",
-                            "type",
-                            "bind",
-                            "source",
-                            s->channel_dir,
-                            "destination",
-                            "/run/ccdocker",
-                            "options",
-                            "rbind",
-                            "rw",
-                            "nosuid",
-                            "nodev")) < 0)
-                return NULL;
-
-        for (char **e = c->environment; e && *e; e++) {
-                const char *eq = strchr(*e, '=');
-                _cleanup_free_ char *name = NULL;
-
-                if (!eq)
-                        continue;
-                name = strndup(*e, eq - *e);
-                if (!name || json_object_set_new(env, name, json_string(eq + 1)) < 0)
+        /* Granted secrets, as files of the session's podman secrets. */
+        for (size_t i = 0; i < n_secrets; i++) {
+                objects[i] = session_secret_object(s, c->secrets[i]);
+                if (!objects[i])
                         return NULL;
-        }
-        if (json_object_set_new(env, "CCDOCKER_SESSION_ID", json_string(s->id)) < 0)
-                return NULL;
-
-        spec = json_pack(
-                "{s:s, s:s, s:s, s:[s], s:b, s:b, s:s, s:{s:s}, s:O, s:O, s:O, s:i}",
-                "name",
-                s->container_name,
-                "image",
-                c->image,
-                "user",
-                "1000:1000",
-                "cap_drop",
-                "ALL",
-                "no_new_privileges",
-                1,
-                "read_only_filesystem",
-                1,
-                "cgroups_mode",
-                "split",
-                "netns",
-                "nsmode",
-                c->network,
-                "mounts",
-                mounts,
-                "env",
-                env,
-                "labels",
-                labels,
-                "stop_timeout",
-                (int) m->config.stop_timeout_sec);
-        if (!spec)
-                return NULL;
-
-        if (json_object_set_new(
-                    spec,
-                    "resource_limits",
-                    json_pack(
-                            "{s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I}}",
-                            "memory",
-                            "limit",
-                            (json_int_t) c->memory,
-                            "swap",
-                            (json_int_t) c->memory,
-                            "cpu",
-                            "quota",
-                            (json_int_t) (c->cpu_millis * 100),
-                            "period",
-                            (json_int_t) 100000,
-                            "pids",
-                            "limit",
-                            (json_int_t) c->tasks)) < 0)
-                return NULL;
-
-        /* Granted secrets reach the container as files of podman secrets (/run/secrets/NAME, mode 0400,
-         * owned by the session's user), which ccdocker-init puts into claude's environment. Not as
-         * podman's environment secrets: `podman inspect` shows those values (DESIGN.md decision 10). */
-        if (c->secrets) {
-                json_t *secrets = json_array();
-
-                if (!secrets || json_object_set_new(spec, "secrets", secrets) < 0)
-                        return NULL;
-                for (char **i = c->secrets; *i; i++) {
-                        _cleanup_free_ char *object = session_secret_object(s, *i), *target = NULL;
-
-                        if (asprintf(&target, "/run/ccdocker-secrets/%s", *i) < 0)
-                                target = NULL;
-                        if (!object || !target ||
-                            json_array_append_new(
-                                    secrets,
-                                    json_pack(
-                                            "{s:s, s:s, s:i, s:i, s:i}",
-                                            "source",
-                                            object,
-                                            "target",
-                                            target,
-                                            "uid",
-                                            1000,
-                                            "gid",
-                                            1000,
-                                            "mode",
-                                            0400)) < 0)
-                                return NULL;
-                }
+                secrets[i] = (PodmanSecretMount){ .secret = objects[i], .file = c->secrets[i] };
         }
 
-        if (m->config.session_command) {
-                json_t *argv = json_array();
-
-                if (!argv || json_object_set_new(spec, "command", argv) < 0)
-                        return NULL;
-                for (char **a = m->config.session_command; *a; a++)
-                        if (json_array_append_new(argv, json_string(*a)) < 0)
-                                return NULL;
-        }
-        return TAKE_PTR(spec);
+        PodmanContainerSpec spec_in = {
+                .name = s->container_name,
+                .image = c->image,
+                .labels = (char *[]){ label, NULL },
+                .environment = env,
+                .workspace = s->workspace,
+                .channel_dir = s->channel_dir,
+                .home = "/home/claude",
+                .uid = 1000,
+                .gid = 1000,
+                .network = c->network,
+                .read_only_root = true,
+                .memory = c->memory,
+                .cpu_millis = c->cpu_millis,
+                .pids = c->tasks,
+                .stop_timeout_sec = m->config.stop_timeout_sec,
+                .secrets = secrets,
+                .n_secrets = n_secrets,
+                .command = m->config.session_command,
+        };
+        if (podman_container_spec_to_json(&spec_in, &spec) < 0)
+                return NULL;
+        return spec;
 }
 
 /* ---- secrets: podman secrets made for the session and removed after it ---- */

@@ -18,8 +18,8 @@
 #include "cleanup.h"
 #include "core-error.h"
 #include "ratelimit.h"
+#include "session-config.h"
 #include "store.h"
-#include "validate.h"
 
 typedef struct Manager Manager;
 typedef struct Session Session;

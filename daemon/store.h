@@ -24,7 +24,7 @@ typedef struct SessionRecord {
         uid_t owner_uid;
         uint64_t created_usec; /* CLOCK_REALTIME */
         uint64_t updated_usec;
-        char *config_json; /* the SessionConfig, validate.h's session_config_to_json() */
+        char *config_json; /* the SessionConfig, session-config.h's session_config_to_json() */
 } SessionRecord;
 
 /* Opens (creating it 0600 if needed) and migrates the database. Errors are negative errno values, logged

@@ -10,6 +10,7 @@
 #include "cleanup.h"
 #include "httpd.h"
 #include "log.h"
+#include "session-id.h"
 #include "util.h"
 
 #define PARENT_BUCKETS 4096U
@@ -127,15 +128,6 @@ int scope_check(Server *s, int64_t token_id, const char *id) {
                         return 0;
         }
         return 0;
-}
-
-static bool session_id_is_valid(const char *id) {
-        if (!id || strlen(id) != 12)
-                return false;
-        for (const char *p = id; *p; p++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return false;
-        return true;
 }
 
 static void reply_scope(Request *req, int r) {

@@ -1,10 +1,10 @@
-/* Unit tests for daemon/events.c and the output half of daemon/store.c, against a real SQLite file in a
- * mkdtemp() directory, a real sd-event loop and real socketpairs from Attach (no Redis: the bus is made
- * without one, or with a socket nobody listens on). Appended events come back from get with since and
- * limit; an attached reader gets the replay and then live events as JSON lines; a reader that does not
- * read is dropped while appends go on; a session's end gives the reader everything and then EOF; events
- * and prompts survive closing and reopening the store, and a database of the schema before them is
- * migrated with its sessions kept. */
+/* Unit tests for the event bus (daemon/events.c, events-subscribers.c) and the output half of
+ * daemon/store.c, against a real SQLite file in a mkdtemp() directory, a real sd-event loop and real
+ * socketpairs from Attach (no Redis: the bus is made without one, or with a socket nobody listens on).
+ * Appended events come back from get with since and limit; an attached reader gets the replay and then live
+ * events as JSON lines; a reader that does not read is dropped while appends go on; a session's end gives
+ * the reader everything and then EOF; events and prompts survive closing and reopening the store, and a
+ * database of the schema before them is migrated with its sessions kept. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,8 @@
 /* Unit tests for daemon/validate.c: CreateSession's a{sv} parsed from real sd_bus_message objects (built
  * on a bus whose peer is a socketpair nobody answers, sealed and rewound as if received), the defaults,
  * every ceiling and policy check with the exact D-Bus error it gives, host workspaces against real
- * directories and symlinks in a mkdtemp() directory, the JSON round trip and the session ids. */
+ * directories and symlinks in a mkdtemp() directory. The SessionConfig's JSON form is test-session-config.c.
+ */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -721,99 +722,6 @@ static void test_validate_checks_task_type_and_image(void **state) {
         assert_null(c->task_type);
 }
 
-/* ---- JSON and ids ---- */
-
-static void test_config_json_round_trip(void **state) {
-        _cleanup_(session_config_freep) SessionConfig *c = NULL, *back = NULL, *plain = NULL;
-        _cleanup_free_ char *json = NULL, *again = NULL, *plain_json = NULL;
-        Fixture *f = *state;
-
-        use_root(f);
-        /* clang-format off */
-        parse_ok(f, &c, 5,
-                 "workspace", "s", f->proj,
-                 "memory", "s", "1G",
-                 "task_type", "s", "review \"quoted\"",
-                 "environment", "a{ss}", 2, "B", "two\nlines", "A", "1",
-                 "cpus", "s", "0.5");
-        /* clang-format on */
-        json = session_config_to_json(c);
-        assert_non_null(json);
-        assert_int_equal(session_config_from_json(json, &back), 0);
-
-        assert_int_equal(back->workspace_type, WORKSPACE_HOST);
-        assert_string_equal(back->workspace_path, c->workspace_path);
-        assert_string_equal(back->image, c->image);
-        assert_true(back->memory == c->memory);
-        assert_true(back->cpu_millis == 500);
-        assert_true(back->tasks == c->tasks);
-        assert_true(back->timeout_sec == c->timeout_sec);
-        assert_string_equal(back->task_type, "review \"quoted\"");
-        assert_string_equal(back->environment[0], "B=two\nlines");
-        assert_string_equal(back->environment[1], "A=1");
-        assert_null(back->environment[2]);
-        assert_string_equal(back->network, "none");
-
-        again = session_config_to_json(back);
-        assert_string_equal(again, json);
-
-        /* The defaults: no task type, no environment, an ephemeral workspace. */
-        parse_ok(f, &plain, 0);
-        plain_json = session_config_to_json(plain);
-        assert_non_null(plain_json);
-        plain = session_config_free(plain);
-        assert_int_equal(session_config_from_json(plain_json, &plain), 0);
-        assert_int_equal(plain->workspace_type, WORKSPACE_EPHEMERAL);
-        assert_null(plain->workspace_path);
-        assert_null(plain->task_type);
-        assert_null(plain->environment);
-}
-
-static void test_config_from_json_rejects_bad_shapes(void **state) {
-        static const char *const bad[] = {
-                "",
-                "[]",
-                "{}",
-                "{\"workspace\":{\"type\":\"ephemeral\"},\"image\":\"i\",\"memory\":-1,\"cpu_millis\":1,"
-                "\"tasks\":1,\"timeout_sec\":0,\"network\":\"none\"}",
-                "{\"workspace\":{\"type\":\"host\"},\"image\":\"i\",\"memory\":1,\"cpu_millis\":1,"
-                "\"tasks\":1,\"timeout_sec\":0,\"network\":\"none\"}",
-                "{\"workspace\":{\"type\":\"ephemeral\"},\"image\":\"i\",\"memory\":1,\"cpu_millis\":1,"
-                "\"tasks\":1,\"timeout_sec\":0,\"network\":\"none\",\"environment\":{\"A\":1}}",
-                "{\"workspace\":{\"type\":\"ephemeral\"},\"image\":\"i\",\"image\":\"j\",\"memory\":1,"
-                "\"cpu_millis\":1,\"tasks\":1,\"timeout_sec\":0,\"network\":\"none\"}",
-        };
-
-        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-                SessionConfig *c = NULL;
-
-                assert_int_equal(session_config_from_json(bad[i], &c), -EBADMSG);
-                assert_null(c);
-        }
-}
-
-static void test_session_id_new_is_valid_and_random(void **state) {
-        char a[13], b[13];
-
-        assert_int_equal(session_id_new(a), 0);
-        assert_int_equal(session_id_new(b), 0);
-        assert_int_equal(strlen(a), 12);
-        assert_true(session_id_is_valid(a));
-        assert_true(session_id_is_valid(b));
-        assert_string_not_equal(a, b);
-}
-
-static void test_session_id_is_valid_rejects_others(void **state) {
-        assert_true(session_id_is_valid("0123456789ab"));
-        assert_false(session_id_is_valid(NULL));
-        assert_false(session_id_is_valid(""));
-        assert_false(session_id_is_valid("0123456789a"));
-        assert_false(session_id_is_valid("0123456789abc"));
-        assert_false(session_id_is_valid("0123456789AB"));
-        assert_false(session_id_is_valid("0123456789ag"));
-        assert_false(session_id_is_valid("01234-6789ab"));
-}
-
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
@@ -833,10 +741,6 @@ int main(void) {
                 T(test_validate_refuses_host_network_unless_allowed),
                 T(test_validate_checks_environment),
                 T(test_validate_checks_task_type_and_image),
-                T(test_config_json_round_trip),
-                cmocka_unit_test(test_config_from_json_rejects_bad_shapes),
-                cmocka_unit_test(test_session_id_new_is_valid_and_random),
-                cmocka_unit_test(test_session_id_is_valid_rejects_others),
         };
 #undef T
 
