@@ -1,17 +1,19 @@
 /* The egress proxy: one CONNECT proxy socket per session on the daemon's sd-event loop. A connection
  * sends one request head (at most EGRESS_HEAD_MAX bytes, parsed here by a small strict parser); a
- * CONNECT to an allowed host:port is resolved (numeric addresses at once, names with glibc's
- * getaddrinfo_a, polled from a timer so that no resolver thread ever calls into our code), connected
- * non-blocking, answered 200, and then relayed both ways through two bounded buffers with half-closes
- * passed on. Every decision is a journal record. docs/egress-proxy.md describes the behaviour. */
+ * CONNECT to an allowed host:port is resolved (numeric addresses at once, names with c-ares, whose
+ * sockets and timeout the loop watches), each address checked (a loopback, link-local or private one
+ * only when the allowlist names it), connected non-blocking to an address that passed, answered 200,
+ * and then relayed both ways through two bounded buffers with half-closes passed on. Every decision is
+ * a journal record. docs/egress-proxy.md describes the behaviour. */
 #define _GNU_SOURCE
 #include "egress-proxy.h"
 
+#include <ares.h>
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,22 +27,25 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "list.h"
 #include "log.h"
+#include "time-util.h"
 #include "util.h"
 
-#define USEC_PER_SEC UINT64_C(1000000)
 #define PIPE_SIZE (64 * 1024) /* per direction of a relayed connection */
 #define CONNECTIONS_MAX 128   /* per session; the socket is not read while this many are open */
+#define RESOLUTIONS_MAX 256   /* lookups running in the proxy, those of connections gone included */
+#define ADDRESSES_MAX 16      /* addresses of a name kept and tried in turn */
 #define HEAD_TIMEOUT_USEC (30 * USEC_PER_SEC)    /* to send the request head */
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC) /* to resolve and connect upstream */
 #define REFUSE_TIMEOUT_USEC (10 * USEC_PER_SEC)  /* for the client to take an error answer and close */
 #define REFUSE_DRAIN_MAX (1024 * 1024)           /* bytes read and dropped after an error answer */
-#define RESOLVE_POLL_USEC (5 * 1000)
 #define ACCEPTS_PER_EVENT 32
 #define PUMPS_PER_EVENT 16
 
 typedef struct Connection Connection;
 typedef struct Resolution Resolution;
+typedef struct ResolverWatch ResolverWatch;
 
 /* A byte queue in one direction: data[start, end) is pending; eof once the source ended, shut once
  * that end was passed on to the destination. */
@@ -53,10 +58,16 @@ typedef struct Pipe {
 typedef enum ConnState {
         CONN_HEAD,       /* reading the request head */
         CONN_RESOLVING,  /* the host name is being looked up */
-        CONN_CONNECTING, /* connecting to c->addr */
+        CONN_CONNECTING, /* connecting to c->addrs[c->addr] */
         CONN_RELAY,      /* tunnelling */
         CONN_REFUSING,   /* writing an error answer, then reading the client's rest until it closes */
 } ConnState;
+
+/* An address to connect to, one that passed the address check. */
+typedef struct Address {
+        struct sockaddr_storage sa;
+        socklen_t len;
+} Address;
 
 struct Connection {
         EgressSession *session;
@@ -67,23 +78,30 @@ struct Connection {
         char head[EGRESS_HEAD_MAX];
         size_t head_len;
         EgressRequest req;
+        bool decided; /* the decision record is written */
         Resolution *resolution;
-        struct addrinfo *addrs, *addr;
+        Address addrs[ADDRESSES_MAX];
+        size_t n_addrs, addr; /* addrs[addr] is the one being tried */
         int connect_error;
         size_t drained; /* bytes dropped after an error answer */
         Pipe up, down;  /* client to upstream, upstream to client */
 };
 
-/* One getaddrinfo_a() request. It outlives its connection when that goes first: libc writes into cb
- * until the lookup ends, so it is freed only then. */
+/* One ares_getaddrinfo() request. c-ares cannot cancel one query alone, so this outlives its
+ * connection when that goes first, and is freed when c-ares calls back (at the latest when the
+ * channel is destroyed). */
 struct Resolution {
         EgressProxy *proxy;
         Resolution *prev, *next;
         Connection *connection; /* NULL once the connection is gone */
-        struct gaicb cb;
-        struct addrinfo hints;
-        char name[EGRESS_HOST_MAX + 1];
-        char service[8];
+};
+
+/* A socket of c-ares, watched on the loop for what c-ares asks (ARES_OPT_SOCK_STATE_CB). */
+struct ResolverWatch {
+        EgressProxy *proxy;
+        ResolverWatch *prev, *next;
+        int fd;
+        sd_event_source *source;
 };
 
 struct EgressSession {
@@ -101,29 +119,14 @@ struct EgressSession {
 struct EgressProxy {
         sd_event *event;
         EgressSession *sessions;
+        ares_channel resolver;
+        bool resolver_initialized; /* ares_library_init() done */
+        int resolve_flags;         /* ARES_AI_* of every lookup */
+        ResolverWatch *watches;
+        sd_event_source *resolve_timer; /* c-ares's next timeout (ares_timeout) */
         Resolution *resolutions;
-        sd_event_source *resolve_timer;
+        unsigned n_resolutions;
 };
-
-#define LIST_PREPEND(head, item)               \
-        do {                                   \
-                (item)->prev = NULL;           \
-                (item)->next = (head);         \
-                if (head)                      \
-                        (head)->prev = (item); \
-                (head) = (item);               \
-        } while (0)
-
-#define LIST_REMOVE(head, item)                            \
-        do {                                               \
-                if ((item)->prev)                          \
-                        (item)->prev->next = (item)->next; \
-                else                                       \
-                        (head) = (item)->next;             \
-                if ((item)->next)                          \
-                        (item)->next->prev = (item)->prev; \
-                (item)->prev = (item)->next = NULL;        \
-        } while (0)
 
 /* ---- the request head ---- */
 
@@ -395,6 +398,148 @@ bool egress_host_allowed(char *const *allowed, const char *host, uint16_t port) 
         return false;
 }
 
+/* ---- addresses ---- */
+
+static EgressAddressClass classify_ipv4(const uint8_t a[4]) {
+        if (a[0] == 0)
+                return EGRESS_ADDRESS_UNSPECIFIED; /* 0/8: "this network", 0.0.0.0 reaches the host */
+        if (a[0] == 127)
+                return EGRESS_ADDRESS_LOOPBACK;
+        if (a[0] == 169 && a[1] == 254)
+                return EGRESS_ADDRESS_LINK_LOCAL;
+        if (a[0] == 10 || (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+            (a[0] == 100 && (a[1] & 0xc0) == 64)) /* 100.64/10, carrier-grade NAT (RFC 6598) */
+                return EGRESS_ADDRESS_PRIVATE;
+        if ((a[0] & 0xf0) == 224)
+                return EGRESS_ADDRESS_MULTICAST;
+        if ((a[0] & 0xf0) == 240)
+                return EGRESS_ADDRESS_RESERVED; /* 240/4 and the broadcast 255.255.255.255 */
+        return EGRESS_ADDRESS_PUBLIC;
+}
+
+EgressAddressClass egress_address_classify(int family, const void *addr) {
+        static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        static const uint8_t nat64[12] = { 0, 0x64, 0xff, 0x9b };
+        const uint8_t *a = addr;
+
+        if (!addr)
+                return EGRESS_ADDRESS_RESERVED;
+        if (family == AF_INET)
+                return classify_ipv4(a);
+        if (family != AF_INET6)
+                return EGRESS_ADDRESS_RESERVED;
+
+        /* IPv4 inside IPv6: mapped ::ffff:a.b.c.d, NAT64 64:ff9b::a.b.c.d, compatible ::a.b.c.d (but
+         * :: and ::1 themselves), and 6to4 2002:AABB:CCDD::/48. */
+        if (memcmp(a, mapped, 12) == 0 || memcmp(a, nat64, 12) == 0)
+                return classify_ipv4(a + 12);
+        if (memcmp(a, mapped, 10) == 0 && a[10] == 0 && a[11] == 0) {
+                if (a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] <= 1)
+                        return a[15] == 0 ? EGRESS_ADDRESS_UNSPECIFIED : EGRESS_ADDRESS_LOOPBACK;
+                return classify_ipv4(a + 12);
+        }
+        if (a[0] == 0x20 && a[1] == 0x02)
+                return classify_ipv4(a + 2);
+        if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+                return EGRESS_ADDRESS_LINK_LOCAL; /* fe80::/10 */
+        if ((a[0] == 0xfe && (a[1] & 0xc0) == 0xc0) || (a[0] & 0xfe) == 0xfc)
+                return EGRESS_ADDRESS_PRIVATE; /* fec0::/10 (old site-local), fc00::/7 (unique local) */
+        if (a[0] == 0xff)
+                return EGRESS_ADDRESS_MULTICAST;
+        return EGRESS_ADDRESS_PUBLIC;
+}
+
+const char *egress_address_class_to_string(EgressAddressClass c) {
+        static const char *const table[] = {
+                [EGRESS_ADDRESS_PUBLIC] = "public",           [EGRESS_ADDRESS_LOOPBACK] = "loopback",
+                [EGRESS_ADDRESS_LINK_LOCAL] = "link-local",   [EGRESS_ADDRESS_PRIVATE] = "private",
+                [EGRESS_ADDRESS_UNSPECIFIED] = "unspecified", [EGRESS_ADDRESS_MULTICAST] = "multicast",
+                [EGRESS_ADDRESS_RESERVED] = "reserved",
+        };
+
+        return (size_t) c < sizeof(table) / sizeof(table[0]) ? table[c] : NULL;
+}
+
+/* The address of sa (AF_INET or AF_INET6) as 16 bytes, an IPv4 one (or IPv4-mapped IPv6) as
+ * ::ffff:a.b.c.d, so that an entry "127.0.0.1" and an address ::ffff:127.0.0.1 compare equal. */
+static bool address_key(int family, const void *addr, uint8_t ret[16]) {
+        static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+        if (family == AF_INET) {
+                memcpy(ret, mapped, 12);
+                memcpy(ret + 12, addr, 4);
+                return true;
+        }
+        if (family == AF_INET6) {
+                memcpy(ret, addr, 16);
+                return true;
+        }
+        return false;
+}
+
+static const void *sockaddr_address(const struct sockaddr *sa, int *ret_family) {
+        if (!sa)
+                return NULL;
+        *ret_family = sa->sa_family;
+        if (sa->sa_family == AF_INET)
+                return &((const struct sockaddr_in *) sa)->sin_addr;
+        if (sa->sa_family == AF_INET6)
+                return &((const struct sockaddr_in6 *) sa)->sin6_addr;
+        return NULL;
+}
+
+/* RFC 6761 6.3: "localhost" and the names under it are the loopback host. */
+static bool is_loopback_name(const char *name) {
+        size_t n = strlen(name);
+
+        return strcasecmp(name, "localhost") == 0 ||
+                (n > strlen(".localhost") && strcasecmp(name + n - strlen(".localhost"), ".localhost") == 0);
+}
+
+bool egress_address_permitted(
+        char *const *allowed, const char *host, uint16_t port, const struct sockaddr *sa) {
+        EgressAddressClass class;
+        const void *addr;
+        uint8_t key[16];
+        int family = AF_UNSPEC;
+
+        addr = sockaddr_address(sa, &family);
+        if (!addr || isempty(host) || port == 0 || !address_key(family, addr, key))
+                return false;
+        class = egress_address_classify(family, addr);
+        if (class == EGRESS_ADDRESS_PUBLIC)
+                return true;
+
+        for (size_t i = 0; allowed && allowed[i]; i++) {
+                AllowEntry e;
+                union {
+                        struct in_addr v4;
+                        struct in6_addr v6;
+                } literal;
+                uint8_t entry_key[16];
+
+                /* A wildcard never names an address, whatever it matches. */
+                if (!allow_entry_parse(allowed[i], &e) || e.wildcard || (e.port != 0 && e.port != port))
+                        continue;
+                /* An address literal names that address. */
+                if (inet_pton(AF_INET, e.host, &literal.v4) == 1) {
+                        if (address_key(AF_INET, &literal.v4, entry_key) && memcmp(entry_key, key, 16) == 0)
+                                return true;
+                        continue;
+                }
+                if (inet_pton(AF_INET6, e.host, &literal.v6) == 1) {
+                        if (address_key(AF_INET6, &literal.v6, entry_key) && memcmp(entry_key, key, 16) == 0)
+                                return true;
+                        continue;
+                }
+                /* "localhost" asked for by that name names the loopback addresses it resolves to. */
+                if (class == EGRESS_ADDRESS_LOOPBACK && is_loopback_name(e.host) &&
+                    hosts_equal(host, e.host))
+                        return true;
+        }
+        return false;
+}
+
 /* ---- pipes ---- */
 
 static size_t pipe_len(const Pipe *p) {
@@ -488,9 +633,8 @@ static void format_target(const EgressRequest *req, char *buf, size_t size) {
 static void connection_detach_resolution(Connection *c) {
         if (!c->resolution)
                 return;
-        /* The lookup goes on in libc; the proxy's timer frees it when it ends. */
+        /* The lookup goes on in c-ares; its callback frees the Resolution when it ends. */
         c->resolution->connection = NULL;
-        (void) gai_cancel(&c->resolution->cb);
         c->resolution = NULL;
 }
 
@@ -498,9 +642,12 @@ static void connection_free(Connection *c);
 static int connection_update(Connection *c);
 static void connection_connect_next(Connection *c);
 
-static void log_decision(Connection *c, int priority, const char *decision, const char *why) {
+/* The decision record; address, when not NULL, is the resolved address the decision was about. */
+static void log_decision(
+        Connection *c, int priority, const char *decision, const char *why, const char *address) {
         char target[EGRESS_HOST_MAX + 16];
 
+        c->decided = true;
         format_target(&c->req, target, sizeof(target));
         log_struct(
                 priority,
@@ -520,7 +667,15 @@ static void log_decision(Connection *c, int priority, const char *decision, cons
                 (unsigned) c->req.port,
                 "CCDOCKER_EGRESS_DECISION=%s",
                 decision,
+                address ? "CCDOCKER_EGRESS_ADDRESS=%s" : NULL,
+                address,
                 NULL);
+}
+
+/* A name allowed that then failed to resolve or connect in time: the decision was "allowed". */
+static void log_allowed_once(Connection *c) {
+        if (!c->decided)
+                log_decision(c, LOG_INFO, "allowed", NULL, NULL);
 }
 
 static void log_bad_request(Connection *c, const char *decision, const char *why) {
@@ -576,9 +731,7 @@ static void connection_refuse(
         connection_detach_resolution(c);
         c->upstream_source = sd_event_source_disable_unref(c->upstream_source);
         c->upstream_fd = safe_close(c->upstream_fd);
-        if (c->addrs)
-                freeaddrinfo(c->addrs);
-        c->addrs = c->addr = NULL;
+        c->n_addrs = c->addr = 0;
 
         if (pipe_alloc(&c->down) < 0) {
                 log_oom();
@@ -618,6 +771,7 @@ static void connection_refuse_target(
 static void connection_refuse_failed(Connection *c, const char *what, const char *why) {
         char target[EGRESS_HOST_MAX + 16], after[256];
 
+        log_allowed_once(c);
         format_target(&c->req, target, sizeof(target));
         log_struct(
                 LOG_WARNING,
@@ -740,9 +894,7 @@ static void connection_established(Connection *c) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         int r;
 
-        if (c->addrs)
-                freeaddrinfo(c->addrs);
-        c->addrs = c->addr = NULL;
+        c->n_addrs = c->addr = 0;
         if (pipe_alloc(&c->down) < 0) {
                 log_oom();
                 connection_free(c);
@@ -758,20 +910,19 @@ static void connection_established(Connection *c) {
         connection_pump(c);
 }
 
+/* Connects to addrs[addr], or the next one that takes it; every one of them passed the address check. */
 static void connection_connect_next(Connection *c) {
-        for (; c->addr; c->addr = c->addr->ai_next) {
+        for (; c->addr < c->n_addrs; c->addr++) {
+                const Address *a = &c->addrs[c->addr];
                 _cleanup_close_ int fd = -EBADF;
                 int r;
 
-                fd =
-                        socket(c->addr->ai_family,
-                               c->addr->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                               c->addr->ai_protocol);
+                fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
                 if (fd < 0) {
                         c->connect_error = errno;
                         continue;
                 }
-                if (connect(fd, c->addr->ai_addr, c->addr->ai_addrlen) < 0 && errno != EINPROGRESS) {
+                if (connect(fd, (const struct sockaddr *) &a->sa, a->len) < 0 && errno != EINPROGRESS) {
                         c->connect_error = errno;
                         continue;
                 }
@@ -811,7 +962,7 @@ static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *us
                 c->connect_error = error;
                 c->upstream_source = sd_event_source_disable_unref(c->upstream_source);
                 c->upstream_fd = safe_close(c->upstream_fd);
-                c->addr = c->addr->ai_next;
+                c->addr++;
                 connection_connect_next(c);
                 return 0;
         }
@@ -821,98 +972,157 @@ static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *us
 
 /* ---- resolving ---- */
 
-static void resolution_free(Resolution *r) {
-        if (r->cb.ar_result)
-                freeaddrinfo(r->cb.ar_result);
-        free(r);
-}
+/* Keeps the addresses that pass the address check (in their order), and connects to the first; when
+ * none passes, the request is denied, saying which address was refused and why. */
+static void connection_check_addresses(Connection *c) {
+        EgressSession *s = c->session;
+        char refused[INET6_ADDRSTRLEN] = "", why[256], after[320];
+        EgressAddressClass refused_class = EGRESS_ADDRESS_PUBLIC;
+        size_t n = 0;
 
-static void resolution_done(Resolution *r, int error) {
-        Connection *c = r->connection;
+        for (size_t i = 0; i < c->n_addrs; i++) {
+                const struct sockaddr *sa = (const struct sockaddr *) &c->addrs[i].sa;
+                const void *addr;
+                int family = AF_UNSPEC;
 
-        if (!c) {
-                resolution_free(r);
+                if (egress_address_permitted(s->allowed, c->req.host, c->req.port, sa)) {
+                        if (n != i)
+                                c->addrs[n] = c->addrs[i];
+                        n++;
+                        continue;
+                }
+                if (!isempty(refused))
+                        continue;
+                addr = sockaddr_address(sa, &family);
+                refused_class = egress_address_classify(family, addr);
+                if (!addr || !inet_ntop(family, addr, refused, sizeof(refused)))
+                        (void) snprintf(refused, sizeof(refused), "?");
+        }
+        c->n_addrs = n;
+        c->addr = 0;
+
+        if (n == 0 && !isempty(refused)) {
+                const char *class = egress_address_class_to_string(refused_class);
+
+                (void) snprintf(
+                        why,
+                        sizeof(why),
+                        "it resolves to %s %s address %s; allowed_hosts must name it explicitly",
+                        strchr("aeiou", class[0]) ? "an" : "a",
+                        class,
+                        refused);
+                log_decision(c, LOG_WARNING, "denied", why, refused);
+                (void) snprintf(after, sizeof(after), " is not allowed for this session: %s", why);
+                connection_refuse_target(c, "403 Forbidden", "egress to", after);
                 return;
         }
-        c->resolution = NULL;
-        if (error != 0) {
-                connection_refuse_failed(c, "could not resolve the host of", gai_strerror(error));
-                resolution_free(r);
+        if (n == 0) {
+                connection_refuse_failed(c, "could not resolve the host of", "no address");
                 return;
         }
-        c->addrs = c->addr = TAKE_PTR(r->cb.ar_result);
-        resolution_free(r);
+        log_allowed_once(c);
         connection_connect_next(c);
 }
 
-static int on_resolve_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        EgressProxy *p = userdata;
-        Resolution *next;
+static void on_resolved(void *arg, int status, int timeouts, struct ares_addrinfo *result) {
+        Resolution *r = arg;
+        EgressProxy *p = r->proxy;
+        Connection *c = r->connection;
 
-        for (Resolution *r = p->resolutions; r; r = next) {
-                int e = gai_error(&r->cb);
-
-                next = r->next;
-                if (e == EAI_INPROGRESS)
+        LIST_REMOVE(p->resolutions, r);
+        p->n_resolutions--;
+        free(r);
+        if (!c) {
+                ares_freeaddrinfo(result);
+                return;
+        }
+        c->resolution = NULL;
+        if (status != ARES_SUCCESS) {
+                ares_freeaddrinfo(result);
+                connection_refuse_failed(c, "could not resolve the host of", ares_strerror(status));
+                return;
+        }
+        c->n_addrs = 0;
+        for (struct ares_addrinfo_node *i = result ? result->nodes : NULL; i && c->n_addrs < ADDRESSES_MAX;
+             i = i->ai_next) {
+                if ((i->ai_family != AF_INET && i->ai_family != AF_INET6) || !i->ai_addr ||
+                    i->ai_addrlen > sizeof(c->addrs[0].sa))
                         continue;
-                LIST_REMOVE(p->resolutions, r);
-                resolution_done(r, e);
+                memcpy(&c->addrs[c->n_addrs].sa, i->ai_addr, (size_t) i->ai_addrlen);
+                c->addrs[c->n_addrs].len = (socklen_t) i->ai_addrlen;
+                c->n_addrs++;
         }
-        if (p->resolutions) {
-                (void) sd_event_source_set_time_relative(s, RESOLVE_POLL_USEC);
-                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        }
-        return 0;
+        ares_freeaddrinfo(result);
+        connection_check_addresses(c);
 }
+
+/* A literal address in host: the one address, with port. */
+static bool parse_literal(const char *host, uint16_t port, Address *ret) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *) &ret->sa;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) &ret->sa;
+
+        *ret = (Address){};
+        if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+                v4->sin_family = AF_INET;
+                v4->sin_port = htons(port);
+                ret->len = sizeof(*v4);
+                return true;
+        }
+        if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+                v6->sin6_family = AF_INET6;
+                v6->sin6_port = htons(port);
+                ret->len = sizeof(*v6);
+                return true;
+        }
+        return false;
+}
+
+static void proxy_update_resolve_timer(EgressProxy *p);
 
 static void connection_resolve(Connection *c) {
         EgressProxy *p = c->session->proxy;
-        struct addrinfo hints = {
-                .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+        struct ares_addrinfo_hints hints = {
+                .ai_flags = ARES_AI_NUMERICSERV | p->resolve_flags,
+                .ai_family = AF_UNSPEC,
                 .ai_socktype = SOCK_STREAM,
         };
-        struct gaicb *list[1];
-        struct sigevent sev = { .sigev_notify = SIGEV_NONE };
         char service[8];
         Resolution *r;
-        int e;
 
-        (void) snprintf(service, sizeof(service), "%u", (unsigned) c->req.port);
         c->state = CONN_RESOLVING;
 
         /* A literal address needs no lookup and none is started. */
-        e = getaddrinfo(c->req.host, service, &hints, &c->addrs);
-        if (e == 0) {
-                c->addr = c->addrs;
-                connection_connect_next(c);
+        if (parse_literal(c->req.host, c->req.port, &c->addrs[0])) {
+                c->n_addrs = 1;
+                connection_check_addresses(c);
                 return;
         }
 
+        if (p->n_resolutions >= RESOLUTIONS_MAX) {
+                log_allowed_once(c);
+                log_warning(
+                        "session %s: %u host lookups are running: refusing another for now",
+                        session_id(c),
+                        p->n_resolutions);
+                connection_refuse_target(
+                        c, "503 Service Unavailable", "too many host lookups are running to look up", NULL);
+                return;
+        }
         r = calloc(1, sizeof(*r));
         if (!r) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        r->proxy = p;
-        r->hints = (struct addrinfo){ .ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
-        memcpy(r->name, c->req.host, sizeof(r->name));
-        memcpy(r->service, service, sizeof(r->service));
-        r->cb = (struct gaicb){ .ar_name = r->name, .ar_service = r->service, .ar_request = &r->hints };
-        list[0] = &r->cb;
-        e = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
-        if (e != 0) {
-                free(r);
-                connection_refuse_failed(c, "could not resolve the host of", gai_strerror(e));
-                return;
-        }
-        r->connection = c;
+        *r = (Resolution){ .proxy = p, .connection = c };
         c->resolution = r;
         LIST_PREPEND(p->resolutions, r);
-        if (sd_event_source_get_enabled(p->resolve_timer, NULL) == 0) {
-                (void) sd_event_source_set_time_relative(p->resolve_timer, RESOLVE_POLL_USEC);
-                (void) sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_ONESHOT);
-        }
+        p->n_resolutions++;
+
+        /* c-ares may call back before it returns (a name in /etc/hosts), and the callback may free c. */
+        (void) snprintf(service, sizeof(service), "%u", (unsigned) c->req.port);
+        ares_getaddrinfo(p->resolver, c->req.host, service, &hints, on_resolved, r);
+        proxy_update_resolve_timer(p);
 }
 
 /* ---- the head and the decision ---- */
@@ -923,13 +1133,12 @@ static void connection_decide(Connection *c, size_t head_len) {
         int r;
 
         if (!egress_host_allowed(s->allowed, c->req.host, c->req.port)) {
-                log_decision(c, LOG_WARNING, "denied", "not in the session's allowlist");
+                log_decision(c, LOG_WARNING, "denied", "not in the session's allowlist", NULL);
                 connection_refuse_target(
                         c, "403 Forbidden", "egress to", " is not allowed for this session");
                 return;
         }
-        log_decision(c, LOG_INFO, "allowed", NULL);
-
+        /* The name is allowed; the record is written once its addresses are checked. */
         /* Bytes the client sent after the head (a TLS hello that did not wait) go through the tunnel. */
         if (pipe_alloc(&c->up) < 0) {
                 log_oom();
@@ -1004,6 +1213,7 @@ static int on_connection_timer(sd_event_source *s, uint64_t usec, void *userdata
         switch (c->state) {
         case CONN_RESOLVING:
         case CONN_CONNECTING:
+                log_allowed_once(c);
                 connection_refuse_target(c, "504 Gateway Timeout", "timed out connecting to", NULL);
                 break;
         default:
@@ -1023,8 +1233,6 @@ static void connection_free(Connection *c) {
         c->timer = sd_event_source_disable_unref(c->timer);
         safe_close(c->client_fd);
         safe_close(c->upstream_fd);
-        if (c->addrs)
-                freeaddrinfo(c->addrs);
         free(c->up.data);
         free(c->down.data);
         free(c);
@@ -1225,6 +1433,127 @@ unsigned egress_session_connections(const EgressSession *s) {
         return s ? s->n_connections : 0;
 }
 
+/* ---- the resolver on the loop ---- */
+
+static void proxy_update_resolve_timer(EgressProxy *p) {
+        struct timeval tv, *t;
+        int r;
+
+        if (!p->resolver || !p->resolve_timer)
+                return;
+        t = ares_timeout(p->resolver, NULL, &tv);
+        if (!t) {
+                (void) sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_OFF);
+                return;
+        }
+        r = sd_event_source_set_time_relative(
+                p->resolve_timer, (uint64_t) t->tv_sec * USEC_PER_SEC + (uint64_t) t->tv_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "could not set the host lookups' timer: %m");
+}
+
+static int on_resolve_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        EgressProxy *p = userdata;
+
+        ares_process_fd(p->resolver, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+        proxy_update_resolve_timer(p);
+        return 0;
+}
+
+static int on_resolver_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        ResolverWatch *w = userdata;
+        EgressProxy *p = w->proxy; /* w may be gone once c-ares has processed */
+
+        ares_process_fd(
+                p->resolver,
+                revents & (EPOLLIN | EPOLLERR | EPOLLHUP) ? fd : ARES_SOCKET_BAD,
+                revents & EPOLLOUT ? fd : ARES_SOCKET_BAD);
+        proxy_update_resolve_timer(p);
+        return 0;
+}
+
+static void resolver_watch_free(ResolverWatch *w) {
+        LIST_REMOVE(w->proxy->watches, w);
+        sd_event_source_disable_unref(w->source);
+        free(w);
+}
+
+/* c-ares opened, changed or closed one of its sockets: watch it for what it wants. */
+static void on_resolver_socket(void *data, ares_socket_t fd, int readable, int writable) {
+        EgressProxy *p = data;
+        uint32_t events = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0);
+        ResolverWatch *w;
+        int r;
+
+        for (w = p->watches; w && w->fd != fd; w = w->next)
+                ;
+        if (events == 0) {
+                if (w)
+                        resolver_watch_free(w);
+                return;
+        }
+        if (w) {
+                r = sd_event_source_set_io_events(w->source, events);
+                if (r < 0)
+                        log_warning_errno(r, "could not watch a host lookup's socket: %m");
+                return;
+        }
+        w = calloc(1, sizeof(*w));
+        if (!w) {
+                log_oom(); /* the lookup then ends at its timeout */
+                return;
+        }
+        *w = (ResolverWatch){ .proxy = p, .fd = fd };
+        r = sd_event_add_io(p->event, &w->source, fd, events, on_resolver_io, w);
+        if (r < 0) {
+                log_warning_errno(r, "could not watch a host lookup's socket: %m");
+                free(w);
+                return;
+        }
+        (void) sd_event_source_set_description(w->source, "egress-resolver");
+        LIST_PREPEND(p->watches, w);
+}
+
+static int proxy_init_resolver(EgressProxy *p) {
+        struct ares_options options = {
+                .sock_state_cb = on_resolver_socket,
+                .sock_state_cb_data = p,
+                .lookups = (char *) "fb", /* /etc/hosts, then DNS, as libc's "files dns" */
+        };
+        const char *hosts;
+        int r;
+
+        r = ares_library_init(ARES_LIB_INIT_ALL);
+        if (r != ARES_SUCCESS)
+                return log_error_errno(ENOMEM, "could not initialise c-ares: %s", ares_strerror(r));
+        p->resolver_initialized = true;
+        r = ares_init_options(&p->resolver, &options, ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS);
+        if (r != ARES_SUCCESS) {
+                p->resolver = NULL;
+                return log_error_errno(
+                        r == ARES_ENOMEM ? ENOMEM : EIO,
+                        "could not set up the resolver: %s",
+                        ares_strerror(r));
+        }
+        /* c-ares's own CARES_HOSTS names another hosts file, for the tests (docs/egress-proxy.md). Only when
+         * it is set: some c-ares releases fail every lookup with ARES_AI_ENVHOSTS and no CARES_HOSTS. */
+        hosts = getenv("CARES_HOSTS");
+        if (!isempty(hosts))
+                p->resolve_flags |= ARES_AI_ENVHOSTS;
+
+        r = sd_event_add_time_relative(
+                p->event, &p->resolve_timer, CLOCK_MONOTONIC, 0, 0, on_resolve_timer, p);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(p->resolve_timer, "egress-resolve");
+        return 0;
+}
+
 int egress_proxy_new(sd_event *event, EgressProxy **ret) {
         _cleanup_(egress_proxy_freep) EgressProxy *p = NULL;
         int r;
@@ -1235,14 +1564,9 @@ int egress_proxy_new(sd_event *event, EgressProxy **ret) {
         if (!p)
                 return -ENOMEM;
         p->event = sd_event_ref(event);
-        r = sd_event_add_time_relative(
-                event, &p->resolve_timer, CLOCK_MONOTONIC, RESOLVE_POLL_USEC, 0, on_resolve_timer, p);
+        r = proxy_init_resolver(p);
         if (r < 0)
                 return r;
-        r = sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_OFF);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(p->resolve_timer, "egress-resolve");
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -1253,21 +1577,15 @@ EgressProxy *egress_proxy_free(EgressProxy *p) {
         while (p->sessions)
                 egress_session_free(p->sessions);
 
-        /* Lookups that could not be cancelled still write into their Resolution: wait for them. */
-        for (Resolution *r = p->resolutions; r; r = r->next)
-                (void) gai_cancel(&r->cb);
-        while (p->resolutions) {
-                Resolution *r = p->resolutions;
-
-                if (gai_error(&r->cb) == EAI_INPROGRESS) {
-                        const struct gaicb *list[1] = { &r->cb };
-
-                        (void) gai_suspend(list, 1, NULL);
-                        continue;
-                }
-                LIST_REMOVE(p->resolutions, r);
-                resolution_free(r);
-        }
+        /* Every lookup still running ends now: c-ares calls each back (ARES_EDESTRUCTION), which frees
+         * its Resolution, and closes its sockets. */
+        if (p->resolver)
+                ares_destroy(p->resolver);
+        p->resolver = NULL;
+        while (p->watches)
+                resolver_watch_free(p->watches);
+        if (p->resolver_initialized)
+                ares_library_cleanup();
         p->resolve_timer = sd_event_source_disable_unref(p->resolve_timer);
         sd_event_unref(p->event);
         free(p);
