@@ -284,9 +284,8 @@ static bool permitted(char *const *allowed, const char *host, uint16_t port, con
 }
 
 static void test_address_check_refuses_local_ranges_not_named(void **state) {
-        char *allowed[] = {
-                "api.example.com", "*.example.org", "intranet.example.net:8080", "*.0.0.1", NULL
-        };
+        char *allowed[] = { "api.example.com", "*.example.org", "intranet.example.net:8080",
+                            "*.0.0.1",         "*.localhost",   NULL };
 
         /* Public addresses of an allowed name are fine. */
         assert_true(permitted(allowed, "api.example.com", 443, "93.184.216.34"));
