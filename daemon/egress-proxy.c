@@ -3,8 +3,8 @@
  * CONNECT to an allowed host:port is resolved (numeric addresses at once, names with c-ares, whose
  * sockets and timeout the loop watches), each address checked (a loopback, link-local or private one
  * only when the allowlist names it), connected non-blocking to an address that passed, answered 200,
- * and then relayed both ways through two bounded buffers with half-closes passed on. Every decision is
- * a journal record. docs/egress-proxy.md describes the behaviour. */
+ * and then relayed both ways by common/relay.c (two bounded buffers, half-closes passed on). Every
+ * decision is a journal record. docs/egress-proxy.md describes the behaviour. */
 #define _GNU_SOURCE
 #include "egress-proxy.h"
 
@@ -29,31 +29,27 @@
 #include "cleanup.h"
 #include "list.h"
 #include "log.h"
+#include "relay.h"
 #include "time-util.h"
 #include "util.h"
 
-#define PIPE_SIZE (64 * 1024) /* per direction of a relayed connection */
-#define CONNECTIONS_MAX 128   /* per session; the socket is not read while this many are open */
-#define RESOLUTIONS_MAX 256   /* lookups running in the proxy, those of connections gone included */
-#define ADDRESSES_MAX 16      /* addresses of a name kept and tried in turn */
+#define CONNECTIONS_MAX 128 /* per session; the socket is not read while this many are open */
+#define RESOLUTIONS_MAX 256 /* lookups running in the proxy, those of connections gone included */
+#define ADDRESSES_MAX 16    /* addresses of a name kept and tried in turn */
 #define HEAD_TIMEOUT_USEC (30 * USEC_PER_SEC)    /* to send the request head */
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC) /* to resolve and connect upstream */
 #define REFUSE_TIMEOUT_USEC (10 * USEC_PER_SEC)  /* for the client to take an error answer and close */
 #define REFUSE_DRAIN_MAX (1024 * 1024)           /* bytes read and dropped after an error answer */
 #define ACCEPTS_PER_EVENT 32
-#define PUMPS_PER_EVENT 16
 
 typedef struct Connection Connection;
 typedef struct Resolution Resolution;
 typedef struct ResolverWatch ResolverWatch;
 
-/* A byte queue in one direction: data[start, end) is pending; eof once the source ended, shut once
- * that end was passed on to the destination. */
-typedef struct Pipe {
-        char *data;
-        size_t start, end;
-        bool eof, shut;
-} Pipe;
+enum {
+        UP,   /* client to upstream */
+        DOWN, /* upstream to client */
+};
 
 typedef enum ConnState {
         CONN_HEAD,       /* reading the request head */
@@ -84,7 +80,9 @@ struct Connection {
         size_t n_addrs, addr; /* addrs[addr] is the one being tried */
         int connect_error;
         size_t drained; /* bytes dropped after an error answer */
-        Pipe up, down;  /* client to upstream, upstream to client */
+        /* The tunnel: fd[0] the client, fd[1] upstream once connected; buffer[0] (UP) holds the bytes
+         * after the head, buffer[1] (DOWN) the answer, both allocated when first needed. */
+        Relay relay;
 };
 
 /* One ares_getaddrinfo() request. c-ares cannot cancel one query alone, so this outlives its
@@ -540,78 +538,6 @@ bool egress_address_permitted(
         return false;
 }
 
-/* ---- pipes ---- */
-
-static size_t pipe_len(const Pipe *p) {
-        return p->end - p->start;
-}
-
-static int pipe_alloc(Pipe *p) {
-        if (!p->data) {
-                p->data = malloc(PIPE_SIZE);
-                if (!p->data)
-                        return -ENOMEM;
-        }
-        return 0;
-}
-
-static bool pipe_wants_read(const Pipe *p) {
-        return p->data && !p->eof && pipe_len(p) < PIPE_SIZE;
-}
-
-static void pipe_put(Pipe *p, const void *data, size_t n) {
-        /* Callers put at most an answer and the bytes after a head into an empty pipe. */
-        if (n > PIPE_SIZE - p->end)
-                n = PIPE_SIZE - p->end;
-        memcpy(p->data + p->end, data, n);
-        p->end += n;
-}
-
-static int pipe_read(Pipe *p, int fd, bool *progress) {
-        ssize_t k;
-
-        if (!pipe_wants_read(p))
-                return 0;
-        if (p->end == PIPE_SIZE) {
-                memmove(p->data, p->data + p->start, pipe_len(p));
-                p->end -= p->start;
-                p->start = 0;
-        }
-        do
-                k = read(fd, p->data + p->end, PIPE_SIZE - p->end);
-        while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return errno == EAGAIN ? 0 : -errno;
-        if (k == 0)
-                p->eof = true;
-        p->end += (size_t) k;
-        *progress = true;
-        return 0;
-}
-
-static int pipe_write(Pipe *p, int fd, bool *progress) {
-        if (pipe_len(p) > 0) {
-                ssize_t k;
-
-                do
-                        k = send(fd, p->data + p->start, pipe_len(p), MSG_NOSIGNAL);
-                while (k < 0 && errno == EINTR);
-                if (k < 0)
-                        return errno == EAGAIN ? 0 : -errno;
-                p->start += (size_t) k;
-                if (p->start == p->end)
-                        p->start = p->end = 0;
-                *progress = true;
-        }
-        if (p->eof && pipe_len(p) == 0 && !p->shut) {
-                if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN)
-                        return -errno;
-                p->shut = true;
-                *progress = true;
-        }
-        return 0;
-}
-
 /* ---- connections ---- */
 
 static sd_event *connection_event(Connection *c) {
@@ -733,12 +659,12 @@ static void connection_refuse(
         c->upstream_fd = safe_close(c->upstream_fd);
         c->n_addrs = c->addr = 0;
 
-        if (pipe_alloc(&c->down) < 0) {
+        if (relay_buffer_alloc(&c->relay.buffer[DOWN]) < 0) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        c->down.start = c->down.end = 0;
+        c->relay.buffer[DOWN].start = c->relay.buffer[DOWN].end = 0;
         n = snprintf(
                 head,
                 sizeof(head),
@@ -747,9 +673,9 @@ static void connection_refuse(
                 status,
                 strlen(body),
                 strempty(extra_headers));
-        pipe_put(&c->down, head, (size_t) n);
-        pipe_put(&c->down, body, strlen(body));
-        c->down.eof = true;
+        (void) relay_buffer_put(&c->relay.buffer[DOWN], head, (size_t) n);
+        (void) relay_buffer_put(&c->relay.buffer[DOWN], body, strlen(body));
+        c->relay.buffer[DOWN].eof = true;
         c->state = CONN_REFUSING;
         r = connection_set_timer(c, REFUSE_TIMEOUT_USEC);
         if (r >= 0)
@@ -807,17 +733,11 @@ static int connection_update(Connection *c) {
                 upstream = EPOLLOUT;
                 break;
         case CONN_RELAY:
-                if (pipe_wants_read(&c->up))
-                        client |= EPOLLIN;
-                if (pipe_len(&c->down) > 0 || (c->down.eof && !c->down.shut))
-                        client |= EPOLLOUT;
-                if (pipe_wants_read(&c->down))
-                        upstream |= EPOLLIN;
-                if (pipe_len(&c->up) > 0 || (c->up.eof && !c->up.shut))
-                        upstream |= EPOLLOUT;
+                client = relay_events(&c->relay, 0);
+                upstream = relay_events(&c->relay, 1);
                 break;
         case CONN_REFUSING:
-                client = c->down.shut ? EPOLLIN : EPOLLOUT;
+                client = c->relay.buffer[DOWN].shut ? EPOLLIN : EPOLLOUT;
                 break;
         }
         r = set_io(c->client_source, client);
@@ -847,41 +767,35 @@ static int connection_drain(Connection *c) {
         }
 }
 
-/* Moves bytes both ways as far as the sockets take them now. */
+/* Moves bytes both ways as far as the sockets take them now; while refusing, writes the answer and
+ * then drains the client. */
 static void connection_pump(Connection *c) {
-        int r = 0;
+        int r;
 
-        for (int i = 0; i < PUMPS_PER_EVENT; i++) {
-                bool progress = false;
+        if (c->state == CONN_REFUSING) {
+                RelayBuffer *down = &c->relay.buffer[DOWN];
 
-                if (c->state == CONN_REFUSING) {
-                        r = pipe_write(&c->down, c->client_fd, &progress);
-                        if (r >= 0 && c->down.shut)
+                for (int i = 0; i < RELAY_STEPS_MAX; i++) {
+                        bool progress = false;
+
+                        r = relay_buffer_write(down, c->client_fd, &progress);
+                        if (r >= 0 && down->shut)
                                 r = connection_drain(c);
                         if (r != 0) {
                                 connection_free(c);
                                 return;
                         }
-                } else {
-                        r = pipe_read(&c->up, c->client_fd, &progress);
-                        if (r >= 0)
-                                r = pipe_write(&c->up, c->upstream_fd, &progress);
-                        if (r >= 0)
-                                r = pipe_read(&c->down, c->upstream_fd, &progress);
-                        if (r >= 0)
-                                r = pipe_write(&c->down, c->client_fd, &progress);
-                        if (r < 0) {
-                                log_debug_errno(r, "session %s: egress relay ended: %m", session_id(c));
-                                connection_free(c);
-                                return;
-                        }
-                        if (c->up.shut && c->down.shut) {
-                                connection_free(c);
-                                return;
-                        }
+                        if (!progress)
+                                break;
                 }
-                if (!progress)
-                        break;
+        } else {
+                r = relay_step(&c->relay);
+                if (r < 0)
+                        log_debug_errno(r, "session %s: egress relay ended: %m", session_id(c));
+                if (r != 0) {
+                        connection_free(c);
+                        return;
+                }
         }
         r = connection_update(c);
         if (r < 0)
@@ -895,12 +809,14 @@ static void connection_established(Connection *c) {
         int r;
 
         c->n_addrs = c->addr = 0;
-        if (pipe_alloc(&c->down) < 0) {
+        if (relay_buffer_alloc(&c->relay.buffer[DOWN]) < 0) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        pipe_put(&c->down, ok, sizeof(ok) - 1);
+        (void) relay_buffer_put(&c->relay.buffer[DOWN], ok, sizeof(ok) - 1);
+        c->relay.fd[0] = c->client_fd;
+        c->relay.fd[1] = c->upstream_fd;
         c->state = CONN_RELAY;
         r = connection_set_timer(c, 0);
         if (r < 0) {
@@ -1140,12 +1056,12 @@ static void connection_decide(Connection *c, size_t head_len) {
         }
         /* The name is allowed; the record is written once its addresses are checked. */
         /* Bytes the client sent after the head (a TLS hello that did not wait) go through the tunnel. */
-        if (pipe_alloc(&c->up) < 0) {
+        if (relay_buffer_alloc(&c->relay.buffer[UP]) < 0) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        pipe_put(&c->up, c->head + head_len, rest);
+        (void) relay_buffer_put(&c->relay.buffer[UP], c->head + head_len, rest);
         r = connection_set_timer(c, CONNECT_TIMEOUT_USEC);
         if (r >= 0)
                 r = set_io(c->client_source, 0);
@@ -1233,8 +1149,7 @@ static void connection_free(Connection *c) {
         c->timer = sd_event_source_disable_unref(c->timer);
         safe_close(c->client_fd);
         safe_close(c->upstream_fd);
-        free(c->up.data);
-        free(c->down.data);
+        relay_done(&c->relay);
         free(c);
 
         if (s->listen_source && s->n_connections < CONNECTIONS_MAX)
@@ -1251,7 +1166,13 @@ static int connection_new(EgressSession *s, int fd) {
                 safe_close(fd);
                 return -ENOMEM;
         }
-        *c = (Connection){ .session = s, .state = CONN_HEAD, .client_fd = fd, .upstream_fd = -EBADF };
+        *c = (Connection){
+                .session = s,
+                .state = CONN_HEAD,
+                .client_fd = fd,
+                .upstream_fd = -EBADF,
+                .relay = { .fd = { -EBADF, -EBADF } },
+        };
         LIST_PREPEND(s->connections, c);
         s->n_connections++;
 
