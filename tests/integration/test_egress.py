@@ -14,7 +14,8 @@ allowlist names that address.
 BridgeInContainerTest runs the session image with --network=none and the proxy's socket (and a model
 socket served by the test) in the directory the container gets at /run/ccdocker, with a fake claude
 that checks from inside the container: the environment ccdocker-init gave it, a CONNECT through its
-HTTPS_PROXY bridge to the allowed echo server on the host's loopback, a 403 for the other, a request
+HTTPS_PROXY bridge to the allowed echo server on the host's loopback, a 403 for the other (asked for by
+address, and by an allowed name that resolves to the host's loopback), a request
 through the ANTHROPIC_BASE_URL bridge, and that nothing is reachable directly.
 """
 
@@ -363,6 +364,7 @@ echo, other = os.environ["ECHO_PORT"], os.environ["OTHER_PORT"]
 try:
     report["allowed"] = connect_via_proxy(f"127.0.0.1:{echo}", b"ping from the container " * 5000)
     report["denied"] = connect_via_proxy(f"127.0.0.1:{other}", b"")
+    report["local"] = connect_via_proxy(f"loop.egress.test:{other}", b"")
     base = urllib.parse.urlsplit(os.environ["ANTHROPIC_BASE_URL"])
     c = http.client.HTTPConnection(base.hostname, base.port, timeout=10)
     c.request("POST", "/v1/messages", body=b'{"x":1}', headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"]})
@@ -425,8 +427,15 @@ class BridgeInContainerTest(unittest.TestCase):
         self.daemon = test_init.FakeDaemon()
         self.addCleanup(self.daemon.close)
         self.sid = sb.unique("br").replace("-", "")[:12]
+        # An allowed name that resolves to the host's loopback (through a hosts file of the test's own).
+        self.hosts = tempfile.mkdtemp(prefix="ccdocker-egress-hosts-")
+        self.addCleanup(shutil.rmtree, self.hosts, True)
+        os.chmod(self.hosts, 0o755)
+        with open(os.path.join(self.hosts, "hosts"), "w") as f:
+            f.write("127.0.0.1 loop.egress.test\n")
         self.probe = EgressProbe(self, os.path.join(self.daemon.dir, "egress.sock"), self.sid,
-                                 [f"127.0.0.1:{self.allowed.port}"], owner=1000)
+                                 [f"127.0.0.1:{self.allowed.port}", f"loop.egress.test:{self.other.port}"],
+                                 owner=1000, env=[f"CARES_HOSTS={os.path.join(self.hosts, 'hosts')}"])
         self.model = FakeModel(os.path.join(self.daemon.dir, "model.sock"), 1000)
         self.addCleanup(self.model.close)
         self.tools = tempfile.mkdtemp(prefix="ccdocker-egress-claude-")
@@ -488,6 +497,11 @@ class BridgeInContainerTest(unittest.TestCase):
         self.assertTrue(report["denied"].startswith("HTTP/1.1 403 Forbidden\r\n"), report["denied"])
         self.assertTrue(report["denied"].endswith(
             f"cc-docker: egress to 127.0.0.1:{self.other.port} is not allowed for this session\n"))
+        # An allowed name that resolves to the host's loopback does not reach it either.
+        self.assertTrue(report["local"].startswith("HTTP/1.1 403 Forbidden\r\n"), report["local"])
+        self.assertTrue(report["local"].endswith(
+            f"cc-docker: egress to loop.egress.test:{self.other.port} is not allowed for this session: it resolves "
+            "to a loopback address 127.0.0.1; allowed_hosts must name it explicitly\n"), report["local"])
         self.assertEqual(self.other.accepted, 0)
 
         # Through the model bridge to the model socket, with the placeholder credential.
@@ -502,9 +516,9 @@ class BridgeInContainerTest(unittest.TestCase):
 
         # The proxy recorded both decisions for this session.
         records = sb.wait_until(
-            lambda: (r := sb.journal(f"MESSAGE_ID={MESSAGE_ID}", f"CCDOCKER_SESSION={self.sid}")) and len(r) >= 2 and r,
+            lambda: (r := sb.journal(f"MESSAGE_ID={MESSAGE_ID}", f"CCDOCKER_SESSION={self.sid}")) and len(r) >= 3 and r,
             10, what="the decision records")
-        self.assertEqual(sorted(r["CCDOCKER_EGRESS_DECISION"] for r in records), ["allowed", "denied"])
+        self.assertEqual(sorted(r["CCDOCKER_EGRESS_DECISION"] for r in records), ["allowed", "denied", "denied"])
 
         sb.run("podman", "stop", "--time", "10", self.name, timeout=60)
         code = sb.run("podman", "inspect", "--format", "{{.State.ExitCode}}", self.name, timeout=30).stdout.strip()
