@@ -76,8 +76,10 @@ struct Connection {
         EgressRequest req;
         bool decided; /* the decision record is written */
         Resolution *resolution;
-        Address addrs[ADDRESSES_MAX];
-        size_t n_addrs, addr; /* addrs[addr] is the one being tried */
+        Address addrs[ADDRESSES_MAX];   /* those that passed the address check */
+        size_t n_addrs, addr;           /* addrs[addr] is the one being tried */
+        char refused[INET6_ADDRSTRLEN]; /* the first address the check refused, "" for none */
+        EgressAddressClass refused_class;
         int connect_error;
         size_t drained; /* bytes dropped after an error answer */
         /* The tunnel: fd[0] the client, fd[1] upstream once connected; buffer[0] (UP) holds the bytes
@@ -888,37 +890,38 @@ static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *us
 
 /* ---- resolving ---- */
 
-/* Keeps the addresses that pass the address check (in their order), and connects to the first; when
- * none passes, the request is denied, saying which address was refused and why. */
-static void connection_check_addresses(Connection *c) {
-        EgressSession *s = c->session;
-        char refused[INET6_ADDRSTRLEN] = "", why[256], after[320];
-        EgressAddressClass refused_class = EGRESS_ADDRESS_PUBLIC;
-        size_t n = 0;
+/* Keeps sa (len bytes) for connecting if it passes the address check and there is room (the first
+ * ADDRESSES_MAX that pass), else remembers it as the first one refused, for the answer. */
+static void connection_add_address(Connection *c, const struct sockaddr *sa, size_t len) {
+        const void *addr;
+        int family = AF_UNSPEC;
 
-        for (size_t i = 0; i < c->n_addrs; i++) {
-                const struct sockaddr *sa = (const struct sockaddr *) &c->addrs[i].sa;
-                const void *addr;
-                int family = AF_UNSPEC;
-
-                if (egress_address_permitted(s->allowed, c->req.host, c->req.port, sa)) {
-                        if (n != i)
-                                c->addrs[n] = c->addrs[i];
-                        n++;
-                        continue;
+        if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || len > sizeof(c->addrs[0].sa))
+                return;
+        if (egress_address_permitted(c->session->allowed, c->req.host, c->req.port, sa)) {
+                if (c->n_addrs < ADDRESSES_MAX) {
+                        memcpy(&c->addrs[c->n_addrs].sa, sa, len);
+                        c->addrs[c->n_addrs].len = (socklen_t) len;
+                        c->n_addrs++;
                 }
-                if (!isempty(refused))
-                        continue;
-                addr = sockaddr_address(sa, &family);
-                refused_class = egress_address_classify(family, addr);
-                if (!addr || !inet_ntop(family, addr, refused, sizeof(refused)))
-                        (void) snprintf(refused, sizeof(refused), "?");
+                return;
         }
-        c->n_addrs = n;
-        c->addr = 0;
+        if (!isempty(c->refused))
+                return;
+        addr = sockaddr_address(sa, &family);
+        c->refused_class = egress_address_classify(family, addr);
+        if (!addr || !inet_ntop(family, addr, c->refused, sizeof(c->refused)))
+                (void) snprintf(c->refused, sizeof(c->refused), "?");
+}
 
-        if (n == 0 && !isempty(refused)) {
-                const char *class = egress_address_class_to_string(refused_class);
+/* Every address is in: connects to the first kept, or, when none passed the check, denies the request
+ * saying which address was refused and why. */
+static void connection_addresses_done(Connection *c) {
+        char why[256], after[320];
+
+        c->addr = 0;
+        if (c->n_addrs == 0 && !isempty(c->refused)) {
+                const char *class = egress_address_class_to_string(c->refused_class);
 
                 (void) snprintf(
                         why,
@@ -926,13 +929,13 @@ static void connection_check_addresses(Connection *c) {
                         "it resolves to %s %s address %s; allowed_hosts must name it explicitly",
                         strchr("aeiou", class[0]) ? "an" : "a",
                         class,
-                        refused);
-                log_decision(c, LOG_WARNING, "denied", why, refused);
+                        c->refused);
+                log_decision(c, LOG_WARNING, "denied", why, c->refused);
                 (void) snprintf(after, sizeof(after), " is not allowed for this session: %s", why);
                 connection_refuse_target(c, "403 Forbidden", "egress to", after);
                 return;
         }
-        if (n == 0) {
+        if (c->n_addrs == 0) {
                 connection_refuse_failed(c, "could not resolve the host of", "no address");
                 return;
         }
@@ -958,18 +961,11 @@ static void on_resolved(void *arg, int status, int timeouts, struct ares_addrinf
                 connection_refuse_failed(c, "could not resolve the host of", ares_strerror(status));
                 return;
         }
-        c->n_addrs = 0;
-        for (struct ares_addrinfo_node *i = result ? result->nodes : NULL; i && c->n_addrs < ADDRESSES_MAX;
-             i = i->ai_next) {
-                if ((i->ai_family != AF_INET && i->ai_family != AF_INET6) || !i->ai_addr ||
-                    i->ai_addrlen > sizeof(c->addrs[0].sa))
-                        continue;
-                memcpy(&c->addrs[c->n_addrs].sa, i->ai_addr, (size_t) i->ai_addrlen);
-                c->addrs[c->n_addrs].len = (socklen_t) i->ai_addrlen;
-                c->n_addrs++;
-        }
+        for (struct ares_addrinfo_node *i = result ? result->nodes : NULL; i; i = i->ai_next)
+                if (i->ai_addr && i->ai_addrlen > 0)
+                        connection_add_address(c, i->ai_addr, (size_t) i->ai_addrlen);
         ares_freeaddrinfo(result);
-        connection_check_addresses(c);
+        connection_addresses_done(c);
 }
 
 /* A literal address in host: the one address, with port. */
@@ -1003,14 +999,15 @@ static void connection_resolve(Connection *c) {
                 .ai_socktype = SOCK_STREAM,
         };
         char service[8];
+        Address literal;
         Resolution *r;
 
         c->state = CONN_RESOLVING;
 
         /* A literal address needs no lookup and none is started. */
-        if (parse_literal(c->req.host, c->req.port, &c->addrs[0])) {
-                c->n_addrs = 1;
-                connection_check_addresses(c);
+        if (parse_literal(c->req.host, c->req.port, &literal)) {
+                connection_add_address(c, (const struct sockaddr *) &literal.sa, literal.len);
+                connection_addresses_done(c);
                 return;
         }
 
