@@ -4,7 +4,7 @@
  * everything else is answered 403 with the host named, and so is an allowed name whose addresses are all
  * loopback, link-local or private ones the allowlist does not name. Every decision is a journal record.
  * docs/egress-proxy.md has the behaviour; the head parser, the allowlist match and the address check are
- * pure and exported for the unit and fuzz tests. */
+ * pure (egress-policy.c) and exported for the unit and fuzz tests. */
 #pragma once
 
 #include <stdbool.h>
