@@ -1,7 +1,7 @@
-/* Unit tests for daemon/egress-proxy.c's pure parts: the request head parser (CONNECT targets, other
- * methods, malformed and oversized heads, incomplete input) and the allowlist (exact hosts, ports,
- * wildcards, IPv6 literals), the address classes and the check of resolved addresses (local ranges only
- * when the list names them), plus a fuzz-style test: tens of thousands of random, mutated and truncated
+/* Unit tests for the egress proxy's pure parts (daemon/egress-policy.c): the request head parser (CONNECT
+ * targets, other methods, malformed and oversized heads, incomplete input) and the allowlist (exact hosts,
+ * ports, wildcards, IPv6 literals), the address classes and the check of resolved addresses (local ranges
+ * only when the list names them), plus a fuzz-style test: tens of thousands of random, mutated and truncated
  * heads, each in a buffer of exactly its length so that the ASan build catches any read past it, must
  * give one of the documented results and consistent output. */
 #define _GNU_SOURCE
