@@ -1,22 +1,23 @@
 /* The egress proxy: one CONNECT proxy socket per session on the daemon's sd-event loop. A connection
- * sends one request head (at most EGRESS_HEAD_MAX bytes, parsed here by a small strict parser); a
- * CONNECT to an allowed host:port is resolved (numeric addresses at once, names with glibc's
- * getaddrinfo_a, polled from a timer so that no resolver thread ever calls into our code), connected
- * non-blocking, answered 200, and then relayed both ways through two bounded buffers with half-closes
- * passed on. Every decision is a journal record. docs/egress-proxy.md describes the behaviour. */
+ * sends one request head (at most EGRESS_HEAD_MAX bytes, parsed by egress-policy.c's strict parser); a
+ * CONNECT to an allowed host:port is resolved (numeric addresses at once, names with c-ares, whose
+ * sockets and timeout the loop watches), each address checked (a loopback, link-local or private one
+ * only when the allowlist names it), connected non-blocking to an address that passed, answered 200,
+ * and then relayed both ways by common/relay.c (two bounded buffers, half-closes passed on). Every
+ * decision is a journal record. What may pass (the parser, the allowlist, the address check) is pure, in
+ * egress-policy.c; this file is the I/O. docs/egress-proxy.md describes the behaviour. */
 #define _GNU_SOURCE
 #include "egress-proxy.h"
 
+#include <ares.h>
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,38 +26,43 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "list.h"
 #include "log.h"
+#include "relay.h"
+#include "time-util.h"
 #include "util.h"
 
-#define USEC_PER_SEC UINT64_C(1000000)
-#define PIPE_SIZE (64 * 1024) /* per direction of a relayed connection */
-#define CONNECTIONS_MAX 128   /* per session; the socket is not read while this many are open */
+#define CONNECTIONS_MAX 128 /* per session; the socket is not read while this many are open */
+#define RESOLUTIONS_MAX 256 /* lookups running in the proxy, those of connections gone included */
+#define ADDRESSES_MAX 16    /* addresses of a name kept and tried in turn */
 #define HEAD_TIMEOUT_USEC (30 * USEC_PER_SEC)    /* to send the request head */
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC) /* to resolve and connect upstream */
 #define REFUSE_TIMEOUT_USEC (10 * USEC_PER_SEC)  /* for the client to take an error answer and close */
 #define REFUSE_DRAIN_MAX (1024 * 1024)           /* bytes read and dropped after an error answer */
-#define RESOLVE_POLL_USEC (5 * 1000)
 #define ACCEPTS_PER_EVENT 32
-#define PUMPS_PER_EVENT 16
 
 typedef struct Connection Connection;
 typedef struct Resolution Resolution;
+typedef struct ResolverWatch ResolverWatch;
 
-/* A byte queue in one direction: data[start, end) is pending; eof once the source ended, shut once
- * that end was passed on to the destination. */
-typedef struct Pipe {
-        char *data;
-        size_t start, end;
-        bool eof, shut;
-} Pipe;
+enum {
+        UP,   /* client to upstream */
+        DOWN, /* upstream to client */
+};
 
 typedef enum ConnState {
         CONN_HEAD,       /* reading the request head */
         CONN_RESOLVING,  /* the host name is being looked up */
-        CONN_CONNECTING, /* connecting to c->addr */
+        CONN_CONNECTING, /* connecting to c->addrs[c->addr] */
         CONN_RELAY,      /* tunnelling */
         CONN_REFUSING,   /* writing an error answer, then reading the client's rest until it closes */
 } ConnState;
+
+/* An address to connect to, one that passed the address check. */
+typedef struct Address {
+        struct sockaddr_storage sa;
+        socklen_t len;
+} Address;
 
 struct Connection {
         EgressSession *session;
@@ -67,23 +73,34 @@ struct Connection {
         char head[EGRESS_HEAD_MAX];
         size_t head_len;
         EgressRequest req;
+        bool decided; /* the decision record is written */
         Resolution *resolution;
-        struct addrinfo *addrs, *addr;
+        Address addrs[ADDRESSES_MAX];   /* those that passed the address check */
+        size_t n_addrs, addr;           /* addrs[addr] is the one being tried */
+        char refused[INET6_ADDRSTRLEN]; /* the first address the check refused, "" for none */
+        EgressAddressClass refused_class;
         int connect_error;
         size_t drained; /* bytes dropped after an error answer */
-        Pipe up, down;  /* client to upstream, upstream to client */
+        /* The tunnel: fd[0] the client, fd[1] upstream once connected; buffer[0] (UP) holds the bytes
+         * after the head, buffer[1] (DOWN) the answer, both allocated when first needed. */
+        Relay relay;
 };
 
-/* One getaddrinfo_a() request. It outlives its connection when that goes first: libc writes into cb
- * until the lookup ends, so it is freed only then. */
+/* One ares_getaddrinfo() request. c-ares cannot cancel one query alone, so this outlives its
+ * connection when that goes first, and is freed when c-ares calls back (at the latest when the
+ * channel is destroyed). */
 struct Resolution {
         EgressProxy *proxy;
         Resolution *prev, *next;
         Connection *connection; /* NULL once the connection is gone */
-        struct gaicb cb;
-        struct addrinfo hints;
-        char name[EGRESS_HOST_MAX + 1];
-        char service[8];
+};
+
+/* A socket of c-ares, watched on the loop for what c-ares asks (ARES_OPT_SOCK_STATE_CB). */
+struct ResolverWatch {
+        EgressProxy *proxy;
+        ResolverWatch *prev, *next;
+        int fd;
+        sd_event_source *source;
 };
 
 struct EgressSession {
@@ -101,371 +118,14 @@ struct EgressSession {
 struct EgressProxy {
         sd_event *event;
         EgressSession *sessions;
+        ares_channel resolver;
+        bool resolver_initialized; /* ares_library_init() done */
+        int resolve_flags;         /* ARES_AI_* of every lookup */
+        ResolverWatch *watches;
+        sd_event_source *resolve_timer; /* c-ares's next timeout (ares_timeout) */
         Resolution *resolutions;
-        sd_event_source *resolve_timer;
+        unsigned n_resolutions;
 };
-
-#define LIST_PREPEND(head, item)               \
-        do {                                   \
-                (item)->prev = NULL;           \
-                (item)->next = (head);         \
-                if (head)                      \
-                        (head)->prev = (item); \
-                (head) = (item);               \
-        } while (0)
-
-#define LIST_REMOVE(head, item)                            \
-        do {                                               \
-                if ((item)->prev)                          \
-                        (item)->prev->next = (item)->next; \
-                else                                       \
-                        (head) = (item)->next;             \
-                if ((item)->next)                          \
-                        (item)->next->prev = (item)->prev; \
-                (item)->prev = (item)->next = NULL;        \
-        } while (0)
-
-/* ---- the request head ---- */
-
-static bool is_tchar(unsigned char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static bool is_name_char(unsigned char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                c == '.' || c == '_';
-}
-
-/* A port of 1 to 5 digits, 1-65535, in s[0, n). */
-static bool parse_port(const char *s, size_t n, uint16_t *ret) {
-        unsigned v = 0;
-
-        if (n == 0 || n > 5)
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return false;
-                v = v * 10 + (unsigned) (s[i] - '0');
-        }
-        if (v == 0 || v > 65535)
-                return false;
-        *ret = (uint16_t) v;
-        return true;
-}
-
-/* A host in s[0, n): a DNS-ish name or IPv4 literal of [A-Za-z0-9._-], or "[IPv6]". Written lowercased
- * and without brackets to ret (EGRESS_HOST_MAX + 1 bytes). */
-static bool parse_host(const char *s, size_t n, char *ret) {
-        if (n >= 2 && s[0] == '[') {
-                char v6[INET6_ADDRSTRLEN];
-                struct in6_addr a;
-
-                if (s[n - 1] != ']' || n - 2 == 0 || n - 2 >= sizeof(v6))
-                        return false;
-                for (size_t i = 1; i < n - 1; i++)
-                        if (!strchr("0123456789abcdefABCDEF:.", s[i]) || s[i] == '\0')
-                                return false;
-                memcpy(v6, s + 1, n - 2);
-                v6[n - 2] = '\0';
-                if (inet_pton(AF_INET6, v6, &a) != 1)
-                        return false;
-                for (size_t i = 0; i <= n - 2; i++)
-                        ret[i] = (char) tolower((unsigned char) v6[i]);
-                return true;
-        }
-        if (n == 0 || n > EGRESS_HOST_MAX || s[0] == '.' || s[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                if (!is_name_char((unsigned char) s[i]))
-                        return false;
-                ret[i] = (char) tolower((unsigned char) s[i]);
-        }
-        ret[n] = '\0';
-        return true;
-}
-
-/* "host:port" in s[0, n), the authority form of a CONNECT target (RFC 9110 9.3.6). */
-static bool parse_authority(const char *s, size_t n, char *ret_host, uint16_t *ret_port) {
-        const char *colon = NULL;
-
-        for (size_t i = n; i > 0; i--)
-                if (s[i - 1] == ':') {
-                        colon = s + i - 1;
-                        break;
-                }
-        if (!colon)
-                return false;
-        if (!parse_port(colon + 1, (size_t) (s + n - colon - 1), ret_port))
-                return false;
-        return parse_host(s, (size_t) (colon - s), ret_host);
-}
-
-/* The request line in s[0, n): METHOD SP TARGET SP HTTP/1.x. */
-static bool parse_request_line(
-        const char *s, size_t n, char *ret_method, const char **ret_target, size_t *ret_target_len) {
-        size_t i = 0, m, t0;
-
-        while (i < n && is_tchar((unsigned char) s[i]))
-                i++;
-        m = i;
-        if (m == 0 || m > EGRESS_METHOD_MAX || i >= n || s[i] != ' ')
-                return false;
-        t0 = ++i;
-        while (i < n && (unsigned char) s[i] > 0x20 && (unsigned char) s[i] < 0x7f)
-                i++;
-        if (i == t0 || i >= n || s[i] != ' ')
-                return false;
-        if (n - i - 1 != 8 ||
-            (memcmp(s + i + 1, "HTTP/1.1", 8) != 0 && memcmp(s + i + 1, "HTTP/1.0", 8) != 0))
-                return false;
-        memcpy(ret_method, s, m);
-        ret_method[m] = '\0';
-        *ret_target = s + t0;
-        *ret_target_len = i - t0;
-        return true;
-}
-
-/* A header field line in s[0, n): NAME ":" VALUE, no obsolete folding, no control characters. */
-static bool header_line_valid(const char *s, size_t n) {
-        size_t i = 0;
-
-        while (i < n && is_tchar((unsigned char) s[i]))
-                i++;
-        if (i == 0 || i >= n || s[i] != ':')
-                return false;
-        for (i++; i < n; i++) {
-                unsigned char c = (unsigned char) s[i];
-
-                if ((c < 0x20 && c != '\t') || c == 0x7f)
-                        return false;
-        }
-        return true;
-}
-
-int egress_parse_head(const char *buf, size_t len, EgressRequest *ret, size_t *ret_head_len) {
-        size_t limit = len < EGRESS_HEAD_MAX ? len : EGRESS_HEAD_MAX, line_start = 0, head_len = 0;
-        unsigned lines = 0;
-        EgressRequest req = {};
-        const char *target = NULL;
-        size_t target_len = 0;
-
-        if (!buf && len > 0)
-                return -EBADMSG;
-
-        /* Find the blank line that ends the head; lines end in LF, optionally after CR. */
-        for (size_t i = 0; i < limit; i++) {
-                size_t line_end;
-
-                if (buf[i] != '\n')
-                        continue;
-                line_end = i > line_start && buf[i - 1] == '\r' ? i - 1 : i;
-                if (line_end == line_start) {
-                        if (lines == 0)
-                                return -EBADMSG; /* no request line */
-                        head_len = i + 1;
-                        break;
-                }
-                lines++;
-                line_start = i + 1;
-        }
-
-        if (head_len == 0) {
-                /* Not complete. Text that cannot start a request is refused now, not after 8 KiB. */
-                for (size_t i = 0; i < limit && buf[i] != '\n'; i++) {
-                        unsigned char c = (unsigned char) buf[i];
-
-                        if ((c < 0x20 && c != '\r') || c >= 0x7f)
-                                return -EBADMSG;
-                }
-                return len >= EGRESS_HEAD_MAX ? -E2BIG : 0;
-        }
-
-        /* Check every line of [0, head_len). */
-        line_start = 0;
-        lines = 0;
-        for (size_t i = 0; i < head_len; i++) {
-                size_t line_end, n;
-
-                if (buf[i] != '\n')
-                        continue;
-                line_end = i > line_start && buf[i - 1] == '\r' ? i - 1 : i;
-                n = line_end - line_start;
-                if (n == 0)
-                        break;
-                if (memchr(buf + line_start, '\r', n))
-                        return -EBADMSG; /* a CR that does not end the line */
-                if (lines == 0) {
-                        if (!parse_request_line(buf + line_start, n, req.method, &target, &target_len))
-                                return -EBADMSG;
-                } else if (!header_line_valid(buf + line_start, n))
-                        return -EBADMSG;
-                lines++;
-                line_start = i + 1;
-        }
-
-        if (!streq(req.method, "CONNECT")) {
-                *ret = req;
-                *ret_head_len = head_len;
-                return -EOPNOTSUPP;
-        }
-        if (!parse_authority(target, target_len, req.host, &req.port))
-                return -EBADMSG;
-        *ret = req;
-        *ret_head_len = head_len;
-        return 1;
-}
-
-/* ---- the allowlist ---- */
-
-typedef struct AllowEntry {
-        char host[EGRESS_HOST_MAX + 1];
-        uint16_t port; /* 0: every port */
-        bool wildcard; /* "*.host" */
-} AllowEntry;
-
-static bool allow_entry_parse(const char *entry, AllowEntry *ret) {
-        AllowEntry e = {};
-        size_t n, host_len;
-        const char *s = entry, *colon;
-
-        if (isempty(entry))
-                return false;
-        n = strlen(entry);
-        if (startswith(s, "*.")) {
-                e.wildcard = true;
-                s += 2;
-                n -= 2;
-        }
-        /* A port follows the last ':' unless the host is a bare IPv6 literal, which must be bracketed. */
-        colon = strrchr(s, ':');
-        if (s[0] == '[') {
-                const char *close = strchr(s, ']');
-
-                if (!close || e.wildcard)
-                        return false;
-                colon = close[1] == ':' ? close + 1 : NULL;
-                if (!colon && close[1] != '\0')
-                        return false;
-        } else if (colon && strchr(s, ':') != colon)
-                return false;
-        host_len = colon ? (size_t) (colon - s) : n;
-        if (colon && !parse_port(colon + 1, strlen(colon + 1), &e.port))
-                return false;
-        if (!parse_host(s, host_len, e.host))
-                return false;
-        *ret = e;
-        return true;
-}
-
-bool egress_allow_entry_valid(const char *entry) {
-        AllowEntry e;
-
-        return allow_entry_parse(entry, &e);
-}
-
-static bool hosts_equal(const char *a, const char *b) {
-        struct in6_addr x, y;
-
-        if (strchr(a, ':') && strchr(b, ':'))
-                return inet_pton(AF_INET6, a, &x) == 1 && inet_pton(AF_INET6, b, &y) == 1 &&
-                        memcmp(&x, &y, sizeof(x)) == 0;
-        return strcasecmp(a, b) == 0;
-}
-
-bool egress_host_allowed(char *const *allowed, const char *host, uint16_t port) {
-        if (isempty(host) || port == 0)
-                return false;
-        for (size_t i = 0; allowed && allowed[i]; i++) {
-                AllowEntry e;
-
-                if (!allow_entry_parse(allowed[i], &e))
-                        continue;
-                if (e.port != 0 && e.port != port)
-                        continue;
-                if (e.wildcard) {
-                        size_t hl = strlen(host), el = strlen(e.host);
-
-                        if (hl > el + 1 && host[hl - el - 1] == '.' &&
-                            strcasecmp(host + hl - el, e.host) == 0)
-                                return true;
-                } else if (hosts_equal(host, e.host))
-                        return true;
-        }
-        return false;
-}
-
-/* ---- pipes ---- */
-
-static size_t pipe_len(const Pipe *p) {
-        return p->end - p->start;
-}
-
-static int pipe_alloc(Pipe *p) {
-        if (!p->data) {
-                p->data = malloc(PIPE_SIZE);
-                if (!p->data)
-                        return -ENOMEM;
-        }
-        return 0;
-}
-
-static bool pipe_wants_read(const Pipe *p) {
-        return p->data && !p->eof && pipe_len(p) < PIPE_SIZE;
-}
-
-static void pipe_put(Pipe *p, const void *data, size_t n) {
-        /* Callers put at most an answer and the bytes after a head into an empty pipe. */
-        if (n > PIPE_SIZE - p->end)
-                n = PIPE_SIZE - p->end;
-        memcpy(p->data + p->end, data, n);
-        p->end += n;
-}
-
-static int pipe_read(Pipe *p, int fd, bool *progress) {
-        ssize_t k;
-
-        if (!pipe_wants_read(p))
-                return 0;
-        if (p->end == PIPE_SIZE) {
-                memmove(p->data, p->data + p->start, pipe_len(p));
-                p->end -= p->start;
-                p->start = 0;
-        }
-        do
-                k = read(fd, p->data + p->end, PIPE_SIZE - p->end);
-        while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return errno == EAGAIN ? 0 : -errno;
-        if (k == 0)
-                p->eof = true;
-        p->end += (size_t) k;
-        *progress = true;
-        return 0;
-}
-
-static int pipe_write(Pipe *p, int fd, bool *progress) {
-        if (pipe_len(p) > 0) {
-                ssize_t k;
-
-                do
-                        k = send(fd, p->data + p->start, pipe_len(p), MSG_NOSIGNAL);
-                while (k < 0 && errno == EINTR);
-                if (k < 0)
-                        return errno == EAGAIN ? 0 : -errno;
-                p->start += (size_t) k;
-                if (p->start == p->end)
-                        p->start = p->end = 0;
-                *progress = true;
-        }
-        if (p->eof && pipe_len(p) == 0 && !p->shut) {
-                if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN)
-                        return -errno;
-                p->shut = true;
-                *progress = true;
-        }
-        return 0;
-}
 
 /* ---- connections ---- */
 
@@ -488,9 +148,8 @@ static void format_target(const EgressRequest *req, char *buf, size_t size) {
 static void connection_detach_resolution(Connection *c) {
         if (!c->resolution)
                 return;
-        /* The lookup goes on in libc; the proxy's timer frees it when it ends. */
+        /* The lookup goes on in c-ares; its callback frees the Resolution when it ends. */
         c->resolution->connection = NULL;
-        (void) gai_cancel(&c->resolution->cb);
         c->resolution = NULL;
 }
 
@@ -498,9 +157,12 @@ static void connection_free(Connection *c);
 static int connection_update(Connection *c);
 static void connection_connect_next(Connection *c);
 
-static void log_decision(Connection *c, int priority, const char *decision, const char *why) {
+/* The decision record; address, when not NULL, is the resolved address the decision was about. */
+static void log_decision(
+        Connection *c, int priority, const char *decision, const char *why, const char *address) {
         char target[EGRESS_HOST_MAX + 16];
 
+        c->decided = true;
         format_target(&c->req, target, sizeof(target));
         log_struct(
                 priority,
@@ -520,7 +182,15 @@ static void log_decision(Connection *c, int priority, const char *decision, cons
                 (unsigned) c->req.port,
                 "CCDOCKER_EGRESS_DECISION=%s",
                 decision,
+                address ? "CCDOCKER_EGRESS_ADDRESS=%s" : NULL,
+                address,
                 NULL);
+}
+
+/* A name allowed that then failed to resolve or connect in time: the decision was "allowed". */
+static void log_allowed_once(Connection *c) {
+        if (!c->decided)
+                log_decision(c, LOG_INFO, "allowed", NULL, NULL);
 }
 
 static void log_bad_request(Connection *c, const char *decision, const char *why) {
@@ -576,16 +246,14 @@ static void connection_refuse(
         connection_detach_resolution(c);
         c->upstream_source = sd_event_source_disable_unref(c->upstream_source);
         c->upstream_fd = safe_close(c->upstream_fd);
-        if (c->addrs)
-                freeaddrinfo(c->addrs);
-        c->addrs = c->addr = NULL;
+        c->n_addrs = c->addr = 0;
 
-        if (pipe_alloc(&c->down) < 0) {
+        if (relay_buffer_alloc(&c->relay.buffer[DOWN]) < 0) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        c->down.start = c->down.end = 0;
+        c->relay.buffer[DOWN].start = c->relay.buffer[DOWN].end = 0;
         n = snprintf(
                 head,
                 sizeof(head),
@@ -594,9 +262,9 @@ static void connection_refuse(
                 status,
                 strlen(body),
                 strempty(extra_headers));
-        pipe_put(&c->down, head, (size_t) n);
-        pipe_put(&c->down, body, strlen(body));
-        c->down.eof = true;
+        (void) relay_buffer_put(&c->relay.buffer[DOWN], head, (size_t) n);
+        (void) relay_buffer_put(&c->relay.buffer[DOWN], body, strlen(body));
+        c->relay.buffer[DOWN].eof = true;
         c->state = CONN_REFUSING;
         r = connection_set_timer(c, REFUSE_TIMEOUT_USEC);
         if (r >= 0)
@@ -618,6 +286,7 @@ static void connection_refuse_target(
 static void connection_refuse_failed(Connection *c, const char *what, const char *why) {
         char target[EGRESS_HOST_MAX + 16], after[256];
 
+        log_allowed_once(c);
         format_target(&c->req, target, sizeof(target));
         log_struct(
                 LOG_WARNING,
@@ -653,17 +322,11 @@ static int connection_update(Connection *c) {
                 upstream = EPOLLOUT;
                 break;
         case CONN_RELAY:
-                if (pipe_wants_read(&c->up))
-                        client |= EPOLLIN;
-                if (pipe_len(&c->down) > 0 || (c->down.eof && !c->down.shut))
-                        client |= EPOLLOUT;
-                if (pipe_wants_read(&c->down))
-                        upstream |= EPOLLIN;
-                if (pipe_len(&c->up) > 0 || (c->up.eof && !c->up.shut))
-                        upstream |= EPOLLOUT;
+                client = relay_events(&c->relay, 0);
+                upstream = relay_events(&c->relay, 1);
                 break;
         case CONN_REFUSING:
-                client = c->down.shut ? EPOLLIN : EPOLLOUT;
+                client = c->relay.buffer[DOWN].shut ? EPOLLIN : EPOLLOUT;
                 break;
         }
         r = set_io(c->client_source, client);
@@ -693,41 +356,35 @@ static int connection_drain(Connection *c) {
         }
 }
 
-/* Moves bytes both ways as far as the sockets take them now. */
+/* Moves bytes both ways as far as the sockets take them now; while refusing, writes the answer and
+ * then drains the client. */
 static void connection_pump(Connection *c) {
-        int r = 0;
+        int r;
 
-        for (int i = 0; i < PUMPS_PER_EVENT; i++) {
-                bool progress = false;
+        if (c->state == CONN_REFUSING) {
+                RelayBuffer *down = &c->relay.buffer[DOWN];
 
-                if (c->state == CONN_REFUSING) {
-                        r = pipe_write(&c->down, c->client_fd, &progress);
-                        if (r >= 0 && c->down.shut)
+                for (int i = 0; i < RELAY_STEPS_MAX; i++) {
+                        bool progress = false;
+
+                        r = relay_buffer_write(down, c->client_fd, &progress);
+                        if (r >= 0 && down->shut)
                                 r = connection_drain(c);
                         if (r != 0) {
                                 connection_free(c);
                                 return;
                         }
-                } else {
-                        r = pipe_read(&c->up, c->client_fd, &progress);
-                        if (r >= 0)
-                                r = pipe_write(&c->up, c->upstream_fd, &progress);
-                        if (r >= 0)
-                                r = pipe_read(&c->down, c->upstream_fd, &progress);
-                        if (r >= 0)
-                                r = pipe_write(&c->down, c->client_fd, &progress);
-                        if (r < 0) {
-                                log_debug_errno(r, "session %s: egress relay ended: %m", session_id(c));
-                                connection_free(c);
-                                return;
-                        }
-                        if (c->up.shut && c->down.shut) {
-                                connection_free(c);
-                                return;
-                        }
+                        if (!progress)
+                                break;
                 }
-                if (!progress)
-                        break;
+        } else {
+                r = relay_step(&c->relay);
+                if (r < 0)
+                        log_debug_errno(r, "session %s: egress relay ended: %m", session_id(c));
+                if (r != 0) {
+                        connection_free(c);
+                        return;
+                }
         }
         r = connection_update(c);
         if (r < 0)
@@ -740,15 +397,15 @@ static void connection_established(Connection *c) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         int r;
 
-        if (c->addrs)
-                freeaddrinfo(c->addrs);
-        c->addrs = c->addr = NULL;
-        if (pipe_alloc(&c->down) < 0) {
+        c->n_addrs = c->addr = 0;
+        if (relay_buffer_alloc(&c->relay.buffer[DOWN]) < 0) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        pipe_put(&c->down, ok, sizeof(ok) - 1);
+        (void) relay_buffer_put(&c->relay.buffer[DOWN], ok, sizeof(ok) - 1);
+        c->relay.fd[0] = c->client_fd;
+        c->relay.fd[1] = c->upstream_fd;
         c->state = CONN_RELAY;
         r = connection_set_timer(c, 0);
         if (r < 0) {
@@ -758,20 +415,19 @@ static void connection_established(Connection *c) {
         connection_pump(c);
 }
 
+/* Connects to addrs[addr], or the next one that takes it; every one of them passed the address check. */
 static void connection_connect_next(Connection *c) {
-        for (; c->addr; c->addr = c->addr->ai_next) {
+        for (; c->addr < c->n_addrs; c->addr++) {
+                const Address *a = &c->addrs[c->addr];
                 _cleanup_close_ int fd = -EBADF;
                 int r;
 
-                fd =
-                        socket(c->addr->ai_family,
-                               c->addr->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                               c->addr->ai_protocol);
+                fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
                 if (fd < 0) {
                         c->connect_error = errno;
                         continue;
                 }
-                if (connect(fd, c->addr->ai_addr, c->addr->ai_addrlen) < 0 && errno != EINPROGRESS) {
+                if (connect(fd, (const struct sockaddr *) &a->sa, a->len) < 0 && errno != EINPROGRESS) {
                         c->connect_error = errno;
                         continue;
                 }
@@ -811,7 +467,7 @@ static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *us
                 c->connect_error = error;
                 c->upstream_source = sd_event_source_disable_unref(c->upstream_source);
                 c->upstream_fd = safe_close(c->upstream_fd);
-                c->addr = c->addr->ai_next;
+                c->addr++;
                 connection_connect_next(c);
                 return 0;
         }
@@ -821,98 +477,154 @@ static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *us
 
 /* ---- resolving ---- */
 
-static void resolution_free(Resolution *r) {
-        if (r->cb.ar_result)
-                freeaddrinfo(r->cb.ar_result);
-        free(r);
+/* Keeps sa (len bytes) for connecting if it passes the address check and there is room (the first
+ * ADDRESSES_MAX that pass), else remembers it as the first one refused, for the answer. */
+static void connection_add_address(Connection *c, const struct sockaddr *sa, size_t len) {
+        const void *addr;
+        int family;
+
+        if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || len > sizeof(c->addrs[0].sa))
+                return;
+        if (egress_address_permitted(c->session->allowed, c->req.host, c->req.port, sa)) {
+                if (c->n_addrs < ADDRESSES_MAX) {
+                        memcpy(&c->addrs[c->n_addrs].sa, sa, len);
+                        c->addrs[c->n_addrs].len = (socklen_t) len;
+                        c->n_addrs++;
+                }
+                return;
+        }
+        if (!isempty(c->refused))
+                return;
+        family = sa->sa_family;
+        addr = family == AF_INET ? (const void *) &((const struct sockaddr_in *) sa)->sin_addr
+                                 : (const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+        c->refused_class = egress_address_classify(family, addr);
+        if (!inet_ntop(family, addr, c->refused, sizeof(c->refused)))
+                (void) snprintf(c->refused, sizeof(c->refused), "?");
 }
 
-static void resolution_done(Resolution *r, int error) {
-        Connection *c = r->connection;
+/* Every address is in: connects to the first kept, or, when none passed the check, denies the request
+ * saying which address was refused and why. */
+static void connection_addresses_done(Connection *c) {
+        char why[256], after[320];
 
-        if (!c) {
-                resolution_free(r);
+        c->addr = 0;
+        if (c->n_addrs == 0 && !isempty(c->refused)) {
+                const char *class = egress_address_class_to_string(c->refused_class);
+
+                (void) snprintf(
+                        why,
+                        sizeof(why),
+                        "it resolves to %s %s address %s; allowed_hosts must name it explicitly",
+                        strchr("aeiou", class[0]) ? "an" : "a",
+                        class,
+                        c->refused);
+                log_decision(c, LOG_WARNING, "denied", why, c->refused);
+                (void) snprintf(after, sizeof(after), " is not allowed for this session: %s", why);
+                connection_refuse_target(c, "403 Forbidden", "egress to", after);
                 return;
         }
-        c->resolution = NULL;
-        if (error != 0) {
-                connection_refuse_failed(c, "could not resolve the host of", gai_strerror(error));
-                resolution_free(r);
+        if (c->n_addrs == 0) {
+                connection_refuse_failed(c, "could not resolve the host of", "no address");
                 return;
         }
-        c->addrs = c->addr = TAKE_PTR(r->cb.ar_result);
-        resolution_free(r);
+        log_allowed_once(c);
         connection_connect_next(c);
 }
 
-static int on_resolve_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        EgressProxy *p = userdata;
-        Resolution *next;
+static void on_resolved(void *arg, int status, int timeouts, struct ares_addrinfo *result) {
+        Resolution *r = arg;
+        EgressProxy *p = r->proxy;
+        Connection *c = r->connection;
 
-        for (Resolution *r = p->resolutions; r; r = next) {
-                int e = gai_error(&r->cb);
-
-                next = r->next;
-                if (e == EAI_INPROGRESS)
-                        continue;
-                LIST_REMOVE(p->resolutions, r);
-                resolution_done(r, e);
+        LIST_REMOVE(p->resolutions, r);
+        p->n_resolutions--;
+        free(r);
+        if (!c) {
+                ares_freeaddrinfo(result);
+                return;
         }
-        if (p->resolutions) {
-                (void) sd_event_source_set_time_relative(s, RESOLVE_POLL_USEC);
-                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        c->resolution = NULL;
+        if (status != ARES_SUCCESS) {
+                ares_freeaddrinfo(result);
+                connection_refuse_failed(c, "could not resolve the host of", ares_strerror(status));
+                return;
         }
-        return 0;
+        for (struct ares_addrinfo_node *i = result ? result->nodes : NULL; i; i = i->ai_next)
+                if (i->ai_addr && i->ai_addrlen > 0)
+                        connection_add_address(c, i->ai_addr, (size_t) i->ai_addrlen);
+        ares_freeaddrinfo(result);
+        connection_addresses_done(c);
 }
+
+/* A literal address in host: the one address, with port. */
+static bool parse_literal(const char *host, uint16_t port, Address *ret) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *) &ret->sa;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) &ret->sa;
+
+        *ret = (Address){};
+        if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+                v4->sin_family = AF_INET;
+                v4->sin_port = htons(port);
+                ret->len = sizeof(*v4);
+                return true;
+        }
+        if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+                v6->sin6_family = AF_INET6;
+                v6->sin6_port = htons(port);
+                ret->len = sizeof(*v6);
+                return true;
+        }
+        return false;
+}
+
+static void proxy_update_resolve_timer(EgressProxy *p);
 
 static void connection_resolve(Connection *c) {
         EgressProxy *p = c->session->proxy;
-        struct addrinfo hints = {
-                .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+        struct ares_addrinfo_hints hints = {
+                .ai_flags = ARES_AI_NUMERICSERV | p->resolve_flags,
+                .ai_family = AF_UNSPEC,
                 .ai_socktype = SOCK_STREAM,
         };
-        struct gaicb *list[1];
-        struct sigevent sev = { .sigev_notify = SIGEV_NONE };
         char service[8];
+        Address literal;
         Resolution *r;
-        int e;
 
-        (void) snprintf(service, sizeof(service), "%u", (unsigned) c->req.port);
         c->state = CONN_RESOLVING;
 
         /* A literal address needs no lookup and none is started. */
-        e = getaddrinfo(c->req.host, service, &hints, &c->addrs);
-        if (e == 0) {
-                c->addr = c->addrs;
-                connection_connect_next(c);
+        if (parse_literal(c->req.host, c->req.port, &literal)) {
+                connection_add_address(c, (const struct sockaddr *) &literal.sa, literal.len);
+                connection_addresses_done(c);
                 return;
         }
 
+        if (p->n_resolutions >= RESOLUTIONS_MAX) {
+                log_allowed_once(c);
+                log_warning(
+                        "session %s: %u host lookups are running: refusing another for now",
+                        session_id(c),
+                        p->n_resolutions);
+                connection_refuse_target(
+                        c, "503 Service Unavailable", "too many host lookups are running to look up", NULL);
+                return;
+        }
         r = calloc(1, sizeof(*r));
         if (!r) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        r->proxy = p;
-        r->hints = (struct addrinfo){ .ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
-        memcpy(r->name, c->req.host, sizeof(r->name));
-        memcpy(r->service, service, sizeof(r->service));
-        r->cb = (struct gaicb){ .ar_name = r->name, .ar_service = r->service, .ar_request = &r->hints };
-        list[0] = &r->cb;
-        e = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
-        if (e != 0) {
-                free(r);
-                connection_refuse_failed(c, "could not resolve the host of", gai_strerror(e));
-                return;
-        }
-        r->connection = c;
+        *r = (Resolution){ .proxy = p, .connection = c };
         c->resolution = r;
         LIST_PREPEND(p->resolutions, r);
-        if (sd_event_source_get_enabled(p->resolve_timer, NULL) == 0) {
-                (void) sd_event_source_set_time_relative(p->resolve_timer, RESOLVE_POLL_USEC);
-                (void) sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_ONESHOT);
-        }
+        p->n_resolutions++;
+
+        /* c-ares may call back before it returns (a name in /etc/hosts), and the callback may free c. */
+        (void) snprintf(service, sizeof(service), "%u", (unsigned) c->req.port);
+        ares_getaddrinfo(p->resolver, c->req.host, service, &hints, on_resolved, r);
+        proxy_update_resolve_timer(p);
 }
 
 /* ---- the head and the decision ---- */
@@ -923,20 +635,19 @@ static void connection_decide(Connection *c, size_t head_len) {
         int r;
 
         if (!egress_host_allowed(s->allowed, c->req.host, c->req.port)) {
-                log_decision(c, LOG_WARNING, "denied", "not in the session's allowlist");
+                log_decision(c, LOG_WARNING, "denied", "not in the session's allowlist", NULL);
                 connection_refuse_target(
                         c, "403 Forbidden", "egress to", " is not allowed for this session");
                 return;
         }
-        log_decision(c, LOG_INFO, "allowed", NULL);
-
+        /* The name is allowed; the record is written once its addresses are checked. */
         /* Bytes the client sent after the head (a TLS hello that did not wait) go through the tunnel. */
-        if (pipe_alloc(&c->up) < 0) {
+        if (relay_buffer_alloc(&c->relay.buffer[UP]) < 0) {
                 log_oom();
                 connection_free(c);
                 return;
         }
-        pipe_put(&c->up, c->head + head_len, rest);
+        (void) relay_buffer_put(&c->relay.buffer[UP], c->head + head_len, rest);
         r = connection_set_timer(c, CONNECT_TIMEOUT_USEC);
         if (r >= 0)
                 r = set_io(c->client_source, 0);
@@ -1004,6 +715,7 @@ static int on_connection_timer(sd_event_source *s, uint64_t usec, void *userdata
         switch (c->state) {
         case CONN_RESOLVING:
         case CONN_CONNECTING:
+                log_allowed_once(c);
                 connection_refuse_target(c, "504 Gateway Timeout", "timed out connecting to", NULL);
                 break;
         default:
@@ -1023,10 +735,7 @@ static void connection_free(Connection *c) {
         c->timer = sd_event_source_disable_unref(c->timer);
         safe_close(c->client_fd);
         safe_close(c->upstream_fd);
-        if (c->addrs)
-                freeaddrinfo(c->addrs);
-        free(c->up.data);
-        free(c->down.data);
+        relay_done(&c->relay);
         free(c);
 
         if (s->listen_source && s->n_connections < CONNECTIONS_MAX)
@@ -1043,7 +752,13 @@ static int connection_new(EgressSession *s, int fd) {
                 safe_close(fd);
                 return -ENOMEM;
         }
-        *c = (Connection){ .session = s, .state = CONN_HEAD, .client_fd = fd, .upstream_fd = -EBADF };
+        *c = (Connection){
+                .session = s,
+                .state = CONN_HEAD,
+                .client_fd = fd,
+                .upstream_fd = -EBADF,
+                .relay = { .fd = { -EBADF, -EBADF } },
+        };
         LIST_PREPEND(s->connections, c);
         s->n_connections++;
 
@@ -1225,6 +940,127 @@ unsigned egress_session_connections(const EgressSession *s) {
         return s ? s->n_connections : 0;
 }
 
+/* ---- the resolver on the loop ---- */
+
+static void proxy_update_resolve_timer(EgressProxy *p) {
+        struct timeval tv, *t;
+        int r;
+
+        if (!p->resolver || !p->resolve_timer)
+                return;
+        t = ares_timeout(p->resolver, NULL, &tv);
+        if (!t) {
+                (void) sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_OFF);
+                return;
+        }
+        r = sd_event_source_set_time_relative(
+                p->resolve_timer, (uint64_t) t->tv_sec * USEC_PER_SEC + (uint64_t) t->tv_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "could not set the host lookups' timer: %m");
+}
+
+static int on_resolve_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        EgressProxy *p = userdata;
+
+        ares_process_fd(p->resolver, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+        proxy_update_resolve_timer(p);
+        return 0;
+}
+
+static int on_resolver_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        ResolverWatch *w = userdata;
+        EgressProxy *p = w->proxy; /* w may be gone once c-ares has processed */
+
+        ares_process_fd(
+                p->resolver,
+                revents & (EPOLLIN | EPOLLERR | EPOLLHUP) ? fd : ARES_SOCKET_BAD,
+                revents & EPOLLOUT ? fd : ARES_SOCKET_BAD);
+        proxy_update_resolve_timer(p);
+        return 0;
+}
+
+static void resolver_watch_free(ResolverWatch *w) {
+        LIST_REMOVE(w->proxy->watches, w);
+        sd_event_source_disable_unref(w->source);
+        free(w);
+}
+
+/* c-ares opened, changed or closed one of its sockets: watch it for what it wants. */
+static void on_resolver_socket(void *data, ares_socket_t fd, int readable, int writable) {
+        EgressProxy *p = data;
+        uint32_t events = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0);
+        ResolverWatch *w;
+        int r;
+
+        for (w = p->watches; w && w->fd != fd; w = w->next)
+                ;
+        if (events == 0) {
+                if (w)
+                        resolver_watch_free(w);
+                return;
+        }
+        if (w) {
+                r = sd_event_source_set_io_events(w->source, events);
+                if (r < 0)
+                        log_warning_errno(r, "could not watch a host lookup's socket: %m");
+                return;
+        }
+        w = calloc(1, sizeof(*w));
+        if (!w) {
+                log_oom(); /* the lookup then ends at its timeout */
+                return;
+        }
+        *w = (ResolverWatch){ .proxy = p, .fd = fd };
+        r = sd_event_add_io(p->event, &w->source, fd, events, on_resolver_io, w);
+        if (r < 0) {
+                log_warning_errno(r, "could not watch a host lookup's socket: %m");
+                free(w);
+                return;
+        }
+        (void) sd_event_source_set_description(w->source, "egress-resolver");
+        LIST_PREPEND(p->watches, w);
+}
+
+static int proxy_init_resolver(EgressProxy *p) {
+        struct ares_options options = {
+                .sock_state_cb = on_resolver_socket,
+                .sock_state_cb_data = p,
+                .lookups = (char *) "fb", /* /etc/hosts, then DNS, as libc's "files dns" */
+        };
+        const char *hosts;
+        int r;
+
+        r = ares_library_init(ARES_LIB_INIT_ALL);
+        if (r != ARES_SUCCESS)
+                return log_error_errno(ENOMEM, "could not initialise c-ares: %s", ares_strerror(r));
+        p->resolver_initialized = true;
+        r = ares_init_options(&p->resolver, &options, ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS);
+        if (r != ARES_SUCCESS) {
+                p->resolver = NULL;
+                return log_error_errno(
+                        r == ARES_ENOMEM ? ENOMEM : EIO,
+                        "could not set up the resolver: %s",
+                        ares_strerror(r));
+        }
+        /* c-ares's own CARES_HOSTS names another hosts file, for the tests (docs/egress-proxy.md). Only when
+         * it is set: some c-ares releases fail every lookup with ARES_AI_ENVHOSTS and no CARES_HOSTS. */
+        hosts = getenv("CARES_HOSTS");
+        if (!isempty(hosts))
+                p->resolve_flags |= ARES_AI_ENVHOSTS;
+
+        r = sd_event_add_time_relative(
+                p->event, &p->resolve_timer, CLOCK_MONOTONIC, 0, 0, on_resolve_timer, p);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(p->resolve_timer, "egress-resolve");
+        return 0;
+}
+
 int egress_proxy_new(sd_event *event, EgressProxy **ret) {
         _cleanup_(egress_proxy_freep) EgressProxy *p = NULL;
         int r;
@@ -1235,14 +1071,9 @@ int egress_proxy_new(sd_event *event, EgressProxy **ret) {
         if (!p)
                 return -ENOMEM;
         p->event = sd_event_ref(event);
-        r = sd_event_add_time_relative(
-                event, &p->resolve_timer, CLOCK_MONOTONIC, RESOLVE_POLL_USEC, 0, on_resolve_timer, p);
+        r = proxy_init_resolver(p);
         if (r < 0)
                 return r;
-        r = sd_event_source_set_enabled(p->resolve_timer, SD_EVENT_OFF);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(p->resolve_timer, "egress-resolve");
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -1253,21 +1084,15 @@ EgressProxy *egress_proxy_free(EgressProxy *p) {
         while (p->sessions)
                 egress_session_free(p->sessions);
 
-        /* Lookups that could not be cancelled still write into their Resolution: wait for them. */
-        for (Resolution *r = p->resolutions; r; r = r->next)
-                (void) gai_cancel(&r->cb);
-        while (p->resolutions) {
-                Resolution *r = p->resolutions;
-
-                if (gai_error(&r->cb) == EAI_INPROGRESS) {
-                        const struct gaicb *list[1] = { &r->cb };
-
-                        (void) gai_suspend(list, 1, NULL);
-                        continue;
-                }
-                LIST_REMOVE(p->resolutions, r);
-                resolution_free(r);
-        }
+        /* Every lookup still running ends now: c-ares calls each back (ARES_EDESTRUCTION), which frees
+         * its Resolution, and closes its sockets. */
+        if (p->resolver)
+                ares_destroy(p->resolver);
+        p->resolver = NULL;
+        while (p->watches)
+                resolver_watch_free(p->watches);
+        if (p->resolver_initialized)
+                ares_library_cleanup();
         p->resolve_timer = sd_event_source_disable_unref(p->resolve_timer);
         sd_event_unref(p->event);
         free(p);

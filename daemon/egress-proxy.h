@@ -1,14 +1,16 @@
 /* The egress proxy (DESIGN.md decision 11, SPEC.md 9.5): an HTTP CONNECT proxy on one unix socket per
  * session (egress.sock in the session's runtime directory, bridged to a loopback port in the container
  * by ccdocker-init and set as its HTTPS_PROXY). A session reaches only the hosts its allowlist names;
- * everything else is answered 403 with the host named, and every decision is a journal record.
- * docs/egress-proxy.md has the behaviour; the head parser and the allowlist match are pure and exported
- * for the unit and fuzz tests. */
+ * everything else is answered 403 with the host named, and so is an allowed name whose addresses are all
+ * loopback, link-local or private ones the allowlist does not name. Every decision is a journal record.
+ * docs/egress-proxy.md has the behaviour; the head parser, the allowlist match and the address check are
+ * pure (egress-policy.c) and exported for the unit and fuzz tests. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
@@ -48,10 +50,35 @@ bool egress_allow_entry_valid(const char *entry);
  * not domain itself. Names compare case-insensitively; malformed entries allow nothing. */
 bool egress_host_allowed(char *const *allowed, const char *host, uint16_t port);
 
-/* The proxy: owns the sessions' sockets and connections on the daemon's loop. */
+/* What an address is, for the check of the addresses an allowed host resolves to. */
+typedef enum EgressAddressClass {
+        EGRESS_ADDRESS_PUBLIC,
+        EGRESS_ADDRESS_LOOPBACK,    /* 127/8, ::1 */
+        EGRESS_ADDRESS_LINK_LOCAL,  /* 169.254/16 (169.254.169.254, the cloud metadata service), fe80::/10 */
+        EGRESS_ADDRESS_PRIVATE,     /* 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, fec0::/10 */
+        EGRESS_ADDRESS_UNSPECIFIED, /* 0/8, :: */
+        EGRESS_ADDRESS_MULTICAST,   /* 224/4, ff00::/8 */
+        EGRESS_ADDRESS_RESERVED,    /* 240/4 with 255.255.255.255, another family */
+} EgressAddressClass;
+
+/* The class of addr, a struct in_addr for AF_INET or a struct in6_addr for AF_INET6. An IPv4 address
+ * inside IPv6 (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4 2002:aabb:ccdd::)
+ * has the class of that IPv4 address. */
+EgressAddressClass egress_address_classify(int family, const void *addr);
+/* "public", "loopback", "link-local", "private", "unspecified", "multicast", "reserved". */
+const char *egress_address_class_to_string(EgressAddressClass c);
+
+/* Whether a CONNECT to host:port, which egress_host_allowed() allowed, may go to sa (AF_INET or
+ * AF_INET6), one of the addresses host is (or resolves to): a public address always; any other only when
+ * an entry of allowed that is not a wildcard, and whose port matches, is that address as a literal
+ * (IPv4 and IPv4-mapped IPv6 compare equal), or, for a loopback address, is the name host when that is
+ * "localhost" or a name under it. */
+bool egress_address_permitted(
+        char *const *allowed, const char *host, uint16_t port, const struct sockaddr *sa);
+
+/* The proxy: owns the sessions' sockets and connections, and its resolver, on the daemon's loop. */
 int egress_proxy_new(sd_event *event, EgressProxy **ret);
-/* Frees every session (their sockets are removed). Waits for host name lookups still running in libc's
- * resolver, which own memory of the proxy; they end within the resolver's timeout. */
+/* Frees every session (their sockets are removed) and ends the host name lookups still running. */
 EgressProxy *egress_proxy_free(EgressProxy *p);
 
 /* Listens on socket_path (a stale socket there is replaced; created 0600 and owned by uid:gid, the

@@ -7,10 +7,15 @@ through its unix socket a CONNECT to the allowed one relays bytes both ways (an 
 by address and by name; a CONNECT to the other is refused with a 403 naming it; malformed heads get 400
 and other methods 405; the journal has every decision.
 
+EgressLocalAddressTest: an allowed name that resolves (through a hosts file of the test's own) to a
+loopback, link-local or private address is refused with a 403 before any connection, unless the
+allowlist names that address.
+
 BridgeInContainerTest runs the session image with --network=none and the proxy's socket (and a model
 socket served by the test) in the directory the container gets at /run/ccdocker, with a fake claude
 that checks from inside the container: the environment ccdocker-init gave it, a CONNECT through its
-HTTPS_PROXY bridge to the allowed echo server on the host's loopback, a 403 for the other, a request
+HTTPS_PROXY bridge to the allowed echo server on the host's loopback, a 403 for the other (asked for by
+address, and by an allowed name that resolves to the host's loopback), a request
 through the ANTHROPIC_BASE_URL bridge, and that nothing is reachable directly.
 """
 
@@ -86,13 +91,15 @@ def probe_binary():
 class EgressProbe:
     """egress-probe as a transient unit, listening on socket_path."""
 
-    def __init__(self, test, socket_path, session, allowed, owner=None):
+    def __init__(self, test, socket_path, session, allowed, owner=None, env=()):
         self.unit = sb.unique("egress-probe") + ".service"
         self.socket_path = socket_path
         argv = ["systemd-run", "--user", f"--unit={self.unit}", "-p", "Type=exec",
                 "-E", "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66",
-                "-E", "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1",
-                probe_binary(), f"--socket={socket_path}", f"--session={session}"]
+                "-E", "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1"]
+        for e in env:
+            argv += ["-E", e]
+        argv += [probe_binary(), f"--socket={socket_path}", f"--session={session}"]
         argv += [f"--allow={a}" for a in allowed]
         if owner is not None:
             argv += [f"--uid={owner}", f"--gid={owner}"]
@@ -242,6 +249,88 @@ class EgressProxyTest(unittest.TestCase):
         self.assertFalse(os.path.exists(self.path), "the socket is removed")
 
 
+class EgressLocalAddressTest(unittest.TestCase):
+    """Issue 14 defect 7: an allowed name that resolves to a loopback, link-local or private address is
+    refused with a 403 that says so, before any connection, unless the allowlist names that address (or
+    the name is "localhost" itself); with the address named, the same name reaches the server. The names
+    resolve through a hosts file of the test's own, given to the proxy's c-ares as CARES_HOSTS (the
+    machine's /etc/hosts is left alone), and none of the refused addresses is ever connected to."""
+
+    NAMES = {"loop.egress.test": "127.0.0.1", "metadata.egress.test": "169.254.169.254",
+             "private.egress.test": "10.11.12.13", "mapped.egress.test": "::ffff:127.0.0.1",
+             "a.wild.egress.test": "127.0.0.2"}
+
+    def setUp(self):
+        self.server = TcpServer()
+        self.addCleanup(self.server.close)
+        self.dir = tempfile.mkdtemp(prefix="ccdocker-egress-local-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.hosts = os.path.join(self.dir, "hosts")
+        with open(self.hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n")
+            for name, address in self.NAMES.items():
+                f.write(f"{address} {name}\n")
+        os.chmod(self.dir, 0o755)
+        os.chmod(self.hosts, 0o644)
+
+    def probe(self, allowed):
+        sid = sb.unique("el").replace("-", "")[:12]
+        path = os.path.join(self.dir, f"{sid}.sock")
+        return sid, path, EgressProbe(self, path, sid, allowed, env=[f"CARES_HOSTS={self.hosts}"])
+
+    def echo(self, path, host):
+        raw = request(path, f"CONNECT {host}:{self.server.port} HTTP/1.1\r\n\r\nhello {host}".encode())
+        self.assertEqual(raw, f"HTTP/1.1 200 Connection established\r\n\r\nhello {host}".encode())
+
+    def test_egress_refuses_allowed_names_that_resolve_to_local_addresses(self):
+        port = self.server.port
+        sid, path, probe = self.probe([f"loop.egress.test:{port}", "metadata.egress.test:80",
+                                       f"private.egress.test:{port}", f"mapped.egress.test:{port}",
+                                       f"*.wild.egress.test:{port}", f"localhost:{port}"])
+        cases = [("loop.egress.test", port, "a loopback address 127.0.0.1"),
+                 ("metadata.egress.test", 80, "a link-local address 169.254.169.254"),
+                 ("private.egress.test", port, "a private address 10.11.12.13"),
+                 ("mapped.egress.test", port, "a loopback address ::ffff:127.0.0.1"),
+                 ("a.wild.egress.test", port, "a loopback address 127.0.0.2")]
+        for host, p, what in cases:
+            status, body = split_answer(request(path, f"CONNECT {host}:{p} HTTP/1.1\r\n\r\n".encode()))
+            self.assertEqual(status, "HTTP/1.1 403 Forbidden", host)
+            self.assertEqual(body.decode(), f"cc-docker: egress to {host}:{p} is not allowed for this session: "
+                             f"it resolves to {what}; allowed_hosts must name it explicitly\n")
+        self.assertEqual(self.server.accepted, 0, "a refused address was connected to")
+
+        # "localhost" named as itself is explicit: it reaches the loopback.
+        self.echo(path, "localhost")
+        self.assertEqual(self.server.accepted, 1)
+
+        # The decisions, with the address refused.
+        def decisions():
+            return sb.journal(f"MESSAGE_ID={MESSAGE_ID}", f"CCDOCKER_SESSION={sid}")
+        sb.wait_until(lambda: len(decisions()) >= len(cases) + 1, 10, what="the decision records")
+        records = decisions()
+        denied = {r["CCDOCKER_EGRESS_HOST"]: r for r in records if r["CCDOCKER_EGRESS_DECISION"] == "denied"}
+        self.assertEqual(set(denied), {host for host, _, _ in cases})
+        for host, p, what in cases:
+            self.assertEqual(denied[host]["CCDOCKER_EGRESS_ADDRESS"], what.split()[-1])
+            self.assertEqual(denied[host]["CCDOCKER_EGRESS_PORT"], str(p))
+            self.assertEqual(denied[host]["PRIORITY"], "4")
+            self.assertEqual(denied[host]["MESSAGE"], f"session {sid}: egress to {host}:{p} denied: it resolves "
+                             f"to {what}; allowed_hosts must name it explicitly")
+        self.assertEqual([r["CCDOCKER_EGRESS_HOST"] for r in records if r["CCDOCKER_EGRESS_DECISION"] == "allowed"],
+                         ["localhost"])
+        self.assertEqual(probe.stop(), 0, probe.output())
+        self.assertNotIn("Sanitizer", probe.output())
+
+        # The same name, with its address named in the list: allowed, and it reaches the server.
+        sid, path, probe = self.probe([f"loop.egress.test:{port}", f"127.0.0.1:{port}"])
+        self.echo(path, "loop.egress.test")
+        self.assertEqual(self.server.accepted, 2)
+        status, _ = split_answer(request(path, f"CONNECT loop.egress.test:{port + 1} HTTP/1.1\r\n\r\n".encode()))
+        self.assertEqual(status, "HTTP/1.1 403 Forbidden")
+        self.assertEqual(probe.stop(), 0, probe.output())
+        self.assertNotIn("Sanitizer", probe.output())
+
+
 # The fake claude that ccdocker-init runs in the container: it reports what it sees as one event.
 FAKE_CLAUDE = r'''
 import errno, http.client, json, os, socket, sys, urllib.parse
@@ -275,6 +364,7 @@ echo, other = os.environ["ECHO_PORT"], os.environ["OTHER_PORT"]
 try:
     report["allowed"] = connect_via_proxy(f"127.0.0.1:{echo}", b"ping from the container " * 5000)
     report["denied"] = connect_via_proxy(f"127.0.0.1:{other}", b"")
+    report["local"] = connect_via_proxy(f"loop.egress.test:{other}", b"")
     base = urllib.parse.urlsplit(os.environ["ANTHROPIC_BASE_URL"])
     c = http.client.HTTPConnection(base.hostname, base.port, timeout=10)
     c.request("POST", "/v1/messages", body=b'{"x":1}', headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"]})
@@ -337,8 +427,15 @@ class BridgeInContainerTest(unittest.TestCase):
         self.daemon = test_init.FakeDaemon()
         self.addCleanup(self.daemon.close)
         self.sid = sb.unique("br").replace("-", "")[:12]
+        # An allowed name that resolves to the host's loopback (through a hosts file of the test's own).
+        self.hosts = tempfile.mkdtemp(prefix="ccdocker-egress-hosts-")
+        self.addCleanup(shutil.rmtree, self.hosts, True)
+        os.chmod(self.hosts, 0o755)
+        with open(os.path.join(self.hosts, "hosts"), "w") as f:
+            f.write("127.0.0.1 loop.egress.test\n")
         self.probe = EgressProbe(self, os.path.join(self.daemon.dir, "egress.sock"), self.sid,
-                                 [f"127.0.0.1:{self.allowed.port}"], owner=1000)
+                                 [f"127.0.0.1:{self.allowed.port}", f"loop.egress.test:{self.other.port}"],
+                                 owner=1000, env=[f"CARES_HOSTS={os.path.join(self.hosts, 'hosts')}"])
         self.model = FakeModel(os.path.join(self.daemon.dir, "model.sock"), 1000)
         self.addCleanup(self.model.close)
         self.tools = tempfile.mkdtemp(prefix="ccdocker-egress-claude-")
@@ -400,6 +497,11 @@ class BridgeInContainerTest(unittest.TestCase):
         self.assertTrue(report["denied"].startswith("HTTP/1.1 403 Forbidden\r\n"), report["denied"])
         self.assertTrue(report["denied"].endswith(
             f"cc-docker: egress to 127.0.0.1:{self.other.port} is not allowed for this session\n"))
+        # An allowed name that resolves to the host's loopback does not reach it either.
+        self.assertTrue(report["local"].startswith("HTTP/1.1 403 Forbidden\r\n"), report["local"])
+        self.assertTrue(report["local"].endswith(
+            f"cc-docker: egress to loop.egress.test:{self.other.port} is not allowed for this session: it resolves "
+            "to a loopback address 127.0.0.1; allowed_hosts must name it explicitly\n"), report["local"])
         self.assertEqual(self.other.accepted, 0)
 
         # Through the model bridge to the model socket, with the placeholder credential.
@@ -414,9 +516,9 @@ class BridgeInContainerTest(unittest.TestCase):
 
         # The proxy recorded both decisions for this session.
         records = sb.wait_until(
-            lambda: (r := sb.journal(f"MESSAGE_ID={MESSAGE_ID}", f"CCDOCKER_SESSION={self.sid}")) and len(r) >= 2 and r,
+            lambda: (r := sb.journal(f"MESSAGE_ID={MESSAGE_ID}", f"CCDOCKER_SESSION={self.sid}")) and len(r) >= 3 and r,
             10, what="the decision records")
-        self.assertEqual(sorted(r["CCDOCKER_EGRESS_DECISION"] for r in records), ["allowed", "denied"])
+        self.assertEqual(sorted(r["CCDOCKER_EGRESS_DECISION"] for r in records), ["allowed", "denied", "denied"])
 
         sb.run("podman", "stop", "--time", "10", self.name, timeout=60)
         code = sb.run("podman", "inspect", "--format", "{{.State.ExitCode}}", self.name, timeout=30).stdout.strip()

@@ -1,10 +1,13 @@
-/* Unit tests for daemon/egress-proxy.c's pure parts: the request head parser (CONNECT targets, other
- * methods, malformed and oversized heads, incomplete input) and the allowlist (exact hosts, ports,
- * wildcards, IPv6 literals), plus a fuzz-style test: tens of thousands of random, mutated and truncated
+/* Unit tests for the egress proxy's pure parts (daemon/egress-policy.c): the request head parser (CONNECT
+ * targets, other methods, malformed and oversized heads, incomplete input) and the allowlist (exact hosts,
+ * ports, wildcards, IPv6 literals), the address classes and the check of resolved addresses (local ranges
+ * only when the list names them), plus a fuzz-style test: tens of thousands of random, mutated and truncated
  * heads, each in a buffer of exactly its length so that the ASan build catches any read past it, must
  * give one of the documented results and consistent output. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +177,179 @@ static void test_allowlist_matches(void **state) {
         assert_false(egress_host_allowed(allowed, "", 443));
 }
 
+/* ---- the address check ---- */
+
+/* The class of a literal address, v4 or v6. */
+static EgressAddressClass classify(const char *text) {
+        struct in6_addr a6;
+        struct in_addr a4;
+
+        if (inet_pton(AF_INET, text, &a4) == 1)
+                return egress_address_classify(AF_INET, &a4);
+        if (inet_pton(AF_INET6, text, &a6) == 1)
+                return egress_address_classify(AF_INET6, &a6);
+        fail_msg("not an address: %s", text);
+        return EGRESS_ADDRESS_PUBLIC;
+}
+
+static void test_address_classes(void **state) {
+        static const struct {
+                const char *address;
+                EgressAddressClass class;
+        } cases[] = {
+                { "127.0.0.1", EGRESS_ADDRESS_LOOPBACK },
+                { "127.0.0.2", EGRESS_ADDRESS_LOOPBACK },
+                { "127.255.255.254", EGRESS_ADDRESS_LOOPBACK },
+                { "::1", EGRESS_ADDRESS_LOOPBACK },
+                { "::ffff:127.0.0.1", EGRESS_ADDRESS_LOOPBACK },
+                { "::127.0.0.1", EGRESS_ADDRESS_LOOPBACK },
+                { "64:ff9b::7f00:1", EGRESS_ADDRESS_LOOPBACK },
+                { "2002:7f00:1::1", EGRESS_ADDRESS_LOOPBACK },
+                { "169.254.169.254", EGRESS_ADDRESS_LINK_LOCAL },
+                { "169.254.0.0", EGRESS_ADDRESS_LINK_LOCAL },
+                { "::ffff:169.254.169.254", EGRESS_ADDRESS_LINK_LOCAL },
+                { "fe80::1", EGRESS_ADDRESS_LINK_LOCAL },
+                { "febf:ffff::1", EGRESS_ADDRESS_LINK_LOCAL },
+                { "10.0.0.1", EGRESS_ADDRESS_PRIVATE },
+                { "10.255.255.255", EGRESS_ADDRESS_PRIVATE },
+                { "172.16.0.1", EGRESS_ADDRESS_PRIVATE },
+                { "172.31.255.255", EGRESS_ADDRESS_PRIVATE },
+                { "192.168.1.1", EGRESS_ADDRESS_PRIVATE },
+                { "100.64.0.1", EGRESS_ADDRESS_PRIVATE },
+                { "100.127.255.255", EGRESS_ADDRESS_PRIVATE },
+                { "::ffff:10.1.2.3", EGRESS_ADDRESS_PRIVATE },
+                { "fc00::1", EGRESS_ADDRESS_PRIVATE },
+                { "fd12:3456::1", EGRESS_ADDRESS_PRIVATE },
+                { "fec0::1", EGRESS_ADDRESS_PRIVATE },
+                { "0.0.0.0", EGRESS_ADDRESS_UNSPECIFIED },
+                { "0.1.2.3", EGRESS_ADDRESS_UNSPECIFIED },
+                { "::", EGRESS_ADDRESS_UNSPECIFIED },
+                { "::ffff:0.0.0.0", EGRESS_ADDRESS_UNSPECIFIED },
+                { "224.0.0.1", EGRESS_ADDRESS_MULTICAST },
+                { "239.255.255.250", EGRESS_ADDRESS_MULTICAST },
+                { "ff02::1", EGRESS_ADDRESS_MULTICAST },
+                { "240.0.0.1", EGRESS_ADDRESS_RESERVED },
+                { "255.255.255.255", EGRESS_ADDRESS_RESERVED },
+                /* Their neighbours are public. */
+                { "1.1.1.1", EGRESS_ADDRESS_PUBLIC },
+                { "126.255.255.255", EGRESS_ADDRESS_PUBLIC },
+                { "128.0.0.1", EGRESS_ADDRESS_PUBLIC },
+                { "169.253.255.255", EGRESS_ADDRESS_PUBLIC },
+                { "169.255.0.1", EGRESS_ADDRESS_PUBLIC },
+                { "9.255.255.255", EGRESS_ADDRESS_PUBLIC },
+                { "11.0.0.1", EGRESS_ADDRESS_PUBLIC },
+                { "172.15.255.255", EGRESS_ADDRESS_PUBLIC },
+                { "172.32.0.1", EGRESS_ADDRESS_PUBLIC },
+                { "192.167.1.1", EGRESS_ADDRESS_PUBLIC },
+                { "192.169.1.1", EGRESS_ADDRESS_PUBLIC },
+                { "100.63.255.255", EGRESS_ADDRESS_PUBLIC },
+                { "100.128.0.1", EGRESS_ADDRESS_PUBLIC },
+                { "223.255.255.255", EGRESS_ADDRESS_PUBLIC },
+                { "93.184.216.34", EGRESS_ADDRESS_PUBLIC },
+                { "::ffff:93.184.216.34", EGRESS_ADDRESS_PUBLIC },
+                { "2606:4700::1111", EGRESS_ADDRESS_PUBLIC },
+                { "2002:5db8:d822::1", EGRESS_ADDRESS_PUBLIC },
+                { "fbff::1", EGRESS_ADDRESS_PUBLIC },
+                { "fe00::1", EGRESS_ADDRESS_PUBLIC },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+                if (classify(cases[i].address) != cases[i].class)
+                        fail_msg(
+                                "%s is %s, not %s",
+                                cases[i].address,
+                                egress_address_class_to_string(classify(cases[i].address)),
+                                egress_address_class_to_string(cases[i].class));
+        assert_int_equal(egress_address_classify(AF_UNIX, "x"), EGRESS_ADDRESS_RESERVED);
+        assert_int_equal(egress_address_classify(AF_INET, NULL), EGRESS_ADDRESS_RESERVED);
+        assert_string_equal(egress_address_class_to_string(EGRESS_ADDRESS_LINK_LOCAL), "link-local");
+        assert_null(egress_address_class_to_string((EgressAddressClass) 99));
+}
+
+/* Whether host:port may go to the literal address text, with port. */
+static bool permitted(char *const *allowed, const char *host, uint16_t port, const char *text) {
+        struct sockaddr_storage ss = {};
+        struct sockaddr_in *v4 = (struct sockaddr_in *) &ss;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) &ss;
+
+        if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+                v4->sin_family = AF_INET;
+                v4->sin_port = htons(port);
+        } else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+                v6->sin6_family = AF_INET6;
+                v6->sin6_port = htons(port);
+        } else
+                fail_msg("not an address: %s", text);
+        return egress_address_permitted(allowed, host, port, (const struct sockaddr *) &ss);
+}
+
+static void test_address_check_refuses_local_ranges_not_named(void **state) {
+        char *allowed[] = { "api.example.com", "*.example.org", "intranet.example.net:8080",
+                            "*.0.0.1",         "*.localhost",   NULL };
+
+        /* Public addresses of an allowed name are fine. */
+        assert_true(permitted(allowed, "api.example.com", 443, "93.184.216.34"));
+        assert_true(permitted(allowed, "api.example.com", 443, "2606:4700::1111"));
+        assert_true(permitted(allowed, "a.example.org", 443, "93.184.216.34"));
+        /* An allowed name (or a wildcard's) that resolves to a local address is not. */
+        assert_false(permitted(allowed, "api.example.com", 443, "127.0.0.1"));
+        assert_false(permitted(allowed, "api.example.com", 443, "::1"));
+        assert_false(permitted(allowed, "api.example.com", 443, "::ffff:127.0.0.1"));
+        assert_false(permitted(allowed, "api.example.com", 80, "169.254.169.254"));
+        assert_false(permitted(allowed, "api.example.com", 80, "::ffff:169.254.169.254"));
+        assert_false(permitted(allowed, "api.example.com", 443, "fe80::1"));
+        assert_false(permitted(allowed, "a.example.org", 443, "10.0.0.1"));
+        assert_false(permitted(allowed, "a.example.org", 443, "172.20.1.1"));
+        assert_false(permitted(allowed, "a.example.org", 443, "192.168.0.1"));
+        assert_false(permitted(allowed, "a.example.org", 443, "fd00::1"));
+        assert_false(permitted(allowed, "intranet.example.net", 8080, "10.1.2.3"));
+        assert_false(permitted(allowed, "api.example.com", 443, "0.0.0.0"));
+        assert_false(permitted(allowed, "api.example.com", 443, "::"));
+        assert_false(permitted(allowed, "api.example.com", 443, "224.0.0.1"));
+        assert_false(permitted(allowed, "api.example.com", 443, "255.255.255.255"));
+        /* A wildcard that matches an address literal as a name names no address. */
+        assert_false(permitted(allowed, "127.0.0.1", 443, "127.0.0.1"));
+        /* "localhost" is a name like any other when no entry names it. */
+        assert_false(permitted(allowed, "localhost", 443, "127.0.0.1"));
+        assert_false(permitted(NULL, "api.example.com", 443, "127.0.0.1"));
+        assert_false(egress_address_permitted(allowed, "api.example.com", 443, NULL));
+}
+
+static void test_address_check_allows_what_the_list_names(void **state) {
+        char *allowed[] = { "127.0.0.1:8080",
+                            "[::1]",
+                            "10.1.2.3:5432",
+                            "intranet.example.net",
+                            "localhost:9000",
+                            "*.localhost",
+                            "[fe80::1]:80",
+                            "db.localhost:5432",
+                            NULL };
+
+        /* An address literal entry names that address, at its port; v4 and v4-mapped v6 are one. */
+        assert_true(permitted(allowed, "127.0.0.1", 8080, "127.0.0.1"));
+        assert_true(permitted(allowed, "::ffff:127.0.0.1", 8080, "::ffff:127.0.0.1"));
+        assert_false(permitted(allowed, "127.0.0.1", 8081, "127.0.0.1"));
+        assert_false(permitted(allowed, "127.0.0.2", 8080, "127.0.0.2"));
+        assert_true(permitted(allowed, "::1", 22, "::1"));
+        assert_true(permitted(allowed, "fe80::1", 80, "fe80::1"));
+        assert_false(permitted(allowed, "fe80::2", 80, "fe80::2"));
+        /* A name allowed, resolving to an address the list names as a literal. */
+        assert_true(permitted(allowed, "intranet.example.net", 5432, "10.1.2.3"));
+        assert_false(permitted(allowed, "intranet.example.net", 5433, "10.1.2.3"));
+        assert_false(permitted(allowed, "intranet.example.net", 5432, "10.1.2.4"));
+        assert_true(permitted(allowed, "anything.example.net", 8080, "127.0.0.1"));
+        /* "localhost" (and a name under it) by name names the loopback, at its port, nothing else. */
+        assert_true(permitted(allowed, "localhost", 9000, "127.0.0.1"));
+        assert_true(permitted(allowed, "LOCALHOST", 9000, "::1"));
+        assert_false(permitted(allowed, "localhost", 9001, "127.0.0.1"));
+        assert_false(permitted(allowed, "localhost", 9000, "10.0.0.1"));
+        assert_false(permitted(allowed, "localhost", 9000, "169.254.169.254"));
+        assert_true(permitted(allowed, "db.localhost", 5432, "127.0.0.5"));
+        /* ... but not through a wildcard. */
+        assert_false(permitted(allowed, "other.localhost", 5432, "127.0.0.1"));
+}
+
 /* ---- fuzz ---- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -313,6 +489,9 @@ int main(void) {
                 cmocka_unit_test(test_parse_refuses_a_head_over_8k),
                 cmocka_unit_test(test_allowlist_entries),
                 cmocka_unit_test(test_allowlist_matches),
+                cmocka_unit_test(test_address_classes),
+                cmocka_unit_test(test_address_check_refuses_local_ranges_not_named),
+                cmocka_unit_test(test_address_check_allows_what_the_list_names),
                 cmocka_unit_test(test_fuzz_parser_never_misbehaves),
         };
 
