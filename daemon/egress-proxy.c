@@ -113,6 +113,8 @@ struct EgressSession {
         bool bound;
         Connection *connections;
         unsigned n_connections;
+        int (*admit)(int fd, void *userdata); /* who may connect (egress_session_set_admit()) */
+        void *admit_userdata;
 };
 
 struct EgressProxy {
@@ -798,6 +800,10 @@ static int on_listen_io(sd_event_source *source, int fd, uint32_t revents, void 
                                         s->socket_path);
                         return 0;
                 }
+                if (s->admit && s->admit(cfd, s->admit_userdata) <= 0) {
+                        safe_close(cfd);
+                        continue;
+                }
                 r = connection_new(s, cfd);
                 if (r < 0)
                         log_error_errno(r, "session %s: could not set up an egress connection: %m", s->id);
@@ -806,6 +812,11 @@ static int on_listen_io(sd_event_source *source, int fd, uint32_t revents, void 
 }
 
 /* ---- sessions and the proxy ---- */
+
+void egress_session_set_admit(EgressSession *s, int (*admit)(int fd, void *userdata), void *userdata) {
+        s->admit = admit;
+        s->admit_userdata = userdata;
+}
 
 static int session_bind(EgressSession *s, uid_t uid, gid_t gid) {
         _cleanup_free_ char *dir = NULL;

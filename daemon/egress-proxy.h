@@ -96,6 +96,8 @@ int egress_proxy_listen(
 
 /* Closes the socket (and removes it) and every connection of the session. */
 EgressSession *egress_session_free(EgressSession *s);
+/* admit(fd, userdata) is asked of each new connection before it is read: <= 0 closes it unheard. */
+void egress_session_set_admit(EgressSession *s, int (*admit)(int fd, void *userdata), void *userdata);
 
 /* Open connections of the session, for tests and the session's status. */
 unsigned egress_session_connections(const EgressSession *s);

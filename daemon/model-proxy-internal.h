@@ -33,6 +33,8 @@ struct ModelProxySession {
         sd_event_source *listen_source;
         unsigned n_connections;
         ModelSessionTotals totals;
+        int (*admit)(int fd, void *userdata); /* who may connect (model_proxy_session_set_admit()) */
+        void *admit_userdata;
         ModelProxySession *prev, *next;
 };
 

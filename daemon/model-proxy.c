@@ -271,6 +271,10 @@ static int on_session_listen(sd_event_source *source, int fd, uint32_t revents, 
                                         NULL);
                         break;
                 }
+                if (s->admit && s->admit(cfd, s->admit_userdata) <= 0) {
+                        safe_close(cfd);
+                        continue;
+                }
                 if (s->n_connections >= MODEL_PROXY_CONNECTIONS_MAX) {
                         log_struct(
                                 LOG_WARNING,
@@ -388,6 +392,12 @@ ModelProxySession *model_proxy_session_free(ModelProxySession *s) {
         free(s->id);
         proxy_mhd_kick(p);
         return mfree(s);
+}
+
+void model_proxy_session_set_admit(
+        ModelProxySession *s, int (*admit)(int fd, void *userdata), void *userdata) {
+        s->admit = admit;
+        s->admit_userdata = userdata;
 }
 
 int model_proxy_listen(

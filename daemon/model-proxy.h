@@ -100,6 +100,9 @@ int model_proxy_listen(
         ModelProxySession **ret);
 /* Closes the socket (and removes it), the session's connections and its calls. */
 ModelProxySession *model_proxy_session_free(ModelProxySession *s);
+/* admit(fd, userdata) is asked of each new connection before it is read: <= 0 closes it unheard. */
+void model_proxy_session_set_admit(
+        ModelProxySession *s, int (*admit)(int fd, void *userdata), void *userdata);
 /* What the session's calls used so far. */
 void model_proxy_session_totals(const ModelProxySession *s, ModelSessionTotals *ret);
 

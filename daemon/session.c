@@ -1067,17 +1067,31 @@ static char **session_allowed_hosts(Session *s) {
         return TAKE_PTR(l);
 }
 
+static int admit_model(int fd, void *userdata) {
+        return session_admit_peer(userdata, fd, "model.sock");
+}
+
+static int admit_egress(int fd, void *userdata) {
+        return session_admit_peer(userdata, fd, "egress.sock");
+}
+
 /* A session without a network reaches the model through the daemon's model proxy, on model.sock beside
  * its channel (DESIGN.md decision 11): ccdocker-init bridges it and points ANTHROPIC_BASE_URL at it,
  * and the proxy adds the credential the container never sees. */
 static int session_open_model(Session *s) {
         _cleanup_free_ char *path = NULL;
+        int r;
 
         if (s->model || !s->manager->model || !s->config || !streq_ptr(s->config->network, "none"))
                 return 0;
         if (asprintf(&path, "%s/%s", s->channel_dir, MODEL_SOCKET_NAME) < 0)
                 return -ENOMEM;
-        return model_proxy_listen(s->manager->model, s->id, path, SESSION_UID, SESSION_GID, &s->model);
+        r = model_proxy_listen(s->manager->model, s->id, path, SESSION_UID, SESSION_GID, &s->model);
+        if (r < 0)
+                return r;
+        /* The daemon's credential is behind this socket: only the session's container may use it. */
+        model_proxy_session_set_admit(s->model, admit_model, s);
+        return 0;
 }
 
 /* A session without a network reaches other hosts only through the egress proxy, on egress.sock beside
@@ -1095,8 +1109,12 @@ static int session_open_egress(Session *s) {
         allowed = session_allowed_hosts(s);
         if (!allowed || asprintf(&path, "%s/%s", s->channel_dir, EGRESS_SOCKET_NAME) < 0)
                 return -ENOMEM;
-        return egress_proxy_listen(
+        r = egress_proxy_listen(
                 s->manager->egress, s->id, path, SESSION_UID, SESSION_GID, allowed, &s->egress);
+        if (r < 0)
+                return r;
+        egress_session_set_admit(s->egress, admit_egress, s);
+        return 0;
 }
 
 static int session_open_channel(Session *s) {
