@@ -133,7 +133,8 @@ time.sleep(3600)
                  "{\"role\":\"mcp\",\"protocol\":1}}\\n')\n"
                  "s.settimeout(30)\n"
                  "print(repr(s.recv(65536)))\n")
-        p = sb.run("setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "python3", "-c", probe, check=False)
+        p = sb.run("setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "/usr/bin/python3", "-c", probe,
+                   check=False)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.strip(), "b''", "the connection is closed without an answer")
         denied = [r for r in sb.journal("MESSAGE_ID=c2962f7914b0421cae356094e82b5bf0", f"CCDOCKER_SESSION={sid}")

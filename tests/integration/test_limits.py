@@ -127,22 +127,23 @@ class LimitsTest(unittest.TestCase):
     def test_waiting_calls(self):
         _, path = self.session()
         call(path, "SendPrompt", "s", "never answered")
-        waiters = []
-        for _ in range(2):
-            waiters.append(subprocess.Popen(
-                ["busctl", "--user", "--json=short", "--timeout=120", "call", "org.ccdocker1", path,
-                 "org.ccdocker1.Session", "GetResult", "bu", "true", "100"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        # Three wait at once for a result that does not come; with MaxWaitersPerSession=2 whichever
+        # arrives third is refused at once, and the other two are answered when the session ends.
+        waiters = [subprocess.Popen(
+            ["busctl", "--user", "--json=short", "--timeout=120", "call", "org.ccdocker1", path,
+             "org.ccdocker1.Session", "GetResult", "bu", "true", "100"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
         for w in waiters:
             self.addCleanup(w.kill)
-
-        def third_refused():
-            p = call(path, "GetResult", "bu", "true", "100", check=False)
-            return p if p.returncode != 0 else None
-        refused = sb.wait_until(third_refused, 30, 0.2, what="a third waiting GetResult to be refused")
-        self.assertIn("already has 2 calls waiting on it, the configured MaxWaitersPerSession", refused.stderr)
+        refused = sb.wait_until(lambda: next((w for w in waiters if w.poll() is not None), None), 60, 0.2,
+                                what="one of three waiting GetResults to be refused")
+        out, err = refused.communicate()
+        self.assertNotEqual(refused.returncode, 0, out)
+        self.assertIn("already has 2 calls waiting on it, the configured MaxWaitersPerSession", err)
+        waiting = [w for w in waiters if w is not refused]
+        self.assertTrue(all(w.poll() is None for w in waiting), "the other two still wait")
         call(path, "Stop", "b", "true")
-        for w in waiters:
+        for w in waiting:
             out, err = w.communicate(timeout=60)
             self.assertEqual(w.returncode, 0, err)
             self.assertEqual(json.loads(out)["data"][0], "failed", "the waiters are answered when it ends")
