@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "hashmap.h"
 #include "log.h"
 #include "redis-sdevent.h"
 #include "util.h"
@@ -227,20 +228,10 @@ static int line_prefix(char *p, size_t size, uint64_t seq, uint64_t time) {
 
 /* ---- the session registry ---- */
 
-static size_t hash_string(const char *s) {
-        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
-
-        for (; *s; s++) {
-                h ^= (unsigned char) *s;
-                h *= UINT64_C(1099511628211);
-        }
-        return (size_t) h;
-}
-
 static BusSession *bus_session_find(EventBus *b, const char *id) {
         if (b->n_buckets == 0)
                 return NULL;
-        for (BusSession *s = b->buckets[hash_string(id) & (b->n_buckets - 1)]; s; s = s->hash_next)
+        for (BusSession *s = b->buckets[string_hash(id) & (b->n_buckets - 1)]; s; s = s->hash_next)
                 if (streq(s->id, id))
                         return s;
         return NULL;
@@ -256,7 +247,7 @@ static int bus_grow(EventBus *b) {
         for (size_t i = 0; i < b->n_buckets; i++)
                 while (b->buckets[i]) {
                         BusSession *s = b->buckets[i];
-                        size_t h = hash_string(s->id) & (n - 1);
+                        size_t h = string_hash(s->id) & (n - 1);
 
                         b->buckets[i] = s->hash_next;
                         s->hash_next = buckets[h];
@@ -280,7 +271,7 @@ static void bus_session_free(BusSession *s) {
         while (s->subscribers)
                 subscriber_free(s->subscribers);
 
-        for (BusSession **p = &b->buckets[hash_string(s->id) & (b->n_buckets - 1)]; *p; p = &(*p)->hash_next)
+        for (BusSession **p = &b->buckets[string_hash(s->id) & (b->n_buckets - 1)]; *p; p = &(*p)->hash_next)
                 if (*p == s) {
                         *p = s->hash_next;
                         b->n_sessions--;
@@ -317,7 +308,7 @@ static int bus_session_new(EventBus *b, const char *id, BusSession **ret) {
         s->key_len = strlen(s->key);
         s->redis = REDIS_UNKNOWN;
 
-        h = hash_string(id) & (b->n_buckets - 1);
+        h = string_hash(id) & (b->n_buckets - 1);
         s->hash_next = b->buckets[h];
         b->buckets[h] = s;
         b->n_sessions++;
