@@ -323,24 +323,6 @@ static int load_session(const SessionRecord *rec, void *userdata) {
         return manager_add_session(m, s);
 }
 
-static int mkdir_p(const char *path, mode_t mode) {
-        _cleanup_free_ char *p = strdup(path);
-
-        if (!p)
-                return -ENOMEM;
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = 0;
-                if (mkdir(p, 0755) < 0 && errno != EEXIST)
-                        return -errno;
-                *s = '/';
-        }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
 int manager_startup(Manager *m) {
         const char *api_bus = m->config.mode == DAEMON_SYSTEM ? "system" : "user";
         _cleanup_free_ char *db = NULL;
