@@ -26,6 +26,7 @@
 #include "config-build.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "time-util.h"
 #include "tools.h"
 #include "util.h"
 
@@ -35,10 +36,6 @@
 #define READS_PER_ITERATION 16
 #define TOOL_NAME_SHOWN 128 /* of an unknown tool's name in the error message */
 #define DEFAULT_CHANNEL "/run/ccdocker/session.sock"
-
-typedef uint64_t usec_t;
-#define USEC_PER_MSEC ((usec_t) 1000)
-#define USEC_PER_SEC ((usec_t) 1000000)
 
 #define CONNECT_TIMEOUT_USEC (10 * USEC_PER_SEC) /* connect and hello */
 #define RECONNECT_DELAY_USEC (1 * USEC_PER_SEC)  /* before the one retry of a failed connect */
@@ -107,13 +104,6 @@ static struct {
 };
 
 static Call *calls; /* newest first */
-
-static usec_t now(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
 
 /* Fails loudly (STYLE.md 9): "ccdocker-mcp: what failed: strerror", exit 1. _exit(): what the callers'
  * frames own is not freed on this way out, and is no leak. */
@@ -308,7 +298,7 @@ static void call_succeed(Call *c, const json_t *structured) {
 
 /* Seconds left of the call's wait, rounded down. */
 static int64_t call_seconds_left(const Call *c) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         return c->deadline > t ? (int64_t) ((c->deadline - t) / USEC_PER_SEC) : 0;
 }
@@ -348,7 +338,7 @@ static void call_send(Call *c) {
         else if (json_is_integer(json_object_get(c->params, "wait_seconds")))
                 wait = json_integer_value(json_object_get(c->params, "wait_seconds"));
         c->channel_id = conn_request(c->method, c->params);
-        c->answer_deadline = now() + (usec_t) wait * USEC_PER_SEC + ANSWER_GRACE_USEC;
+        c->answer_deadline = now_usec(CLOCK_MONOTONIC) + (usec_t) wait * USEC_PER_SEC + ANSWER_GRACE_USEC;
         log_debug("%s: request %" PRIi64 " %s", c->tool->name, c->channel_id, c->method);
 }
 
@@ -404,7 +394,7 @@ static void conn_failed(int error) {
         conn_close();
         if (!C.retried) {
                 log_debug("connecting to %s: %s; retrying once", C.path, strerror(abs(error)));
-                C.retry_at = now() + RECONNECT_DELAY_USEC;
+                C.retry_at = now_usec(CLOCK_MONOTONIC) + RECONNECT_DELAY_USEC;
                 return;
         }
         log_warning("cannot reach the session channel %s: %s", C.path, strerror(abs(error)));
@@ -471,7 +461,7 @@ static void conn_start(void) {
         C.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (C.fd < 0)
                 die(errno, "creating a unix socket");
-        C.connect_deadline = now() + CONNECT_TIMEOUT_USEC;
+        C.connect_deadline = now_usec(CLOCK_MONOTONIC) + CONNECT_TIMEOUT_USEC;
         if (connect(C.fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 if (errno == EINPROGRESS || errno == EAGAIN) {
                         C.state = CONN_CONNECTING;
@@ -845,7 +835,7 @@ static void handle_tools_call(json_t *id, json_t *params) {
             t->id == TOOL_GET_CHILD_OUTPUT) {
                 json_t *timeout = json_object_get(c->args, "timeout_seconds");
 
-                c->deadline = now() +
+                c->deadline = now_usec(CLOCK_MONOTONIC) +
                         (usec_t) (timeout ? json_integer_value(timeout) : DEFAULT_WAIT_SEC) * USEC_PER_SEC;
         }
         c->next = calls;
@@ -966,7 +956,7 @@ static bool stdin_read(struct jsonrpc_reader *reader) {
 /* ---- timers ---- */
 
 static void on_timers(void) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (C.retry_at != 0 && t >= C.retry_at) {
                 C.retry_at = 0;
@@ -992,7 +982,7 @@ static void on_timers(void) {
 
 /* Milliseconds until the next timer, -1 for none. */
 static int next_timeout(void) {
-        usec_t next = 0, t = now();
+        usec_t next = 0, t = now_usec(CLOCK_MONOTONIC);
 
         if (C.retry_at != 0)
                 next = C.retry_at;

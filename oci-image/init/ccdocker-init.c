@@ -32,13 +32,10 @@
 #include "init-config.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "time-util.h"
 #include "util.h"
 
 #define PROGRAM "ccdocker-init"
-
-typedef uint64_t usec_t;
-#define USEC_PER_MSEC ((usec_t) 1000)
-#define USEC_PER_SEC ((usec_t) 1000000)
 
 #define LINE_MAX_BYTES (8U * 1024 * 1024) /* the channel's line limit (docs/channel.md) */
 #define EVENTS_PER_CALL 1000
@@ -142,17 +139,6 @@ static struct {
         .next_id = 1,
         .next_seq = 1,
 };
-
-static usec_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        (void) clock_gettime(clock, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
-
-static usec_t now(void) {
-        return now_usec(CLOCK_MONOTONIC);
-}
 
 static void conn_flush_blocking(usec_t timeout);
 static void buf_put(Buf *b, const void *p, size_t n);
@@ -402,7 +388,7 @@ static void conn_close(void) {
 /* A connect that failed or a connection that ended: try again after the backoff. Before the first
  * hello, only until the start deadline. */
 static void conn_retry(int error) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         conn_close();
         if (!S.ever_ready && t >= S.start_deadline)
@@ -467,7 +453,7 @@ static void on_events_answer(const struct jsonrpc_message *m) {
         }
         queue_ack((uint64_t) json_integer_value(acked));
         if ((uint64_t) json_integer_value(acked) < S.events_last) /* stored only part: not at once again */
-                S.events_hold_at = now() + EVENTS_HOLD_USEC;
+                S.events_hold_at = now_usec(CLOCK_MONOTONIC) + EVENTS_HOLD_USEC;
 }
 
 static int claude_start(void);
@@ -535,7 +521,7 @@ static void on_hello_answer(const struct jsonrpc_message *m) {
 
         S.conn_state = CONN_READY;
         S.backoff = BACKOFF_MIN_USEC;
-        S.heartbeat_at = now() + HEARTBEAT_USEC;
+        S.heartbeat_at = now_usec(CLOCK_MONOTONIC) + HEARTBEAT_USEC;
         queue_resync((uint64_t) json_integer_value(last_seq));
 
         json_array_foreach (S.pending_logs, i, p) {
@@ -705,7 +691,7 @@ static void events_send(void) {
         char head[128], item[96];
         size_t len, count = 0;
 
-        if (S.events_hold_at && now() >= S.events_hold_at)
+        if (S.events_hold_at && now_usec(CLOCK_MONOTONIC) >= S.events_hold_at)
                 S.events_hold_at = 0;
         if (S.conn_state != CONN_READY || S.events_id != 0 || S.n == 0 || S.events_hold_at)
                 return;
@@ -741,11 +727,11 @@ static void events_send(void) {
 
 /* Writes what is queued; blocks up to timeout. For die() and the last moments. */
 static void conn_flush_blocking(usec_t timeout) {
-        usec_t deadline = now() + timeout;
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
 
         while (S.conn_fd >= 0 && buf_len(&S.out) > 0) {
                 struct pollfd p = { .fd = S.conn_fd, .events = POLLOUT };
-                usec_t t = now();
+                usec_t t = now_usec(CLOCK_MONOTONIC);
 
                 if (t >= deadline || buf_write(&S.out, S.conn_fd) < 0)
                         return;
@@ -760,7 +746,7 @@ static void heartbeat(void) {
         if (!params)
                 die_oom();
         (void) conn_request("heartbeat", params);
-        S.heartbeat_at = now() + HEARTBEAT_USEC;
+        S.heartbeat_at = now_usec(CLOCK_MONOTONIC) + HEARTBEAT_USEC;
 }
 
 /* ---- claude's output ---- */
@@ -1020,7 +1006,7 @@ static int claude_start(void) {
         S.claude_pid = pid;
         S.claude_in = TAKE_FD(in_w);
         S.claude_out = TAKE_FD(out_r);
-        S.claude_started = now();
+        S.claude_started = now_usec(CLOCK_MONOTONIC);
         S.line_len = S.line_bytes = 0;
         log_info(
                 "started claude (pid %d)%s%s",
@@ -1033,7 +1019,7 @@ static int claude_start(void) {
 static void begin_stop(int code);
 
 static void claude_exited(int status) {
-        usec_t t = now(), lived = t - S.claude_started;
+        usec_t t = now_usec(CLOCK_MONOTONIC), lived = t - S.claude_started;
         char how[64], quick[64] = "";
 
         claude_read(true);
@@ -1098,7 +1084,7 @@ static void claude_restart(void) {
         r = claude_start();
         if (r >= 0)
                 return;
-        S.claude_started = now();
+        S.claude_started = now_usec(CLOCK_MONOTONIC);
         report(LOG_ERR, "restarting claude: %s", strerror(-r));
         claude_exited(W_EXITCODE(127, 0));
 }
@@ -1106,7 +1092,7 @@ static void claude_restart(void) {
 /* ---- signals and stopping ---- */
 
 static void begin_stop(int code) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (S.stopping)
                 return;
@@ -1154,7 +1140,7 @@ static void on_signal(void) {
 }
 
 static void on_timers(void) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (S.reconnect_at && t >= S.reconnect_at)
                 conn_connect();
@@ -1189,7 +1175,7 @@ static void arm_timer(void) {
                         next = d[i];
         if (next) {
                 its.it_value.tv_sec = (time_t) (next / USEC_PER_SEC);
-                its.it_value.tv_nsec = (long) (next % USEC_PER_SEC) * 1000;
+                its.it_value.tv_nsec = (long) ((next % USEC_PER_SEC) * NSEC_PER_USEC);
                 if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
                         its.it_value.tv_nsec = 1;
         }
@@ -1201,7 +1187,8 @@ static void arm_timer(void) {
 static void maybe_exit(void) {
         if (!S.stopping || S.claude_pid > 0)
                 return;
-        if ((S.n == 0 && buf_len(&S.out) == 0) || now() >= S.flush_deadline || !S.ever_ready) {
+        if ((S.n == 0 && buf_len(&S.out) == 0) || now_usec(CLOCK_MONOTONIC) >= S.flush_deadline ||
+            !S.ever_ready) {
                 if (S.n > 0)
                         log_warning("exiting with %zu events the daemon has not acked", S.n);
                 exit(S.exit_code);
@@ -1316,7 +1303,7 @@ int main(int argc, char *argv[]) {
 
         bridges_open();
 
-        S.start_deadline = now() + START_CONNECT_USEC;
+        S.start_deadline = now_usec(CLOCK_MONOTONIC) + START_CONNECT_USEC;
         S.backoff = BACKOFF_MIN_USEC;
         conn_connect();
 
