@@ -12,14 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "byte-queue.h"
 #include "cleanup.h"
 #include "util.h"
 
 struct jsonrpc_reader {
-        char *buf;
-        size_t start; /* unread data is buf[start, end) */
-        size_t end;
-        size_t allocated;
+        ByteQueue buf;  /* the unread data */
         size_t scanned; /* bytes from start already searched for a newline, without finding one */
         size_t max_line;
         bool skipping; /* dropping the rest of an oversized line; the buffer is empty meanwhile */
@@ -67,17 +65,16 @@ int jsonrpc_reader_new(size_t max_line, struct jsonrpc_reader **ret) {
 struct jsonrpc_reader *jsonrpc_reader_free(struct jsonrpc_reader *r) {
         if (!r)
                 return NULL;
-        free(r->buf);
+        byte_queue_free(&r->buf);
         return mfree(r);
 }
 
 size_t jsonrpc_reader_pending(const struct jsonrpc_reader *r) {
-        return r->end - r->start;
+        return byte_queue_len(&r->buf);
 }
 
 int jsonrpc_reader_feed(struct jsonrpc_reader *r, const void *data, size_t len) {
         const char *p = data;
-        size_t pending;
 
         if (len == 0)
                 return 0;
@@ -96,32 +93,9 @@ int jsonrpc_reader_feed(struct jsonrpc_reader *r, const void *data, size_t len) 
                         return 0;
         }
 
-        /* Move the unread bytes to the front once per feed rather than once per line taken. */
-        pending = r->end - r->start;
-        if (r->start > 0) {
-                memmove(r->buf, r->buf + r->start, pending);
-                r->start = 0;
-                r->end = pending;
-        }
-
-        if (len > SIZE_MAX - pending)
+        if (len > SIZE_MAX - 1 - byte_queue_len(&r->buf))
                 return -ENOMEM;
-        if (pending + len > r->allocated) {
-                size_t n = pending + len;
-                char *b;
-
-                if (n < SIZE_MAX / 2)
-                        n = n * 2 < 4096 ? 4096 : n * 2;
-                b = realloc(r->buf, n);
-                if (!b)
-                        return -ENOMEM;
-                r->buf = b;
-                r->allocated = n;
-        }
-
-        memcpy(r->buf + r->end, p, len);
-        r->end += len;
-        return 0;
+        return byte_queue_put(&r->buf, p, len);
 }
 
 static bool line_is_blank(const char *s, size_t n) {
@@ -143,8 +117,8 @@ static int oversized(struct jsonrpc_reader *r, struct jsonrpc_error *ret_err) {
 
 int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonrpc_error *ret_err) {
         for (;;) {
-                char *line = r->buf + r->start;
-                size_t avail = r->end - r->start, n;
+                char *line = r->buf.data + r->buf.start;
+                size_t avail = byte_queue_len(&r->buf), n;
                 json_error_t e;
                 json_t *msg;
                 char *nl;
@@ -163,7 +137,8 @@ int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonr
 
                         /* Nothing buffered is worth keeping: drop it, and the rest of the line as it
                          * arrives. */
-                        r->start = r->end = r->scanned = 0;
+                        byte_queue_clear(&r->buf);
+                        r->scanned = 0;
                         r->skipping = true;
                         return oversized(r, ret_err);
                 }
@@ -171,7 +146,7 @@ int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonr
                 /* Consume the line now, so that whatever happens to it the next call moves on. The
                  * bytes stay in place until the next feed. */
                 n = (size_t) (nl - line);
-                r->start += n + 1;
+                r->buf.start += n + 1;
                 r->scanned = 0;
                 if (n > 0 && line[n - 1] == '\r')
                         n--;

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <time.h>
 
+typedef uint64_t usec_t;
+
 #define NSEC_PER_USEC UINT64_C(1000)
 #define USEC_PER_MSEC UINT64_C(1000)
 #define USEC_PER_SEC UINT64_C(1000000)
@@ -13,7 +15,7 @@
 
 /* The clock's now in microseconds (CLOCK_REALTIME for times people read and the store keeps,
  * CLOCK_MONOTONIC for intervals). */
-static inline uint64_t now_usec(clockid_t clock) {
+static inline usec_t now_usec(clockid_t clock) {
         struct timespec ts;
 
         (void) clock_gettime(clock, &ts);

@@ -1,9 +1,11 @@
-/* The out-of-line helpers of util.h: strict decimal and size parsers. They are deliberately narrower
- * than strtoull(), which skips whitespace, accepts signs and base prefixes and wraps "-1" around. */
+/* The out-of-line helpers of util.h: strict decimal and size parsers, and mkdir -p. They are deliberately
+ * narrower than strtoull(), which skips whitespace, accepts signs and base prefixes and wraps "-1" around.
+ */
 #include "util.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 
 /* Parses the leading decimal digits of s (at least one) into *ret and sets *end after them. All digits
  * are consumed even when the value overflows, so the caller can report trailing junk as -EINVAL
@@ -154,4 +156,22 @@ bool env_name_is_valid(const char *s) {
                       *p == '_'))
                         return false;
         return true;
+}
+
+int mkdir_p(const char *path, mode_t mode) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = '\0';
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
 }

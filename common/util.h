@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "cleanup.h"
 
@@ -75,3 +76,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
 
 /* A deep copy of a NULL-ended list of strings; NULL when out of memory. */
 char **strv_copy(char *const *l);
+
+/* mkdir -p: path and the directories above it that are missing, the ones above with mode 0755 and
+ * path itself with mode (both less the umask). Directories that exist are left as they are. 0 or
+ * -errno. */
+int mkdir_p(const char *path, mode_t mode);

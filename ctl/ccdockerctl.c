@@ -28,6 +28,7 @@
 #include "cleanup.h"
 #include "config-build.h"
 #include "log.h"
+#include "time-util.h"
 #include "token.h"
 #include "util.h"
 
@@ -43,7 +44,7 @@
 /* CreateSession replies after polkit and podman have answered (is the image there?), which a busy
  * podman can make slow; Stop replies when systemd has stopped the unit, which may take the daemon's
  * StopTimeoutSec= and the container's removal. sd-bus's default of 25 s is too short for either. */
-#define SLOW_CALL_USEC (120ULL * 1000000ULL)
+#define SLOW_CALL_USEC (120 * USEC_PER_SEC)
 
 /* GetOutput is asked for at most this many events per call, so a long session's output never has to
  * fit in one D-Bus message. */
@@ -52,7 +53,7 @@
 /* GetResult waits at most 3600 s per call; a longer or unlimited wait is made of calls this long. The
  * D-Bus call gets the wait plus a margin for the daemon to answer. */
 #define RESULT_WAIT_CHUNK_SEC 600U
-#define RESULT_CALL_MARGIN_USEC (30ULL * 1000000ULL)
+#define RESULT_CALL_MARGIN_USEC (30 * USEC_PER_SEC)
 
 /* An Attach line carries one event of up to 8 MiB (docs/channel.md) with its escaping and wrapper. */
 #define EVENT_LINE_MAX (64U * 1024U * 1024U)
@@ -669,7 +670,7 @@ static int read_properties(sd_bus_message *reply, property_cb_t cb, void *userda
 
 /* "2025-03-14T09:26:53+01:00": local time, ISO 8601 with the UTC offset. */
 static int format_local_time(uint64_t usec, char *buf, size_t size) {
-        time_t sec = (time_t) (usec / 1000000);
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
         struct tm tm;
         size_t n;
 
@@ -687,7 +688,7 @@ static int format_local_time(uint64_t usec, char *buf, size_t size) {
 
 /* "2025-03-14T08:26:53.123456Z": UTC, RFC 3339 with microseconds. */
 static int format_rfc3339_utc(uint64_t usec, char *buf, size_t size) {
-        time_t sec = (time_t) (usec / 1000000);
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
         struct tm tm;
         size_t n;
 
@@ -696,7 +697,7 @@ static int format_rfc3339_utc(uint64_t usec, char *buf, size_t size) {
 
         n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
         if (n == 0 ||
-            (size_t) snprintf(buf + n, size - n, ".%06uZ", (unsigned) (usec % 1000000)) >= size - n)
+            (size_t) snprintf(buf + n, size - n, ".%06uZ", (unsigned) (usec % USEC_PER_SEC)) >= size - n)
                 return -ERANGE;
         return 0;
 }
@@ -949,7 +950,7 @@ static void print_shown(const char *s, size_t max, bool keep_newlines) {
 /* "09:26:55 #2 ": the local time of the event and its sequence number. */
 static void print_event_prefix(uint64_t seq, uint64_t usec) {
         char t[16] = "--:--:--";
-        time_t sec = (time_t) (usec / 1000000);
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
         struct tm tm;
 
         if (usec > 0 && localtime_r(&sec, &tm))
@@ -2046,13 +2047,6 @@ static int verb_output(sd_bus *bus, char **args) {
         }
 }
 
-static uint64_t now_monotonic_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
-
 /* The exit status of a result status. */
 static int result_exit_status(const char *status) {
         if (streq(status, "completed"))
@@ -2103,7 +2097,7 @@ static int call_get_result(
         if (r < 0)
                 return log_error_errno(r, "Failed to create the GetResult call: %m");
 
-        r = sd_bus_call(bus, m, wait ? wait_sec * 1000000ULL + RESULT_CALL_MARGIN_USEC : 0, &error, ret);
+        r = sd_bus_call(bus, m, wait ? wait_sec * USEC_PER_SEC + RESULT_CALL_MARGIN_USEC : 0, &error, ret);
         if (r < 0) {
                 log_error("Failed to get the result of session '%s': %s", id, bus_error_text(&error, r));
                 return r;
@@ -2130,14 +2124,15 @@ static int verb_result(sd_bus *bus, char **args) {
                 return r;
 
         if (arg_wait && arg_wait_timeout > 0)
-                deadline = now_monotonic_usec() + arg_wait_timeout * 1000000ULL;
+                deadline = now_usec(CLOCK_MONOTONIC) + arg_wait_timeout * USEC_PER_SEC;
 
         for (;;) {
-                uint64_t start = now_monotonic_usec();
+                uint64_t start = now_usec(CLOCK_MONOTONIC);
                 uint32_t wait_sec = arg_wait ? RESULT_WAIT_CHUNK_SEC : 0;
 
-                if (deadline != UINT64_MAX && (deadline - start + 999999) / 1000000 < wait_sec)
-                        wait_sec = (uint32_t) ((deadline - start + 999999) / 1000000);
+                if (deadline != UINT64_MAX &&
+                    (deadline - start + USEC_PER_SEC - 1) / USEC_PER_SEC < wait_sec)
+                        wait_sec = (uint32_t) ((deadline - start + USEC_PER_SEC - 1) / USEC_PER_SEC);
 
                 reply = sd_bus_message_unref(reply);
                 r = call_get_result(bus, id, path, arg_wait, wait_sec, &reply);
@@ -2150,9 +2145,9 @@ static int verb_result(sd_bus *bus, char **args) {
 
                 if (!arg_wait || !streq(status, "pending"))
                         break;
-                if (now_monotonic_usec() >= deadline)
+                if (now_usec(CLOCK_MONOTONIC) >= deadline)
                         break;
-                n_quick = now_monotonic_usec() - start < 1000000 ? n_quick + 1 : 0;
+                n_quick = now_usec(CLOCK_MONOTONIC) - start < USEC_PER_SEC ? n_quick + 1 : 0;
                 if (n_quick >= 30)
                         break;
         }

@@ -17,6 +17,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "time-util.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -63,7 +64,7 @@ bool token_command_requested(int argc, char *argv[]) {
 }
 
 static int format_time(uint64_t usec, char *buf, size_t size) {
-        time_t sec = (time_t) (usec / 1000000ULL);
+        time_t sec = (time_t) (usec / USEC_PER_SEC);
         struct tm tm;
 
         if (usec == 0)

@@ -9,6 +9,7 @@
 #include <systemd/sd-event.h>
 
 #include "events.h"
+#include "hashmap.h"
 #include "store.h"
 
 struct redisAsyncContext;
@@ -53,7 +54,6 @@ struct BusSession {
         char *id;
         char *key; /* "session:{id}:output", the stream and the channel */
         size_t key_len;
-        BusSession *hash_next;
 
         Subscriber *subscribers;
 
@@ -99,8 +99,7 @@ struct EventBus {
         char *scan_cursor;
         unsigned scan_pending;
 
-        BusSession **buckets;
-        size_t n_buckets, n_sessions;
+        Hashmap *sessions; /* id -> BusSession */
 
         /* Reused from batch to batch. */
         Buffer scratch;

@@ -18,6 +18,7 @@
 
 #include "cleanup.h"
 #include "events-internal.h"
+#include "hashmap.h"
 #include "log.h"
 #include "redis-sdevent.h"
 #include "time-util.h"
@@ -632,9 +633,11 @@ int event_bus_published_seq(EventBus *b, const char *session_id, uint64_t *ret) 
 bool event_bus_redis_caught_up(EventBus *b) {
         if (!b || !b->redis_connected || b->scanning)
                 return false;
-        for (size_t i = 0; i < b->n_buckets; i++)
-                for (BusSession *s = b->buckets[i]; s; s = s->hash_next)
-                        if (s->redis != REDIS_LIVE || s->n_inflight > 0)
-                                return false;
+        BusSession *s;
+        Iterator i;
+
+        HASHMAP_FOREACH(s, b->sessions, i)
+        if (s->redis != REDIS_LIVE || s->n_inflight > 0)
+                return false;
         return true;
 }

@@ -14,50 +14,14 @@
 
 #include "cleanup.h"
 #include "events-internal.h"
+#include "hashmap.h"
 #include "log.h"
 #include "util.h"
 
 /* ---- the session registry ---- */
 
-static size_t hash_string(const char *s) {
-        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
-
-        for (; *s; s++) {
-                h ^= (unsigned char) *s;
-                h *= UINT64_C(1099511628211);
-        }
-        return (size_t) h;
-}
-
 BusSession *bus_session_find(EventBus *b, const char *id) {
-        if (b->n_buckets == 0)
-                return NULL;
-        for (BusSession *s = b->buckets[hash_string(id) & (b->n_buckets - 1)]; s; s = s->hash_next)
-                if (streq(s->id, id))
-                        return s;
-        return NULL;
-}
-
-static int bus_grow(EventBus *b) {
-        size_t n = b->n_buckets > 0 ? b->n_buckets * 2 : 64;
-        BusSession **buckets;
-
-        buckets = calloc(n, sizeof(BusSession *));
-        if (!buckets)
-                return -ENOMEM;
-        for (size_t i = 0; i < b->n_buckets; i++)
-                while (b->buckets[i]) {
-                        BusSession *s = b->buckets[i];
-                        size_t h = hash_string(s->id) & (n - 1);
-
-                        b->buckets[i] = s->hash_next;
-                        s->hash_next = buckets[h];
-                        buckets[h] = s;
-                }
-        free(b->buckets);
-        b->buckets = buckets;
-        b->n_buckets = n;
-        return 0;
+        return hashmap_get(b->sessions, id);
 }
 
 static void bus_session_free(BusSession *s) {
@@ -69,13 +33,7 @@ static void bus_session_free(BusSession *s) {
 
         while (s->subscribers)
                 subscriber_free(s->subscribers);
-
-        for (BusSession **p = &b->buckets[hash_string(s->id) & (b->n_buckets - 1)]; *p; p = &(*p)->hash_next)
-                if (*p == s) {
-                        *p = s->hash_next;
-                        b->n_sessions--;
-                        break;
-                }
+        (void) hashmap_remove(b->sessions, s->id);
 
         free(s->inflight);
         free(s->key);
@@ -85,15 +43,13 @@ static void bus_session_free(BusSession *s) {
 
 int bus_session_new(EventBus *b, const char *id, BusSession **ret) {
         BusSession *s;
-        size_t h;
         int r;
 
-        if (b->n_sessions >= b->n_buckets) {
-                r = bus_grow(b);
-                if (r < 0)
-                        return r;
+        if (!b->sessions) {
+                b->sessions = hashmap_new();
+                if (!b->sessions)
+                        return -ENOMEM;
         }
-
         s = calloc(1, sizeof(BusSession));
         if (!s)
                 return -ENOMEM;
@@ -107,11 +63,13 @@ int bus_session_new(EventBus *b, const char *id, BusSession **ret) {
         s->key_len = strlen(s->key);
         s->redis = REDIS_UNKNOWN;
 
-        h = hash_string(id) & (b->n_buckets - 1);
-        s->hash_next = b->buckets[h];
-        b->buckets[h] = s;
-        b->n_sessions++;
-
+        r = hashmap_put(b->sessions, s->id, s);
+        if (r < 0) {
+                free(s->key);
+                free(s->id);
+                free(s);
+                return r;
+        }
         *ret = s;
         return 0;
 }
@@ -149,11 +107,11 @@ void bus_session_maybe_free(BusSession *s) {
 
 /* Calls fn for every session; fn may free the session it is given, and no other. */
 void bus_foreach_session(EventBus *b, void (*fn)(BusSession *s)) {
-        for (size_t i = 0; i < b->n_buckets; i++)
-                for (BusSession *s = b->buckets[i], *next; s; s = next) {
-                        next = s->hash_next;
-                        fn(s);
-                }
+        BusSession *s;
+        Iterator i;
+
+        HASHMAP_FOREACH(s, b->sessions, i)
+        fn(s);
 }
 
 /* ---- the API ---- */
@@ -191,10 +149,14 @@ EventBus *event_bus_free(EventBus *b) {
         b->freeing = true;
         bus_redis_close(b);
 
-        for (size_t i = 0; i < b->n_buckets; i++)
-                while (b->buckets[i])
-                        bus_session_free(b->buckets[i]);
-        free(b->buckets);
+        {
+                BusSession *s;
+                Iterator i;
+
+                HASHMAP_FOREACH(s, b->sessions, i)
+                bus_session_free(s);
+                b->sessions = hashmap_free(b->sessions);
+        }
 
         free(b->scan_cursor);
         free(b->redis_socket);

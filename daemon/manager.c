@@ -17,6 +17,7 @@
 
 #include "audit.h"
 #include "cleanup.h"
+#include "hashmap.h"
 #include "log.h"
 #include "time-util.h"
 #include "unit.h"
@@ -58,6 +59,7 @@ Manager *manager_free(Manager *m) {
                 session_unref(m->sessions[i]);
         }
         free(m->sessions);
+        hashmap_free(m->session_index);
         sd_event_source_unref(m->heartbeat_timer);
         sd_event_source_unref(m->gc_timer);
         sd_event_source_unref(m->shutdown_timer);
@@ -82,26 +84,33 @@ Manager *manager_free(Manager *m) {
 Session *manager_get_session(Manager *m, const char *id) {
         if (!id)
                 return NULL;
-        for (size_t i = 0; i < m->n_sessions; i++)
-                if (streq(m->sessions[i]->id, id))
-                        return m->sessions[i];
-        return NULL;
+        return hashmap_get(m->session_index, id);
 }
 
 Session *manager_get_session_by_path(Manager *m, const char *path) {
-        for (size_t i = 0; i < m->n_sessions; i++)
-                if (streq(m->sessions[i]->object_path, path))
-                        return m->sessions[i];
-        return NULL;
+        _cleanup_free_ char *id = NULL;
+
+        if (sd_bus_path_decode(path, "/org/ccdocker1/session", &id) <= 0)
+                return NULL;
+        return manager_get_session(m, id);
 }
 
 int manager_add_session(Manager *m, Session *s) {
         Session **n;
+        int r;
 
+        if (!m->session_index) {
+                m->session_index = hashmap_new();
+                if (!m->session_index)
+                        return -ENOMEM;
+        }
         n = reallocarray(m->sessions, m->n_sessions + 1, sizeof(*n));
         if (!n)
                 return -ENOMEM;
         m->sessions = n;
+        r = hashmap_put(m->session_index, s->id, s);
+        if (r < 0)
+                return r;
         m->sessions[m->n_sessions++] = session_ref(s);
         return 0;
 }
@@ -115,6 +124,7 @@ static void manager_drop_session(Manager *m, Session *s) {
                         m->sessions + i + 1,
                         (m->n_sessions - i - 1) * sizeof(*m->sessions));
                 m->n_sessions--;
+                (void) hashmap_remove(m->session_index, s->id);
                 s->removed = true;
                 s->unit_watch = sd_bus_slot_unref(s->unit_watch);
                 session_unref(s);
@@ -571,24 +581,6 @@ static int load_session(const SessionRecord *rec, void *userdata) {
         if (r < 0)
                 return 0; /* logged; one bad record must not keep the daemon from starting */
         return manager_add_session(m, s);
-}
-
-static int mkdir_p(const char *path, mode_t mode) {
-        _cleanup_free_ char *p = strdup(path);
-
-        if (!p)
-                return -ENOMEM;
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = 0;
-                if (mkdir(p, 0755) < 0 && errno != EEXIST)
-                        return -errno;
-                *s = '/';
-        }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
 }
 
 int manager_startup(Manager *m) {

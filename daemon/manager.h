@@ -10,6 +10,7 @@
 #include "config.h"
 #include "egress-proxy.h"
 #include "events.h"
+#include "hashmap.h"
 #include "model-proxy.h"
 #include "podman.h"
 #include "secrets.h"
@@ -53,7 +54,8 @@ struct Manager {
         json_t *notices;                 /* Redis notices [[channel, message], ...], oldest first */
         sd_event_source *publish_source; /* the one defer source that flushes both */
 
-        Session **sessions; /* registry, in creation order: walked only in manager.c */
+        Hashmap *session_index; /* the registry by id (borrowed keys: each session's own id) */
+        Session **sessions;     /* ... and in creation order, for listing: walked only in manager.c */
         size_t n_sessions;
         size_t n_session_objects; /* allocated, registered or not (a removed one may still be referenced) */
         sd_event_source *shutdown_timer;

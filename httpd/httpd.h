@@ -105,7 +105,6 @@ void request_reply_bus_error(Request *req, const sd_bus_error *error, int r);
 void request_reply_response(Request *req, unsigned status, struct MHD_Response *response);
 const char *request_header(Request *req, const char *name);
 const char *request_arg(Request *req, const char *name);
-uint64_t now_usec(void);
 
 /* scope.c: which sessions a token may see. */
 int parent_cache_new(ParentCache **ret);

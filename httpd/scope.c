@@ -1,40 +1,39 @@
 /* What a token may see: the sessions it created (recorded in the token store at POST /sessions and
  * POST .../spawn) and their descendants. A session's parent never changes (ParentId is const), so the
- * parents learned from the daemon's ListSessions are kept in a small hash table and asked again only for
- * a session not seen before. A session outside the scope gets the same 404 as one that does not exist. */
+ * parents learned from the daemon's ListSessions are kept in a hashmap (common/hashmap.h) and asked
+ * again only for a session not seen before. A session outside the scope gets the same 404 as one that does
+ * not exist. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cleanup.h"
+#include "hashmap.h"
 #include "httpd.h"
 #include "log.h"
 #include "session-id.h"
 #include "util.h"
 
-#define PARENT_BUCKETS 4096U
 /* Deeper chains than the daemon allows are not followed. */
 #define SCOPE_MAX_DEPTH 64U
 
 typedef struct ParentEntry {
-        struct ParentEntry *next;
-        char *id;
+        char *id;        /* the key */
         char *parent_id; /* "" for a top-level session */
 } ParentEntry;
 
 struct ParentCache {
-        ParentEntry *buckets[PARENT_BUCKETS];
+        Hashmap *entries; /* ParentEntry by id */
 };
 
-static size_t bucket_of(const char *id) {
-        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
-
-        for (; *id; id++) {
-                h ^= (unsigned char) *id;
-                h *= UINT64_C(1099511628211);
-        }
-        return (size_t) (h % PARENT_BUCKETS);
+static ParentEntry *parent_entry_free(ParentEntry *e) {
+        if (!e)
+                return NULL;
+        free(e->id);
+        free(e->parent_id);
+        free(e);
+        return NULL;
 }
 
 int parent_cache_new(ParentCache **ret) {
@@ -42,34 +41,37 @@ int parent_cache_new(ParentCache **ret) {
 
         if (!c)
                 return -ENOMEM;
+        c->entries = hashmap_new();
+        if (!c->entries) {
+                free(c);
+                return -ENOMEM;
+        }
         *ret = c;
         return 0;
 }
 
 ParentCache *parent_cache_free(ParentCache *c) {
+        ParentEntry *e;
+        Iterator i;
+
         if (!c)
                 return NULL;
-        for (size_t i = 0; i < PARENT_BUCKETS; i++)
-                for (ParentEntry *e = c->buckets[i], *next; e; e = next) {
-                        next = e->next;
-                        free(e->id);
-                        free(e->parent_id);
-                        free(e);
-                }
+        HASHMAP_FOREACH(e, c->entries, i)
+        parent_entry_free(hashmap_remove(c->entries, e->id));
+        hashmap_free(c->entries);
         free(c);
         return NULL;
 }
 
 static const char *parent_cache_get(ParentCache *c, const char *id) {
-        for (ParentEntry *e = c->buckets[bucket_of(id)]; e; e = e->next)
-                if (streq(e->id, id))
-                        return e->parent_id;
-        return NULL;
+        ParentEntry *e = hashmap_get(c->entries, id);
+
+        return e ? e->parent_id : NULL;
 }
 
 int parent_cache_put(ParentCache *c, const char *id, const char *parent_id) {
-        size_t b = bucket_of(id);
         ParentEntry *e;
+        int r;
 
         if (parent_cache_get(c, id))
                 return 0;
@@ -78,14 +80,11 @@ int parent_cache_put(ParentCache *c, const char *id, const char *parent_id) {
                 return -ENOMEM;
         e->id = strdup(id);
         e->parent_id = strdup(parent_id ?: "");
-        if (!e->id || !e->parent_id) {
-                free(e->id);
-                free(e->parent_id);
-                free(e);
-                return -ENOMEM;
+        r = e->id && e->parent_id ? hashmap_put(c->entries, e->id, e) : -ENOMEM;
+        if (r < 0) {
+                parent_entry_free(e);
+                return r;
         }
-        e->next = c->buckets[b];
-        c->buckets[b] = e;
         return 0;
 }
 

@@ -16,18 +16,12 @@
 #include "httpd.h"
 #include "log.h"
 #include "mhd-event.h"
+#include "time-util.h"
 #include "util.h"
 
 /* Idle keep-alive connections are closed after this long. */
 #define CONNECTION_TIMEOUT_SEC 60U
 #define CONNECTION_LIMIT 8192U
-
-uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
 
 static void request_free(Request *req) {
         if (!req)
@@ -394,7 +388,7 @@ static enum MHD_Result on_access(
                         .connection = connection,
                         .route = -1,
                         .attach_fd = -EBADF,
-                        .start_usec = now_usec(),
+                        .start_usec = now_usec(CLOCK_MONOTONIC),
                         .method = strdup(method),
                         .path = strdup(url),
                 };
@@ -462,8 +456,9 @@ static void on_completed(
                 s->metrics,
                 req->route,
                 req->status ?: 499,
-                req->streaming && (req->status == 101 || req->status == 200) ? UINT64_MAX
-                                                                             : now_usec() - req->start_usec);
+                req->streaming && (req->status == 101 || req->status == 200)
+                        ? UINT64_MAX
+                        : now_usec(CLOCK_MONOTONIC) - req->start_usec);
         request_free(req);
         *con_cls = NULL;
 }

@@ -5,8 +5,11 @@
 #define _GNU_SOURCE
 #include "tokens.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <nettle/base16.h>
+#include <nettle/base64.h>
 #include <nettle/sha2.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -19,11 +22,12 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "time-util.h"
 #include "util.h"
 
 #define TOKEN_BUSY_TIMEOUT_MSEC 250
 /* last_used_usec is written at most this often per token, so checking a token is a read. */
-#define TOKEN_LAST_USED_GRANULARITY_USEC (60ULL * 1000000ULL)
+#define TOKEN_LAST_USED_GRANULARITY_USEC (60 * USEC_PER_SEC)
 
 static const char schema[] = "CREATE TABLE IF NOT EXISTS tokens ("
                              "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -57,13 +61,6 @@ struct TokenStore {
         sqlite3 *db;
         sqlite3_stmt *stmt[_STMT_MAX];
 };
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
 
 static int sqlite_error(TokenStore *s, int rc, const char *what) {
         log_error("Token store: %s: %s", what, s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -104,7 +101,7 @@ int token_store_default_path(bool user, char **ret) {
         return 0;
 }
 
-/* mkdir -p of the directory part of path, mode 0700 for what it makes. */
+/* mkdir -p of the directory part of path, mode 0700 for the last one. */
 static int mkdir_parents(const char *path) {
         _cleanup_free_ char *dir = strdup(path);
         char *slash;
@@ -115,17 +112,7 @@ static int mkdir_parents(const char *path) {
         if (!slash || slash == dir)
                 return 0;
         *slash = '\0';
-        for (char *p = dir + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = '\0';
-                if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                        return -errno;
-                *p = '/';
-        }
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
+        return mkdir_p(dir, 0700);
 }
 
 TokenStore *token_store_free(TokenStore *s) {
@@ -186,46 +173,41 @@ int token_store_open(const char *path, bool create, TokenStore **ret) {
         return 0;
 }
 
-static void hash_hex(const char *text, char ret[static SHA256_DIGEST_SIZE * 2 + 1]) {
-        static const char hex[] = "0123456789abcdef";
+static void hash_hex(const char *text, char ret[static BASE16_ENCODE_LENGTH(SHA256_DIGEST_SIZE) + 1]) {
         struct sha256_ctx ctx;
         uint8_t d[SHA256_DIGEST_SIZE];
 
         sha256_init(&ctx);
         sha256_update(&ctx, strlen(text), (const uint8_t *) text);
         sha256_digest(&ctx, sizeof d, d);
-        for (size_t i = 0; i < sizeof d; i++) {
-                ret[2 * i] = hex[d[i] >> 4];
-                ret[2 * i + 1] = hex[d[i] & 15];
-        }
-        ret[SHA256_DIGEST_SIZE * 2] = '\0';
+        base16_encode_update(ret, sizeof d, d);
+        ret[BASE16_ENCODE_LENGTH(sizeof d)] = '\0';
 }
 
+/* TOKEN_PREFIX and 32 random bytes in base64url without its padding. */
 static int random_token(char ret[static TOKEN_LENGTH + 1]) {
-        static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        uint8_t b[33] = {}; /* 32 random bytes; one zero byte pads the last group */
-        size_t k = 0;
+        struct base64_encode_ctx ctx;
+        uint8_t b[32];
+        char text[BASE64_ENCODE_LENGTH(sizeof b) + BASE64_ENCODE_FINAL_LENGTH];
+        size_t n_text;
         ssize_t n;
 
         do
-                n = getrandom(b, 32, 0);
+                n = getrandom(b, sizeof b, 0);
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;
-        if (n != 32)
+        if ((size_t) n != sizeof b)
                 return -EIO;
 
-        memcpy(ret, TOKEN_PREFIX, 4);
-        k = 4;
-        for (size_t i = 0; i < 33; i += 3) {
-                uint32_t v = (uint32_t) b[i] << 16 | (uint32_t) b[i + 1] << 8 | b[i + 2];
-
-                ret[k++] = b64[(v >> 18) & 63];
-                ret[k++] = b64[(v >> 12) & 63];
-                ret[k++] = b64[(v >> 6) & 63];
-                if (k < TOKEN_LENGTH)
-                        ret[k++] = b64[v & 63];
-        }
+        base64url_encode_init(&ctx);
+        n_text = base64_encode_update(&ctx, text, sizeof b, b);
+        n_text += base64_encode_final(&ctx, text + n_text);
+        while (n_text > 0 && text[n_text - 1] == '=')
+                n_text--;
+        assert(strlen(TOKEN_PREFIX) + n_text == TOKEN_LENGTH);
+        memcpy(ret, TOKEN_PREFIX, strlen(TOKEN_PREFIX));
+        memcpy(ret + strlen(TOKEN_PREFIX), text, n_text);
         ret[TOKEN_LENGTH] = '\0';
         return 0;
 }
@@ -256,7 +238,7 @@ int token_store_create(TokenStore *s, const char *name, char **ret_token) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_text(st, 2, hash, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 3, (sqlite3_int64) now_usec());
+                rc = sqlite3_bind_int64(st, 3, (sqlite3_int64) now_usec(CLOCK_REALTIME));
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(st);
         sqlite3_finalize(st);
@@ -369,7 +351,7 @@ int token_store_lookup(TokenStore *s, const char *token, int64_t *ret_id) {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
 
-        now = now_usec();
+        now = now_usec(CLOCK_REALTIME);
         if (now > last_used + TOKEN_LAST_USED_GRANULARITY_USEC) {
                 st = s->stmt[STMT_TOUCH];
                 rc = sqlite3_bind_int64(st, 1, id);

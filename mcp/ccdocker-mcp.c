@@ -17,28 +17,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "byte-queue.h"
+#include "channel-client.h"
 #include "cleanup.h"
 #include "config-build.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "time-util.h"
 #include "tools.h"
 #include "util.h"
 
 #define PROGRAM "ccdocker-mcp"
-#define LINE_MAX_BYTES (8U * 1024 * 1024) /* of stdin and of the channel (docs/channel.md) */
+#define LINE_MAX_BYTES CHANNEL_LINE_MAX /* of stdin, as of the channel (docs/channel.md) */
 #define READ_CHUNK (64 * 1024)
-#define READS_PER_ITERATION 16
 #define TOOL_NAME_SHOWN 128 /* of an unknown tool's name in the error message */
 #define DEFAULT_CHANNEL "/run/ccdocker/session.sock"
-
-typedef uint64_t usec_t;
-#define USEC_PER_MSEC ((usec_t) 1000)
-#define USEC_PER_SEC ((usec_t) 1000000)
 
 #define CONNECT_TIMEOUT_USEC (10 * USEC_PER_SEC) /* connect and hello */
 #define RECONNECT_DELAY_USEC (1 * USEC_PER_SEC)  /* before the one retry of a failed connect */
@@ -59,12 +55,6 @@ static const char *const protocol_versions[] = { "2025-11-25", "2025-06-18", "20
 /* Set once the initialize request has been answered: from then on the client may send any request. */
 static bool initialized;
 
-/* A byte queue: data[start, end) is pending. */
-typedef struct Buf {
-        char *data;
-        size_t start, end, cap;
-} Buf;
-
 /* A tools/call under way: the MCP request to answer and the channel request it waits for. */
 typedef struct Call {
         struct Call *next;
@@ -83,37 +73,21 @@ typedef struct Call {
         json_t *sent; /* send_to_child: the answer of child.send, while child.result waits */
 
         /* get_child_output with stream: what was collected so far */
-        Buf output;
+        ByteQueue output;
         bool have_seq; /* last_seq is one an event had: the next request asks from it */
         int64_t last_seq;
         uint64_t events;
 } Call;
 
-enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_READY };
-
 static struct {
         const char *path;
-        int fd;
-        enum conn_state state;
-        struct jsonrpc_reader *reader;
-        Buf out;
-        int64_t next_id, hello_id;
+        ChannelClient *client;
         usec_t connect_deadline; /* of CONNECTING and HELLO */
         usec_t retry_at;         /* the retry of a failed connect is due then */
         bool retried;            /* the connect under way is that retry */
-} C = {
-        .fd = -EBADF,
-        .next_id = 1,
-};
+} C;
 
 static Call *calls; /* newest first */
-
-static usec_t now(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
 
 /* Fails loudly (STYLE.md 9): "ccdocker-mcp: what failed: strerror", exit 1. _exit(): what the callers'
  * frames own is not freed on this way out, and is no leak. */
@@ -138,52 +112,9 @@ static _Noreturn void die_oom(void) {
 
 /* ---- byte queues ---- */
 
-static size_t buf_len(const Buf *b) {
-        return b->end - b->start;
-}
-
-static void buf_put(Buf *b, const void *p, size_t n) {
-        if (b->start == b->end)
-                b->start = b->end = 0;
-        if (b->end + n > b->cap && b->start > 0) {
-                memmove(b->data, b->data + b->start, buf_len(b));
-                b->end -= b->start;
-                b->start = 0;
-        }
-        if (b->end + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 4096;
-                char *d;
-
-                while (cap < b->end + n + 1)
-                        cap *= 2;
-                d = realloc(b->data, cap);
-                if (!d)
-                        die_oom();
-                b->data = d;
-                b->cap = cap;
-        }
-        memcpy(b->data + b->end, p, n);
-        b->end += n;
-        b->data[b->end] = '\0'; /* the pending bytes read as a string too */
-}
-
-static void buf_free(Buf *b) {
-        free(b->data);
-        *b = (Buf){};
-}
-
-/* Writes what the fd takes. 0 (also when it takes nothing now) or -errno. */
-static int buf_write(Buf *b, int fd) {
-        while (buf_len(b) > 0) {
-                ssize_t k = send(fd, b->data + b->start, buf_len(b), MSG_NOSIGNAL | MSG_DONTWAIT);
-
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return errno == EAGAIN ? 0 : -errno;
-                b->start += (size_t) k;
-        }
-        return 0;
+static void buf_put(ByteQueue *b, const void *p, size_t n) {
+        if (byte_queue_put(b, p, n) < 0)
+                die_oom();
 }
 
 /* ---- stdout: the MCP client ---- */
@@ -243,7 +174,7 @@ static Call *call_free(Call *c) {
         json_decref(c->progress_token);
         json_decref(c->params);
         json_decref(c->sent);
-        buf_free(&c->output);
+        byte_queue_free(&c->output);
         free(c);
         return NULL;
 }
@@ -308,7 +239,7 @@ static void call_succeed(Call *c, const json_t *structured) {
 
 /* Seconds left of the call's wait, rounded down. */
 static int64_t call_seconds_left(const Call *c) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         return c->deadline > t ? (int64_t) ((c->deadline - t) / USEC_PER_SEC) : 0;
 }
@@ -317,28 +248,28 @@ static int64_t call_seconds_left(const Call *c) {
 
 static void conn_start(void);
 
-static void conn_send(json_t *msg) {
-        _cleanup_free_ char *line = NULL;
-        size_t len;
+static ChannelState conn_state(void) {
+        return channel_client_state(C.client);
+}
 
-        if (!msg || jsonrpc_format_line(msg, &line, &len) < 0)
+static void conn_send(json_t *msg) {
+        if (channel_client_send(C.client, msg) < 0)
                 die_oom();
-        buf_put(&C.out, line, len);
 }
 
 static int64_t conn_request(const char *method, json_t *params) {
-        _cleanup_(json_decrefp) json_t *id = json_integer(C.next_id), *msg = NULL;
+        int64_t id;
 
-        msg = jsonrpc_request_new(id, method, params);
-        conn_send(msg);
-        return C.next_id++;
+        if (channel_client_request(C.client, method, params, &id) < 0)
+                die_oom();
+        return id;
 }
 
 /* Sends the call's request now if the channel is ready; else it goes once it is. */
 static void call_send(Call *c) {
         int64_t wait = 0;
 
-        if (C.state != CONN_READY) {
+        if (conn_state() != CHANNEL_READY) {
                 c->channel_id = 0;
                 conn_start();
                 return;
@@ -348,7 +279,7 @@ static void call_send(Call *c) {
         else if (json_is_integer(json_object_get(c->params, "wait_seconds")))
                 wait = json_integer_value(json_object_get(c->params, "wait_seconds"));
         c->channel_id = conn_request(c->method, c->params);
-        c->answer_deadline = now() + (usec_t) wait * USEC_PER_SEC + ANSWER_GRACE_USEC;
+        c->answer_deadline = now_usec(CLOCK_MONOTONIC) + (usec_t) wait * USEC_PER_SEC + ANSWER_GRACE_USEC;
         log_debug("%s: request %" PRIi64 " %s", c->tool->name, c->channel_id, c->method);
 }
 
@@ -363,11 +294,7 @@ static void call_request(Call *c, const char *method, json_t *params) {
 }
 
 static void conn_close(void) {
-        C.fd = safe_close(C.fd);
-        C.reader = jsonrpc_reader_free(C.reader);
-        buf_free(&C.out);
-        C.state = CONN_DOWN;
-        C.hello_id = 0;
+        channel_client_close(C.client);
         C.connect_deadline = 0;
 }
 
@@ -404,7 +331,7 @@ static void conn_failed(int error) {
         conn_close();
         if (!C.retried) {
                 log_debug("connecting to %s: %s; retrying once", C.path, strerror(abs(error)));
-                C.retry_at = now() + RECONNECT_DELAY_USEC;
+                C.retry_at = now_usec(CLOCK_MONOTONIC) + RECONNECT_DELAY_USEC;
                 return;
         }
         log_warning("cannot reach the session channel %s: %s", C.path, strerror(abs(error)));
@@ -419,12 +346,6 @@ static void conn_failed(int error) {
 /* The connection ended: what was in flight on it is lost (the daemon forgets it too). Calls that were
  * only waiting for the connection connect again. */
 static void conn_lost(const char *why) {
-        bool was_ready = C.state == CONN_READY;
-
-        if (!was_ready) {
-                conn_failed(ECONNRESET);
-                return;
-        }
         log_warning("the session channel %s is gone (%s)", C.path, why);
         conn_close();
         for (Call *c = calls, *next; c; c = next) {
@@ -447,46 +368,32 @@ static void conn_lost(const char *why) {
                 conn_start();
 }
 
-static void conn_connected(void) {
-        _cleanup_(json_decrefp) json_t *params = json_pack("{s:s, s:i}", "role", "mcp", "protocol", 1);
-
-        if (!params || jsonrpc_reader_new(LINE_MAX_BYTES, &C.reader) < 0)
-                die_oom();
-        C.state = CONN_HELLO;
-        C.hello_id = conn_request("hello", params);
+/* The channel client's down hook: a connect or a hello that failed, or a connection that ended. */
+static void on_conn_down(
+        ChannelClient *client, ChannelState was, int error, const char *why, void *userdata) {
+        if (was == CHANNEL_READY)
+                conn_lost(why);
+        else
+                conn_failed(was == CHANNEL_CONNECTING ? error : ECONNRESET);
 }
 
 static void conn_start(void) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int r;
 
-        if (C.state != CONN_DOWN || C.retry_at != 0)
+        if (conn_state() != CHANNEL_DOWN || C.retry_at != 0)
                 return;
-        if (strlen(C.path) >= sizeof(sa.sun_path)) {
+        C.connect_deadline = now_usec(CLOCK_MONOTONIC) + CONNECT_TIMEOUT_USEC;
+        r = channel_client_connect(C.client);
+        if (r == -ENAMETOOLONG) {
                 C.retried = true;
-                conn_failed(ENAMETOOLONG);
-                return;
-        }
-        strcpy(sa.sun_path, C.path);
-
-        C.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (C.fd < 0)
-                die(errno, "creating a unix socket");
-        C.connect_deadline = now() + CONNECT_TIMEOUT_USEC;
-        if (connect(C.fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-                if (errno == EINPROGRESS || errno == EAGAIN) {
-                        C.state = CONN_CONNECTING;
-                        return;
-                }
-                conn_failed(errno);
-                return;
-        }
-        conn_connected();
+                conn_failed(r);
+        } else if (r < 0)
+                die(r, "connecting to %s", C.path);
 }
 
-static void on_hello_answer(const struct jsonrpc_message *m) {
+static void on_hello_answer(ChannelClient *client, const struct jsonrpc_message *m, void *userdata) {
         const char *sid = json_string_value(json_object_get(m->result, "session_id"));
 
-        C.hello_id = 0;
         if (m->kind == JSONRPC_ERROR_RESPONSE) {
                 log_warning("the daemon refused the hello: %s (%d)", m->error_message, m->error_code);
                 conn_close();
@@ -494,7 +401,6 @@ static void on_hello_answer(const struct jsonrpc_message *m) {
                 fail_waiting("the cc-docker daemon refused ccdocker-mcp's connection: %s", m->error_message);
                 return;
         }
-        C.state = CONN_READY;
         C.connect_deadline = 0;
         C.retried = false;
         log_info("connected to %s, session %s", C.path, strempty(sid));
@@ -549,7 +455,7 @@ static void on_output(Call *c, json_t *result) {
                 c->last_seq = json_integer_value(seq);
         }
         if (!isempty(text)) {
-                if (buf_len(&c->output) > 0 && c->output.data[c->output.end - 1] != '\n')
+                if (byte_queue_len(&c->output) > 0 && c->output.data[c->output.end - 1] != '\n')
                         buf_put(&c->output, "\n", 1);
                 buf_put(&c->output, text, strlen(text));
         }
@@ -559,7 +465,7 @@ static void on_output(Call *c, json_t *result) {
                         send_progress(c, text);
         }
 
-        if (stream && buf_len(&c->output) < STREAM_OUTPUT_MAX && call_seconds_left(c) >= 1 &&
+        if (stream && byte_queue_len(&c->output) < STREAM_OUTPUT_MAX && call_seconds_left(c) >= 1 &&
             (more || !json_is_true(json_object_get(result, "is_complete")))) {
                 int64_t left = call_seconds_left(c);
 
@@ -588,7 +494,7 @@ static void on_output(Call *c, json_t *result) {
         }
 
         /* The text is all of it; last_seq is the last event's, also when the last answer had none. */
-        set_new(out, "output", json_stringn(c->output.data ?: "", buf_len(&c->output)));
+        set_new(out, "output", json_stringn(c->output.data ?: "", byte_queue_len(&c->output)));
         if (c->have_seq)
                 set_new(out, "last_seq", json_integer(c->last_seq));
         else if (!json_is_integer(seq))
@@ -679,20 +585,15 @@ static void on_call_answer(Call *c, const struct jsonrpc_message *m) {
 
 /* ---- reading the channel ---- */
 
-static void conn_dispatch(json_t *msg) {
-        struct jsonrpc_message m;
-        struct jsonrpc_error e;
+/* The channel client's message hook. */
+static void on_conn_message(ChannelClient *client, const struct jsonrpc_message *m, void *userdata) {
         int64_t id;
 
-        if (jsonrpc_classify(msg, &m, &e) < 0) {
-                log_warning("the daemon sent an invalid message: %s", e.message);
-                return;
-        }
-        switch (m.kind) {
+        switch (m->kind) {
         case JSONRPC_REQUEST: {
                 /* The daemon sends no requests to an mcp connection (docs/channel.md). */
                 _cleanup_(json_decrefp) json_t *answer = jsonrpc_error_new(
-                        m.id, JSONRPC_METHOD_NOT_FOUND, "ccdocker-mcp takes no requests", NULL);
+                        m->id, JSONRPC_METHOD_NOT_FOUND, "ccdocker-mcp takes no requests", NULL);
 
                 conn_send(answer);
                 break;
@@ -701,14 +602,10 @@ static void conn_dispatch(json_t *msg) {
                 break;
         case JSONRPC_RESPONSE:
         case JSONRPC_ERROR_RESPONSE:
-                id = json_is_integer(m.id) ? (int64_t) json_integer_value(m.id) : 0;
-                if (id != 0 && id == C.hello_id) {
-                        on_hello_answer(&m);
-                        break;
-                }
+                id = json_is_integer(m->id) ? (int64_t) json_integer_value(m->id) : 0;
                 for (Call *c = calls; c; c = c->next)
                         if (id != 0 && c->channel_id == id) {
-                                on_call_answer(c, &m);
+                                on_call_answer(c, m);
                                 return;
                         }
                 /* A cancelled or timed-out call's answer, come late. */
@@ -717,42 +614,11 @@ static void conn_dispatch(json_t *msg) {
         }
 }
 
-static void conn_read(void) {
-        char chunk[READ_CHUNK];
-
-        for (int i = 0; i < READS_PER_ITERATION && C.state >= CONN_HELLO; i++) {
-                ssize_t k = read(C.fd, chunk, sizeof(chunk));
-
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0 && errno == EAGAIN)
-                        return;
-                if (k <= 0) {
-                        conn_lost(k == 0 ? "closed by the daemon" : strerror(errno));
-                        return;
-                }
-                if (jsonrpc_reader_feed(C.reader, chunk, (size_t) k) < 0)
-                        die_oom();
-                for (;;) {
-                        _cleanup_(json_decrefp) json_t *msg = NULL;
-                        struct jsonrpc_error e;
-                        int r;
-
-                        r = jsonrpc_reader_next(C.reader, &msg, &e);
-                        if (r == 0)
-                                break;
-                        if (r == -ENOMEM)
-                                die_oom();
-                        if (r < 0) {
-                                log_warning("the daemon sent a bad line: %s", e.message);
-                                continue;
-                        }
-                        conn_dispatch(msg);
-                        if (C.state < CONN_HELLO)
-                                return; /* the connection ended while dispatching */
-                }
-        }
-}
+static const ChannelClientHooks conn_hooks = {
+        .hello = on_hello_answer,
+        .message = on_conn_message,
+        .down = on_conn_down,
+};
 
 /* ---- MCP methods ---- */
 
@@ -845,7 +711,7 @@ static void handle_tools_call(json_t *id, json_t *params) {
             t->id == TOOL_GET_CHILD_OUTPUT) {
                 json_t *timeout = json_object_get(c->args, "timeout_seconds");
 
-                c->deadline = now() +
+                c->deadline = now_usec(CLOCK_MONOTONIC) +
                         (usec_t) (timeout ? json_integer_value(timeout) : DEFAULT_WAIT_SEC) * USEC_PER_SEC;
         }
         c->next = calls;
@@ -966,7 +832,7 @@ static bool stdin_read(struct jsonrpc_reader *reader) {
 /* ---- timers ---- */
 
 static void on_timers(void) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (C.retry_at != 0 && t >= C.retry_at) {
                 C.retry_at = 0;
@@ -976,7 +842,7 @@ static void on_timers(void) {
                 else
                         C.retried = false;
         }
-        if (C.connect_deadline != 0 && t >= C.connect_deadline && C.state != CONN_READY)
+        if (C.connect_deadline != 0 && t >= C.connect_deadline && conn_state() != CHANNEL_READY)
                 conn_failed(ETIMEDOUT);
         for (Call *c = calls, *next; c; c = next) {
                 next = c->next;
@@ -992,7 +858,7 @@ static void on_timers(void) {
 
 /* Milliseconds until the next timer, -1 for none. */
 static int next_timeout(void) {
-        usec_t next = 0, t = now();
+        usec_t next = 0, t = now_usec(CLOCK_MONOTONIC);
 
         if (C.retry_at != 0)
                 next = C.retry_at;
@@ -1027,25 +893,22 @@ int main(int argc, char *argv[]) {
                 die(r, "loading the tool definitions");
         path = getenv("CCDOCKER_CHANNEL_SOCKET");
         C.path = isempty(path) ? DEFAULT_CHANNEL : path;
+        r = channel_client_new(C.path, "mcp", &conn_hooks, NULL, &C.client);
+        if (r < 0)
+                die(r, "creating the channel client");
 
         for (;;) {
                 struct pollfd p[2];
                 int n = 0, i_conn = -1;
 
-                if (C.state >= CONN_HELLO && buf_len(&C.out) > 0) {
-                        r = buf_write(&C.out, C.fd);
-                        if (r < 0)
-                                conn_lost(strerror(-r));
-                }
+                channel_client_flush(C.client);
 
                 p[n++] = (struct pollfd){ .fd = STDIN_FILENO, .events = POLLIN };
-                if (C.fd >= 0) {
+                if (channel_client_fd(C.client) >= 0) {
                         i_conn = n;
                         p[n++] = (struct pollfd){
-                                .fd = C.fd,
-                                .events = C.state == CONN_CONNECTING
-                                        ? POLLOUT
-                                        : (short) (POLLIN | (buf_len(&C.out) > 0 ? POLLOUT : 0)),
+                                .fd = channel_client_fd(C.client),
+                                .events = channel_client_poll_events(C.client),
                         };
                 }
                 if (poll(p, (nfds_t) n, next_timeout()) < 0) {
@@ -1054,20 +917,9 @@ int main(int argc, char *argv[]) {
                         die(errno, "poll");
                 }
 
-                if (i_conn >= 0 && p[i_conn].revents && C.fd == p[i_conn].fd) {
-                        if (C.state == CONN_CONNECTING) {
-                                int error = 0;
-                                socklen_t len = sizeof(error);
-
-                                if (getsockopt(C.fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
-                                        error = errno;
-                                if (error != 0)
-                                        conn_failed(error);
-                                else
-                                        conn_connected();
-                        } else if (p[i_conn].revents & (POLLIN | POLLHUP | POLLERR))
-                                conn_read();
-                }
+                if (i_conn >= 0 && channel_client_fd(C.client) == p[i_conn].fd &&
+                    channel_client_dispatch(C.client, p[i_conn].revents) < 0)
+                        die_oom();
                 if (p[0].revents && !stdin_read(reader))
                         break;
                 on_timers();
@@ -1082,7 +934,7 @@ int main(int argc, char *argv[]) {
                 calls = c->next;
                 call_free(c);
         }
-        conn_close();
+        C.client = channel_client_free(C.client);
         tools_unload();
         return EXIT_SUCCESS;
 }

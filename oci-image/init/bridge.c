@@ -18,24 +18,18 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "relay.h"
 #include "util.h"
 
 #define ACCEPTS_PER_DISPATCH 32
-#define PUMPS_PER_DISPATCH 16
 #define FAILURES_LOGGED_EVERY 100
-
-typedef struct Pipe {
-        char *data;
-        size_t start, end;
-        bool eof, shut; /* the source ended; that end was passed on */
-} Pipe;
 
 typedef struct Conn Conn;
 struct Conn {
         Conn *prev, *next;
         int tcp, ux;
         bool connecting;
-        Pipe up, down; /* tcp to ux, ux to tcp */
+        Relay relay; /* fd[0] is tcp, fd[1] is ux */
         size_t poll_index;
         bool polled;
 };
@@ -68,61 +62,6 @@ static void bridge_log(Bridge *b, int level, const char *format, ...) {
                 b->log(level, message, b->userdata);
 }
 
-/* ---- pipes ---- */
-
-static size_t pipe_len(const Pipe *p) {
-        return p->end - p->start;
-}
-
-static bool pipe_wants_read(const Pipe *p) {
-        return !p->eof && pipe_len(p) < BRIDGE_BUFFER_SIZE;
-}
-
-static int pipe_read(Pipe *p, int fd, bool *progress) {
-        ssize_t k;
-
-        if (!pipe_wants_read(p))
-                return 0;
-        if (p->end == BRIDGE_BUFFER_SIZE) {
-                memmove(p->data, p->data + p->start, pipe_len(p));
-                p->end -= p->start;
-                p->start = 0;
-        }
-        do
-                k = read(fd, p->data + p->end, BRIDGE_BUFFER_SIZE - p->end);
-        while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return errno == EAGAIN ? 0 : -errno;
-        if (k == 0)
-                p->eof = true;
-        p->end += (size_t) k;
-        *progress = true;
-        return 0;
-}
-
-static int pipe_write(Pipe *p, int fd, bool *progress) {
-        if (pipe_len(p) > 0) {
-                ssize_t k;
-
-                do
-                        k = send(fd, p->data + p->start, pipe_len(p), MSG_NOSIGNAL);
-                while (k < 0 && errno == EINTR);
-                if (k < 0)
-                        return errno == EAGAIN ? 0 : -errno;
-                p->start += (size_t) k;
-                if (p->start == p->end)
-                        p->start = p->end = 0;
-                *progress = true;
-        }
-        if (p->eof && pipe_len(p) == 0 && !p->shut) {
-                if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN)
-                        return -errno;
-                p->shut = true;
-                *progress = true;
-        }
-        return 0;
-}
-
 /* ---- connections ---- */
 
 static void conn_free(Bridge *b, Conn *c) {
@@ -135,31 +74,14 @@ static void conn_free(Bridge *b, Conn *c) {
         b->n_conns--;
         safe_close(c->tcp);
         safe_close(c->ux);
-        free(c->up.data);
-        free(c->down.data);
+        relay_done(&c->relay);
         free(c);
 }
 
 /* Moves what can be moved now; frees the connection when both ways are done or on an error. */
 static void conn_pump(Bridge *b, Conn *c) {
-        for (int i = 0; i < PUMPS_PER_DISPATCH; i++) {
-                bool progress = false;
-                int r;
-
-                r = pipe_read(&c->up, c->tcp, &progress);
-                if (r >= 0)
-                        r = pipe_write(&c->up, c->ux, &progress);
-                if (r >= 0)
-                        r = pipe_read(&c->down, c->ux, &progress);
-                if (r >= 0)
-                        r = pipe_write(&c->down, c->tcp, &progress);
-                if (r < 0 || (c->up.shut && c->down.shut)) {
-                        conn_free(b, c);
-                        return;
-                }
-                if (!progress)
-                        return;
-        }
+        if (relay_step(&c->relay) != 0)
+                conn_free(b, c);
 }
 
 static void connect_failed(Bridge *b, int error) {
@@ -205,16 +127,8 @@ static void bridge_accept(Bridge *b) {
                 }
 
                 c = calloc(1, sizeof(*c));
-                if (c) {
-                        c->up.data = malloc(BRIDGE_BUFFER_SIZE);
-                        c->down.data = malloc(BRIDGE_BUFFER_SIZE);
-                }
-                if (!c || !c->up.data || !c->down.data) {
-                        if (c) {
-                                free(c->up.data);
-                                free(c->down.data);
-                                free(c);
-                        }
+                if (!c || relay_init(&c->relay, tcp, ux) < 0) {
+                        free(c);
                         bridge_log(b, LOG_ERR, "%s bridge: out of memory for a connection", b->name);
                         continue;
                 }
@@ -305,19 +219,11 @@ size_t bridge_poll_fill(Bridge *b, struct pollfd *p) {
         b->listen_polled = b->n_conns < BRIDGE_CONNECTIONS_MAX;
         p[n++] = poll_entry(b->listen_fd, b->listen_polled ? POLLIN : 0);
         for (Conn *c = b->conns; c; c = c->next) {
-                short tcp = 0, ux = 0;
+                short tcp = 0, ux = POLLOUT;
 
-                if (c->connecting)
-                        ux = POLLOUT;
-                else {
-                        if (pipe_wants_read(&c->up))
-                                tcp |= POLLIN;
-                        if (pipe_len(&c->down) > 0)
-                                tcp |= POLLOUT;
-                        if (pipe_wants_read(&c->down))
-                                ux |= POLLIN;
-                        if (pipe_len(&c->up) > 0)
-                                ux |= POLLOUT;
+                if (!c->connecting) {
+                        tcp = (short) relay_events(&c->relay, 0);
+                        ux = (short) relay_events(&c->relay, 1);
                 }
                 c->polled = true;
                 c->poll_index = n;

@@ -3,15 +3,15 @@
  * Bridge listens on 127.0.0.1 on an ephemeral port inside the container and relays each accepted
  * connection to a new connection to its unix socket, both ways, with half-closes passed on. It runs in
  * the caller's poll() loop: the caller asks for pollfds (bridge_poll_fill) and hands back what poll()
- * said (bridge_poll_dispatch). No threads; two bounded buffers per connection. */
+ * said (bridge_poll_dispatch). No threads; each connection's bytes go through a Relay (common/relay.h), one
+ * bounded buffer per direction. */
 #pragma once
 
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define BRIDGE_BUFFER_SIZE (64 * 1024) /* per direction of a connection */
-#define BRIDGE_CONNECTIONS_MAX 256     /* the listener is not polled while this many are open */
+#define BRIDGE_CONNECTIONS_MAX 256 /* the listener is not polled while this many are open */
 
 /* What ccdocker-init puts in claude's environment for the bridges. */
 #define BRIDGE_PLACEHOLDER_API_KEY "sk-ant-placeholder-ccdocker"

@@ -19,32 +19,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bridge.h"
+#include "byte-queue.h"
+#include "channel-client.h"
 #include "cleanup.h"
 #include "init-config.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "time-util.h"
 #include "util.h"
 
 #define PROGRAM "ccdocker-init"
 
-typedef uint64_t usec_t;
-#define USEC_PER_MSEC ((usec_t) 1000)
-#define USEC_PER_SEC ((usec_t) 1000000)
-
-#define LINE_MAX_BYTES (8U * 1024 * 1024) /* the channel's line limit (docs/channel.md) */
 #define EVENTS_PER_CALL 1000
-#define EVENT_DATA_MAX (LINE_MAX_BYTES - 64 * 1024) /* one event's data, leaving room for the call */
-#define TRUNCATED_KEEP (64 * 1024)                  /* text kept of a line too long for the channel */
-#define QUEUE_PAUSE_BYTES (64U * 1024 * 1024)       /* stop reading claude while this much is unacked */
+#define EVENT_DATA_MAX (CHANNEL_LINE_MAX - 64 * 1024) /* one event's data, leaving room for the call */
+#define TRUNCATED_KEEP (64 * 1024)                    /* text kept of a line too long for the channel */
+#define QUEUE_PAUSE_BYTES (64U * 1024 * 1024)         /* stop reading claude while this much is unacked */
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ITERATION 16
 
@@ -66,12 +62,6 @@ enum {
         EXIT_CLAUDE_GAVE_UP = 2,
 };
 
-/* A byte queue: data[start, end) is pending. */
-typedef struct Buf {
-        char *data;
-        size_t start, end, cap;
-} Buf;
-
 /* One line of claude's output, waiting for the daemon's ack. data is the JSON text of "data". */
 typedef struct Event {
         uint64_t seq;
@@ -79,8 +69,6 @@ typedef struct Event {
         char *data;
         size_t len;
 } Event;
-
-enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HELLO, CONN_READY };
 
 static struct {
         /* what the environment says */
@@ -91,11 +79,8 @@ static struct {
         int signal_fd, timer_fd;
 
         /* the channel */
-        int conn_fd;
-        enum conn_state conn_state;
-        struct jsonrpc_reader *reader;
-        Buf out;
-        int64_t next_id, hello_id, events_id;
+        ChannelClient *conn;
+        int64_t events_id;
         uint64_t events_last;  /* the last seq of the events call in flight */
         usec_t events_hold_at; /* the daemon acked only part of a call: the next one waits until then */
         bool ever_ready;
@@ -112,7 +97,7 @@ static struct {
         char *claude_session; /* from its system/init event, for --resume */
         pid_t claude_pid;
         int claude_in, claude_out;
-        Buf claude_input;
+        ByteQueue claude_input;
         bool input_midline; /* the last write to claude's stdin stopped inside a line */
         char *line;
         size_t line_len, line_cap;
@@ -136,26 +121,10 @@ static struct {
 } S = {
         .signal_fd = -EBADF,
         .timer_fd = -EBADF,
-        .conn_fd = -EBADF,
         .claude_in = -EBADF,
         .claude_out = -EBADF,
-        .next_id = 1,
         .next_seq = 1,
 };
-
-static usec_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        (void) clock_gettime(clock, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
-
-static usec_t now(void) {
-        return now_usec(CLOCK_MONOTONIC);
-}
-
-static void conn_flush_blocking(usec_t timeout);
-static void buf_put(Buf *b, const void *p, size_t n);
 
 /* Fails loudly (STYLE.md 9): "ccdocker-init: what failed: strerror". The daemon gets the message too
  * when it can be told. */
@@ -173,16 +142,13 @@ static _Noreturn void die_va(int error, const char *format, va_list ap) {
                 message = what ? strdup(what) : NULL;
         fprintf(stderr, PROGRAM ": %s\n", strempty(message));
 
-        if (S.conn_state == CONN_READY && message) {
+        if (S.conn && channel_client_state(S.conn) == CHANNEL_READY && message) {
                 _cleanup_(json_decrefp)
                         json_t *params = json_pack("{s:s, s:s}", "level", "error", "message", message),
                                *n = params ? jsonrpc_notification_new("log", params) : NULL;
-                _cleanup_free_ char *line = NULL;
-                size_t len;
 
-                if (n && jsonrpc_format_line(n, &line, &len) >= 0)
-                        buf_put(&S.out, line, len);
-                conn_flush_blocking(USEC_PER_SEC);
+                if (n && channel_client_send(S.conn, n) >= 0)
+                        channel_client_flush_blocking(S.conn, USEC_PER_SEC);
         }
         if (S.claude_pid > 0)
                 (void) kill(S.claude_pid, SIGKILL);
@@ -210,54 +176,13 @@ static _Noreturn void die_oom(void) {
 
 /* ---- byte queues ---- */
 
-static size_t buf_len(const Buf *b) {
-        return b->end - b->start;
+static void buf_put(ByteQueue *b, const void *p, size_t n) {
+        if (byte_queue_put(b, p, n) < 0)
+                die_oom();
 }
 
-static void buf_clear(Buf *b) {
-        b->start = b->end = 0;
-}
-
-static void buf_put(Buf *b, const void *p, size_t n) {
-        if (b->start == b->end)
-                buf_clear(b);
-        if (b->end + n > b->cap && b->start > 0) {
-                memmove(b->data, b->data + b->start, buf_len(b));
-                b->end -= b->start;
-                b->start = 0;
-        }
-        if (b->end + n > b->cap) {
-                size_t cap = b->cap ? b->cap : 4096;
-                char *d;
-
-                while (cap < b->end + n)
-                        cap *= 2;
-                d = realloc(b->data, cap);
-                if (!d)
-                        die_oom();
-                b->data = d;
-                b->cap = cap;
-        }
-        memcpy(b->data + b->end, p, n);
-        b->end += n;
-}
-
-static void buf_puts(Buf *b, const char *s) {
+static void buf_puts(ByteQueue *b, const char *s) {
         buf_put(b, s, strlen(s));
-}
-
-/* Writes what the fd takes. 0 (also when it takes nothing now) or -errno. */
-static int buf_write(Buf *b, int fd) {
-        while (buf_len(b) > 0) {
-                ssize_t k = write(fd, b->data + b->start, buf_len(b));
-
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return errno == EAGAIN ? 0 : -errno;
-                b->start += (size_t) k;
-        }
-        return 0;
 }
 
 /* ---- logging to the daemon ---- */
@@ -273,7 +198,7 @@ static void send_log(const char *level, const char *message) {
 
         if (!params)
                 die_oom();
-        if (S.conn_state == CONN_READY) {
+        if (channel_client_state(S.conn) == CHANNEL_READY) {
                 _cleanup_(json_decrefp) json_t *n = jsonrpc_notification_new("log", params);
 
                 if (!n)
@@ -356,53 +281,38 @@ static void queue_resync(uint64_t last_seq) {
 /* ---- the channel ---- */
 
 static void conn_send(json_t *msg) {
-        _cleanup_free_ char *line = NULL;
-        size_t len;
-
-        if (jsonrpc_format_line(msg, &line, &len) < 0)
+        if (channel_client_send(S.conn, msg) < 0)
                 die_oom();
-        buf_put(&S.out, line, len);
 }
 
 static int64_t conn_request(const char *method, json_t *params) {
-        _cleanup_(json_decrefp) json_t *id = json_integer(S.next_id), *msg = NULL;
+        int64_t id;
 
-        msg = jsonrpc_request_new(id, method, params);
-        if (!msg)
+        if (channel_client_request(S.conn, method, params, &id) < 0)
                 die_oom();
-        conn_send(msg);
-        return S.next_id++;
+        return id;
 }
 
 static void conn_respond(json_t *id, json_t *result) {
-        _cleanup_(json_decrefp) json_t *msg = jsonrpc_result_new(id, result);
-
-        if (!msg)
+        if (channel_client_respond(S.conn, id, result) < 0)
                 die_oom();
-        conn_send(msg);
 }
 
 static void conn_respond_error(json_t *id, int code, const char *message) {
-        _cleanup_(json_decrefp) json_t *msg = jsonrpc_error_new(id, code, message, NULL);
-
-        if (!msg)
+        if (channel_client_respond_error(S.conn, id, code, message) < 0)
                 die_oom();
-        conn_send(msg);
 }
 
 static void conn_close(void) {
-        S.conn_fd = safe_close(S.conn_fd);
-        S.reader = jsonrpc_reader_free(S.reader);
-        buf_clear(&S.out);
-        S.conn_state = CONN_DOWN;
-        S.hello_id = S.events_id = 0;
+        channel_client_close(S.conn);
+        S.events_id = 0;
         S.heartbeat_at = S.events_hold_at = 0;
 }
 
 /* A connect that failed or a connection that ended: try again after the backoff. Before the first
  * hello, only until the start deadline. */
 static void conn_retry(int error) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         conn_close();
         if (!S.ever_ready && t >= S.start_deadline)
@@ -411,44 +321,27 @@ static void conn_retry(int error) {
         S.backoff = S.backoff * 2 > BACKOFF_MAX_USEC ? BACKOFF_MAX_USEC : S.backoff * 2;
 }
 
-static void conn_lost(const char *why) {
-        if (S.conn_state == CONN_READY)
+/* The channel client's down hook: a connect failed, or the connection ended. */
+static void on_conn_down(ChannelClient *c, ChannelState was, int error, const char *why, void *userdata) {
+        if (was == CHANNEL_READY)
                 log_warning("the channel to the daemon is gone (%s): reconnecting", why);
-        conn_retry(ECONNRESET);
+        conn_retry(was == CHANNEL_CONNECTING ? error : ECONNRESET);
 }
 
-static void conn_connected(void) {
-        _cleanup_(json_decrefp) json_t *params = json_pack("{s:s, s:i}", "role", "init", "protocol", 1);
-        int r;
-
-        r = jsonrpc_reader_new(LINE_MAX_BYTES, &S.reader);
-        if (r < 0 || !params)
-                die_oom();
-        S.conn_state = CONN_HELLO;
-        S.hello_id = conn_request("hello", params);
+/* The daemon refused something: the connection goes, and the next hello says where it is. */
+static void conn_lost(const char *why) {
+        on_conn_down(S.conn, channel_client_state(S.conn), ECONNRESET, why, NULL);
 }
 
 static void conn_connect(void) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int r;
 
         S.reconnect_at = 0;
-        if (strlen(S.channel_path) >= sizeof(sa.sun_path))
+        r = channel_client_connect(S.conn);
+        if (r == -ENAMETOOLONG)
                 die("the channel path %s is longer than a unix socket path may be", S.channel_path);
-        strcpy(sa.sun_path, S.channel_path);
-
-        S.conn_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (S.conn_fd < 0)
-                die_errno(errno, "creating a unix socket");
-        if (connect(S.conn_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-                if (errno == EINPROGRESS || errno == EAGAIN) {
-                        S.conn_state = CONN_CONNECTING;
-                        return;
-                }
-                log_debug("connecting to %s: %m", S.channel_path);
-                conn_retry(errno);
-                return;
-        }
-        conn_connected();
+        if (r < 0)
+                die_errno(r, "connecting to %s", S.channel_path);
 }
 
 /* The answer to the last events call: drop what is stored; the rest goes again with the next call. */
@@ -467,7 +360,7 @@ static void on_events_answer(const struct jsonrpc_message *m) {
         }
         queue_ack((uint64_t) json_integer_value(acked));
         if ((uint64_t) json_integer_value(acked) < S.events_last) /* stored only part: not at once again */
-                S.events_hold_at = now() + EVENTS_HOLD_USEC;
+                S.events_hold_at = now_usec(CLOCK_MONOTONIC) + EVENTS_HOLD_USEC;
 }
 
 static int claude_start(void);
@@ -512,12 +405,11 @@ static void first_start(json_t *config) {
                 die_errno(r, "starting %s", S.claude_bin);
 }
 
-static void on_hello_answer(const struct jsonrpc_message *m) {
+static void on_hello_answer(ChannelClient *c, const struct jsonrpc_message *m, void *userdata) {
         json_t *protocol, *last_seq;
         size_t i;
         json_t *p;
 
-        S.hello_id = 0;
         if (m->kind == JSONRPC_ERROR_RESPONSE) {
                 if (!S.ever_ready)
                         die("the daemon refused hello: %s (%d)", m->error_message, m->error_code);
@@ -533,9 +425,8 @@ static void on_hello_answer(const struct jsonrpc_message *m) {
         if (!json_is_integer(last_seq) || json_integer_value(last_seq) < 0)
                 die("the daemon's hello answer has no valid last_seq");
 
-        S.conn_state = CONN_READY;
         S.backoff = BACKOFF_MIN_USEC;
-        S.heartbeat_at = now() + HEARTBEAT_USEC;
+        S.heartbeat_at = now_usec(CLOCK_MONOTONIC) + HEARTBEAT_USEC;
         queue_resync((uint64_t) json_integer_value(last_seq));
 
         json_array_foreach (S.pending_logs, i, p) {
@@ -618,85 +509,52 @@ static void on_prompt(json_t *id, json_t *params) {
         conn_respond(id, empty);
 }
 
-static void conn_dispatch(json_t *msg) {
-        struct jsonrpc_message m;
-        struct jsonrpc_error e;
+/* The channel client's message hook: the daemon's requests and the answers to events. */
+static void on_conn_message(ChannelClient *c, const struct jsonrpc_message *m, void *userdata) {
         int64_t id;
 
-        if (jsonrpc_classify(msg, &m, &e) < 0) {
-                log_warning("the daemon sent an invalid message: %s", e.message);
-                if (e.id)
-                        conn_respond_error(e.id, e.code, e.message);
-                return;
-        }
-
-        switch (m.kind) {
+        switch (m->kind) {
         case JSONRPC_REQUEST:
-                if (streq(m.method, "prompt"))
-                        on_prompt(m.id, m.params);
+                if (streq(m->method, "prompt"))
+                        on_prompt(m->id, m->params);
                 else {
                         _cleanup_free_ char *text = NULL;
 
-                        if (asprintf(&text, "unknown method '%s'", m.method) < 0)
+                        if (asprintf(&text, "unknown method '%s'", m->method) < 0)
                                 die_oom();
-                        conn_respond_error(m.id, JSONRPC_METHOD_NOT_FOUND, text);
+                        conn_respond_error(m->id, JSONRPC_METHOD_NOT_FOUND, text);
                 }
                 break;
         case JSONRPC_NOTIFICATION:
                 break;
         case JSONRPC_RESPONSE:
         case JSONRPC_ERROR_RESPONSE:
-                id = json_is_integer(m.id) ? (int64_t) json_integer_value(m.id) : 0;
-                if (id != 0 && id == S.hello_id)
-                        on_hello_answer(&m);
-                else if (id != 0 && id == S.events_id)
-                        on_events_answer(&m);
-                else if (m.kind == JSONRPC_ERROR_RESPONSE)
+                id = json_is_integer(m->id) ? (int64_t) json_integer_value(m->id) : 0;
+                if (id != 0 && id == S.events_id)
+                        on_events_answer(m);
+                else if (m->kind == JSONRPC_ERROR_RESPONSE)
                         log_warning(
                                 "the daemon answered request %" PRIi64 " with an error: %s (%d)",
                                 id,
-                                m.error_message,
-                                m.error_code);
+                                m->error_message,
+                                m->error_code);
                 break;
         }
 }
 
-static void conn_read(void) {
-        char chunk[READ_CHUNK];
+static const ChannelClientHooks conn_hooks = {
+        .hello = on_hello_answer,
+        .message = on_conn_message,
+        .down = on_conn_down,
+};
 
-        for (int i = 0; i < READS_PER_ITERATION && S.conn_state >= CONN_HELLO; i++) {
-                ssize_t k = read(S.conn_fd, chunk, sizeof(chunk));
+static void conn_put(const void *p, size_t n) {
+        if (channel_client_put(S.conn, p, n) < 0)
+                die_oom();
+}
 
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0 && errno == EAGAIN)
-                        return;
-                if (k <= 0) {
-                        conn_lost(k == 0 ? "closed by the daemon" : strerror(errno));
-                        return;
-                }
-                if (jsonrpc_reader_feed(S.reader, chunk, (size_t) k) < 0)
-                        die_oom();
-
-                for (;;) {
-                        _cleanup_(json_decrefp) json_t *msg = NULL;
-                        struct jsonrpc_error e;
-                        int r;
-
-                        r = jsonrpc_reader_next(S.reader, &msg, &e);
-                        if (r == 0)
-                                break;
-                        if (r == -ENOMEM)
-                                die_oom();
-                        if (r < 0) {
-                                log_warning("the daemon sent a bad line: %s", e.message);
-                                continue;
-                        }
-                        conn_dispatch(msg);
-                        if (S.conn_state < CONN_HELLO)
-                                return; /* the connection ended while dispatching */
-                }
-        }
+static void conn_puts(const char *s) {
+        conn_put(s, strlen(s));
 }
 
 /* Sends the unacked events, one events call at a time: what arrives while one is in flight goes in
@@ -705,18 +563,19 @@ static void events_send(void) {
         char head[128], item[96];
         size_t len, count = 0;
 
-        if (S.events_hold_at && now() >= S.events_hold_at)
+        if (S.events_hold_at && now_usec(CLOCK_MONOTONIC) >= S.events_hold_at)
                 S.events_hold_at = 0;
-        if (S.conn_state != CONN_READY || S.events_id != 0 || S.n == 0 || S.events_hold_at)
+        if (channel_client_state(S.conn) != CHANNEL_READY || S.events_id != 0 || S.n == 0 ||
+            S.events_hold_at)
                 return;
 
-        S.events_id = S.next_id++;
+        S.events_id = channel_client_take_id(S.conn);
         len = (size_t) snprintf(
                 head,
                 sizeof(head),
                 "{\"jsonrpc\":\"2.0\",\"id\":%" PRIi64 ",\"method\":\"events\",\"params\":{\"events\":[",
                 S.events_id);
-        buf_puts(&S.out, head);
+        conn_puts(head);
         for (size_t i = 0; i < S.n && count < EVENTS_PER_CALL; i++) {
                 Event *e = queue_at(i);
                 int k = snprintf(
@@ -727,31 +586,16 @@ static void events_send(void) {
                         e->seq,
                         e->time);
 
-                if (count > 0 && len + (size_t) k + e->len + 8 > LINE_MAX_BYTES)
+                if (count > 0 && len + (size_t) k + e->len + 8 > CHANNEL_LINE_MAX)
                         break;
-                buf_put(&S.out, item, (size_t) k);
-                buf_put(&S.out, e->data, e->len);
-                buf_puts(&S.out, "}");
+                conn_put(item, (size_t) k);
+                conn_put(e->data, e->len);
+                conn_puts("}");
                 len += (size_t) k + e->len + 1;
                 count++;
                 S.events_last = e->seq;
         }
-        buf_puts(&S.out, "]}}\n");
-}
-
-/* Writes what is queued; blocks up to timeout. For die() and the last moments. */
-static void conn_flush_blocking(usec_t timeout) {
-        usec_t deadline = now() + timeout;
-
-        while (S.conn_fd >= 0 && buf_len(&S.out) > 0) {
-                struct pollfd p = { .fd = S.conn_fd, .events = POLLOUT };
-                usec_t t = now();
-
-                if (t >= deadline || buf_write(&S.out, S.conn_fd) < 0)
-                        return;
-                if (buf_len(&S.out) > 0 && poll(&p, 1, (int) ((deadline - t) / USEC_PER_MSEC) + 1) <= 0)
-                        return;
-        }
+        conn_puts("]}}\n");
 }
 
 static void heartbeat(void) {
@@ -760,7 +604,7 @@ static void heartbeat(void) {
         if (!params)
                 die_oom();
         (void) conn_request("heartbeat", params);
-        S.heartbeat_at = now() + HEARTBEAT_USEC;
+        S.heartbeat_at = now_usec(CLOCK_MONOTONIC) + HEARTBEAT_USEC;
 }
 
 /* ---- claude's output ---- */
@@ -1020,7 +864,7 @@ static int claude_start(void) {
         S.claude_pid = pid;
         S.claude_in = TAKE_FD(in_w);
         S.claude_out = TAKE_FD(out_r);
-        S.claude_started = now();
+        S.claude_started = now_usec(CLOCK_MONOTONIC);
         S.line_len = S.line_bytes = 0;
         log_info(
                 "started claude (pid %d)%s%s",
@@ -1033,7 +877,7 @@ static int claude_start(void) {
 static void begin_stop(int code);
 
 static void claude_exited(int status) {
-        usec_t t = now(), lived = t - S.claude_started;
+        usec_t t = now_usec(CLOCK_MONOTONIC), lived = t - S.claude_started;
         char how[64], quick[64] = "";
 
         claude_read(true);
@@ -1046,8 +890,8 @@ static void claude_exited(int status) {
         S.claude_pid = 0;
         /* A prompt cut in the middle goes nowhere; whole ones wait for the next claude. */
         if (S.input_midline) {
-                char *nl =
-                        memchr(S.claude_input.data + S.claude_input.start, '\n', buf_len(&S.claude_input));
+                char *nl = memchr(
+                        S.claude_input.data + S.claude_input.start, '\n', byte_queue_len(&S.claude_input));
 
                 S.claude_input.start = nl ? (size_t) (nl + 1 - S.claude_input.data) : S.claude_input.end;
                 S.input_midline = false;
@@ -1098,7 +942,7 @@ static void claude_restart(void) {
         r = claude_start();
         if (r >= 0)
                 return;
-        S.claude_started = now();
+        S.claude_started = now_usec(CLOCK_MONOTONIC);
         report(LOG_ERR, "restarting claude: %s", strerror(-r));
         claude_exited(W_EXITCODE(127, 0));
 }
@@ -1106,7 +950,7 @@ static void claude_restart(void) {
 /* ---- signals and stopping ---- */
 
 static void begin_stop(int code) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (S.stopping)
                 return;
@@ -1116,7 +960,7 @@ static void begin_stop(int code) {
         if (S.claude_pid > 0) {
                 /* EOF on its stdin ends a stream-json claude once it is idle. */
                 S.claude_in = safe_close(S.claude_in);
-                buf_clear(&S.claude_input);
+                byte_queue_clear(&S.claude_input);
                 S.term_at = t + STOP_CLAUDE_USEC;
         } else
                 S.flush_deadline = t + STOP_FLUSH_USEC;
@@ -1154,11 +998,11 @@ static void on_signal(void) {
 }
 
 static void on_timers(void) {
-        usec_t t = now();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (S.reconnect_at && t >= S.reconnect_at)
                 conn_connect();
-        if (S.heartbeat_at && t >= S.heartbeat_at && S.conn_state == CONN_READY)
+        if (S.heartbeat_at && t >= S.heartbeat_at && channel_client_state(S.conn) == CHANNEL_READY)
                 heartbeat();
         if (S.restart_at && t >= S.restart_at)
                 claude_restart();
@@ -1189,7 +1033,7 @@ static void arm_timer(void) {
                         next = d[i];
         if (next) {
                 its.it_value.tv_sec = (time_t) (next / USEC_PER_SEC);
-                its.it_value.tv_nsec = (long) (next % USEC_PER_SEC) * 1000;
+                its.it_value.tv_nsec = (long) ((next % USEC_PER_SEC) * NSEC_PER_USEC);
                 if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
                         its.it_value.tv_nsec = 1;
         }
@@ -1201,7 +1045,8 @@ static void arm_timer(void) {
 static void maybe_exit(void) {
         if (!S.stopping || S.claude_pid > 0)
                 return;
-        if ((S.n == 0 && buf_len(&S.out) == 0) || now() >= S.flush_deadline || !S.ever_ready) {
+        if ((S.n == 0 && channel_client_pending(S.conn) == 0) ||
+            now_usec(CLOCK_MONOTONIC) >= S.flush_deadline || !S.ever_ready) {
                 if (S.n > 0)
                         log_warning("exiting with %zu events the daemon has not acked", S.n);
                 exit(S.exit_code);
@@ -1296,7 +1141,7 @@ int main(int argc, char *argv[]) {
                 .home = env_or("HOME", "/home/claude"),
         };
         S.pending_logs = json_array();
-        if (!S.pending_logs)
+        if (!S.pending_logs || channel_client_new(S.channel_path, "init", &conn_hooks, NULL, &S.conn) < 0)
                 die_oom();
 
         sigemptyset(&mask);
@@ -1316,7 +1161,7 @@ int main(int argc, char *argv[]) {
 
         bridges_open();
 
-        S.start_deadline = now() + START_CONNECT_USEC;
+        S.start_deadline = now_usec(CLOCK_MONOTONIC) + START_CONNECT_USEC;
         S.backoff = BACKOFF_MIN_USEC;
         conn_connect();
 
@@ -1326,20 +1171,16 @@ int main(int argc, char *argv[]) {
 
                 /* Everything that may be written is written now; poll() waits for the rest. */
                 events_send();
-                if (S.conn_state >= CONN_HELLO && buf_len(&S.out) > 0) {
-                        r = buf_write(&S.out, S.conn_fd);
-                        if (r < 0)
-                                conn_lost(strerror(-r));
-                }
-                if (S.claude_in >= 0 && buf_len(&S.claude_input) > 0) {
-                        r = buf_write(&S.claude_input, S.claude_in);
+                channel_client_flush(S.conn);
+                if (S.claude_in >= 0 && byte_queue_len(&S.claude_input) > 0) {
+                        r = byte_queue_write(&S.claude_input, S.claude_in);
                         if (r < 0) { /* claude is going away; SIGCHLD follows */
                                 log_debug("writing to claude: %s", strerror(-r));
                                 S.claude_in = safe_close(S.claude_in);
                         }
                         S.input_midline = S.claude_input.start > 0 &&
                                 S.claude_input.data[S.claude_input.start - 1] != '\n' &&
-                                buf_len(&S.claude_input) > 0;
+                                byte_queue_len(&S.claude_input) > 0;
                 }
                 maybe_exit();
                 arm_timer();
@@ -1349,20 +1190,18 @@ int main(int argc, char *argv[]) {
                         (S.egress_bridge ? bridge_poll_max(S.egress_bridge) : 0));
                 p[n++] = (struct pollfd){ .fd = S.signal_fd, .events = POLLIN };
                 p[n++] = (struct pollfd){ .fd = S.timer_fd, .events = POLLIN };
-                if (S.conn_fd >= 0) {
+                if (channel_client_fd(S.conn) >= 0) {
                         i_conn = n;
                         p[n++] = (struct pollfd){
-                                .fd = S.conn_fd,
-                                .events = S.conn_state == CONN_CONNECTING
-                                        ? POLLOUT
-                                        : (short) (POLLIN | (buf_len(&S.out) > 0 ? POLLOUT : 0)),
+                                .fd = channel_client_fd(S.conn),
+                                .events = channel_client_poll_events(S.conn),
                         };
                 }
                 if (S.claude_out >= 0 && S.bytes < QUEUE_PAUSE_BYTES) {
                         i_out = n;
                         p[n++] = (struct pollfd){ .fd = S.claude_out, .events = POLLIN };
                 }
-                if (S.claude_in >= 0 && buf_len(&S.claude_input) > 0) {
+                if (S.claude_in >= 0 && byte_queue_len(&S.claude_input) > 0) {
                         i_in = n;
                         p[n++] = (struct pollfd){ .fd = S.claude_in, .events = POLLOUT };
                 }
@@ -1391,20 +1230,9 @@ int main(int argc, char *argv[]) {
                 }
                 if (i_out >= 0 && p[i_out].revents && S.claude_out == p[i_out].fd)
                         claude_read(false);
-                if (i_conn >= 0 && p[i_conn].revents && S.conn_fd == p[i_conn].fd) {
-                        if (S.conn_state == CONN_CONNECTING) {
-                                int error = 0;
-                                socklen_t len = sizeof(error);
-
-                                if (getsockopt(S.conn_fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
-                                        error = errno;
-                                if (error != 0)
-                                        conn_retry(error);
-                                else
-                                        conn_connected();
-                        } else if (p[i_conn].revents & (POLLIN | POLLHUP | POLLERR))
-                                conn_read();
-                }
+                if (i_conn >= 0 && channel_client_fd(S.conn) == p[i_conn].fd &&
+                    channel_client_dispatch(S.conn, p[i_conn].revents) < 0)
+                        die_oom();
                 (void) i_in; /* claude's stdin is written at the top of the loop */
                 if (i_model >= 0)
                         bridge_poll_dispatch(S.model_bridge, p + i_model);

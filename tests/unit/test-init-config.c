@@ -67,17 +67,11 @@ static char *path_join(const char *a, const char *b) {
         return p;
 }
 
-static void mkdir_p(const char *root, const char *rel) {
-        _cleanup_free_ char *copy = strdup(rel), *path = strdup(root);
+/* mkdir -p of rel under root. */
+static void mkdir_under(const char *root, const char *rel) {
+        _cleanup_free_ char *path = path_join(root, rel);
 
-        assert_non_null(copy);
-        for (char *save = NULL, *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-                char *next = path_join(path, c);
-
-                free(path);
-                path = next;
-                assert_true(mkdir(path, 0755) == 0 || errno == EEXIST);
-        }
+        assert_int_equal(mkdir_p(path, 0755), 0);
 }
 
 static const char *MCP_TMPL =
@@ -132,10 +126,10 @@ static int setup(void **state) {
         snprintf(f->workspace, sizeof(f->workspace), "%s/workspace", f->root);
         snprintf(f->home, sizeof(f->home), "%s/home", f->root);
         snprintf(f->tool, sizeof(f->tool), "%s/tool", f->root);
-        mkdir_p(f->root, "templates");
-        mkdir_p(f->root, "skills/alpha");
-        mkdir_p(f->root, "workspace");
-        mkdir_p(f->root, "home");
+        mkdir_under(f->root, "templates");
+        mkdir_under(f->root, "skills/alpha");
+        mkdir_under(f->root, "workspace");
+        mkdir_under(f->root, "home");
 
         write_text(f->tool, "#!/bin/sh\nexit 0\n");
         assert_int_equal(chmod(f->tool, 0755), 0);
@@ -514,7 +508,7 @@ static void test_write_leaves_other_workspace_files_alone_and_is_repeatable(void
         _cleanup_free_ char *what = NULL, *mine = path_join(f->workspace, "notes.md"), *text = NULL,
                             *local = NULL, *local_text = NULL;
 
-        mkdir_p(f->workspace, ".claude");
+        mkdir_under(f->workspace, ".claude");
         local = path_join(f->workspace, ".claude/settings.local.json");
         write_text(mine, "my notes\n");
         write_text(local, "{\"x\": 1}\n");
@@ -532,7 +526,7 @@ static void test_write_does_not_follow_a_symlink_in_the_workspace(void **state) 
         _cleanup_free_ char *what = NULL, *target = path_join(f->root, "target"), *link = NULL,
                             *victim = NULL;
 
-        mkdir_p(f->root, "target");
+        mkdir_under(f->root, "target");
         link = path_join(f->workspace, ".claude");
         assert_int_equal(symlink(target, link), 0);
         assert_int_equal(init_config_write(&f->paths, config, f->warnings, &what), -ENOTDIR);
