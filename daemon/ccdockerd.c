@@ -153,10 +153,12 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        /* sd-event handles these; they must be blocked first. */
+        /* sd-event handles these; they must be blocked first. SIGCHLD: the forked workers of async.c
+         * are watched with sd_event_add_child(). */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
