@@ -13,6 +13,7 @@
 #include "config.h"
 #include "log.h"
 #include "manager.h"
+#include "oom.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG_FILE "/etc/ccdocker/ccdockerd.conf"
@@ -168,14 +169,19 @@ int main(int argc, char *argv[]) {
                 log_error_errno(r, "could not set up: %m");
                 return EXIT_FAILURE;
         }
-        r = manager_startup(m);
-        if (r < 0)
+        r = oom_watch_start(m->event);
+        if (r >= 0)
+                r = manager_startup(m);
+        if (r < 0) {
+                oom_watch_stop();
                 return EXIT_FAILURE;
+        }
         log_info(
                 "ccdockerd %s serving org.ccdocker1 on the %s bus",
                 PROJECT_VERSION,
                 mode == DAEMON_SYSTEM ? "system" : "user");
         r = manager_run(m);
+        oom_watch_stop();
         if (r < 0) {
                 log_error_errno(r, "event loop failed: %m");
                 return EXIT_FAILURE;
