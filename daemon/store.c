@@ -281,6 +281,11 @@ static int bind_usec(sqlite3_stmt *st, int i, uint64_t v) {
         return sqlite3_bind_int64(st, i, (sqlite3_int64) v);
 }
 
+/* A lower bound ("seq > ?", "time_usec > ?"): one past what SQLite holds means the same as the most. */
+static int bind_bound(sqlite3_stmt *st, int i, uint64_t v) {
+        return bind_usec(st, i, v > INT64_MAX ? (uint64_t) INT64_MAX : v);
+}
+
 static int pragma_int(Store *s, const char *sql, int *ret) {
         _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
         int rc;
@@ -828,7 +833,7 @@ int store_load_events(
         st = s->stmt[STMT_LOAD_EVENTS];
         rc = bind_text(st, 1, session_id);
         if (rc == SQLITE_OK)
-                rc = bind_usec(st, 2, since > INT64_MAX ? (uint64_t) INT64_MAX : since);
+                rc = bind_bound(st, 2, since);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
         if (rc != SQLITE_OK)
@@ -886,9 +891,9 @@ int store_skip_events_until(Store *s, const char *session_id, uint64_t since, ui
         st = s->stmt[STMT_FIRST_AFTER_TIME];
         rc = bind_text(st, 1, session_id);
         if (rc == SQLITE_OK)
-                rc = bind_usec(st, 2, since > INT64_MAX ? (uint64_t) INT64_MAX : since);
+                rc = bind_bound(st, 2, since);
         if (rc == SQLITE_OK)
-                rc = bind_usec(st, 3, usec > INT64_MAX ? (uint64_t) INT64_MAX : usec);
+                rc = bind_bound(st, 3, usec);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {

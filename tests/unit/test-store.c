@@ -377,32 +377,34 @@ static void test_store_skips_events_until_a_time(void **state) {
                 { .seq = 3, .time_usec = 300, .data = "{}", .data_len = 2 },
                 { .seq = 4, .time_usec = 300, .data = "{}", .data_len = 2 },
         };
+        static const struct {
+                const char *id;
+                uint64_t since, usec, want;
+        } cases[] = {
+                /* Read on after the last event stamped at or before the time. */
+                { "a", 0, 150, 1 },
+                { "a", 0, 200, 2 },
+                { "a", 0, 99, 0 },
+                /* Nothing later: all of them pass, equal times included. */
+                { "a", 0, 300, 4 },
+                /* Never before since, however early the time. */
+                { "a", 3, 50, 3 },
+                { "a", 9, 50, 9 },
+                /* Other sessions' events do not count. */
+                { "b", 0, 150, 1 },
+                { "none", 0, 150, 0 },
+        };
         uint64_t seq;
 
         assert_int_equal(store_open(f->path, &s), 0);
         assert_int_equal(store_append_events(s, "a", events, ELEMENTSOF(events)), 0);
         assert_int_equal(store_append_events(s, "b", events, 1), 0);
 
-        /* Read on after the last event stamped at or before the time. */
-        assert_int_equal(store_skip_events_until(s, "a", 0, 150, &seq), 0);
-        assert_true(seq == 1);
-        assert_int_equal(store_skip_events_until(s, "a", 0, 200, &seq), 0);
-        assert_true(seq == 2);
-        assert_int_equal(store_skip_events_until(s, "a", 0, 99, &seq), 0);
-        assert_true(seq == 0);
-        /* Nothing later: all of them pass, equal times included. */
-        assert_int_equal(store_skip_events_until(s, "a", 0, 300, &seq), 0);
-        assert_true(seq == 4);
-        /* Never before since, however early the time. */
-        assert_int_equal(store_skip_events_until(s, "a", 3, 50, &seq), 0);
-        assert_true(seq == 3);
-        assert_int_equal(store_skip_events_until(s, "a", 9, 50, &seq), 0);
-        assert_true(seq == 9);
-        /* Other sessions' events do not count. */
-        assert_int_equal(store_skip_events_until(s, "b", 0, 150, &seq), 0);
-        assert_true(seq == 1);
-        assert_int_equal(store_skip_events_until(s, "none", 0, 150, &seq), 0);
-        assert_true(seq == 0);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                assert_int_equal(
+                        store_skip_events_until(s, cases[i].id, cases[i].since, cases[i].usec, &seq), 0);
+                assert_true(seq == cases[i].want);
+        }
 }
 
 static void test_store_fails_busy_when_another_writer_holds_the_lock(void **state) {
