@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,8 +45,12 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 /* The worker: depth first, symlinks as themselves (FTW_PHYS), not into other mounts (FTW_MOUNT). */
 __attribute__((noreturn)) static void rm_rf_child(const char *path) {
-        /* The worker is the daemon's: it must not outlive it by much, nor take its signals' defaults. */
-        (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+        sigset_t none;
+
+        /* The daemon's blocked signals (sd-event's) are not the worker's: a stop of the service ends
+         * it. A daemon that dies first does not: the tree is still better gone. */
+        sigemptyset(&none);
+        (void) sigprocmask(SIG_SETMASK, &none, NULL);
         if (access(path, F_OK) < 0)
                 _exit(errno == ENOENT ? EXIT_SUCCESS : EXIT_FAILURE);
         if (nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0) {
