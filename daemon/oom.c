@@ -16,11 +16,11 @@
 #define OOM_LOOKBACK_USEC (60 * USEC_PER_MINUTE)
 /* The OOM kills remembered: many more than end at once, since each is consulted right after. */
 #define OOM_RECENT_MAX 64
-#define OOM_MEMCG_MAX 512
+#define OOM_RECORD_MAX 2048
 
 typedef struct OomKill {
-        uint64_t usec; /* CLOCK_REALTIME of the record */
-        char memcg[OOM_MEMCG_MAX];
+        uint64_t usec;               /* CLOCK_REALTIME of the record */
+        char record[OOM_RECORD_MAX]; /* "oom_memcg=...,task_memcg=...,task=..." */
 } OomKill;
 
 static struct {
@@ -30,30 +30,30 @@ static struct {
         size_t n_recent, next;
 } watch;
 
-/* Keeps the oom_memcg= of a kernel "oom-kill:" record, up to its ',' or the end. */
+/* Keeps a kernel "oom-kill:" record from its oom_memcg= on: the cgroup that hit its limit (a session's
+ * slice, say) and then task_memcg=, the victim's (inside the unit), either of which may name the unit.
+ * A record longer than the buffer keeps its start. */
 static void remember(const char *msg, size_t len, uint64_t usec) {
         static const char key[] = "oom_memcg=";
-        const char *memcg, *end;
+        const char *memcg;
         OomKill *k;
+        size_t n;
 
         memcg = memmem(msg, len, key, strlen(key));
         if (!memcg)
                 return;
-        memcg += strlen(key);
-        end = memchr(memcg, ',', len - (size_t) (memcg - msg));
-        if (!end)
-                end = msg + len;
-        if ((size_t) (end - memcg) >= OOM_MEMCG_MAX)
-                return;
+        n = len - (size_t) (memcg - msg);
+        if (n >= sizeof(k->record))
+                n = sizeof(k->record) - 1;
 
         k = &watch.recent[watch.next];
-        memcpy(k->memcg, memcg, (size_t) (end - memcg));
-        k->memcg[end - memcg] = '\0';
+        memcpy(k->record, memcg, n);
+        k->record[n] = '\0';
         k->usec = usec;
         watch.next = (watch.next + 1) % OOM_RECENT_MAX;
         if (watch.n_recent < OOM_RECENT_MAX)
                 watch.n_recent++;
-        log_debug("oom: the kernel OOM-killed in %s", k->memcg);
+        log_debug("oom: the kernel OOM-killed: %s", k->record);
 }
 
 /* Reads at most OOM_STEP new records; returns true if there may be more. */
@@ -165,8 +165,8 @@ bool oom_kill_recorded(const char *unit, uint64_t since_usec) {
 
                 if (k->usec < since_usec)
                         continue;
-                for (hit = strstr(k->memcg, needle); hit; hit = strstr(hit + 1, needle))
-                        if (hit[n] == '\0' || hit[n] == '/')
+                for (hit = strstr(k->record, needle); hit; hit = strstr(hit + 1, needle))
+                        if (hit[n] == '\0' || hit[n] == '/' || hit[n] == ',')
                                 return true;
         }
         return false;
