@@ -1,12 +1,14 @@
 """Nothing slow on ccdockerd's loop (STYLE.md 16), against the real sandbox: a libpod call that podman
 never answers fails its session with a reason naming the timeout while another session starts
 normally; an ephemeral workspace is removed by a forked worker that does not follow a symlink out of
-it.
+it; child.output's since_timestamp (found in SQL now) selects what it did before.
 
 The hung call: the daemon under test reaches the real podman through a small relay on a unix socket
 that passes every request through unchanged except one session's container create, which it holds
 unanswered. That stands in for a hung libpod only; podman serves everything else."""
 
+import calendar
+import json
 import os
 import shutil
 import socket
@@ -98,17 +100,21 @@ class StallingRelay:
 
 
 RELAY = DAEMON = None
-RELAY_DIR = None
+RELAY_DIR = RUNTIME = None
 
 
 def setUpModule():
-    global RELAY, DAEMON, RELAY_DIR
+    global RELAY, DAEMON, RELAY_DIR, RUNTIME
     RELAY_DIR = tempfile.mkdtemp(prefix="ccdocker-relay-", dir=sb.env("CCDOCKER_RUN_DIR"))
+    RUNTIME = os.path.join(RELAY_DIR, "runtime")
     RELAY = StallingRelay(os.path.join(RELAY_DIR, "podman.sock"), sb.env("CCDOCKER_PODMAN_SOCKET"))
     DAEMON = sb.Daemon(unit="ccdockerd-loop-test.service", settings={
         "PodmanSocket": RELAY.path,
         # Short, so the test does not wait long; nothing here is asserted on how long it took.
         "PodmanTimeoutSec": "10",
+        "RuntimeDirectory": RUNTIME,
+        "DefaultMemory": "256M",
+        "HeartbeatTimeoutSec": "0",
     })
     shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
     DAEMON.start()
@@ -167,6 +173,73 @@ class WorkspaceRemovalTest(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(outside, "keep")), "the worker followed a symlink")
         # The daemon's loop went on: it still answers.
         self.assertEqual(sb.session_prop(path, "State"), "stopped")
+
+
+class Channel:
+    """A client of a session's channel socket (docs/channel.md) in a role: "init" is what
+    ccdocker-init is to the daemon, "mcp" what ccdocker-mcp is. Requests from the daemon (a prompt
+    for init) are left unanswered."""
+
+    def __init__(self, sid, role):
+        path = os.path.join(RUNTIME, "sessions", sid, "session.sock")
+        sb.wait_until(lambda: os.path.exists(path), 30, what=f"the channel socket of {sid}")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.sock.settimeout(60)
+        self.buf = b""
+        self.next_id = 0
+        self.ok("hello", {"role": role, "protocol": 1})
+
+    def ok(self, method, params):
+        self.next_id += 1
+        self.sock.sendall(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                                      "params": params}).encode() + b"\n")
+        while True:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise AssertionError("the daemon closed the channel")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if "method" not in msg and msg.get("id") == self.next_id:
+                assert "result" in msg, f"{method} {params}: {msg}"
+                return msg["result"]
+
+    def close(self):
+        self.sock.close()
+
+
+class ChildOutputByTimeTest(unittest.TestCase):
+    def test_since_timestamp_passes_over_what_is_not_later(self):
+        sid, path = sb.create_session()
+        self.addCleanup(sb.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true",
+                        check=False)
+        sb.wait_state(path, "idle")
+        mcp = Channel(sid, "mcp")
+        self.addCleanup(mcp.close)
+        cid = mcp.ok("child.spawn", {"prompt": "a task"})["child_session_id"]
+        # The child's idle test command runs no ccdocker-init: the test speaks for it.
+        init = Channel(cid, "init")
+        self.addCleanup(init.close)
+        t0 = calendar.timegm((2026, 11, 25, 14, 3, 0, 0, 0, 0))
+        events = [{"seq": n + 1, "time": (t0 + 2 * n) * 1000000, "data": {"type": "system", "n": n + 1}}
+                  for n in range(3)]
+        init.ok("events", {"events": events})
+
+        def output(second):
+            since = f"2026-11-25T14:03:{second:02d}Z"
+            out = mcp.ok("child.output", {"child_session_id": cid, "since_timestamp": since})
+            return [e["seq"] for e in out["events"]], out["last_seq"]
+
+        self.assertEqual(output(1), ([2, 3], 3))
+        # Stamped at the time itself is not after it.
+        self.assertEqual(output(2), ([3], 3))
+        self.assertEqual(output(0), ([2, 3], 3))
+        # Everything passed over: nothing to return, and last_seq says how far that went.
+        self.assertEqual(output(5), ([], 3))
+        out = mcp.ok("child.output", {"child_session_id": cid, "since_timestamp": "2026-11-25T14:02:59Z"})
+        self.assertEqual([e["seq"] for e in out["events"]], [1, 2, 3])
 
 
 if __name__ == "__main__":
