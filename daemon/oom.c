@@ -99,7 +99,7 @@ static int on_journal(sd_event_source *source, int fd, uint32_t revents, void *u
 }
 
 int oom_watch_start(sd_event *e) {
-        int fd, r;
+        int fd, events, r;
 
         if (watch.journal)
                 return -EBUSY;
@@ -120,8 +120,9 @@ int oom_watch_start(sd_event *e) {
                 r = sd_journal_seek_realtime_usec(
                         watch.journal, now_usec(CLOCK_REALTIME) - OOM_LOOKBACK_USEC);
         if (r >= 0)
-                r = sd_event_add_io(
-                        e, &watch.io, fd, (uint32_t) sd_journal_get_events(watch.journal), on_journal, NULL);
+                r = events = sd_journal_get_events(watch.journal);
+        if (r >= 0)
+                r = sd_event_add_io(e, &watch.io, fd, (uint32_t) events, on_journal, NULL);
         if (r >= 0)
                 r = sd_event_add_defer(e, &watch.more, on_more, NULL);
         if (r >= 0)
@@ -132,7 +133,8 @@ int oom_watch_start(sd_event *e) {
                 oom_watch_stop();
                 return 0;
         }
-        /* The records since the lookback, from the loop in steps. */
+        /* The records since the lookback, from the loop in steps: ON (not the defer's ONESHOT) until a
+         * step finds the end. */
         (void) sd_event_source_set_enabled(watch.more, SD_EVENT_ON);
         return 0;
 }
