@@ -186,7 +186,7 @@ class Channel:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.sock.settimeout(60)
-        self.buf = b""
+        self.lines = self.sock.makefile("rb")
         self.next_id = 0
         self.ok("hello", {"role": role, "protocol": 1})
 
@@ -194,19 +194,15 @@ class Channel:
         self.next_id += 1
         self.sock.sendall(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
                                       "params": params}).encode() + b"\n")
-        while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise AssertionError("the daemon closed the channel")
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
+        for line in self.lines:
             msg = json.loads(line)
             if "method" not in msg and msg.get("id") == self.next_id:
                 assert "result" in msg, f"{method} {params}: {msg}"
                 return msg["result"]
+        raise AssertionError("the daemon closed the channel")
 
     def close(self):
+        self.lines.close()
         self.sock.close()
 
 
