@@ -14,6 +14,7 @@
 #include "log.h"
 #include "manager-dbus.h"
 #include "manager.h"
+#include "oom.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG_FILE "/etc/ccdocker/ccdockerd.conf"
@@ -154,10 +155,12 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        /* sd-event handles these; they must be blocked first. */
+        /* sd-event handles these; they must be blocked first. SIGCHLD: the forked workers of async.c
+         * are watched with sd_event_add_child(). */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
@@ -169,14 +172,19 @@ int main(int argc, char *argv[]) {
         }
         /* The D-Bus API sits on the core: the core tells it what changed through this table only. */
         m->publisher = &manager_dbus_publisher;
-        r = manager_startup(m);
-        if (r < 0)
+        r = oom_watch_start(m->event);
+        if (r >= 0)
+                r = manager_startup(m);
+        if (r < 0) {
+                oom_watch_stop();
                 return EXIT_FAILURE;
+        }
         log_info(
                 "ccdockerd %s serving org.ccdocker1 on the %s bus",
                 PROJECT_VERSION,
                 mode == DAEMON_SYSTEM ? "system" : "user");
         r = manager_run(m);
+        oom_watch_stop();
         if (r < 0) {
                 log_error_errno(r, "event loop failed: %m");
                 return EXIT_FAILURE;

@@ -21,6 +21,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "model-prices.h"
+#include "podman.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -453,6 +454,25 @@ static int parse_seconds(void *field, const char *key, const char *value, const 
         return 0;
 }
 
+/* Every libpod call has a limit (podman.h): no 0 for "none", and at most a day, which curl's
+ * milliseconds hold everywhere. */
+static int parse_podman_timeout(void *field, const char *key, const char *value, const char *where) {
+        uint64_t v, *p = field;
+        int r;
+
+        r = safe_atou64(value, &v);
+        if (r < 0 || v == 0 || v > 86400)
+                return log_error_errno(
+                        EINVAL,
+                        "%s%s must be a whole number of seconds from 1 to 86400, got '%s'",
+                        where,
+                        key,
+                        value);
+
+        *p = v;
+        return 0;
+}
+
 static int parse_positive_unsigned(void *field, const char *key, const char *value, const char *where) {
         unsigned *p = field;
         uint64_t v;
@@ -547,6 +567,7 @@ static const struct {
         { "DefaultTimeoutSec", parse_seconds, offsetof(DaemonConfig, default_timeout_sec) },
         { "MaxTimeoutSec", parse_seconds, offsetof(DaemonConfig, max_timeout_sec) },
         { "StopTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, stop_timeout_sec) },
+        { "PodmanTimeoutSec", parse_podman_timeout, offsetof(DaemonConfig, podman_timeout_sec) },
         { "MaxSessions", parse_positive_unsigned, offsetof(DaemonConfig, max_sessions) },
         { "AllowHostNetwork", parse_bool, offsetof(DaemonConfig, allow_host_network) },
         { "WorkspaceRoots", parse_roots, offsetof(DaemonConfig, workspace_roots) },
@@ -721,6 +742,7 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .default_timeout_sec = 3600,
                 .max_timeout_sec = 86400,
                 .stop_timeout_sec = 10,
+                .podman_timeout_sec = PODMAN_TIMEOUT_DEFAULT_SEC,
                 .max_sessions = 64,
                 .allow_host_network = false,
                 .workspace_roots = NULL, /* host workspaces are refused until roots are configured */

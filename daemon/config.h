@@ -16,8 +16,9 @@ typedef struct DaemonConfig {
         /* Which bus systemd is reached on: "user" or "system". Defaults to the mode's own bus; the test
          * sandbox runs --system against a user manager (PID 1 here is not systemd). */
         char *systemd_bus;
-        char *podman_socket; /* libpod REST socket path */
-        char *state_dir;     /* ccdockerd.db and ephemeral workspaces live here */
+        char *podman_socket;         /* libpod REST socket path */
+        uint64_t podman_timeout_sec; /* the overall limit of one libpod call */
+        char *state_dir;             /* ccdockerd.db and ephemeral workspaces live here */
         char *default_image;
         char **session_command; /* NULL: the image's own entrypoint and command; else argv, NULL-ended */
 

@@ -624,6 +624,8 @@ int manager_startup(Manager *m) {
         }
 
         r = podman_client_new(m->event, m->config.podman_socket, &m->podman);
+        if (r >= 0)
+                r = podman_client_set_timeout(m->podman, m->config.podman_timeout_sec);
         if (r < 0)
                 return log_error_errno(r, "could not set up the podman client: %m");
 

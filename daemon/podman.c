@@ -9,6 +9,8 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include "config-build.h"
 #include "curl-glue.h"
 #include "log.h"
+#include "time-util.h"
 #include "util.h"
 
 /* The host part is ignored on a unix socket; podman's own bindings use "d". /v4.0.0/ works on 4.3
@@ -28,6 +31,9 @@
 /* The largest body we keep. Inspect output is a few KiB; a bigger answer is a bug or an attack on
  * the daemon's memory, and fails the request. */
 #define PODMAN_RESPONSE_MAX (16U * 1024U * 1024U)
+
+/* Connecting to a local socket is quick or it fails; the whole request gets the client's timeout. */
+#define PODMAN_CONNECT_TIMEOUT_MSEC 30000L
 
 /* How a request reads its outcome beyond the generic status mapping. */
 typedef enum PodmanMode {
@@ -51,6 +57,7 @@ struct PodmanRequest {
         char error_buffer[CURL_ERROR_SIZE];
 
         PodmanMode mode;
+        uint64_t timeout_usec;
         podman_callback_t cb;
         void *userdata;
 };
@@ -59,6 +66,7 @@ struct PodmanClient {
         sd_event *event;
         CurlGlue *glue;
         char *socket_path;
+        uint64_t timeout_usec; /* of a whole request */
         PodmanRequest *requests;
 };
 
@@ -249,6 +257,17 @@ static void podman_on_done(CURL *easy, CURLcode result, void *userdata) {
                 if (req->response_too_big) {
                         r = -EMSGSIZE;
                         message = strdup("libpod's response is larger than 16 MiB");
+                } else if (result == CURLE_OPERATION_TIMEDOUT) {
+                        /* Say which limit ran out: a hung libpod call, not a slow network. */
+                        r = -ETIMEDOUT;
+                        if (asprintf(
+                                    &message,
+                                    "timeout: libpod did not answer within %" PRIu64
+                                    " s (PodmanTimeoutSec=): %s",
+                                    req->timeout_usec / USEC_PER_SEC,
+                                    !isempty(req->error_buffer) ? req->error_buffer
+                                                                : curl_easy_strerror(result)) < 0)
+                                message = NULL;
                 } else {
                         r = curl_code_to_errno(result);
                         message =
@@ -348,6 +367,7 @@ static int podman_request_full(
         if (!req)
                 return -ENOMEM;
         req->mode = mode;
+        req->timeout_usec = c->timeout_usec;
         req->cb = cb;
         req->userdata = userdata;
 
@@ -394,7 +414,9 @@ static int podman_request_full(
         if (curl_easy_setopt(req->easy, CURLOPT_UNIX_SOCKET_PATH, c->socket_path) != CURLE_OK ||
             curl_easy_setopt(req->easy, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 30000L) != CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, PODMAN_CONNECT_TIMEOUT_MSEC) !=
+                    CURLE_OK ||
+            curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, (long) (c->timeout_usec / 1000)) != CURLE_OK ||
             curl_easy_setopt(req->easy, CURLOPT_USERAGENT, "ccdockerd/" PROJECT_VERSION) != CURLE_OK ||
             curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->headers) != CURLE_OK ||
             curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->error_buffer) != CURLE_OK ||
@@ -453,8 +475,17 @@ int podman_client_new(sd_event *event, const char *socket_path, PodmanClient **r
         }
         c->event = sd_event_ref(event);
         c->glue = TAKE_PTR(glue);
+        c->timeout_usec = PODMAN_TIMEOUT_DEFAULT_SEC * USEC_PER_SEC;
 
         *ret = c;
+        return 0;
+}
+
+int podman_client_set_timeout(PodmanClient *c, uint64_t sec) {
+        /* CURLOPT_TIMEOUT_MS takes a long of milliseconds; 0 would mean no limit. */
+        if (!c || sec == 0 || sec > (uint64_t) LONG_MAX / MSEC_PER_SEC)
+                return -EINVAL;
+        c->timeout_usec = sec * USEC_PER_SEC;
         return 0;
 }
 

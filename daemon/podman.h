@@ -30,7 +30,14 @@ typedef struct PodmanClient PodmanClient;
  * the request first. */
 typedef void (*podman_callback_t)(int r, long status, json_t *reply, const char *error, void *userdata);
 
+/* Every request has an overall timeout (connect, send, libpod's work, the answer): a call libpod never
+ * answers fails with -ETIMEDOUT and an error starting "timeout:" instead of holding its caller forever.
+ * No call here is meant to wait long (none is /wait or /attach). */
+#define PODMAN_TIMEOUT_DEFAULT_SEC 120
+
 int podman_client_new(sd_event *event, const char *socket_path, PodmanClient **ret);
+/* The overall timeout, in seconds (> 0), of requests sent from now on; -EINVAL otherwise. */
+int podman_client_set_timeout(PodmanClient *c, uint64_t sec);
 /* Cancels outstanding requests without calling their callbacks. May be called from a callback. */
 PodmanClient *podman_client_free(PodmanClient *c);
 

@@ -615,6 +615,12 @@ static int output_answer(Session *c, OutputQuery *q, bool may_wait) {
         f = open_memstream(&text, &text_len);
         if (!f)
                 return -ENOMEM;
+        /* Pass over what is older than since_timestamp in SQL, not row by row here. */
+        if (q->since_usec) {
+                r = store_skip_events_until(c->manager->store, c->id, cursor, q->since_usec, &cursor);
+                if (r < 0)
+                        return r;
+        }
 
         while (!done) {
                 _cleanup_(json_decrefp) json_t *batch = NULL;

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "async.h"
 #include "audit.h"
 #include "channel.h"
 #include "cleanup.h"
@@ -372,16 +372,24 @@ void session_notify(Session *s, const char *suffix, json_t *msg) {
 
 /* ---- cleanup: container, unit, workspace ---- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        if (remove(path) < 0 && errno != ENOENT)
-                log_warning_errno(errno, "could not remove %s: %m", path);
-        return 0;
+static void on_workspace_removed(int r, void *userdata) {
+        _cleanup_(session_unrefp) Session *s = userdata;
+
+        if (r < 0)
+                log_warning_errno(
+                        r, "session %s: could not remove all of workspace %s: %m", s->id, s->workspace);
 }
 
-static void remove_tree(const char *path) {
-        if (access(path, F_OK) < 0)
-                return;
-        (void) nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+/* A tree of any size: removed by a forked worker (async.c), not on the loop. */
+static void remove_tree(Session *s) {
+        int r;
+
+        r = async_rm_rf(s->manager->event, s->workspace, on_workspace_removed, session_ref(s));
+        if (r < 0) {
+                session_unref(s);
+                log_warning_errno(
+                        r, "session %s: could not start removing workspace %s: %m", s->id, s->workspace);
+        }
 }
 
 static int on_remove_retry(sd_event_source *source, uint64_t usec, void *userdata);
@@ -484,7 +492,7 @@ static void session_cleanup(Session *s) {
                 }
         }
         if (s->workspace_ephemeral)
-                remove_tree(s->workspace);
+                remove_tree(s);
         /* The egress and model sockets first: the channel removes the directory they share. */
         s->egress = egress_session_free(s->egress);
         s->model = model_proxy_session_free(s->model);

@@ -19,7 +19,14 @@
 #include "log.h"
 #include "util.h"
 
-#define STORE_BUSY_TIMEOUT_MSEC 5000
+/* How long a statement waits for another process's lock (the daemon is the only writer; in WAL mode
+ * readers never block it, so only an outside writer such as the sqlite3 shell or a backup can). Short,
+ * because it is time the event loop stands still. Failed writes are not retried later from the loop:
+ * every caller acts on the outcome at once (CreateSession is refused, ccdocker-init resends the
+ * events it was not acked, a prompt is refused to its sender, the session record is rewritten whole
+ * at its next change), and a write held back for a retry would report success for a row a following
+ * read (store_load_events(), GetResult) does not yet see, and could land after a later delete. */
+#define STORE_BUSY_TIMEOUT_MSEC 100
 
 /* migrations[i] takes the schema from user_version i to i + 1, in one transaction with the version bump.
  * Only ever append. */
@@ -80,6 +87,8 @@ static const char *const migrations[] = {
         "  cache_read_input_tokens INTEGER NOT NULL,"
         "  cost_usd REAL NOT NULL"
         ") STRICT;",
+        /* 3 -> 4: finding a session's output by time (child.output's since_timestamp) with one seek. */
+        "CREATE INDEX events_by_time ON events(session_id, time_usec, seq);",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
@@ -100,6 +109,7 @@ enum {
         STMT_INSERT_EVENT,
         STMT_LOAD_EVENTS,
         STMT_LAST_SEQ,
+        STMT_FIRST_AFTER_TIME,
         STMT_EVENT_SESSIONS,
         STMT_DELETE_EVENTS,
         STMT_PROMPT_ADD,
@@ -137,6 +147,11 @@ static const char *const statements[_STMT_MAX] = {
         [STMT_LOAD_EVENTS] =
                 "SELECT seq, time_usec, data FROM events WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         [STMT_LAST_SEQ] = "SELECT max(seq) FROM events WHERE session_id = ?1",
+        /* One seek in events_by_time to the first event stamped after ?3; then at most the events
+         * between that time and seq ?2, which the caller has read already. */
+        [STMT_FIRST_AFTER_TIME] =
+                "SELECT seq FROM events INDEXED BY events_by_time "
+                "WHERE session_id = ?1 AND time_usec > ?3 AND seq > ?2 ORDER BY time_usec, seq LIMIT 1",
         /* A skip scan over the primary key: one index seek per session, however many events each has. */
         [STMT_EVENT_SESSIONS] =
                 "WITH RECURSIVE ids(id, n) AS ("
@@ -264,6 +279,11 @@ static int bind_text(sqlite3_stmt *st, int i, const char *v) {
 /* Callers have checked that v fits. */
 static int bind_usec(sqlite3_stmt *st, int i, uint64_t v) {
         return sqlite3_bind_int64(st, i, (sqlite3_int64) v);
+}
+
+/* A lower bound ("seq > ?", "time_usec > ?"): one past what SQLite holds means the same as the most. */
+static int bind_bound(sqlite3_stmt *st, int i, uint64_t v) {
+        return bind_usec(st, i, v > INT64_MAX ? (uint64_t) INT64_MAX : v);
 }
 
 static int pragma_int(Store *s, const char *sql, int *ret) {
@@ -813,7 +833,7 @@ int store_load_events(
         st = s->stmt[STMT_LOAD_EVENTS];
         rc = bind_text(st, 1, session_id);
         if (rc == SQLITE_OK)
-                rc = bind_usec(st, 2, since > INT64_MAX ? (uint64_t) INT64_MAX : since);
+                rc = bind_bound(st, 2, since);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
         if (rc != SQLITE_OK)
@@ -857,6 +877,37 @@ int store_last_seq(Store *s, const char *session_id, uint64_t *ret) {
                 return log_sqlite(s, rc, "read a session's last event");
 
         *ret = column_u64(st, 0); /* max() of no rows is NULL, read as 0 */
+        return 0;
+}
+
+int store_skip_events_until(Store *s, const char *session_id, uint64_t since, uint64_t usec, uint64_t *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        uint64_t last;
+        int rc, r;
+
+        if (!s || !session_id || !ret)
+                return -EINVAL;
+
+        st = s->stmt[STMT_FIRST_AFTER_TIME];
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = bind_bound(st, 2, since);
+        if (rc == SQLITE_OK)
+                rc = bind_bound(st, 3, usec);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret = column_u64(st, 0) - 1; /* >= since: the row's seq is > since */
+                return 0;
+        }
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "find a session's events by time");
+
+        /* Nothing is later: every event there is passes. */
+        r = store_last_seq(s, session_id, &last);
+        if (r < 0)
+                return r;
+        *ret = last > since ? last : since;
         return 0;
 }
 

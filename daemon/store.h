@@ -28,8 +28,9 @@ typedef struct SessionRecord {
 } SessionRecord;
 
 /* Opens (creating it 0600 if needed) and migrates the database. Errors are negative errno values, logged
- * here with SQLite's message: -EBUSY (locked past the 5 s busy timeout), -EBADMSG (not a database, or
- * corrupt), -EPROTO (a schema newer than this daemon knows), -ENOSPC, -EROFS, -EACCES, -EIO, ... */
+ * here with SQLite's message: -EBUSY (locked by another process past the 100 ms busy timeout), -EBADMSG (not
+ * a database, or corrupt), -EPROTO (a schema newer than this daemon knows), -ENOSPC, -EROFS, -EACCES, -EIO,
+ * ... */
 int store_open(const char *path, Store **ret);
 Store *store_close(Store *s);
 
@@ -87,6 +88,13 @@ int store_load_events(
 
 /* The highest stored seq of a session, 0 if it has no events. */
 int store_last_seq(Store *s, const char *session_id, uint64_t *ret);
+
+/* Where to read a session's events from (a seq for store_load_events()'s since) to pass over those
+ * stamped at or before usec: one before the first event after since in time order that is stamped
+ * later, or the last seq (at least since) when none is. One index seek, however long the history.
+ * Events are stamped in the order they are made; one stamped out of order (a clock step) is passed
+ * over when an earlier seq is stamped later than it. */
+int store_skip_events_until(Store *s, const char *session_id, uint64_t since, uint64_t usec, uint64_t *ret);
 
 /* Calls cb for up to limit sessions that have events and whose id sorts after `after` (NULL or "": from
  * the first), in id order, with their highest seq; for walking every session's output in slices

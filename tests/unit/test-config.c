@@ -116,6 +116,7 @@ static void test_config_system_defaults(void **state) {
         assert_true(c->default_timeout_sec == 3600);
         assert_true(c->max_timeout_sec == 86400);
         assert_true(c->stop_timeout_sec == 10);
+        assert_true(c->podman_timeout_sec == 120);
         assert_int_equal(c->max_sessions, 64);
         assert_false(c->allow_host_network);
         assert_null(c->workspace_roots);
@@ -175,6 +176,8 @@ static void test_config_parses_sizes_and_cpus(void **state) {
         assert_true(c->max_cpu_millis == 125);
         assert_int_equal(config_set(c, "MaxMemory", "1073741824"), 0);
         assert_true(c->max_memory == 1ULL << 30);
+        assert_int_equal(config_set(c, "PodmanTimeoutSec", "5"), 0);
+        assert_true(c->podman_timeout_sec == 5);
 }
 
 static void test_config_rejects_bad_values_unchanged(void **state) {
@@ -192,6 +195,9 @@ static void test_config_rejects_bad_values_unchanged(void **state) {
                 { "MaxTasks", "-5" },
                 { "MaxTimeoutSec", "1h" },
                 { "StopTimeoutSec", "0" },
+                { "PodmanTimeoutSec", "0" },
+                { "PodmanTimeoutSec", "86401" },
+                { "PodmanTimeoutSec", "5s" },
                 { "MaxSessions", "0" },
                 { "MaxSessions", "4294967296" },
                 { "AllowHostNetwork", "maybe" },

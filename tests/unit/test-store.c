@@ -318,7 +318,8 @@ static void test_store_uses_wal_and_schema_version(void **state) {
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         assert_int_equal(
-                sqlite3_column_int(st, 0), 3); /* the schema version: events and prompts came in 2, usage in 3 */
+                sqlite3_column_int(st, 0),
+                4); /* the schema version: events and prompts came in 2, usage in 3, events_by_time in 4 */
         sqlite3_finalize(st);
         assert_int_equal(
                 sqlite3_prepare_v2(
@@ -367,6 +368,63 @@ static void test_store_refuses_file_that_is_not_a_database(void **state) {
         assert_null(s);
 }
 
+static void test_store_skips_events_until_a_time(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        const StoreEvent events[] = {
+                { .seq = 1, .time_usec = 100, .data = "{}", .data_len = 2 },
+                { .seq = 2, .time_usec = 200, .data = "{}", .data_len = 2 },
+                { .seq = 3, .time_usec = 300, .data = "{}", .data_len = 2 },
+                { .seq = 4, .time_usec = 300, .data = "{}", .data_len = 2 },
+        };
+        static const struct {
+                const char *id;
+                uint64_t since, usec, want;
+        } cases[] = {
+                /* Read on after the last event stamped at or before the time. */
+                { "a", 0, 150, 1 },
+                { "a", 0, 200, 2 },
+                { "a", 0, 99, 0 },
+                /* Nothing later: all of them pass, equal times included. */
+                { "a", 0, 300, 4 },
+                /* Never before since, however early the time. */
+                { "a", 3, 50, 3 },
+                { "a", 9, 50, 9 },
+                /* Other sessions' events do not count. */
+                { "b", 0, 150, 1 },
+                { "none", 0, 150, 0 },
+        };
+        uint64_t seq;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_append_events(s, "a", events, ELEMENTSOF(events)), 0);
+        assert_int_equal(store_append_events(s, "b", events, 1), 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                assert_int_equal(
+                        store_skip_events_until(s, cases[i].id, cases[i].since, cases[i].usec, &seq), 0);
+                assert_true(seq == cases[i].want);
+        }
+}
+
+static void test_store_fails_busy_when_another_writer_holds_the_lock(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        SessionRecord a = sample("a", NULL, 1);
+        sqlite3 *db = NULL;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+        /* The short busy timeout runs out: the write fails instead of holding the loop. */
+        assert_int_equal(store_save_session(s, &a), -EBUSY);
+
+        assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        assert_int_equal(store_save_session(s, &a), 0);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
@@ -379,6 +437,8 @@ int main(void) {
                 T(test_store_uses_wal_and_schema_version),
                 T(test_store_refuses_newer_schema),
                 T(test_store_refuses_file_that_is_not_a_database),
+                T(test_store_skips_events_until_a_time),
+                T(test_store_fails_busy_when_another_writer_holds_the_lock),
         };
 #undef T
 
