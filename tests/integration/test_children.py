@@ -114,6 +114,13 @@ def refusals(sid):
             if r.get("CCDOCKER_EVENT") == "child-refused"]
 
 
+def as_tool_error(refusal):
+    """What the model reads for a refusal of the daemon's: ccdocker-mcp's wording around it (mcp/tools.c)."""
+    return (f"spawn_child refused by a limit: {refusal}. Wait for running children to finish (get_child_result) "
+            "or stop those you no longer need (list_children, stop_child), then try again; at the depth limit, "
+            "do the task yourself instead.")
+
+
 # ---------------------------------------------------------------------------------------------
 # the tests
 
@@ -458,11 +465,10 @@ class ChildrenTest(unittest.TestCase):
 
         (refusal,) = self.results_of(model, "d3_spawn")
         self.assertTrue(refusal["is_error"], refusal)
-        message = refusal["content_text"]
-        self.assertEqual(message, "spawn_child: maximum child depth 3 reached (this session is at depth 3); do the "
-                                  "work here instead")
+        message = "spawn_child: maximum child depth 3 reached (this session is at depth 3); do the work here instead"
+        self.assertEqual(refusal["content_text"], as_tool_error(message))
         # The refusal travelled up the tree as each level's result.
-        self.assertEqual(result, f"L0 got [L1 got [L2 got [L3 refused: {message}]]]")
+        self.assertEqual(result, f"L0 got [L1 got [L2 got [L3 refused: {as_tool_error(message)}]]]")
         # Four sessions at depths 0..3, and no fifth.
         tree = descendants(sid)
         self.assertEqual([sb.session_prop(s["path"], "Depth") for s in tree], [1, 2, 3])
@@ -508,8 +514,8 @@ class ChildrenTest(unittest.TestCase):
                         "children per minute (MaxSpawnsPerMinute); try again in a minute")
         sixth, = self.results_of(model, "l_sixth")
         rate, = self.results_of(model, "l_rate")
-        self.assertEqual((sixth["is_error"], sixth["content_text"]), (True, running_refusal))
-        self.assertEqual((rate["is_error"], rate["content_text"]), (True, rate_refusal))
+        self.assertEqual((sixth["is_error"], sixth["content_text"]), (True, as_tool_error(running_refusal)))
+        self.assertEqual((rate["is_error"], rate["content_text"]), (True, as_tool_error(rate_refusal)))
 
         # A minute later on the window's clock, the same window holds none of the five.
         with open(CLOCK_OFFSET_FILE, "w") as f:
@@ -521,7 +527,7 @@ class ChildrenTest(unittest.TestCase):
         for t in self.results_of(model, "l_five") + self.results_of(model, "l_later"):
             self.structured(t)  # accepted
         running, = self.results_of(model, "l_running")
-        self.assertEqual((running["is_error"], running["content_text"]), (True, running_refusal))
+        self.assertEqual((running["is_error"], running["content_text"]), (True, as_tool_error(running_refusal)))
         self.assertEqual(self.structured(self.results_of(model, "l_stop1")[0])["final_status"], "stopped")
         # Six children were made (1-5 and 8), none for the refused spawns; five are live.
         kids = children(sid)
