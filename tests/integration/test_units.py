@@ -133,6 +133,7 @@ class ShippedUnitsRunTest(unittest.TestCase):
         manager_env = dict(line.split("=", 1) for line in sb.systemctl("show-environment").stdout.splitlines())
         config_home = manager_env.get("XDG_CONFIG_HOME") or os.path.join(manager_env["HOME"], ".config")
         cls.daemon_state = os.path.join(config_home, "ccdocker")
+        cls.httpd_state = os.path.join(config_home, "ccdocker-httpd")  # made by StateDirectory=, unused
         shutil.rmtree(cls.daemon_state, ignore_errors=True)
         cls.port = free_port()
         cls.installed = []
@@ -177,6 +178,7 @@ class ShippedUnitsRunTest(unittest.TestCase):
         sb.systemctl("daemon-reload")
         shutil.rmtree(cls.work, ignore_errors=True)
         shutil.rmtree(cls.daemon_state, ignore_errors=True)
+        shutil.rmtree(cls.httpd_state, ignore_errors=True)
 
     def get(self, path):
         try:
