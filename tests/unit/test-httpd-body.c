@@ -11,12 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "httpd.h"
+#include "unit-test-bus.h"
 #include "unit-test.h"
 #include "util.h"
 
@@ -27,15 +27,9 @@ typedef struct Fixture {
 
 static int setup(void **state) {
         Fixture *f = calloc(1, sizeof(Fixture));
-        int fds[2];
 
         assert_non_null(f);
-        /* sd-bus makes messages only on a started bus; on a socketpair it just writes its AUTH line. */
-        assert_int_equal(sd_bus_new(&f->bus), 0);
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-        assert_int_equal(sd_bus_set_fd(f->bus, fds[0], fds[0]), 0);
-        assert_int_equal(sd_bus_start(f->bus), 0);
-        f->peer = fds[1];
+        unit_test_bus_new(&f->bus, &f->peer);
         *state = f;
         return 0;
 }
@@ -150,22 +144,15 @@ static sd_bus_message *new_call(Fixture *f) {
         return m;
 }
 
-static json_t *parse_json(const char *text) {
-        json_error_t e;
-        json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &e);
-
-        if (!j)
-                fail_msg("bad test JSON %s: %s", text, e.text);
-        return j;
-}
-
 /* Converts the body text and expects the a{sv} dumped as want. */
 static void expect_ok(Fixture *f, convert_t convert, const char *body, const char *want) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = new_call(f);
-        json_t *j = parse_json(body);
+        json_t *j = json_loads(body, JSON_REJECT_DUPLICATES, NULL);
         char msg[512] = "";
         _cleanup_free_ char *got = NULL;
         int r;
+
+        assert_non_null(j);
 
         r = convert(j, m, msg, sizeof(msg));
         if (r < 0)
@@ -178,9 +165,10 @@ static void expect_ok(Fixture *f, convert_t convert, const char *body, const cha
 /* Converts the body text and expects -EINVAL with exactly this message. */
 static void expect_refused(Fixture *f, convert_t convert, const char *body, const char *want) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = new_call(f);
-        json_t *j = parse_json(body);
+        json_t *j = json_loads(body, JSON_REJECT_DUPLICATES, NULL);
         char msg[512] = "";
 
+        assert_non_null(j);
         assert_int_equal(convert(j, m, msg, sizeof(msg)), -EINVAL);
         json_decref(j);
         assert_string_equal(msg, want);
@@ -405,9 +393,10 @@ static void test_environment_of_many_entries(void **state) {
 static void test_refusal_fits_a_small_buffer(void **state) {
         Fixture *f = *state;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = new_call(f);
-        json_t *j = parse_json("{\"a-very-long-unknown-field-name\": 1}");
+        json_t *j = json_loads("{\"a-very-long-unknown-field-name\": 1}", 0, NULL);
         char msg[17];
 
+        assert_non_null(j);
         memset(msg, '#', sizeof(msg));
         assert_int_equal(body_to_session_config(j, m, msg, 16), -EINVAL);
         json_decref(j);
