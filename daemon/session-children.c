@@ -19,6 +19,7 @@
 #include "log.h"
 #include "manager.h"
 #include "session.h"
+#include "test-clock.h"
 #include "util.h"
 #include "validate.h"
 
@@ -273,6 +274,7 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
         json_t *prompt, *context, *task_type, *stream, *timeout, *secrets;
         size_t i;
         uint64_t timeout_sec = dc->child_timeout_sec, now;
+        unsigned n;
         const char *key;
         json_t *v;
         int r;
@@ -362,23 +364,27 @@ int session_spawn_child(Session *parent, json_t *params, uid_t caller, Session *
                         "here instead",
                         dc->max_child_depth,
                         parent->depth);
-        if (count_children(parent, true, 0) >= dc->max_running_children)
+        n = count_children(parent, true, 0);
+        if (n >= dc->max_running_children)
                 return spawn_refused(
                         parent,
                         caller,
                         e,
-                        "spawn_child: %u children are already running, the most a session may have "
+                        "spawn_child: %u children are already running, the most a session may have is %u "
                         "(MaxRunningChildren); wait for one with get_child_result or stop one with stop_child",
+                        n,
                         dc->max_running_children);
-        now = now_realtime();
-        if (count_children(parent, false, now > RATE_WINDOW_USEC ? now - RATE_WINDOW_USEC : 0) >=
-            dc->max_spawns_per_minute)
+        /* The window's clock is CLOCK_REALTIME, which tests move forward (test-clock.h). */
+        now = test_clock_realtime_usec();
+        n = count_children(parent, false, now > RATE_WINDOW_USEC ? now - RATE_WINDOW_USEC : 0);
+        if (n >= dc->max_spawns_per_minute)
                 return spawn_refused(
                         parent,
                         caller,
                         e,
-                        "spawn_child: spawn rate limit: at most %u children per minute (MaxSpawnsPerMinute); "
-                        "try again in a minute",
+                        "spawn_child: spawn rate limit: %u children spawned in the last minute, at most %u "
+                        "children per minute (MaxSpawnsPerMinute); try again in a minute",
+                        n,
                         dc->max_spawns_per_minute);
         if (timeout_sec > dc->child_timeout_sec)
                 return spawn_refused(

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "manager.h"
 #include "oom.h"
+#include "session-end.h"
 #include "time-util.h"
 #include "unit.h"
 #include "util.h"
@@ -524,60 +525,6 @@ static void session_fail(Session *s, const char *reason) {
 
 /* ---- following the unit ---- */
 
-static char *describe_unit_end(Session *s, const UnitState *st, bool oom_killed, SessionState *ret_state) {
-        char *reason = NULL;
-        int r = 0;
-
-        if (s->stop_requested) {
-                *ret_state = SESSION_STOPPED;
-                if (s->stop_reason)
-                        r = asprintf(&reason, "%s", s->stop_reason);
-                else if (s->stop_uid != (uid_t) -1)
-                        r = asprintf(&reason, "stopped on request of uid %u", (unsigned) s->stop_uid);
-                else
-                        r = asprintf(&reason, "stopped on request");
-        } else if (streq_ptr(st->result, "success")) {
-                *ret_state = SESSION_STOPPED;
-                r = asprintf(&reason, "the container exited with status 0");
-        } else if (streq_ptr(st->result, "oom-kill") || oom_killed) {
-                *ret_state = SESSION_FAILED;
-                r = asprintf(
-                        &reason,
-                        "out of memory: the container was killed at its memory limit (%" PRIu64 " bytes)",
-                        s->config ? s->config->memory : 0);
-        } else if (streq_ptr(st->result, "timeout")) {
-                *ret_state = SESSION_FAILED;
-                r = asprintf(
-                        &reason,
-                        "timeout: the session ran longer than timeout_seconds (%" PRIu64 " s)",
-                        s->config ? s->config->timeout_sec : 0);
-        } else if (st->exec_main_code == CLD_KILLED || st->exec_main_code == CLD_DUMPED) {
-                *ret_state = SESSION_FAILED;
-                r = asprintf(
-                        &reason,
-                        "the container was killed by signal %s (unit result %s)",
-                        strsignal(st->exec_main_status),
-                        strempty(st->result));
-        } else if (st->exec_main_code == CLD_EXITED && st->exec_main_status == 137) {
-                *ret_state = SESSION_FAILED;
-                r = asprintf(
-                        &reason,
-                        "the container was killed (SIGKILL, exit status 137; unit result %s)",
-                        strempty(st->result));
-        } else if (st->exec_main_code == CLD_EXITED) {
-                *ret_state = SESSION_FAILED;
-                r = asprintf(
-                        &reason,
-                        "the container exited with status %d (unit result %s)",
-                        st->exec_main_status,
-                        strempty(st->result));
-        } else {
-                *ret_state = SESSION_FAILED;
-                r = asprintf(&reason, "the unit ended with result %s", strempty(st->result));
-        }
-        return r < 0 ? NULL : reason;
-}
-
 /* The end of a unit, as far as systemd told it, kept while podman is asked how the container ended. */
 typedef struct UnitEnd {
         Session *session;
@@ -600,7 +547,17 @@ static void session_end(Session *s, const UnitState *st, bool oom_killed) {
         if (s->removed)
                 return;
         if (!session_state_is_final(s->state)) {
-                reason = describe_unit_end(s, st, oom_killed, &next);
+                reason = session_end_describe(
+                        &(SessionEndFacts){
+                                .stop_requested = s->stop_requested,
+                                .stop_reason = s->stop_reason,
+                                .stop_uid = s->stop_uid,
+                                .memory = s->config ? s->config->memory : 0,
+                                .timeout_sec = s->config ? s->config->timeout_sec : 0,
+                        },
+                        st,
+                        oom_killed,
+                        &next);
                 session_set_state(s, next, reason ? reason : "the unit ended");
         }
         session_cleanup(s);

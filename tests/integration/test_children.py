@@ -17,7 +17,6 @@ and the audit records in the journal.
 import json
 import os
 import shutil
-import time
 import unittest
 
 import sandbox as sb
@@ -38,20 +37,25 @@ NO_MATCH = "SCRIPT-NO-MATCH: the scripted model had no step for this request"
 TREE_TIMEOUT = 360
 NOBODY = "000000000000"  # a well-formed session id that no session has
 CHILD_REFUSED = "dd4aba8bee574aaab6e27129ac91e41f"  # docs/audit.md
+# The test-only offset of the spawn-rate window's clock (daemon/test-clock.h): whole seconds.
+CLOCK_OFFSET_FILE = None
 
 
 def setUpModule():
-    global DAEMON
+    global DAEMON, CLOCK_OFFSET_FILE
+    CLOCK_OFFSET_FILE = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-agent-tree-clock-offset")
     DAEMON = sb.Daemon(unit="ccdockerd-agent-tree-test.service", settings={
         "AllowHostNetwork": "yes",
         "RedisSocket": sb.env("CCDOCKER_REDIS_SOCKET"),
         "RuntimeDirectory": os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-agent-tree-runtime"),
         "MaxMemory": "2G",
         "HeartbeatTimeoutSec": "30",
-    })
+    }, extra_env={"CCDOCKER_TEST_CLOCK_OFFSET_FILE": CLOCK_OFFSET_FILE})
     # The image's own entrypoint, ccdocker-init, which runs the real CLI. The child limits stay at
     # their defaults (depth 3, 5 spawns a minute, 5 running children): the tests check those numbers.
     del DAEMON.settings["SessionCommand"]
+    if os.path.exists(CLOCK_OFFSET_FILE):
+        os.unlink(CLOCK_OFFSET_FILE)
     shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
     DAEMON.start()
 
@@ -108,6 +112,13 @@ def refusals(sid):
     """The daemon's audit records of refused spawns by session sid."""
     return [r for r in sb.journal("SYSLOG_IDENTIFIER=ccdockerd", f"CCDOCKER_SESSION={sid}")
             if r.get("CCDOCKER_EVENT") == "child-refused"]
+
+
+def as_tool_error(refusal):
+    """What the model reads for a refusal of the daemon's: ccdocker-mcp's wording around it (mcp/tools.c)."""
+    return (f"spawn_child refused by a limit: {refusal}. Wait for running children to finish (get_child_result) "
+            "or stop those you no longer need (list_children, stop_child), then try again; at the depth limit, "
+            "do the task yourself instead.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,11 +465,10 @@ class ChildrenTest(unittest.TestCase):
 
         (refusal,) = self.results_of(model, "d3_spawn")
         self.assertTrue(refusal["is_error"], refusal)
-        message = refusal["content_text"]
-        self.assertIn("depth", message.lower())
-        self.assertIn("3", message)
+        message = "spawn_child: maximum child depth 3 reached (this session is at depth 3); do the work here instead"
+        self.assertEqual(refusal["content_text"], as_tool_error(message))
         # The refusal travelled up the tree as each level's result.
-        self.assertEqual(result, f"L0 got [L1 got [L2 got [L3 refused: {message}]]]")
+        self.assertEqual(result, f"L0 got [L1 got [L2 got [L3 refused: {as_tool_error(message)}]]]")
         # Four sessions at depths 0..3, and no fifth.
         tree = descendants(sid)
         self.assertEqual([sb.session_prop(s["path"], "Depth") for s in tree], [1, 2, 3])
@@ -469,44 +479,55 @@ class ChildrenTest(unittest.TestCase):
         # And an audit record names the refusing limit.
         records = sb.wait_until(lambda: refusals(deepest), 10, what="the child-refused audit record")
         self.assertEqual(len(records), 1, records)
-        self.assertEqual(records[0].get("MESSAGE_ID"), CHILD_REFUSED)
-        self.assertIn("depth", records[0]["MESSAGE"].lower())
+        self.assertEqual((records[0].get("MESSAGE_ID"), records[0]["MESSAGE"]),
+                         (CHILD_REFUSED, f"session {deepest}: spawn of a child refused: {message}"))
 
     def test_spawn_rate_and_running_children_limits(self):
         # Defaults: 5 spawns a minute and 5 running children per session. The steps keep the two
-        # apart: the first refusal after a stop is the rate alone; after a minute's pause, a refusal
-        # with five children live is the running-children limit alone.
+        # apart: the sixth spawn meets the running limit (5 live), the seventh, after a stop, the
+        # rate alone (4 live, 5 in the window). Then the window's clock moves a minute on
+        # (CCDOCKER_TEST_CLOCK_OFFSET_FILE, docs/ccdockerd.md) between two turns, instead of a
+        # minute's sleep: the eighth is let in and the ninth meets the running limit again.
         def spawn(n):
             return {"name": SPAWN, "input": {"prompt": f"LIMITS-CHILD number {n}: say ok"}}
         steps = [
-            {"id": "l_five", "when": {"last_user_contains": "LIMITS-PARENT", "tools_include": SPAWN},
+            {"id": "l_five", "when": {"last_user_contains": "LIMITS-PARENT first", "tools_include": SPAWN},
              "reply": {"tool_uses": [spawn(n) for n in range(1, 6)]}},
             {"id": "l_sixth", "when": {"tool_result_for": "l_five"}, "reply": {"tool_use": spawn(6)}},
             {"id": "l_stop1", "when": {"tool_result_for": "l_sixth"}, "reply": {"tool_use": {"name": STOP, "input": {
                 "child_session_id": "${result:l_five#0.child_session_id}"}}}},
             {"id": "l_rate", "when": {"tool_result_for": "l_stop1"}, "reply": {"tool_use": spawn(7)}},
-            # A minute later the rate window is empty again; 4 children are live, so this one is let in...
-            {"id": "l_later", "when": {"tool_result_for": "l_rate"}, "reply": {"delay_ms": 62000, "tool_use": spawn(8)}},
-            # ...and makes 5 live: the next is refused for running children.
+            {"id": "l_first_done", "when": {"tool_result_for": "l_rate"}, "reply": {"text": "first turn done"}},
+            {"id": "l_later", "when": {"last_user_contains": "LIMITS-PARENT second", "tools_include": SPAWN},
+             "reply": {"tool_use": spawn(8)}},
             {"id": "l_running", "when": {"tool_result_for": "l_later"}, "reply": {"tool_use": spawn(9)}},
             {"id": "l_done", "when": {"tool_result_for": "l_running"}, "reply": {"text": "limits probed"}},
             {"id": "l_child", "repeat": True, "when": {"last_user_contains": "LIMITS-CHILD number"},
              "reply": {"text": "ok"}},
         ]
         model = self.model(steps)
-        sid, path = self.start(model, "LIMITS-PARENT: spawn until refused")
+        sid, path = self.start(model, "LIMITS-PARENT first: spawn until refused")
+        self.assert_done(model, path, "first turn done")
+        running_refusal = ("spawn_child: 5 children are already running, the most a session may have is 5 "
+                           "(MaxRunningChildren); wait for one with get_child_result or stop one with stop_child")
+        rate_refusal = ("spawn_child: spawn rate limit: 5 children spawned in the last minute, at most 5 "
+                        "children per minute (MaxSpawnsPerMinute); try again in a minute")
+        sixth, = self.results_of(model, "l_sixth")
+        rate, = self.results_of(model, "l_rate")
+        self.assertEqual((sixth["is_error"], sixth["content_text"]), (True, as_tool_error(running_refusal)))
+        self.assertEqual((rate["is_error"], rate["content_text"]), (True, as_tool_error(rate_refusal)))
+
+        # A minute later on the window's clock, the same window holds none of the five.
+        with open(CLOCK_OFFSET_FILE, "w") as f:
+            f.write("61\n")
+        self.addCleanup(os.unlink, CLOCK_OFFSET_FILE)
+        call(path, "SendPrompt", "s", "LIMITS-PARENT second: spawn again")
         self.assert_done(model, path, "limits probed")
 
         for t in self.results_of(model, "l_five") + self.results_of(model, "l_later"):
             self.structured(t)  # accepted
-        sixth, = self.results_of(model, "l_sixth")
-        rate, = self.results_of(model, "l_rate")
         running, = self.results_of(model, "l_running")
-        for refused in (sixth, rate, running):
-            self.assertTrue(refused["is_error"], refused)
-            self.assertIn("5", refused["content_text"])
-        self.assertIn("minute", rate["content_text"].lower())
-        self.assertIn("running", running["content_text"].lower())
+        self.assertEqual((running["is_error"], running["content_text"]), (True, as_tool_error(running_refusal)))
         self.assertEqual(self.structured(self.results_of(model, "l_stop1")[0])["final_status"], "stopped")
         # Six children were made (1-5 and 8), none for the refused spawns; five are live.
         kids = children(sid)
@@ -516,11 +537,11 @@ class ChildrenTest(unittest.TestCase):
         prompts = [r["last_user_text"] for r in model.requests() if r["matched_step"] == "l_child"]
         for n in (6, 7, 9):
             self.assertFalse([p for p in prompts if f"number {n}:" in p], f"refused child {n} ran")
-        # One audit record per refusal.
+        # One child-refused audit record per refusal, naming the limit as the error did.
         records = sb.wait_until(lambda: len(refusals(sid)) >= 3 and refusals(sid), 10, what="3 audit records")
-        self.assertEqual(len(records), 3, records)
-        self.assertIn("minute", records[1]["MESSAGE"].lower())
-        self.assertIn("running", records[2]["MESSAGE"].lower())
+        self.assertEqual([(r["MESSAGE_ID"], r["CCDOCKER_EVENT"], r["MESSAGE"]) for r in records],
+                         [(CHILD_REFUSED, "child-refused", f"session {sid}: spawn of a child refused: {m}")
+                          for m in (running_refusal, rate_refusal, running_refusal)])
 
     def test_another_sessions_child_is_invisible(self):
         owner_steps = [

@@ -7,6 +7,7 @@ journal."""
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import unittest
 import xml.etree.ElementTree as ET
@@ -287,24 +288,104 @@ class AuditTest(DaemonTestCase):
 
 
 class RestartTest(DaemonTestCase):
-    def test_kill9_and_restart_loses_no_session(self):
-        sid, path = self.create()
-        sb.wait_state(path, "idle")
-        gone_sid, gone_path = self.create()
-        sb.wait_state(gone_path, "idle")
-        DAEMON.kill9()
-        # While the daemon is down, one session's container dies.
+    """kill -9 and restart of the daemon: a session whose unit still runs is re-adopted, live again in
+    the new daemon (the same container answers its prompts, Attach follows it, Stop stops its unit),
+    and one whose container died meanwhile ends with the reason. Its sessions run ccdocker-init and
+    the real CLI against the scripted model, so this class has a daemon of its own: the module's runs
+    the idle command, which has no channel."""
+
+    @classmethod
+    def setUpClass(cls):
+        DAEMON.stop()
+        cls.daemon = sb.Daemon(unit="ccdockerd-readopt-test.service", settings={
+            "AllowHostNetwork": "yes",
+            "RuntimeDirectory": os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-readopt-runtime"),
+            "MaxMemory": "2G",
+        })
+        del cls.daemon.settings["SessionCommand"]  # the image's entrypoint, ccdocker-init
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+        cls.daemon.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop()
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+        DAEMON.start()
+
+    def call(self, path, method, *args, check=True):
+        return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
+
+    def result(self, path):
+        p = self.call(path, "GetResult", "bu", "true", "180")
+        return tuple(json.loads(p.stdout)["data"][:3])
+
+    def unit_identity(self, sid):
+        show = sb.unit_show(f"ccdocker-session-{sid}.service", "InvocationID", "MainPID", "ActiveState")
+        return show["InvocationID"], show["MainPID"], show["ActiveState"]
+
+    def test_kill9_and_restart_readopts_the_live_session(self):
+        model = sb.ScriptedModel({"steps": [
+            {"id": "before", "when": {"last_user_contains": "READOPT before"}, "reply": {"text": "pong before"}},
+            {"id": "after", "when": {"last_user_contains": "READOPT after"}, "reply": {"text": "pong after"}},
+        ], "default": {"text": "SCRIPT-NO-MATCH"}})
+        self.addCleanup(model.stop)
+        config = ("network", "s", "host", "memory", "s", "1G", "environment", "a{ss}", sb.claude_env(model))
+        sid, path = self.create(*config)
+        gone_sid, gone_path = self.create(*config)
+        sb.wait_state(path, "idle", timeout=120)
+        sb.wait_state(gone_path, "idle", timeout=120)
+        self.call(path, "SendPrompt", "s", "READOPT before: ping")
+        self.assertEqual(self.result(path), ("completed", "pong before", ""))
+        before = self.container_of(sid)
+        unit_before = self.unit_identity(sid)
+        self.assertEqual(unit_before[2], "active")
+        last_seq = sb.session_prop(path, "LastSeq")
+        old_pid = self.daemon.main_pid()
+
+        self.daemon.kill9()
+        # While the daemon is down, the other session's container dies.
         sb.run("podman", "kill", "--signal", "KILL", f"ccdocker-{gone_sid}")
         sb.wait_until(lambda: sb.systemctl("is-active", f"ccdocker-session-{gone_sid}.service",
                                            check=False).stdout.strip() != "active", 30, what="the unit to end")
-        DAEMON.start()
-        # The running one is re-adopted, the other ends with a reason.
-        self.assertEqual(sb.session_prop(path, "State"), "idle")
+        self.daemon.start()
+        self.assertNotEqual(self.daemon.main_pid(), old_pid)
+
+        # The session that died is ended by the new daemon with the reason of its death.
         self.assertEqual(sb.wait_state(gone_path, "stopped", "failed"), "failed")
-        self.assertTrue(sb.session_prop(gone_path, "StateReason"))
-        # The re-adopted session is still followed: stopping its container is noticed.
-        sb.run("podman", "kill", "--signal", "KILL", f"ccdocker-{sid}")
-        self.assertEqual(sb.wait_state(path, "stopped", "failed"), "failed")
+        self.assertEqual(sb.session_prop(gone_path, "StateReason"),
+                         "the container was killed (SIGKILL, exit status 137; unit result exit-code)")
+
+        # The live one is the same container in the same unit invocation: nothing was restarted.
+        self.assertEqual(sb.session_prop(path, "State"), "idle")
+        self.assertEqual(sb.session_prop(path, "ContainerId"), before["Id"])
+        after = self.container_of(sid)
+        self.assertEqual((after["Id"], after["State"]["Pid"], after["State"]["StartedAt"]),
+                         (before["Id"], before["State"]["Pid"], before["State"]["StartedAt"]))
+        self.assertEqual(self.unit_identity(sid), unit_before)
+
+        # Attach on the new daemon follows it, and a prompt sent to the new daemon reaches the same
+        # claude: its request carries the turn answered before the restart.
+        attach = subprocess.Popen(["ccdockerctl", "--user", "--json", "attach", sid, "--since", str(last_seq)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: attach.poll() is None and attach.kill())
+        self.call(path, "SendPrompt", "s", "READOPT after: ping again")
+        self.assertEqual(self.result(path), ("completed", "pong after", ""))
+        (second,) = [r for r in model.requests() if r["matched_step"] == "after"]
+        self.assertIn("pong before", json.dumps(second["body"]["messages"]))
+        self.assertEqual(self.container_of(sid)["State"]["Pid"], before["State"]["Pid"])
+
+        # Stop through the new daemon stops the unit; the attached stream ends with the session.
+        self.call(path, "Stop", "b", "false")
+        self.assertEqual(sb.wait_state(path, "stopped", "failed", timeout=60), "stopped")
+        self.assertEqual(sb.session_prop(path, "StateReason"), "stopped on request of uid 0")
+        self.assert_nothing_left(sid)
+        out, err = attach.communicate(timeout=60)
+        self.assertEqual(attach.returncode, 0, err)
+        events = [json.loads(line) for line in out.splitlines()]
+        self.assertTrue(events, err)
+        self.assertEqual([e["seq"] for e in events], list(range(last_seq + 1, last_seq + 1 + len(events))))
+        self.assertIn(("result", "pong after"),
+                      [(e["data"].get("type"), e["data"].get("result")) for e in events])
 
 
 def session_props(path, *names):

@@ -17,6 +17,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "log.h"
+#include "unit-test-bus.h"
 #include "unit-test.h"
 #include "util.h"
 #include "validate.h"
@@ -32,17 +33,9 @@ typedef struct Fixture {
 
 static int setup(void **state) {
         Fixture *f = calloc(1, sizeof(Fixture));
-        int fds[2];
 
         assert_non_null(f);
-
-        /* sd-bus refuses to create messages on a bus that was never started (-ENOTCONN); started on a
-         * socketpair it only writes its AUTH line into the socket buffer, and messages can be built. */
-        assert_int_equal(sd_bus_new(&f->bus), 0);
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-        assert_int_equal(sd_bus_set_fd(f->bus, fds[0], fds[0]), 0);
-        assert_int_equal(sd_bus_start(f->bus), 0);
-        f->peer = fds[1];
+        unit_test_bus_new(&f->bus, &f->peer);
         assert_int_equal(config_init(&f->config, DAEMON_SYSTEM), 0);
 
         /* base/root is the workspace root; base/root/escape leads out of it to base/outside. */
