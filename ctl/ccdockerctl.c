@@ -5,7 +5,12 @@
  * checked only as far as building the D-Bus message needs (numbers, NAME=VALUE); the daemon validates
  * everything else once, at its edge, and its error messages are shown as they come. Exit status 1 is
  * a failure reported by the bus or the daemon (or a failed turn), 2 a usage error, 3 a result that is
- * still pending. */
+ * still pending.
+ *
+ * Longer than our ~1,200 lines: one program whose commands share the parsed options (arg_*), the D-Bus
+ * helpers and the output formats, in the order of its man page (docs/ccdockerctl.md); the token
+ * commands, which need no bus, are token.c. Split it by command family when one grows state of its
+ * own. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,12 @@
 /* The session object and its state machine. Creation is a chain of asynchronous steps, each resumed
- * from the event loop: workspace, container (libpod REST), unit (StartTransientUnit), then the unit's
- * state changes drive the session's. Every asynchronous step holds a reference on the session. */
+ * from the event loop: workspace, secrets, container (libpod REST), unit (StartTransientUnit), then the
+ * unit's state changes drive the session's. Every asynchronous step holds a reference on the session.
+ *
+ * Longer than our ~1,200 lines on purpose: creation, the unit's end, cleanup, adoption, stopping and
+ * removal are one state machine over the same fields and flags, and read best in one file. What is not
+ * part of it lives elsewhere: the channel's side and the prompt queue (session-channel.c), the agent
+ * tree (session-children.c), the rules for how a unit ended (session-end.c), the container spec
+ * (podman.c), publishing (manager.c's flush). */
 #define _GNU_SOURCE
 #include "session.h"
 
