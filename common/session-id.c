@@ -4,7 +4,8 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/random.h>
+
+#include "util.h"
 
 bool session_id_is_valid(const char *id) {
         if (!id || strlen(id) != 12)
@@ -18,15 +19,11 @@ bool session_id_is_valid(const char *id) {
 int session_id_new(char ret[static 13]) {
         static const char hex[] = "0123456789abcdef";
         uint8_t b[6];
-        ssize_t n;
+        int r;
 
-        do
-                n = getrandom(b, sizeof b, 0);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-                return -errno;
-        if ((size_t) n != sizeof b)
-                return -EIO;
+        r = random_bytes(b, sizeof b);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < sizeof b; i++) {
                 ret[2 * i] = hex[b[i] >> 4];

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 /* Parses the leading decimal digits of s (at least one) into *ret and sets *end after them. All digits
@@ -174,4 +175,15 @@ int mkdir_p(const char *path, mode_t mode) {
         if (mkdir(p, mode) < 0 && errno != EEXIST)
                 return -errno;
         return 0;
+}
+
+int random_bytes(void *buf, size_t n) {
+        ssize_t r;
+
+        do
+                r = getrandom(buf, n, 0);
+        while (r < 0 && errno == EINTR);
+        if (r < 0)
+                return -errno;
+        return (size_t) r == n ? 0 : -EIO;
 }

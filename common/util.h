@@ -63,6 +63,9 @@ int safe_atoi(const char *s, int *ret);
  * result does not fit in 64 bits. */
 int parse_size(const char *s, uint64_t *ret);
 
+/* n random bytes from the kernel (getrandom(2), retried on EINTR). -errno, or -EIO for a short read. */
+int random_bytes(void *buf, size_t n);
+
 /* Frees a NULL-ended list of strings and the list; returns NULL. */
 static inline char **strv_free(char **l) {
         if (!l)

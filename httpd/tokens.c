@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,15 +189,11 @@ static int random_token(char ret[static TOKEN_LENGTH + 1]) {
         uint8_t b[32];
         char text[BASE64_ENCODE_LENGTH(sizeof b) + BASE64_ENCODE_FINAL_LENGTH];
         size_t n_text;
-        ssize_t n;
+        int r;
 
-        do
-                n = getrandom(b, sizeof b, 0);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-                return -errno;
-        if ((size_t) n != sizeof b)
-                return -EIO;
+        r = random_bytes(b, sizeof b);
+        if (r < 0)
+                return r;
 
         base64url_encode_init(&ctx);
         n_text = base64_encode_update(&ctx, text, sizeof b, b);
