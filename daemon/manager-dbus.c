@@ -246,10 +246,11 @@ static int method_create_session(sd_bus_message *message, void *userdata, sd_bus
         return create_continue(TAKE_PTR(req));
 }
 
-static int method_list_sessions(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+/* ---- ListSessions and GetSession: what the caller sees (manager_caller_sees(), docs/security.md) ---- */
+
+static int reply_list(Manager *m, sd_bus_message *message, uid_t uid) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ Session **sessions = NULL;
-        Manager *m = userdata;
         size_t n;
         int r;
 
@@ -265,6 +266,8 @@ static int method_list_sessions(sd_bus_message *message, void *userdata, sd_bus_
         for (size_t i = 0; i < n; i++) {
                 Session *s = sessions[i];
 
+                if (!manager_caller_sees(m, uid, s))
+                        continue;
                 r = sd_bus_message_append(
                         reply,
                         "(ssssto)",
@@ -283,20 +286,90 @@ static int method_list_sessions(sd_bus_message *message, void *userdata, sd_bus_
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static int method_get_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
+static int reply_get(Manager *m, sd_bus_message *message, uid_t uid) {
         const char *id;
         Session *s;
+        int r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        s = manager_get_session(m, id);
+        /* One answer whether it does not exist or belongs to someone the caller may not see. */
+        if (!s || !manager_caller_sees(m, uid, s))
+                return sd_bus_reply_method_errorf(
+                        message, CCDOCKER_ERROR_NO_SUCH_SESSION, "GetSession: no session '%s'", id);
+        return sd_bus_reply_method_return(message, "o", s->object_path);
+}
+
+typedef struct LookupRequest {
+        Manager *manager;
+        uid_t uid;
+        int (*reply)(Manager *m, sd_bus_message *message, uid_t uid);
+} LookupRequest;
+
+static void on_lookup_authorized(int r, sd_bus_message *call, const sd_bus_error *error, void *userdata) {
+        LookupRequest *req = userdata;
+
+        /* Not allowed (or polkit could not say): the caller sees its own sessions only. */
+        if (r > 0)
+                manager_admin_seen(req->manager, req->uid);
+        r = req->reply(req->manager, call, req->uid);
+        if (r < 0)
+                (void) sd_bus_reply_method_errno(call, r, NULL);
+        free(req);
+}
+
+/* --system, a caller other than root: other owners' sessions only if polkit allows it
+ * org.ccdocker1.manage-sessions (remembered for MANAGER_ADMIN_CACHE_SEC). */
+static int lookup(
+        Manager *m,
+        sd_bus_message *message,
+        const char *method,
+        int (*reply)(Manager *m, sd_bus_message *message, uid_t uid),
+        sd_bus_error *error) {
+        LookupRequest *req;
+        uid_t uid = 0;
+        int r;
+
+        if (m->config.mode == DAEMON_USER)
+                return reply(m, message, uid);
+        r = bus_message_caller_uid(message, &uid);
+        if (r < 0)
+                return sd_bus_error_setf(
+                        error,
+                        SD_BUS_ERROR_ACCESS_DENIED,
+                        "%s: could not identify the caller: %s",
+                        method,
+                        strerror(-r));
+        if (uid == 0)
+                return reply(m, message, uid);
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (LookupRequest){ .manager = m, .uid = uid, .reply = reply };
+        r = polkit_check_async(m->bus, message, POLKIT_ACTION_MANAGE_ANY, NULL, on_lookup_authorized, req);
+        if (r < 0) {
+                free(req);
+                return reply(m, message, uid);
+        }
+        return 1;
+}
+
+static int method_list_sessions(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return lookup(userdata, message, "ListSessions", reply_list, error);
+}
+
+static int method_get_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        const char *id;
         int r;
 
         r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        s = manager_get_session(m, id);
-        if (!s)
-                return sd_bus_error_setf(
-                        error, CCDOCKER_ERROR_NO_SUCH_SESSION, "GetSession: no session '%s'", id);
-        return sd_bus_reply_method_return(message, "o", s->object_path);
+        return lookup(userdata, message, "GetSession", reply_get, error);
 }
 
 static int property_version(

@@ -270,6 +270,44 @@ void manager_flush_changes(Manager *m) {
         }
 }
 
+/* ---- who sees what (docs/security.md) ---- */
+
+static uint64_t manager_now(Manager *m) {
+        uint64_t now;
+
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
+                now = now_usec(CLOCK_MONOTONIC);
+        return now;
+}
+
+void manager_admin_seen(Manager *m, uid_t uid) {
+        size_t oldest = 0;
+        uint64_t now = manager_now(m);
+
+        for (size_t i = 0; i < ELEMENTSOF(m->admins); i++) {
+                if (m->admins[i].until_usec > now && m->admins[i].uid == uid) {
+                        oldest = i;
+                        break;
+                }
+                if (m->admins[i].until_usec < m->admins[oldest].until_usec)
+                        oldest = i;
+        }
+        m->admins[oldest].uid = uid;
+        m->admins[oldest].until_usec = now + MANAGER_ADMIN_CACHE_SEC * USEC_PER_SEC;
+}
+
+bool manager_caller_sees(Manager *m, uid_t uid, const Session *s) {
+        uint64_t now;
+
+        if (m->config.mode == DAEMON_USER || uid == 0 || uid == s->owner_uid)
+                return true;
+        now = manager_now(m);
+        for (size_t i = 0; i < ELEMENTSOF(m->admins); i++)
+                if (m->admins[i].uid == uid && m->admins[i].until_usec > now)
+                        return true;
+        return false;
+}
+
 /* ---- secrets: which a caller may give a new session ---- */
 
 int manager_check_secret(Manager *m, uid_t uid, const char *name, CoreError *e) {

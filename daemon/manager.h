@@ -48,6 +48,13 @@ struct Manager {
 
         RateLimit log_limit; /* ccdocker-init's log lines of all sessions together */
 
+        /* --system: uids polkit recently allowed org.ccdocker1.manage-sessions, so that the synchronous
+         * property reads of other owners' sessions can follow that answer (manager_caller_sees()). */
+        struct {
+                uid_t uid;
+                uint64_t until_usec; /* CLOCK_MONOTONIC */
+        } admins[8];
+
         const ManagerPublisher *publisher; /* may be NULL */
         Session *publish_queue;            /* sessions with changes to publish, first queued first */
         Session *publish_queue_tail;
@@ -105,6 +112,14 @@ int manager_create_session(
 void manager_subtree_usage(Manager *m, Session *root, StoreUsage *ret);
 /* Sessions not stopped or failed. */
 unsigned manager_live_sessions(Manager *m);
+
+/* Who sees a session's metadata (docs/security.md): on the user bus everyone on it (the user); on the
+ * system bus root, its owner, and a uid that polkit allowed org.ccdocker1.manage-sessions within the last
+ * MANAGER_ADMIN_CACHE_SEC. Others are told it does not exist. */
+bool manager_caller_sees(Manager *m, uid_t uid, const Session *s);
+/* Records that polkit allowed uid to manage any session, for MANAGER_ADMIN_CACHE_SEC. */
+void manager_admin_seen(Manager *m, uid_t uid);
+#define MANAGER_ADMIN_CACHE_SEC 60
 
 /* Whether uid may use the secret name in a new session: -ENOKEY when no such secret is configured,
  * -EPERM when the daemon's policy refuses it (AllowedSecrets= in --user mode; audited), 0 when granted,

@@ -33,10 +33,18 @@ static int session_object_find(
         void **found,
         sd_bus_error *error) {
         Manager *m = userdata;
+        sd_bus_message *message = sd_bus_get_current_message(bus);
         Session *s;
+        uid_t uid;
 
         s = manager_get_session_by_path(m, path);
         if (!s)
+                return 0;
+        /* Our methods authorise their caller themselves (session_authorize()). Reading the object
+         * (Properties, Introspect) is for those who see the session; to anyone else it does not exist. */
+        if (m->config.mode == DAEMON_SYSTEM && message &&
+            !streq_ptr(sd_bus_message_get_interface(message), SESSION_INTERFACE) &&
+            (bus_message_caller_uid(message, &uid) < 0 || !manager_caller_sees(m, uid, s)))
                 return 0;
         *found = s;
         return 1;
@@ -45,11 +53,17 @@ static int session_object_find(
 static int session_node_enumerator(
         sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
         Manager *m = userdata;
+        sd_bus_message *message = sd_bus_get_current_message(bus);
         _cleanup_free_ Session **sessions = NULL;
-        size_t n;
-        char **l;
+        _cleanup_(strv_freep) char **l = NULL;
+        uid_t uid = 0;
+        size_t n, k = 0;
         int r;
 
+        /* Only the objects the caller sees (manager_caller_sees()): introspecting the tree shows no
+         * other owner's sessions. */
+        if (m->config.mode == DAEMON_SYSTEM && message && bus_message_caller_uid(message, &uid) < 0)
+                uid = (uid_t) -1;
         r = manager_list_sessions(m, NULL, &sessions, &n);
         if (r < 0)
                 return r;
@@ -57,15 +71,13 @@ static int session_node_enumerator(
         if (!l)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                l[i] = strdup(sessions[i]->object_path);
-                if (!l[i]) {
-                        for (size_t j = 0; j < i; j++)
-                                free(l[j]);
-                        free(l);
+                if (m->config.mode == DAEMON_SYSTEM && message && !manager_caller_sees(m, uid, sessions[i]))
+                        continue;
+                l[k] = strdup(sessions[i]->object_path);
+                if (!l[k++])
                         return -ENOMEM;
-                }
         }
-        *nodes = l;
+        *nodes = TAKE_PTR(l);
         return 1;
 }
 
@@ -182,9 +194,10 @@ static void on_authorized(int r, sd_bus_message *call, const sd_bus_error *error
         AuthRequest *req = userdata;
         Session *s = req->session;
 
-        if (r > 0 && !s->removed)
+        if (r > 0 && !s->removed) {
+                manager_admin_seen(s->manager, req->caller);
                 req->next(s, call, req->caller);
-        else if (r > 0)
+        } else if (r > 0)
                 (void) sd_bus_reply_method_errorf(
                         call, CCDOCKER_ERROR_NO_SUCH_SESSION, "%s: no session '%s'", req->method, s->id);
         else {
@@ -201,11 +214,10 @@ static void on_authorized(int r, sd_bus_message *call, const sd_bus_error *error
                 (void) sd_bus_reply_method_errorf(
                         call,
                         CCDOCKER_ERROR_ACCESS_DENIED,
-                        "%s: uid %u may not manage session %s, owned by uid %u (polkit action %s)%s%s",
+                        "%s: uid %u may not manage session %s (polkit action %s)%s%s",
                         req->method,
                         (unsigned) req->caller,
                         s->id,
-                        (unsigned) s->owner_uid,
                         POLKIT_ACTION_MANAGE_ANY,
                         error && error->message ? ": " : "",
                         error && error->message ? error->message : "");

@@ -1,7 +1,8 @@
 """ccdockerd --system on the sandbox's system bus, authorised by the real polkitd: root may create and
-manage sessions; an unprivileged caller (uid 65534, through setpriv) may read but is denied creating
-a session and stopping someone else's, with a D-Bus error naming the polkit action, and each denial
-is an audit record. systemd is reached on the sandbox's user manager (SystemdBus=user), since PID 1
+manage sessions; an unprivileged caller (uid 65534, through setpriv) is denied creating a session and
+stopping someone else's, with a D-Bus error naming the polkit action, each denial an audit record, and
+does not even see someone else's session (docs/security.md: metadata is for its owner, root and
+polkit-authorised admins). systemd is reached on the sandbox's user manager (SystemdBus=user), since PID 1
 here is not systemd."""
 
 import json
@@ -73,17 +74,29 @@ class SystemModeTest(unittest.TestCase):
                                         if "CreateSession" in r["MESSAGE"]], 10, what="the denial record")
         self.assertEqual(denied[-1]["CALLER_UID"], "65534")
 
-    def test_unprivileged_caller_may_read_but_not_stop_roots_session(self):
+    def test_unprivileged_caller_neither_sees_nor_stops_roots_session(self):
         sid, path = self.create_as_root()
+        self.assertIn(sid, [s[0] for s in json.loads(
+            call("/org/ccdocker1", "org.ccdocker1.Manager", "ListSessions").stdout)["data"][0]])
         listed = json.loads(call("/org/ccdocker1", "org.ccdocker1.Manager", "ListSessions", as_nobody=True)
                             .stdout)["data"][0]
-        self.assertIn(sid, [s[0] for s in listed])
+        self.assertNotIn(sid, [s[0] for s in listed], "another owner's session is not listed")
+        got = call("/org/ccdocker1", "org.ccdocker1.Manager", "GetSession", "s", sid, as_nobody=True, check=False)
+        self.assertNotEqual(got.returncode, 0)
+        self.assertIn(f"no session '{sid}'", got.stderr, "the same answer as for an id that does not exist")
+        prop = sb.run(*NOBODY, "busctl", "--address=" + sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS"), "get-property",
+                      "org.ccdocker1", path, "org.ccdocker1.Session", "Workspace", check=False)
+        self.assertNotEqual(prop.returncode, 0, "its properties are not readable")
+        self.assertNotIn("/", prop.stdout)
+        tree = sb.run(*NOBODY, "busctl", "--address=" + sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS"), "tree",
+                      "org.ccdocker1", check=False)
+        self.assertNotIn(sid, tree.stdout, "nor in the object tree")
         p = call(path, "org.ccdocker1.Session", "Stop", "b", "false", as_nobody=True, check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("org.ccdocker1.manage-sessions", p.stderr)
         self.assertIn("uid 65534 may not manage session " + sid, p.stderr)
+        self.assertNotIn("owned by", p.stderr, "the denial does not name the owner")
         self.assertNotIn(self.state(path), ("stopped", "failed"))
-
 
 if __name__ == "__main__":
     unittest.main()
