@@ -19,6 +19,7 @@
 #include "session-dbus.h"
 #include "util.h"
 #include "validate.h"
+#include "workspace.h"
 
 typedef struct CreateRequest {
         Manager *manager;
@@ -155,8 +156,49 @@ static int create_check_secrets(CreateRequest *req) {
         return 0;
 }
 
+static void create_check_image(CreateRequest *req) {
+        int r;
+
+        r = podman_image_exists(req->manager->podman, req->config->image, on_image_checked, req);
+        if (r < 0) {
+                reply_error(
+                        req->message,
+                        SD_BUS_ERROR_FAILED,
+                        "CreateSession: could not reach podman: %s",
+                        strerror(-r));
+                create_request_free(req);
+        }
+}
+
+static void on_workspace_checked(
+        int r, const char *path, dev_t dev, ino_t ino, const char *message, void *userdata) {
+        CreateRequest *req = userdata;
+        char *copy;
+
+        if (r < 0) {
+                reply_error(
+                        req->message,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'workspace': %s",
+                        message);
+                create_request_free(req);
+                return;
+        }
+        copy = strdup(path);
+        if (!copy) {
+                reply_error(req->message, SD_BUS_ERROR_NO_MEMORY, "CreateSession: out of memory");
+                create_request_free(req);
+                return;
+        }
+        free(req->config->workspace_path);
+        req->config->workspace_path = copy;
+        req->config->workspace_dev = dev;
+        req->config->workspace_ino = ino;
+        req->config->workspace_checked = true;
+        create_check_image(req);
+}
+
 static int create_continue(CreateRequest *req) {
-        CreateRequest *owned = req;
         int r;
 
         r = create_check_secrets(req);
@@ -166,15 +208,26 @@ static int create_continue(CreateRequest *req) {
                 return 1;
         }
 
-        r = podman_image_exists(req->manager->podman, req->config->image, on_image_checked, owned);
-        if (r < 0) {
-                reply_error(
-                        req->message,
-                        SD_BUS_ERROR_FAILED,
-                        "CreateSession: could not reach podman: %s",
-                        strerror(-r));
-                create_request_free(req);
+        /* A host workspace, with the caller's own rights (workspace.h), once the caller is authorised. */
+        if (req->config->workspace_type == WORKSPACE_HOST) {
+                r = workspace_check_async(
+                        req->manager->event,
+                        req->uid,
+                        req->config->workspace_path,
+                        req->manager->config.workspace_roots,
+                        on_workspace_checked,
+                        req);
+                if (r < 0) {
+                        reply_error(
+                                req->message,
+                                SD_BUS_ERROR_FAILED,
+                                "CreateSession: could not check the workspace: %s",
+                                strerror(-r));
+                        create_request_free(req);
+                }
+                return 1;
         }
+        create_check_image(req);
         return 1;
 }
 

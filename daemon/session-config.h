@@ -3,7 +3,9 @@
  * built from. Also its free and its JSON round-trip. Session ids are common/session-id.h. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cleanup.h"
 #include "session-id.h"
@@ -15,7 +17,12 @@ typedef enum WorkspaceType {
 
 typedef struct SessionConfig {
         WorkspaceType workspace_type;
-        char *workspace_path; /* WORKSPACE_HOST: absolute, normalised; else NULL */
+        char *workspace_path; /* WORKSPACE_HOST: absolute, normalised; resolved once checked; else NULL */
+        /* WORKSPACE_HOST: the directory the caller was found to be allowed (workspace.h); checked again
+         * before the container is made. Not stored: a session read back from the store is not made again. */
+        dev_t workspace_dev;
+        ino_t workspace_ino;
+        bool workspace_checked;
         char *image;
         uint64_t memory;     /* bytes */
         uint64_t cpu_millis; /* 1000 = one CPU */

@@ -34,6 +34,7 @@
 #include "time-util.h"
 #include "unit.h"
 #include "util.h"
+#include "workspace.h"
 
 #define SESSION_UID 1000
 #define SESSION_GID 1000
@@ -1157,6 +1158,31 @@ static void session_create_container(Session *s) {
         _cleanup_(json_decrefp) json_t *spec = NULL;
         _cleanup_free_ char *reason = NULL;
         int r;
+
+        /* The host directory podman will mount is the one the caller was allowed, still (workspace.h):
+         * a symlink or another directory swapped in since is refused. */
+        if (s->config->workspace_type == WORKSPACE_HOST) {
+                r = s->config->workspace_checked ? workspace_verify(
+                                                           s->config->workspace_path,
+                                                           s->config->workspace_dev,
+                                                           s->config->workspace_ino)
+                                                 : -ENOLINK;
+                if (r < 0) {
+                        if (asprintf(
+                                    &reason,
+                                    "workspace %s is not the directory its caller was allowed: %s",
+                                    s->config->workspace_path,
+                                    r == -ESTALE ? "it was replaced since it was checked"
+                                            : r == -ELOOP
+                                            ? "a symlink was put in its path since it was checked"
+                                            : r == -ENOLINK ? "it was never checked"
+                                                            : strerror(-r)) < 0)
+                                reason = NULL;
+                        session_fail(
+                                s, reason ?: "the workspace is not the directory its caller was allowed");
+                        return;
+                }
+        }
 
         spec = session_container_spec(s);
         if (!spec) {
