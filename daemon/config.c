@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "curl-glue.h"
 #include "log.h"
 #include "model-prices.h"
 #include "podman.h"
@@ -504,9 +505,8 @@ static int parse_bool(void *field, const char *key, const char *value, const cha
 static int parse_url(void *field, const char *key, const char *value, const char *where) {
         char *s, **p = field;
 
-        if ((!startswith(value, "http://") && !startswith(value, "https://")) ||
-            strlen(value) <= strlen("https://") || string_has_space_or_control(value) ||
-            strchr(value, '?') || strchr(value, '#'))
+        if (!http_url_is_valid(value) || string_has_space_or_control(value) || strchr(value, '?') ||
+            strchr(value, '#'))
                 return log_error_errno(
                         EINVAL,
                         "%s%s must be an http:// or https:// URL without spaces, query or fragment, like https://api.anthropic.com, got '%s'",

@@ -11,7 +11,9 @@
 #include <sys/epoll.h>
 
 #include "cleanup.h"
+#include "list.h"
 #include "log.h"
+#include "util.h"
 
 typedef struct CurlGlueIo CurlGlueIo;
 typedef struct CurlGlueTransfer CurlGlueTransfer;
@@ -41,36 +43,16 @@ struct CurlGlue {
         CurlGlueTransfer *transfers;
 };
 
-#define LIST_UNLINK(head, item)                            \
-        do {                                               \
-                if ((item)->next)                          \
-                        (item)->next->prev = (item)->prev; \
-                if ((item)->prev)                          \
-                        (item)->prev->next = (item)->next; \
-                else                                       \
-                        (head) = (item)->next;             \
-                (item)->prev = (item)->next = NULL;        \
-        } while (0)
-
-#define LIST_PREPEND(head, item)               \
-        do {                                   \
-                (item)->prev = NULL;           \
-                (item)->next = (head);         \
-                if (head)                      \
-                        (head)->prev = (item); \
-                (head) = (item);               \
-        } while (0)
-
 static CurlGlueIo *curl_glue_io_free(CurlGlueIo *io) {
         if (!io)
                 return NULL;
-        LIST_UNLINK(io->glue->ios, io);
+        LIST_REMOVE(io->glue->ios, io);
         sd_event_source_disable_unref(io->source);
         return mfree(io);
 }
 
 static CurlGlueTransfer *curl_glue_transfer_detach(CurlGlue *g, CurlGlueTransfer *t) {
-        LIST_UNLINK(g->transfers, t);
+        LIST_REMOVE(g->transfers, t);
         (void) curl_easy_setopt(t->easy, CURLOPT_PRIVATE, NULL);
         return mfree(t);
 }
@@ -362,4 +344,22 @@ void curl_glue_remove(CurlGlue *g, CURL *easy) {
 
         curl_glue_transfer_detach(g, t);
         (void) curl_multi_remove_handle(g->multi, easy);
+}
+
+bool http_url_is_valid(const char *url) {
+        CURLU *u;
+        char *scheme = NULL, *host = NULL;
+        bool valid;
+
+        u = curl_url();
+        if (!u)
+                return false;
+        valid = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+                curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+                curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+                (streq(scheme, "http") || streq(scheme, "https"));
+        curl_free(scheme);
+        curl_free(host);
+        curl_url_cleanup(u);
+        return valid;
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <systemd/sd-event.h>
 
 typedef struct CurlGlue CurlGlue;
@@ -32,3 +33,6 @@ int curl_glue_add(CurlGlue *g, CURL *easy, curl_glue_done_t done, void *userdata
 /* Takes an added handle out without calling its done callback (cancellation). A no-op for a handle that
  * is not added or has already completed. */
 void curl_glue_remove(CurlGlue *g, CURL *easy);
+
+/* Whether url is an absolute http or https URL with a host, as libcurl itself reads it (curl_url()). */
+bool http_url_is_valid(const char *url);

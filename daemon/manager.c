@@ -760,7 +760,7 @@ static int on_heartbeat_check(sd_event_source *source, uint64_t usec, void *user
                 now = usec;
         for (size_t i = 0; i < m->n_sessions; i++)
                 session_check_heartbeat(m->sessions[i], now);
-        (void) sd_event_source_set_time(source, now + 5 * 1000000ULL);
+        (void) sd_event_source_set_time(source, now + 5 * USEC_PER_SEC);
         return 0;
 }
 
@@ -803,7 +803,7 @@ static int on_exit_signal(sd_event_source *source, const struct signalfd_siginfo
                 session_wake_waiters(m->sessions[i]);
         r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         if (r >= 0) {
-                m->shutdown_deadline = now + 5 * 1000000ULL;
+                m->shutdown_deadline = now + 5 * USEC_PER_SEC;
                 r = sd_event_add_time(
                         m->event, &m->shutdown_timer, CLOCK_MONOTONIC, now, 0, on_shutdown_check, m);
         }
@@ -825,7 +825,7 @@ int manager_run(Manager *m) {
                                 m->event,
                                 &m->heartbeat_timer,
                                 CLOCK_MONOTONIC,
-                                now + 5 * 1000000ULL,
+                                now + 5 * USEC_PER_SEC,
                                 0,
                                 on_heartbeat_check,
                                 m);

@@ -488,25 +488,6 @@ unsigned model_proxy_in_flight_peak(const ModelProxy *p) {
 
 /* ---- the proxy ---- */
 
-/* Whether url is an absolute http or https URL with a host, as libcurl reads it. */
-static bool upstream_url_valid(const char *url) {
-        CURLU *u;
-        char *scheme = NULL, *host = NULL;
-        bool valid;
-
-        u = curl_url();
-        if (!u)
-                return false;
-        valid = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-                curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-                curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-                (streq(scheme, "http") || streq(scheme, "https"));
-        curl_free(scheme);
-        curl_free(host);
-        curl_url_cleanup(u);
-        return valid;
-}
-
 ModelProxy *model_proxy_free(ModelProxy *p) {
         ProxyRequest *req, *next;
 
@@ -566,7 +547,7 @@ int model_proxy_new(sd_event *event, const ModelProxyConfig *cfg, ModelProxy **r
 
         if (!event || !cfg || !ret || isempty(cfg->upstream_base_url))
                 return -EINVAL;
-        if (!upstream_url_valid(cfg->upstream_base_url))
+        if (!http_url_is_valid(cfg->upstream_base_url))
                 return log_error_errno(EINVAL, "model proxy: the upstream URL must be http:// or https://");
         if (cfg->credential_kind != MODEL_CREDENTIAL_NONE && isempty(cfg->credential))
                 return -EINVAL;

@@ -62,13 +62,6 @@ SessionState session_state_from_string(const char *s) {
         return _SESSION_STATE_INVALID;
 }
 
-static uint64_t now_realtime_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
-
 /* The podman secret that carries the session's secret name: "ccdocker-<id>-<NAME>". */
 static char *session_secret_object(Session *s, const char *name) {
         char *o;
@@ -146,7 +139,7 @@ int session_new(Manager *m, SessionConfig **config, uid_t owner, Session *parent
         s->slice = strdup(s->config->slice);
         if (!s->slice)
                 return -ENOMEM;
-        s->created_usec = now_realtime_usec();
+        s->created_usec = now_usec(CLOCK_REALTIME);
         s->image = strdup(s->config->image);
         if (!s->image)
                 return -ENOMEM;
@@ -277,7 +270,7 @@ void session_to_record(Session *s, SessionRecord *r, char **ret_config_json) {
                 .workspace_ephemeral = s->workspace_ephemeral,
                 .owner_uid = s->owner_uid,
                 .created_usec = s->created_usec,
-                .updated_usec = now_realtime_usec(),
+                .updated_usec = now_usec(CLOCK_REALTIME),
                 .config_json = *ret_config_json,
         };
 }
@@ -325,9 +318,9 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
         s->state_reason = reason ? strdup(reason) : NULL;
         s->state = state;
         if (session_state_is_final(state))
-                s->ended_usec = now_realtime_usec();
+                s->ended_usec = now_usec(CLOCK_REALTIME);
 
-        r = store_record_state(s->manager->store, s->id, name, reason, now_realtime_usec());
+        r = store_record_state(s->manager->store, s->id, name, reason, now_usec(CLOCK_REALTIME));
         if (r < 0)
                 log_error_errno(r, "session %s: could not store state %s: %m", s->id, name);
         session_save(s);
@@ -425,7 +418,7 @@ static void on_container_removed(int r, long status, json_t *reply, const char *
                     s->manager->event,
                     NULL,
                     CLOCK_MONOTONIC,
-                    2 * 1000000ULL,
+                    2 * USEC_PER_SEC,
                     0,
                     on_remove_retry,
                     session_ref(s)) < 0)

@@ -14,6 +14,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "time-util.h"
 #include "util.h"
 
 #define SYSTEMD_DEST "org.freedesktop.systemd1"
@@ -23,8 +24,6 @@
 #define SYSTEMD_SERVICE "org.freedesktop.systemd1.Service"
 #define SYSTEMD_UNIT_PATH_PREFIX "/org/freedesktop/systemd1/unit"
 #define BUS_PROPERTIES "org.freedesktop.DBus.Properties"
-
-#define USEC_PER_SEC UINT64_C(1000000)
 
 /* The errno values systemd itself gives its errors (src/libsystemd/sd-bus/bus-common-errors.c), so that
  * sd_bus_error_get_errno() on an error handed to a callback says what happened. */
