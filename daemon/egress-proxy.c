@@ -12,6 +12,7 @@
 #include <ares.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include "cleanup.h"
 #include "list.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "relay.h"
 #include "time-util.h"
 #include "util.h"
@@ -115,6 +117,8 @@ struct EgressSession {
         unsigned n_connections;
         int (*admit)(int fd, void *userdata); /* who may connect (egress_session_set_admit()) */
         void *admit_userdata;
+        RateLimit log_limit; /* its decision records (egress_log_below()) */
+        uint64_t log_dropped;
 };
 
 struct EgressProxy {
@@ -160,11 +164,40 @@ static int connection_update(Connection *c);
 static void connection_connect_next(Connection *c);
 
 /* The decision record; address, when not NULL, is the resolved address the decision was about. */
+/* A container decides how often it connects: its session's records are bounded (EGRESS_LOG_BURST per
+ * EGRESS_LOG_INTERVAL_SEC), and what was left out is said with the next one, so that a flood of
+ * refused CONNECTs cannot push the daemon's warnings and audit records out of journald's limits. */
+static bool egress_log_below(Connection *c) {
+        EgressSession *s = c->session;
+        uint64_t now;
+
+        if (sd_event_now(connection_event(c), CLOCK_MONOTONIC, &now) < 0)
+                now = now_usec(CLOCK_MONOTONIC);
+        if (!ratelimit_below(&s->log_limit, now)) {
+                s->log_dropped++;
+                return false;
+        }
+        if (s->log_dropped > 0) {
+                log_struct(
+                        LOG_INFO,
+                        "MESSAGE=session %s: %" PRIu64 " egress record(s) not written (rate limit)",
+                        s->id,
+                        s->log_dropped,
+                        "CCDOCKER_SESSION=%s",
+                        s->id,
+                        NULL);
+                s->log_dropped = 0;
+        }
+        return true;
+}
+
 static void log_decision(
         Connection *c, int priority, const char *decision, const char *why, const char *address) {
         char target[EGRESS_HOST_MAX + 16];
 
         c->decided = true;
+        if (!egress_log_below(c))
+                return;
         format_target(&c->req, target, sizeof(target));
         log_struct(
                 priority,
@@ -196,6 +229,8 @@ static void log_allowed_once(Connection *c) {
 }
 
 static void log_bad_request(Connection *c, const char *decision, const char *why) {
+        if (!egress_log_below(c))
+                return;
         log_struct(
                 LOG_WARNING,
                 "MESSAGE=session %s: egress request refused (%s): %s",
@@ -909,7 +944,12 @@ int egress_proxy_listen(
         s = calloc(1, sizeof(*s));
         if (!s)
                 return log_oom();
-        *s = (EgressSession){ .proxy = p, .listen_fd = -EBADF };
+        *s = (EgressSession){
+                .proxy = p,
+                .listen_fd = -EBADF,
+                .log_limit = { .interval_usec = EGRESS_LOG_INTERVAL_SEC * USEC_PER_SEC,
+                               .burst = EGRESS_LOG_BURST },
+        };
         LIST_PREPEND(p->sessions, s);
         s->id = strdup(session_id_arg);
         s->socket_path = strdup(socket_path);

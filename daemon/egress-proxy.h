@@ -94,6 +94,10 @@ int egress_proxy_listen(
         char **allowed_hosts,
         EgressSession **ret);
 
+/* Each session's decision records: at most this many per window (the rest counted and said). */
+#define EGRESS_LOG_INTERVAL_SEC 10
+#define EGRESS_LOG_BURST 100
+
 /* Closes the socket (and removes it) and every connection of the session. */
 EgressSession *egress_session_free(EgressSession *s);
 /* admit(fd, userdata) is asked of each new connection before it is read: <= 0 closes it unheard. */

@@ -18,8 +18,10 @@
 #include "jsonrpc.h"
 #include "log.h"
 #include "manager.h"
+#include "ratelimit.h"
 #include "session.h"
 #include "test-clock.h"
+#include "time-util.h"
 #include "util.h"
 #include "validate.h"
 
@@ -247,21 +249,33 @@ static int spawn_refused(Session *parent, uid_t caller, SpawnError *e, const cha
         __attribute__((format(printf, 4, 5)));
 
 static int spawn_refused(Session *parent, uid_t caller, SpawnError *e, const char *format, ...) {
+        uint64_t now;
         va_list ap;
 
         e->code = CHANNEL_ERROR_REFUSED;
         va_start(ap, format);
         (void) vsnprintf(e->message, sizeof(e->message), format, ap);
         va_end(ap);
+        /* A container may try as often as it likes: its refusals are audited at most
+         * SESSION_REFUSAL_AUDIT_BURST a minute, the rest counted into the next record. */
+        if (sd_event_now(parent->manager->event, CLOCK_MONOTONIC, &now) < 0)
+                now = now_usec(CLOCK_MONOTONIC);
+        if (!ratelimit_below(&parent->refusal_audit_limit, now)) {
+                parent->refusals_unaudited++;
+                return -EPERM;
+        }
         audit_log(
                 AUDIT_EVENT_CHILD_REFUSED,
                 parent->id,
                 parent->parent_id,
                 parent->unit,
                 caller,
-                "session %s: spawn of a child refused: %s",
+                "session %s: spawn of a child refused: %s%s",
                 parent->id,
-                e->message);
+                e->message,
+                parent->refusals_unaudited > 0 ? " (and earlier refusals not recorded, over the rate limit)"
+                                               : "");
+        parent->refusals_unaudited = 0;
         return -EPERM;
 }
 

@@ -115,9 +115,11 @@ struct Session {
         bool cleaned_up;          /* container removed, unit reset, ephemeral workspace gone */
         bool removed;             /* forgotten (Remove): no object, no record */
 
-        RateLimit log_limit;        /* ccdocker-init's log notifications (session-channel.c) */
-        RateLimit peer_audit_limit; /* audit records of refused connections to its sockets */
-        uint64_t log_dropped;       /* ... dropped since the last one logged */
+        RateLimit log_limit;           /* ccdocker-init's log notifications (session-channel.c) */
+        RateLimit peer_audit_limit;    /* audit records of refused connections to its sockets */
+        RateLimit refusal_audit_limit; /* ... of its refused spawns (session-children.c) */
+        uint64_t refusals_unaudited;
+        uint64_t log_dropped; /* ... dropped since the last one logged */
 
         /* Publishing (manager.c): what changed since the last flush. */
         unsigned changed; /* SessionChange */
@@ -217,6 +219,7 @@ void session_fail_and_stop(Session *s, const char *reason);
  * (peer.h): 1 yes, 0 no (audited). For the channel, model.sock and egress.sock alike. */
 int session_admit_peer(Session *s, int fd, const char *socket_name);
 #define SESSION_PEER_AUDIT_BURST 10
+#define SESSION_REFUSAL_AUDIT_BURST 30
 
 /* session-channel.c: the channel's hooks for a session (their userdata is the session). */
 extern const ChannelHooks session_channel_hooks;
