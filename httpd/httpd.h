@@ -108,13 +108,9 @@ struct Request {
 };
 
 /* server.c */
+/* limits NULL: SERVER_LIMITS_DEFAULT. */
 int server_new(
-        sd_event *event,
-        sd_bus *bus,
-        TokenStore *tokens,
-        int listen_fd,
-        const ServerLimits *limits,
-        Server **ret);
+        sd_event *event, sd_bus *bus, TokenStore *tokens, int fd, const ServerLimits *l, Server **ret);
 Server *server_free(Server *s);
 void server_kick(Server *s);
 void server_stop_streams(Server *s);

@@ -10,17 +10,14 @@ the per-address limit of one does not hide the effect of another.
 """
 
 import json
-import os
 import re
 import select
 import socket
-import subprocess
-import tempfile
 import time
 import unittest
 
 import sandbox as sb
-from test_httpd import Httpd, free_port
+from test_httpd import Httpd
 
 DAEMON = None
 HTTPD = None
@@ -37,18 +34,8 @@ class LimitedHttpd(Httpd):
     """test_httpd's Httpd (token store, log, stop), started with the limits under test."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="ccdocker-httpd-limits-")
-        self.tokens = os.path.join(self.dir, "tokens.db")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.binary = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "httpd", "ccdocker-httpd")
-        self.log_path = os.path.join(self.dir, "httpd.log")
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "--user", f"--listen=127.0.0.1:{self.port}", f"--tokens={self.tokens}",
-                 f"--max-connections-per-client={PER_CLIENT}", f"--max-body-memory={BODY_MEMORY}",
-                 f"--body-timeout={BODY_TIMEOUT}"], stdout=log, stderr=subprocess.STDOUT)
-        sb.wait_until(self._listening, 15, what="ccdocker-httpd to listen")
+        super().__init__([f"--max-connections-per-client={PER_CLIENT}", f"--max-body-memory={BODY_MEMORY}",
+                          f"--body-timeout={BODY_TIMEOUT}"])
 
     def vm_hwm(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -67,16 +54,20 @@ def setUpModule():
 
 
 def tearDownModule():
-    errors = []
-    for stop in (HTTPD and HTTPD.stop, DAEMON and DAEMON.stop):
-        if not stop:
-            continue
-        try:
-            stop()
-        except Exception as e:  # noqa: BLE001 -- report every failure, stop everything
-            errors.append(str(e))
-    if errors:
-        raise AssertionError("\n".join(errors))
+    # Both are stopped whatever the other does; every failure is reported.
+    failures = [why for why in (stopped(HTTPD), stopped(DAEMON)) if why]
+    if failures:
+        raise AssertionError("\n".join(failures))
+
+
+def stopped(what):
+    """None once what (a server of this module, or None) is stopped, else why it failed."""
+    try:
+        if what:
+            what.stop()
+    except Exception as e:  # noqa: BLE001 -- reported by tearDownModule
+        return str(e)
+    return None
 
 
 def connect(source):
