@@ -32,7 +32,7 @@ typedef struct ServerLimits {
 
 #define SERVER_LIMITS_DEFAULT                                          \
         ((ServerLimits){ .max_connections = 8192U,                     \
-                         .max_connections_per_client = 64U,            \
+                         .max_connections_per_client = 256U,           \
                          .max_body_memory = 64ULL * 1024ULL * 1024ULL, \
                          .body_timeout_usec = 30ULL * 1000000ULL })
 

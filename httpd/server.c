@@ -506,8 +506,8 @@ static enum MHD_Result on_access(
                 size_t n = *upload_data_size;
 
                 *upload_data_size = 0;
-                if (req->response)
-                        return MHD_YES; /* already refused: the rest is dropped */
+                if (req->status != 0)
+                        return MHD_YES; /* already refused: the rest is dropped, never held */
                 if (req->body_len + n > BODY_MAX) {
                         request_reply_error(
                                 req, 413, "payload_too_large", "the body is larger than %u bytes", BODY_MAX);
