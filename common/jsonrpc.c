@@ -116,6 +116,8 @@ static int oversized(struct jsonrpc_reader *r, struct jsonrpc_error *ret_err) {
 }
 
 int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonrpc_error *ret_err) {
+        if (!r->buf)
+                return 0; /* nothing was fed yet: no buffer to point into (NULL + 0 is undefined) */
         for (;;) {
                 char *line = r->buf.data + r->buf.start;
                 size_t avail = byte_queue_len(&r->buf), n;

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +42,14 @@ static void help(void) {
                "                      /var/lib/ccdocker-httpd/tokens.db, with --user\n"
                "                      $XDG_STATE_HOME/ccdocker-httpd/tokens.db); made if missing\n"
                "  --log-level=LEVEL   debug, info (default), notice, warning, err\n"
+               "  --max-connections=N Connections open at once (default 8192)\n"
+               "  --max-connections-per-client=N\n"
+               "                      Connections from one IP address at once (default 256)\n"
+               "  --max-body-memory=SIZE\n"
+               "                      Request bodies held at once, across connections\n"
+               "                      (default 64M); a body that does not fit gets 503\n"
+               "  --body-timeout=SEC  A request's body must be complete this long after its\n"
+               "                      headers (default 30), however it trickles in\n"
                "  -h --help           Show this help\n"
                "  --version           Show the version\n"
                "\n"
@@ -139,13 +148,28 @@ static void raise_nofile(void) {
 }
 
 int main(int argc, char *argv[]) {
-        enum { ARG_LISTEN = 0x100, ARG_USER, ARG_SYSTEM, ARG_TOKENS, ARG_LOG_LEVEL, ARG_VERSION };
+        enum {
+                ARG_LISTEN = 0x100,
+                ARG_USER,
+                ARG_SYSTEM,
+                ARG_TOKENS,
+                ARG_LOG_LEVEL,
+                ARG_VERSION,
+                ARG_MAX_CONNECTIONS,
+                ARG_MAX_PER_CLIENT,
+                ARG_MAX_BODY_MEMORY,
+                ARG_BODY_TIMEOUT,
+        };
         static const struct option options[] = {
                 { "listen", required_argument, NULL, ARG_LISTEN },
                 { "user", no_argument, NULL, ARG_USER },
                 { "system", no_argument, NULL, ARG_SYSTEM },
                 { "tokens", required_argument, NULL, ARG_TOKENS },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+                { "max-connections-per-client", required_argument, NULL, ARG_MAX_PER_CLIENT },
+                { "max-body-memory", required_argument, NULL, ARG_MAX_BODY_MEMORY },
+                { "body-timeout", required_argument, NULL, ARG_BODY_TIMEOUT },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -156,8 +180,10 @@ int main(int argc, char *argv[]) {
         _cleanup_free_ char *default_tokens = NULL;
         _cleanup_close_ int listen_fd = -EBADF;
         const char *listen_spec = NULL, *tokens_path = getenv("CCDOCKER_HTTPD_TOKENS");
+        ServerLimits limits = SERVER_LIMITS_DEFAULT;
         Server *server = NULL;
         bool user = false;
+        uint64_t v;
         sigset_t mask;
         int c, n, r;
 
@@ -191,6 +217,37 @@ int main(int argc, char *argv[]) {
                                 return EXIT_FAILURE;
                         }
                         log_set_max_level(r);
+                        break;
+                case ARG_MAX_CONNECTIONS:
+                case ARG_MAX_PER_CLIENT:
+                        if (safe_atou64(optarg, &v) < 0 || v == 0 || v > 65536) {
+                                log_error(
+                                        "--%s: '%s' is not a number from 1 to 65536.",
+                                        c == ARG_MAX_CONNECTIONS ? "max-connections"
+                                                                 : "max-connections-per-client",
+                                        optarg);
+                                return EXIT_FAILURE;
+                        }
+                        if (c == ARG_MAX_CONNECTIONS)
+                                limits.max_connections = (unsigned) v;
+                        else
+                                limits.max_connections_per_client = (unsigned) v;
+                        break;
+                case ARG_MAX_BODY_MEMORY:
+                        if (parse_size(optarg, &v) < 0 || v < BODY_MAX) {
+                                log_error("--max-body-memory: '%s' is not a size of at least 1M.", optarg);
+                                return EXIT_FAILURE;
+                        }
+                        limits.max_body_memory = v;
+                        break;
+                case ARG_BODY_TIMEOUT:
+                        if (safe_atou64(optarg, &v) < 0 || v == 0 || v > 3600) {
+                                log_error(
+                                        "--body-timeout: '%s' is not a number of seconds from 1 to 3600.",
+                                        optarg);
+                                return EXIT_FAILURE;
+                        }
+                        limits.body_timeout_usec = v * 1000000ULL;
                         break;
                 default:
                         return EXIT_FAILURE;
@@ -241,7 +298,7 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        r = server_new(event, bus, tokens, listen_fd, &server);
+        r = server_new(event, bus, tokens, listen_fd, &limits, &server);
         if (r < 0)
                 return EXIT_FAILURE;
 
@@ -260,10 +317,15 @@ int main(int argc, char *argv[]) {
         }
 
         log_info(
-                "Serving ccdockerd (%s bus) on %s; tokens in %s.",
+                "Serving ccdockerd (%s bus) on %s; tokens in %s; at most %u connections, %u per client, "
+                "%" PRIu64 " bytes of bodies, %" PRIu64 " s per body.",
                 user ? "user" : "system",
                 listen_spec ?: "the socket from systemd",
-                tokens_path);
+                tokens_path,
+                limits.max_connections,
+                limits.max_connections_per_client,
+                limits.max_body_memory,
+                (uint64_t) (limits.body_timeout_usec / 1000000U));
         (void) sd_notify(false, "READY=1\nSTATUS=Serving");
 
         r = sd_event_loop(event);

@@ -22,6 +22,20 @@
 /* Request bodies larger than this are refused with 413. */
 #define BODY_MAX (1024U * 1024U)
 
+/* What a client may hold of the server (docs/ccdocker-httpd.md, "Limits"); the flags of ccdocker-httpd. */
+typedef struct ServerLimits {
+        unsigned max_connections;            /* --max-connections */
+        unsigned max_connections_per_client; /* --max-connections-per-client: per IP address */
+        uint64_t max_body_memory;            /* --max-body-memory: bytes of bodies across connections */
+        uint64_t body_timeout_usec;          /* --body-timeout: from the headers to the body's last byte */
+} ServerLimits;
+
+#define SERVER_LIMITS_DEFAULT                                          \
+        ((ServerLimits){ .max_connections = 8192U,                     \
+                         .max_connections_per_client = 256U,           \
+                         .max_body_memory = 64ULL * 1024ULL * 1024ULL, \
+                         .body_timeout_usec = 30ULL * 1000000ULL })
+
 /* Calls that wait on systemd or podman (CreateSession, SpawnChild, Stop). */
 #define SLOW_CALL_USEC (120ULL * 1000000ULL)
 
@@ -56,6 +70,8 @@ struct Server {
         struct Stream *streams; /* live WebSocket and SSE streams, to close at exit */
         Request *waiting;       /* suspended requests, waiting for the daemon */
         bool exiting;
+        ServerLimits limits;
+        uint64_t body_memory; /* bytes reserved for request bodies, at most limits.max_body_memory */
 };
 
 struct Request {
@@ -68,6 +84,8 @@ struct Request {
         char *id;  /* the {id} of the path */
         char *body;
         size_t body_len;
+        size_t body_reserved;           /* of Server.body_memory: the Content-Length, or what came */
+        sd_event_source *body_deadline; /* closes the connection if the body is not complete by then */
         uint64_t start_usec;
         bool started, suspended;
 
@@ -90,7 +108,9 @@ struct Request {
 };
 
 /* server.c */
-int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, Server **ret);
+/* limits NULL: SERVER_LIMITS_DEFAULT. */
+int server_new(
+        sd_event *event, sd_bus *bus, TokenStore *tokens, int fd, const ServerLimits *l, Server **ret);
 Server *server_free(Server *s);
 void server_kick(Server *s);
 void server_stop_streams(Server *s);

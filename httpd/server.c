@@ -1,8 +1,11 @@
 /* The HTTP server: libmicrohttpd in its external-epoll mode on our sd-event loop (its epoll fd is an
- * sd-event io source, MHD_get_timeout() a timer), and the life of a request. The access handler collects
- * the body (at most BODY_MAX), routes, checks the bearer token, and hands the request to its route;
- * a route that asks the daemon something suspends the connection and replies from the D-Bus reply
- * handler, which resumes it, so the loop never waits. Errors are JSON {"error":{"code","message"}}. */
+ * sd-event io source, MHD_get_timeout() a timer), and the life of a request. The access handler routes
+ * and checks the bearer token on the headers alone, before a byte of the body is read (a request without
+ * a valid token never makes us hold its body); then it collects the body (at most BODY_MAX, within a
+ * budget shared by every connection, by a deadline that each byte does not push back), and hands the
+ * request to its route; a route that asks the daemon something suspends the connection and replies from
+ * the D-Bus reply handler, which resumes it, so the loop never waits. Errors are JSON
+ * {"error":{"code","message"}}. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
@@ -10,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "cleanup.h"
@@ -19,15 +23,16 @@
 #include "time-util.h"
 #include "util.h"
 
-/* Idle keep-alive connections are closed after this long. */
+/* Idle keep-alive connections are closed after this long (libmicrohttpd: since the last byte). */
 #define CONNECTION_TIMEOUT_SEC 60U
-#define CONNECTION_LIMIT 8192U
 
 static void request_free(Request *req) {
         if (!req)
                 return;
+        req->server->body_memory -= req->body_reserved;
         sd_bus_slot_unref(req->slot);
         sd_event_source_disable_unref(req->timer);
+        sd_event_source_disable_unref(req->body_deadline);
         stream_free(req->stream);
         if (req->response)
                 MHD_destroy_response(req->response);
@@ -266,7 +271,9 @@ static int request_authenticate(Request *req) {
         return token_store_lookup(req->server->tokens, token, &req->token_id);
 }
 
-static void request_dispatch(Request *req) {
+/* On the headers alone: the route, the token, the query arguments. Sets the reply if the request is
+ * refused. */
+static void request_admit(Request *req) {
         const Route *route;
         bool other_method;
         int r;
@@ -317,6 +324,11 @@ static void request_dispatch(Request *req) {
                         req, 400, "invalid_argument", "unknown query argument '%s'", check.unknown);
                 return;
         }
+}
+
+/* Once the body is complete: its JSON, and the route's handler. */
+static void request_dispatch(Request *req) {
+        const Route *route = &routes[req->route];
 
         if (route->body) {
                 json_error_t e;
@@ -364,6 +376,95 @@ static enum MHD_Result queue_reply(Request *req) {
         return ret;
 }
 
+/* The body did not arrive whole by its deadline: a slow client (or a slowloris) loses its connection.
+ * libmicrohttpd's own timeout restarts with every byte and has no call to close a connection from
+ * outside its callbacks, so the socket is shut down: libmicrohttpd reads its end and closes it, and
+ * on_completed() frees the request. */
+static int on_body_deadline(sd_event_source *source, uint64_t usec, void *userdata) {
+        Request *req = userdata;
+        const union MHD_ConnectionInfo *info;
+
+        if (req->started)
+                return 0;
+        log_info(
+                "Closing a connection whose request body was not complete after %" PRIu64 " s.",
+                (uint64_t) (req->server->limits.body_timeout_usec / 1000000U));
+        metrics_refusal(req->server->metrics, "body_timeout");
+        info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info)
+                (void) shutdown(info->connect_fd, SHUT_RDWR);
+        server_kick(req->server);
+        return 0;
+}
+
+/* Takes n more bytes of the server's body budget for req; false if the budget cannot hold them. */
+static bool body_reserve(Request *req, uint64_t n) {
+        Server *s = req->server;
+
+        if (n > s->limits.max_body_memory || s->body_memory > s->limits.max_body_memory - n)
+                return false;
+        s->body_memory += n;
+        req->body_reserved += n;
+        return true;
+}
+
+static enum MHD_Result refuse_body_memory(Request *req) {
+        metrics_refusal(req->server->metrics, "body_memory");
+        request_reply_error(
+                req,
+                503,
+                "unavailable",
+                "the server holds %" PRIu64 " bytes of request bodies, its limit: try again later",
+                req->server->body_memory);
+        return queue_reply(req);
+}
+
+/* The first call of a request, with its headers and none of its body: everything that can be refused
+ * is refused here, so that no unauthenticated or unwanted body is ever read. */
+static enum MHD_Result request_begin(Request *req) {
+        const char *cl = request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t length = 0;
+        int r;
+
+        request_admit(req);
+        if (req->response)
+                return queue_reply(req);
+
+        if (cl && safe_atou64(cl, &length) >= 0 && length > BODY_MAX) {
+                request_reply_error(
+                        req, 413, "payload_too_large", "the body is larger than %u bytes", BODY_MAX);
+                return queue_reply(req);
+        }
+        if (length > 0 && !routes[req->route].body) {
+                request_reply_error(
+                        req,
+                        400,
+                        "invalid_argument",
+                        "%s %s takes no body",
+                        req->method,
+                        routes[req->route].pattern);
+                return queue_reply(req);
+        }
+        /* A declared length is reserved whole now, so that a client sending it slowly holds its share
+         * from the start; a chunked body reserves as it comes. */
+        if (length > 0 && !body_reserve(req, length))
+                return refuse_body_memory(req);
+
+        r = sd_event_add_time_relative(
+                req->server->event,
+                &req->body_deadline,
+                CLOCK_MONOTONIC,
+                req->server->limits.body_timeout_usec,
+                0,
+                on_body_deadline,
+                req);
+        if (r < 0) {
+                request_reply_error(req, 500, "internal", "cannot time the request: %s", strerror(-r));
+                return queue_reply(req);
+        }
+        return MHD_YES;
+}
+
 static enum MHD_Result on_access(
         void *cls,
         struct MHD_Connection *connection,
@@ -377,9 +478,6 @@ static enum MHD_Result on_access(
         Request *req = *con_cls;
 
         if (!req) {
-                const char *cl;
-                uint64_t length;
-
                 req = calloc(1, sizeof(Request));
                 if (!req)
                         return MHD_NO;
@@ -395,28 +493,23 @@ static enum MHD_Result on_access(
                 *con_cls = req;
                 if (!req->method || !req->path)
                         return MHD_NO;
-
-                cl = MHD_lookup_connection_value(
-                        connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-                if (cl && safe_atou64(cl, &length) >= 0 && length > BODY_MAX) {
-                        request_reply_error(
-                                req, 413, "payload_too_large", "the body is larger than %u bytes", BODY_MAX);
-                        return queue_reply(req);
-                }
-                return MHD_YES;
+                return request_begin(req);
         }
 
         if (*upload_data_size > 0) {
                 size_t n = *upload_data_size;
 
                 *upload_data_size = 0;
-                if (req->response)
-                        return MHD_YES; /* already refused: the rest is dropped */
+                if (req->status != 0)
+                        return MHD_YES; /* already refused: the rest is dropped, never held */
                 if (req->body_len + n > BODY_MAX) {
                         request_reply_error(
                                 req, 413, "payload_too_large", "the body is larger than %u bytes", BODY_MAX);
                         return queue_reply(req);
                 }
+                if (req->body_len + n > req->body_reserved &&
+                    !body_reserve(req, req->body_len + n - req->body_reserved))
+                        return refuse_body_memory(req);
                 char *b = realloc(req->body, req->body_len + n + 1);
                 if (!b)
                         return MHD_NO;
@@ -429,6 +522,7 @@ static enum MHD_Result on_access(
 
         if (!req->started) {
                 req->started = true;
+                req->body_deadline = sd_event_source_disable_unref(req->body_deadline);
                 request_dispatch(req);
         }
         if (req->response)
@@ -499,7 +593,13 @@ Server *server_free(Server *s) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Server *, server_free);
 
-int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, Server **ret) {
+int server_new(
+        sd_event *event,
+        sd_bus *bus,
+        TokenStore *tokens,
+        int listen_fd,
+        const ServerLimits *limits,
+        Server **ret) {
         _cleanup_(server_freep) Server *s = NULL;
         int r;
 
@@ -509,6 +609,7 @@ int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, 
         s->event = sd_event_ref(event);
         s->bus = sd_bus_ref(bus);
         s->tokens = tokens;
+        s->limits = limits ? *limits : SERVER_LIMITS_DEFAULT;
 
         r = parent_cache_new(&s->parents);
         if (r >= 0)
@@ -534,7 +635,9 @@ int server_new(sd_event *event, sd_bus *bus, TokenStore *tokens, int listen_fd, 
                 MHD_OPTION_CONNECTION_TIMEOUT,
                 (unsigned) CONNECTION_TIMEOUT_SEC,
                 MHD_OPTION_CONNECTION_LIMIT,
-                (unsigned) CONNECTION_LIMIT,
+                s->limits.max_connections,
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                s->limits.max_connections_per_client,
                 MHD_OPTION_END);
         if (!s->mhd)
                 return log_error_errno(EIO, "libmicrohttpd did not start on the listening socket.");

@@ -161,7 +161,7 @@ def free_port():
 class Httpd:
     """ccdocker-httpd of the build under test, on a free loopback port, with a token store of its own."""
 
-    def __init__(self):
+    def __init__(self, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="ccdocker-httpd-")
         self.tokens = os.path.join(self.dir, "tokens.db")
         self.port = free_port()
@@ -171,7 +171,7 @@ class Httpd:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "--user", f"--listen=127.0.0.1:{self.port}", f"--tokens={self.tokens}",
-                 "--log-level=debug"], stdout=log, stderr=subprocess.STDOUT)
+                 "--log-level=debug", *extra_args], stdout=log, stderr=subprocess.STDOUT)
         sb.wait_until(self._listening, 15, what="ccdocker-httpd to listen")
 
     def _listening(self):
