@@ -116,7 +116,7 @@ static int oversized(struct jsonrpc_reader *r, struct jsonrpc_error *ret_err) {
 }
 
 int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonrpc_error *ret_err) {
-        if (!r->buf)
+        if (!r->buf.data)
                 return 0; /* nothing was fed yet: no buffer to point into (NULL + 0 is undefined) */
         for (;;) {
                 char *line = r->buf.data + r->buf.start;

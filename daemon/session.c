@@ -1107,7 +1107,6 @@ static int session_open_channel(Session *s) {
 }
 
 int session_start(Session *s) {
-        _cleanup_(json_decrefp) json_t *spec = NULL;
         _cleanup_free_ char *reason = NULL;
         int r;
 

@@ -1,10 +1,10 @@
 /* libFuzzer target: what a session container writes on its channel socket (docs/channel.md). The input is
  * the byte stream of one connection, read by the real daemon/channel.c (its framing on common/jsonrpc, the
  * classification, hello and the roles, the events checks, the answers to prompt requests, the ccdocker-mcp
- * methods) over a real unix socket on a real sd-event loop. The session hooks are implemented here, as in
- * tests/unit/test-channel.c, since the daemon's session code defines the same ones. Once an init has said
- * hello the daemon sends it a prompt (id "p-1"), so that answers to it are reached too. A fresh channel per
- * input keeps each run deterministic. */
+ * methods) over a real unix socket on a real sd-event loop. The channel's hooks (ChannelHooks, its whole
+ * interface) are implemented here, as in tests/unit/test-channel.c, and the target links the real core. Once
+ * an init has said hello the daemon sends it a prompt (id "p-1"), so that answers to it are reached too. A
+ * fresh channel per input keeps each run deterministic. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
@@ -19,8 +19,6 @@
 #include "channel.h"
 #include "cleanup.h"
 #include "log.h"
-#include "manager.h"
-#include "session.h"
 #include "util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -28,14 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static Channel *channel;
 
-json_t *session_channel_hello(Session *s, const char *role, char **error) {
-        return json_pack("{s:i, s:s, s:i}", "protocol", 1, "session_id", s->id, "last_seq", 0);
+static json_t *hook_hello(void *userdata, const char *role, char **error) {
+        return json_pack(
+                "{s:i, s:s, s:i}", "protocol", 1, "session_id", (const char *) userdata, "last_seq", 0);
 }
 
-void session_channel_heartbeat(Session *s) {
+static void hook_heartbeat(void *userdata) {
 }
 
-int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char **error) {
+static int hook_events(void *userdata, json_t *events, uint64_t *ret_acked, char **error) {
         json_t *last = json_array_get(events, json_array_size(events) - 1);
         json_int_t seq = json_integer_value(json_object_get(last, "seq"));
 
@@ -48,13 +47,13 @@ int session_channel_events(Session *s, json_t *events, uint64_t *ret_acked, char
         return 0;
 }
 
-void session_channel_log(Session *s, const char *level, const char *message) {
+static void hook_log(void *userdata, const char *level, const char *message) {
 }
 
-void session_channel_prompt_delivered(Session *s, const char *message_id, int r) {
+static void hook_prompt_delivered(void *userdata, const char *message_id, int r) {
 }
 
-void session_channel_call(Session *s, const char *method, json_t *params, ChannelCall *call) {
+static void hook_call(void *userdata, const char *method, json_t *params, ChannelCall *call) {
         _cleanup_(json_decrefp) json_t *result = NULL;
 
         if (json_object_get(params, "refuse")) {
@@ -65,13 +64,22 @@ void session_channel_call(Session *s, const char *method, json_t *params, Channe
         channel_call_reply(call, result);
 }
 
-void session_channel_init_gone(Session *s) {
+static void hook_init_gone(void *userdata) {
 }
+
+static const ChannelHooks hooks = {
+        .hello = hook_hello,
+        .heartbeat = hook_heartbeat,
+        .events = hook_events,
+        .log = hook_log,
+        .prompt_delivered = hook_prompt_delivered,
+        .call = hook_call,
+        .init_gone = hook_init_gone,
+};
 
 static char dir[128], sock_path[192];
 static sd_event *event;
-static Manager manager;
-static Session session;
+static char session_id[] = "3f9c0a1b2c4d";
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
         static char tmp[] = "/tmp/fuzz-channel-XXXXXX";
@@ -83,9 +91,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         snprintf(sock_path, sizeof sock_path, "%s/session.sock", dir);
         if (sd_event_new(&event) < 0)
                 abort();
-        manager.event = event;
-        session.manager = &manager;
-        session.id = (char *) "3f9c0a1b2c4d";
         return 0;
 }
 
@@ -114,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         bool prompted = false;
         size_t off = 0;
 
-        if (channel_new(&session, dir, getuid(), getgid(), &channel) < 0)
+        if (channel_new(event, &hooks, session_id, session_id, dir, getuid(), getgid(), &channel) < 0)
                 abort();
 
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
