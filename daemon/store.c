@@ -89,6 +89,20 @@ static const char *const migrations[] = {
         ") STRICT;",
         /* 3 -> 4: finding a session's output by time (child.output's since_timestamp) with one seek. */
         "CREATE INDEX events_by_time ON events(session_id, time_usec, seq);",
+        /* 4 -> 5: the seq of each session's latest "result" event, kept as events are appended, so that
+         * a restart reads one row instead of parsing the end of every history. The rows of a store
+         * from before are found in the last 1000 events of each session, as the restart used to look:
+         * by the text's start, without parsing it (ccdocker-init writes Claude Code's events
+         * compactly, in their order, and a result event starts with its type). */
+        "CREATE TABLE session_results ("
+        "  session_id TEXT PRIMARY KEY NOT NULL,"
+        "  seq INTEGER NOT NULL"
+        ") STRICT;"
+        "INSERT INTO session_results (session_id, seq) "
+        "SELECT id, (SELECT seq FROM events WHERE session_id = ids.id AND seq > ids.last - 1000 "
+        "            AND substr(data, 1, 16) = '{\"type\":\"result\"' ORDER BY seq DESC LIMIT 1) AS seq "
+        "FROM (SELECT session_id AS id, max(seq) AS last FROM events GROUP BY session_id) AS ids "
+        "WHERE seq IS NOT NULL;",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
@@ -112,6 +126,9 @@ enum {
         STMT_FIRST_AFTER_TIME,
         STMT_EVENT_SESSIONS,
         STMT_DELETE_EVENTS,
+        STMT_SET_RESULT,
+        STMT_LAST_RESULT,
+        STMT_DELETE_RESULT,
         STMT_PROMPT_ADD,
         STMT_PROMPT_SET_STATE,
         STMT_LOAD_PROMPTS,
@@ -162,6 +179,12 @@ static const char *const statements[_STMT_MAX] = {
                 ") "
                 "SELECT id, (SELECT max(seq) FROM events WHERE session_id = ids.id) FROM ids WHERE id IS NOT NULL",
         [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE session_id = ?1",
+        [STMT_SET_RESULT] = "INSERT INTO session_results (session_id, seq) VALUES (?1, ?2) "
+                            "ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq",
+        [STMT_LAST_RESULT] =
+                "SELECT e.seq, e.time_usec, e.data FROM session_results AS r "
+                "JOIN events AS e ON e.session_id = r.session_id AND e.seq = r.seq WHERE r.session_id = ?1",
+        [STMT_DELETE_RESULT] = "DELETE FROM session_results WHERE session_id = ?1",
         [STMT_PROMPT_ADD] =
                 "INSERT INTO prompts (message_id, session_id, text, state, created_usec, updated_usec) "
                 "VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
@@ -814,6 +837,27 @@ int store_append_events(Store *s, const char *session_id, const StoreEvent *even
                 return r;
         }
 
+        /* The batch's latest result, in the same transaction: it never points past what is stored. */
+        for (size_t i = n; i > 0; i--) {
+                if (!events[i - 1].result)
+                        continue;
+                {
+                        _cleanup_stmt_ sqlite3_stmt *res = s->stmt[STMT_SET_RESULT];
+
+                        rc = bind_text(res, 1, session_id);
+                        if (rc == SQLITE_OK)
+                                rc = bind_usec(res, 2, events[i - 1].seq);
+                        if (rc == SQLITE_OK)
+                                rc = sqlite3_step(res);
+                        if (rc != SQLITE_DONE) {
+                                r = log_sqlite(s, rc, "record a session's latest result");
+                                rollback(s);
+                                return r;
+                        }
+                }
+                break;
+        }
+
         return store_commit(s, "commit appended events");
 }
 
@@ -860,6 +904,34 @@ int store_load_events(
                 return log_sqlite(s, rc, "load events");
 
         return n;
+}
+
+int store_load_last_result(
+        Store *s,
+        const char *session_id,
+        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
+        void *userdata) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        const char *data;
+        int rc, r;
+
+        if (!s || !session_id || !cb)
+                return -EINVAL;
+
+        st = s->stmt[STMT_LAST_RESULT];
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return 0;
+        if (rc != SQLITE_ROW)
+                return log_sqlite(s, rc, "load a session's latest result");
+
+        data = (const char *) sqlite3_column_text(st, 2);
+        if (!data)
+                return log_oom();
+        r = cb(column_u64(st, 0), column_u64(st, 1), data, (size_t) sqlite3_column_bytes(st, 2), userdata);
+        return r < 0 ? r : 1;
 }
 
 int store_last_seq(Store *s, const char *session_id, uint64_t *ret) {
@@ -1090,6 +1162,19 @@ int store_delete_session_output(Store *s, const char *session_id) {
                         return r;
                 }
                 n = sqlite3_changes(s->db);
+        }
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_RESULT];
+
+                rc = bind_text(st, 1, session_id);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE) {
+                        r = log_sqlite(s, rc, "delete a session's latest result");
+                        rollback(s);
+                        return r;
+                }
         }
 
         {
