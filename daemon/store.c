@@ -861,27 +861,13 @@ int store_append_events(Store *s, const char *session_id, const StoreEvent *even
         return store_commit(s, "commit appended events");
 }
 
-int store_load_events(
-        Store *s,
-        const char *session_id,
-        uint64_t since,
-        unsigned limit,
-        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
-        void *userdata) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+typedef int (*event_cb_t)(
+        uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata);
+
+/* Steps through a bound statement whose rows are (seq, time_usec, data), calling cb for each as
+ * store_load_events() says. */
+static int step_events(Store *s, sqlite3_stmt *st, event_cb_t cb, void *userdata, const char *what) {
         int rc, n = 0, r;
-
-        if (!s || !session_id || !cb)
-                return -EINVAL;
-
-        st = s->stmt[STMT_LOAD_EVENTS];
-        rc = bind_text(st, 1, session_id);
-        if (rc == SQLITE_OK)
-                rc = bind_bound(st, 2, since);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
-        if (rc != SQLITE_OK)
-                return log_sqlite(s, rc, "load events");
 
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 const char *data = (const char *) sqlite3_column_text(st, 2);
@@ -901,37 +887,44 @@ int store_load_events(
                         return n;
         }
         if (rc != SQLITE_DONE)
-                return log_sqlite(s, rc, "load events");
+                return log_sqlite(s, rc, what);
 
         return n;
 }
 
-int store_load_last_result(
-        Store *s,
-        const char *session_id,
-        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
-        void *userdata) {
+int store_load_events(
+        Store *s, const char *session_id, uint64_t since, unsigned limit, event_cb_t cb, void *userdata) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        const char *data;
-        int rc, r;
+        int rc;
+
+        if (!s || !session_id || !cb)
+                return -EINVAL;
+
+        st = s->stmt[STMT_LOAD_EVENTS];
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = bind_bound(st, 2, since);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "load events");
+
+        return step_events(s, st, cb, userdata, "load events");
+}
+
+int store_load_last_result(Store *s, const char *session_id, event_cb_t cb, void *userdata) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
 
         if (!s || !session_id || !cb)
                 return -EINVAL;
 
         st = s->stmt[STMT_LAST_RESULT];
         rc = bind_text(st, 1, session_id);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE)
-                return 0;
-        if (rc != SQLITE_ROW)
+        if (rc != SQLITE_OK)
                 return log_sqlite(s, rc, "load a session's latest result");
 
-        data = (const char *) sqlite3_column_text(st, 2);
-        if (!data)
-                return log_oom();
-        r = cb(column_u64(st, 0), column_u64(st, 1), data, (size_t) sqlite3_column_bytes(st, 2), userdata);
-        return r < 0 ? r : 1;
+        return step_events(s, st, cb, userdata, "load a session's latest result");
 }
 
 int store_last_seq(Store *s, const char *session_id, uint64_t *ret) {
@@ -1140,8 +1133,21 @@ int store_load_prompts(
         return (int) l.n;
 }
 
+/* Runs one of the DELETE ... WHERE session_id = ?1 statements; the number of rows deleted. */
+static int delete_session_rows(Store *s, int statement, const char *session_id, const char *what) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[statement];
+        int rc;
+
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, what);
+        return sqlite3_changes(s->db);
+}
+
 int store_delete_session_output(Store *s, const char *session_id) {
-        int rc, n, r;
+        int n, r;
 
         if (!s || !session_id)
                 return -EINVAL;
@@ -1150,44 +1156,15 @@ int store_delete_session_output(Store *s, const char *session_id) {
         if (r < 0)
                 return r;
 
-        {
-                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_EVENTS];
-
-                rc = bind_text(st, 1, session_id);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(st);
-                if (rc != SQLITE_DONE) {
-                        r = log_sqlite(s, rc, "delete a session's events");
-                        rollback(s);
-                        return r;
-                }
-                n = sqlite3_changes(s->db);
-        }
-
-        {
-                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_RESULT];
-
-                rc = bind_text(st, 1, session_id);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(st);
-                if (rc != SQLITE_DONE) {
-                        r = log_sqlite(s, rc, "delete a session's latest result");
-                        rollback(s);
-                        return r;
-                }
-        }
-
-        {
-                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_PROMPTS];
-
-                rc = bind_text(st, 1, session_id);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(st);
-                if (rc != SQLITE_DONE) {
-                        r = log_sqlite(s, rc, "delete a session's prompts");
-                        rollback(s);
-                        return r;
-                }
+        n = delete_session_rows(s, STMT_DELETE_EVENTS, session_id, "delete a session's events");
+        if (n >= 0)
+                r = delete_session_rows(
+                        s, STMT_DELETE_RESULT, session_id, "delete a session's latest result");
+        if (n >= 0 && r >= 0)
+                r = delete_session_rows(s, STMT_DELETE_PROMPTS, session_id, "delete a session's prompts");
+        if (n < 0 || r < 0) {
+                rollback(s);
+                return n < 0 ? n : r;
         }
 
         r = store_commit(s, "commit deleting a session's output");
