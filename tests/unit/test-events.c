@@ -258,45 +258,17 @@ static void test_events_append_then_get_with_since_and_limit(void **state) {
 
 static void test_events_latest_result_is_kept_from_what_is_appended(void **state) {
         _cleanup_(json_decrefp) json_t *none = NULL, *got = NULL, *again = NULL;
-        _cleanup_(json_decrefp)
-                json_t *a = json_pack(
-                               "[{s:i,s:i,s:{s:s,s:s}},{s:i,s:i,s:{s:s,s:s}},{s:i,s:i,s:[s]}]",
-                               "seq",
-                               1,
-                               "time",
-                               1,
-                               "data",
-                               "type",
-                               "result",
-                               "result",
-                               "first",
-                               "seq",
-                               2,
-                               "time",
-                               2,
-                               "data",
-                               "type",
-                               "result",
-                               "result",
-                               "second",
-                               "seq",
-                               3,
-                               "time",
-                               3,
-                               "data",
-                               "result"),
-                       *b = json_pack(
-                               "[{s:i,s:i,s:{s:s,s:{s:s}}}]",
-                               "seq",
-                               4,
-                               "time",
-                               4,
-                               "data",
-                               "type",
-                               "assistant",
-                               "message",
-                               "type",
-                               "result");
+        _cleanup_(json_decrefp) json_t *
+                a = json_loads(
+                       "[{\"seq\":1,\"time\":1,\"data\":{\"type\":\"result\",\"result\":\"first\"}},"
+                       " {\"seq\":2,\"time\":2,\"data\":{\"type\":\"result\",\"result\":\"second\"}},"
+                       " {\"seq\":3,\"time\":3,\"data\":[\"result\"]}]",
+                       0,
+                       NULL),
+               *b = json_loads(
+                       "[{\"seq\":4,\"time\":4,\"data\":{\"type\":\"assistant\",\"message\":{\"type\":\"result\"}}}]",
+                       0,
+                       NULL);
         Fixture *f = *state;
 
         assert_non_null(a);
