@@ -1,7 +1,8 @@
 /* JSON-RPC 2.0 as MCP speaks it on stdio: one JSON object per line. A reader that splits a byte stream
- * into parsed messages and survives bad lines, a classifier that validates a message and says what
- * kind it is, builders for requests, notifications and responses, and the line formatter. Batches
- * (JSON arrays) are refused: MCP does not use them. Built on jansson. */
+ * into parsed messages, bounded in length and (optionally) in nesting and values, and survives bad lines, a
+ * classifier that validates a message and says what kind it is, builders for requests, notifications and
+ * responses, and the line formatter. Batches (JSON arrays) are refused: MCP does not use them. Built on
+ * jansson. */
 #pragma once
 
 #include <jansson.h>

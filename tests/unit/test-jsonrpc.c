@@ -1,6 +1,7 @@
 /* Unit tests for common/jsonrpc.h: the line reader (partial and combined feeds, CRLF, blank lines,
- * oversized lines with recovery in the same and later feeds, bad JSON and UTF-8), every refusal of
- * the classifier, the builders' ownership and validation, and the line formatter. */
+ * oversized lines with recovery in the same and later feeds, bad JSON and UTF-8, lines over its nesting
+ * and value limits), the pre-scan (its counts, strings with brackets and escaped quotes, the limits),
+ * every refusal of the classifier, the builders' ownership and validation, and the line formatter. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
