@@ -210,27 +210,30 @@ time.sleep(3600)
         call(path, "Stop", "b", "true")
         sb.wait_state(path, "stopped", "failed", timeout=30)
         DAEMON.stop()
-        db = os.path.join(DAEMON.state_dir, "ccdockerd.db")
-        wide = "[" + ",".join(["{}"] * 500000) + "]"
-        result = '{"type":"result","subtype":"success","is_error":false,"result":"done","junk":' + wide + "}"
-        ids = [secrets.token_hex(6) for _ in range(20)]
-        with contextlib.closing(sqlite3.connect(db)) as c:
-            row = c.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
-            cols = [d[0] for d in c.execute("SELECT * FROM sessions").description]
-            for n, i in enumerate(ids):
-                copy = [v.replace(sid, i) if isinstance(v, str) else v for v in row]
-                copy[cols.index("workspace_ephemeral")] = 0
-                copy[cols.index("created_usec")] += n + 1
-                c.execute(f"INSERT INTO sessions VALUES ({','.join('?' * len(copy))})", copy)
-                for seq in range(1, 4):
-                    c.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (i, seq, 1700000000000000 + seq, wide))
-                c.execute("INSERT INTO events VALUES (?, 4, 1700000000000004, ?)", (i, result))
-            # As the store of a daemon from before: no record of latest results.
-            c.execute("DROP TABLE IF EXISTS session_results")
-            c.execute("PRAGMA user_version = 4")
-            c.commit()
-
-        DAEMON.start()  # ready (Type=notify) once every session is restored
+        try:
+            db = os.path.join(DAEMON.state_dir, "ccdockerd.db")
+            wide = "[" + ",".join(["{}"] * 500000) + "]"
+            result = ('{"type":"result","subtype":"success","is_error":false,"result":"done","junk":'
+                      + wide + "}")
+            ids = [secrets.token_hex(6) for _ in range(20)]
+            with contextlib.closing(sqlite3.connect(db)) as c:
+                row = c.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
+                cols = [d[0] for d in c.execute("SELECT * FROM sessions").description]
+                for n, i in enumerate(ids):
+                    copy = [v.replace(sid, i) if isinstance(v, str) else v for v in row]
+                    copy[cols.index("workspace_ephemeral")] = 0
+                    copy[cols.index("created_usec")] += n + 1
+                    c.execute(f"INSERT INTO sessions VALUES ({','.join('?' * len(copy))})", copy)
+                    for seq in range(1, 4):
+                        c.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
+                                  (i, seq, 1700000000000000 + seq, wide))
+                    c.execute("INSERT INTO events VALUES (?, 4, 1700000000000004, ?)", (i, result))
+                # As the store of a daemon from before: no record of latest results.
+                c.execute("DROP TABLE IF EXISTS session_results")
+                c.execute("PRAGMA user_version = 4")
+                c.commit()
+        finally:
+            DAEMON.start()  # ready (Type=notify) once every session is restored
         pid = DAEMON.main_pid()
         self.assertLess(vm_hwm_mib(pid), HWM_BOUND_MIB, "the start parsed the stored events")
         listed = json.loads(sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager",
