@@ -20,6 +20,8 @@ struct jsonrpc_reader {
         ByteQueue buf;  /* the unread data */
         size_t scanned; /* bytes from start already searched for a newline, without finding one */
         size_t max_line;
+        unsigned max_depth; /* jsonrpc_scan()'s limits, 0: none */
+        size_t max_values;
         bool skipping; /* dropping the rest of an oversized line; the buffer is empty meanwhile */
 };
 
@@ -67,6 +69,69 @@ struct jsonrpc_reader *jsonrpc_reader_free(struct jsonrpc_reader *r) {
                 return NULL;
         byte_queue_free(&r->buf);
         return mfree(r);
+}
+
+void jsonrpc_reader_set_limits(struct jsonrpc_reader *r, unsigned max_depth, size_t max_values) {
+        r->max_depth = max_depth;
+        r->max_values = max_values;
+}
+
+/* The index of the quote that ends the string whose opening quote is at s[start], or n if it does not
+ * end: the first quote after it that is preceded by an even number of backslashes. */
+static size_t string_end(const char *s, size_t n, size_t start) {
+        for (size_t i = start + 1; i < n; i++) {
+                const char *q = memchr(s + i, '"', n - i);
+                size_t k = 0;
+
+                if (!q)
+                        break;
+                i = (size_t) (q - s);
+                while (s[i - 1 - k] == '\\') /* stops at the opening quote at the latest */
+                        k++;
+                if (k % 2 == 0)
+                        return i;
+        }
+        return n;
+}
+
+/* One pass outside strings, a byte at a time, and a memchr() to the end of each string. A value is
+ * counted where it starts: the top-level one at the first token, the first one of a container at the
+ * first token after its bracket that does not close it (so "[]" and "{}" hold none), every other one
+ * at its comma. */
+int jsonrpc_scan(const char *s, size_t n, unsigned max_depth, size_t max_values, size_t *ret_values) {
+        size_t values = 0, depth = 0;
+        bool opened = false; /* the last token opened a container */
+
+        if (!s && n > 0)
+                return -EINVAL;
+
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                        continue;
+
+                if (values == 0 || c == ',' || (opened && c != ']' && c != '}')) {
+                        values++;
+                        if (max_values > 0 && values > max_values)
+                                return -E2BIG;
+                }
+                opened = false;
+
+                if (c == '"')
+                        i = string_end(s, n, i);
+                else if (c == '[' || c == '{') {
+                        depth++;
+                        if (max_depth > 0 && depth > max_depth)
+                                return -ELOOP;
+                        opened = true;
+                } else if ((c == ']' || c == '}') && depth > 0)
+                        depth--;
+        }
+
+        if (ret_values)
+                *ret_values = values;
+        return 0;
 }
 
 size_t jsonrpc_reader_pending(const struct jsonrpc_reader *r) {
@@ -157,6 +222,29 @@ int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonr
                         return oversized(r, ret_err);
                 if (line_is_blank(line, n))
                         continue;
+
+                /* Measured before it is parsed: what a line may cost in memory is bounded by its
+                 * structure, not by its length. */
+                if (r->max_depth > 0 || r->max_values > 0) {
+                        int k = jsonrpc_scan(line, n, r->max_depth, r->max_values, NULL);
+
+                        if (k == -ELOOP)
+                                return set_error(
+                                        ret_err,
+                                        k,
+                                        JSONRPC_INVALID_REQUEST,
+                                        NULL,
+                                        "Message too deeply nested: at most %u levels of arrays and objects",
+                                        r->max_depth);
+                        if (k == -E2BIG)
+                                return set_error(
+                                        ret_err,
+                                        k,
+                                        JSONRPC_INVALID_REQUEST,
+                                        NULL,
+                                        "Message has too many values: at most %zu array elements and object members in a line",
+                                        r->max_values);
+                }
 
                 /* JSON_DECODE_ANY: a valid JSON scalar is an invalid request, not a parse error; the
                  * classifier says so. Duplicate keys would make a message mean different things to

@@ -1,7 +1,8 @@
 /* JSON-RPC 2.0 as MCP speaks it on stdio: one JSON object per line. A reader that splits a byte stream
- * into parsed messages and survives bad lines, a classifier that validates a message and says what
- * kind it is, builders for requests, notifications and responses, and the line formatter. Batches
- * (JSON arrays) are refused: MCP does not use them. Built on jansson. */
+ * into parsed messages, bounded in length and (optionally) in nesting and values, and survives bad lines, a
+ * classifier that validates a message and says what kind it is, builders for requests, notifications and
+ * responses, and the line formatter. Batches (JSON arrays) are refused: MCP does not use them. Built on
+ * jansson. */
 #pragma once
 
 #include <jansson.h>
@@ -28,6 +29,25 @@ struct jsonrpc_error {
         json_t *id;
 };
 
+/* ---- Bounding what a peer makes us parse ----
+ *
+ * jansson's tree costs tens of times the text it came from (an 8 MiB line of "[{},{},...]" parses into
+ * over 600 MB), so a line from a peer that is not trusted is measured before it is parsed. The limits
+ * of the session channel (docs/channel.md), also applied to stored events parsed back: far above what
+ * Claude Code's stream-json needs (an event has tens of values, a big tool result is one long string,
+ * a full call of 1000 events a few tens of thousands), and the most a line may cost parsed stays in
+ * tens of megabytes. */
+#define JSONRPC_MAX_DEPTH 64U
+#define JSONRPC_MAX_VALUES 200000U
+
+/* A lexical pass over the JSON text s[0, n) (strings and their escapes are skipped, nothing is
+ * allocated), without validating it: counts its values (the top-level one, each array element and
+ * each object member) and measures its nesting (arrays and objects in one another). A limit of 0 is no
+ * limit. Returns 0 and the count in *ret_values (if not NULL), or stops at the first limit passed:
+ * -ELOOP for nesting deeper than max_depth, -E2BIG for more than max_values values. Text that is not
+ * JSON passes or not, and its parse says what is wrong with it. */
+int jsonrpc_scan(const char *s, size_t n, unsigned max_depth, size_t max_values, size_t *ret_values);
+
 /* ---- Reading lines ---- */
 
 struct jsonrpc_reader;
@@ -36,6 +56,9 @@ struct jsonrpc_reader;
 int jsonrpc_reader_new(size_t max_line, struct jsonrpc_reader **ret);
 struct jsonrpc_reader *jsonrpc_reader_free(struct jsonrpc_reader *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct jsonrpc_reader *, jsonrpc_reader_free);
+
+/* Makes every line pass jsonrpc_scan() with these limits (0: none, the default) before it is parsed. */
+void jsonrpc_reader_set_limits(struct jsonrpc_reader *r, unsigned max_depth, size_t max_values);
 
 /* Appends bytes read from the stream. While the rest of an oversized line is being skipped, bytes up to
  * and including its newline are dropped here rather than buffered. 0 or -ENOMEM. */
@@ -47,6 +70,8 @@ int jsonrpc_reader_feed(struct jsonrpc_reader *r, const void *data, size_t len);
  *   -EBADMSG   the line is not valid JSON (or not UTF-8, or has duplicate keys): JSONRPC_PARSE_ERROR;
  *   -EMSGSIZE  the line is longer than max_line: JSONRPC_INVALID_REQUEST; the rest of it is skipped,
  *              even if its newline arrives in a later feed;
+ *   -ELOOP     the line nests deeper than the reader's max_depth: JSONRPC_INVALID_REQUEST;
+ *   -E2BIG     the line has more values than the reader's max_values: JSONRPC_INVALID_REQUEST;
  *   -ENOMEM    JSONRPC_INTERNAL_ERROR.
  * After an error, keep calling: the stream goes on with the next line. Lines end in "\n" or "\r\n";
  * blank lines (empty, or only spaces, tabs and "\r") are skipped. */

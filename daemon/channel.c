@@ -818,6 +818,8 @@ static int connection_new(Channel *c, int fd) {
                 free(conn);
                 return r;
         }
+        /* What a container sends is measured before it is parsed (docs/channel.md). */
+        jsonrpc_reader_set_limits(conn->reader, JSONRPC_MAX_DEPTH, JSONRPC_MAX_VALUES);
 
         r = sd_event_add_io(c->event, &conn->source, fd, EPOLLIN, on_connection_io, conn);
         if (r < 0) {

@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "events-internal.h"
 #include "hashmap.h"
+#include "jsonrpc.h"
 #include "log.h"
 #include "util.h"
 
@@ -236,6 +237,10 @@ static int batch_build(EventBus *b, json_t *events, size_t n) {
                         .time_usec = b->lines[i].time,
                         .data = b->scratch.data + b->lines[i].data_off,
                         .data_len = b->lines[i].data_len,
+                        .result = streq_ptr(
+                                json_string_value(json_object_get(
+                                        json_object_get(json_array_get(events, i), "data"), "type")),
+                                "result"),
                 };
         return 0;
 }
@@ -274,14 +279,49 @@ int event_bus_append(EventBus *b, const char *session_id, json_t *events) {
         return 0;
 }
 
-static int get_one(uint64_t seq, uint64_t time, const char *data, size_t data_len, void *userdata) {
-        json_t *array = userdata, *d;
+/* Stored data parsed back: what a container sent before its lines were bounded (docs/channel.md) may
+ * be anything up to 8 MiB, and jansson's tree of it tens of times that. So it is measured first, with
+ * the channel's limits; an event over them becomes a placeholder that says how big it was. */
+static int event_data_parse(const char *data, size_t data_len, size_t *ret_values, json_t **ret) {
+        size_t values = 0;
+        json_t *d;
 
-        d = json_loadb(data, data_len, JSON_DECODE_ANY, NULL);
+        if (jsonrpc_scan(data, data_len, JSONRPC_MAX_DEPTH, JSONRPC_MAX_VALUES, &values) < 0) {
+                d = json_pack("{s:s, s:I}", "type", "oversized", "bytes", (json_int_t) data_len);
+                values = 3;
+        } else
+                d = json_loadb(data, data_len, JSON_DECODE_ANY, NULL);
         if (!d)
                 return -EBADMSG;
+        if (ret_values)
+                *ret_values = values;
+        *ret = d;
+        return 0;
+}
+
+typedef struct GetState {
+        json_t *array;
+        size_t values; /* parsed so far */
+} GetState;
+
+static int get_one(uint64_t seq, uint64_t time, const char *data, size_t data_len, void *userdata) {
+        GetState *g = userdata;
+        size_t values = 0;
+        json_t *d;
+        int r;
+
+        r = event_data_parse(data, data_len, &values, &d);
+        if (r < 0)
+                return r;
+        /* However many events were asked for, one call parses at most about one line's worth: the
+         * page ends early (never empty), and the caller asks again from its last seq. */
+        if (json_array_size(g->array) > 0 && g->values + values > EVENT_BUS_GET_MAX_VALUES) {
+                json_decref(d);
+                return 1;
+        }
+        g->values += values;
         if (json_array_append_new(
-                    array,
+                    g->array,
                     json_pack(
                             "{s:I,s:I,s:o}",
                             "seq",
@@ -296,6 +336,7 @@ static int get_one(uint64_t seq, uint64_t time, const char *data, size_t data_le
 
 int event_bus_get(EventBus *b, const char *session_id, uint64_t since, unsigned limit, json_t **ret) {
         _cleanup_(json_decrefp) json_t *array = NULL;
+        GetState g = {};
         int r;
 
         if (!b || !session_id || !ret)
@@ -304,10 +345,29 @@ int event_bus_get(EventBus *b, const char *session_id, uint64_t since, unsigned 
         array = json_array();
         if (!array)
                 return -ENOMEM;
-        r = store_load_events(b->store, session_id, since, limit, get_one, array);
+        g.array = array;
+        r = store_load_events(b->store, session_id, since, limit, get_one, &g);
         if (r < 0)
                 return r;
 
         *ret = TAKE_PTR(array);
         return 0;
+}
+
+static int last_result_one(uint64_t seq, uint64_t time, const char *data, size_t data_len, void *userdata) {
+        return event_data_parse(data, data_len, NULL, userdata);
+}
+
+int event_bus_last_result(EventBus *b, const char *session_id, json_t **ret) {
+        json_t *d = NULL;
+        int r;
+
+        if (!b || !session_id || !ret)
+                return -EINVAL;
+
+        r = store_load_last_result(b->store, session_id, last_result_one, &d);
+        if (r < 0)
+                return r;
+        *ret = d;
+        return r;
 }

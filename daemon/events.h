@@ -26,8 +26,16 @@ int event_bus_last_seq(EventBus *b, const char *session_id, uint64_t *ret);
 int event_bus_append(EventBus *b, const char *session_id, json_t *events);
 
 /* Events with seq > since, at most limit (0: no limit), oldest first, as a new JSON array of
- * {seq, time, data}. */
+ * {seq, time, data}. What one call parses is bounded: it ends early (with at least one event, if there
+ * is one) before the values parsed pass EVENT_BUS_GET_MAX_VALUES, and a stored event over the channel's
+ * limits (jsonrpc.h; stored before they were enforced) comes back as {"type":"oversized","bytes":N}. */
+#define EVENT_BUS_GET_MAX_VALUES 400000U /* two lines of the channel at its JSONRPC_MAX_VALUES */
 int event_bus_get(EventBus *b, const char *session_id, uint64_t since, unsigned limit, json_t **ret);
+
+/* The data of the session's latest "result" event, parsed as event_bus_get() does, from one stored row
+ * (a restart reads nothing else of a history): 1 and a new reference in *ret, or 0 and NULL if the
+ * session has none. */
+int event_bus_last_result(EventBus *b, const char *session_id, json_t **ret);
 
 /* A new fd (the caller owns it) that streams the session's events as JSON lines {seq, time, data}:
  * first those with seq > since from SQLite, then new ones as they are appended. A subscriber that

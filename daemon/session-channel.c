@@ -202,26 +202,18 @@ static int load_prompt(
 /* The output of a session whose record was read back after a restart: how far its events go, the
  * result of its latest turn, and the prompts not yet answered. */
 int session_restore_output(Session *s) {
-        _cleanup_(json_decrefp) json_t *recent = NULL;
-        size_t i;
-        json_t *e;
+        json_t *result = NULL;
         int r;
 
         r = event_bus_last_seq(s->manager->events, s->id, &s->last_seq);
         if (r < 0)
                 return r;
-        r = event_bus_get(
-                s->manager->events, s->id, s->last_seq > 1000 ? s->last_seq - 1000 : 0, 0, &recent);
+        /* One stored row, never the history: what a container stored may be huge to parse. */
+        r = event_bus_last_result(s->manager->events, s->id, &result);
         if (r < 0)
                 return r;
-        json_array_foreach (recent, i, e) {
-                json_t *data = json_object_get(e, "data");
-
-                if (streq_ptr(json_string_value(json_object_get(data, "type")), "result")) {
-                        json_decref(s->last_result);
-                        s->last_result = json_incref(data);
-                }
-        }
+        json_decref(s->last_result);
+        s->last_result = result;
         if (session_state_is_final(s->state))
                 return 0;
         return store_load_prompts(s->manager->store, s->id, load_prompt, s);

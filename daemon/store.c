@@ -89,6 +89,20 @@ static const char *const migrations[] = {
         ") STRICT;",
         /* 3 -> 4: finding a session's output by time (child.output's since_timestamp) with one seek. */
         "CREATE INDEX events_by_time ON events(session_id, time_usec, seq);",
+        /* 4 -> 5: the seq of each session's latest "result" event, kept as events are appended, so that
+         * a restart reads one row instead of parsing the end of every history. The rows of a store
+         * from before are found in the last 1000 events of each session, as the restart used to look:
+         * by the text's start, without parsing it (ccdocker-init writes Claude Code's events
+         * compactly, in their order, and a result event starts with its type). */
+        "CREATE TABLE session_results ("
+        "  session_id TEXT PRIMARY KEY NOT NULL,"
+        "  seq INTEGER NOT NULL"
+        ") STRICT;"
+        "INSERT INTO session_results (session_id, seq) "
+        "SELECT id, (SELECT seq FROM events WHERE session_id = ids.id AND seq > ids.last - 1000 "
+        "            AND substr(data, 1, 16) = '{\"type\":\"result\"' ORDER BY seq DESC LIMIT 1) AS seq "
+        "FROM (SELECT session_id AS id, max(seq) AS last FROM events GROUP BY session_id) AS ids "
+        "WHERE seq IS NOT NULL;",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
@@ -112,6 +126,9 @@ enum {
         STMT_FIRST_AFTER_TIME,
         STMT_EVENT_SESSIONS,
         STMT_DELETE_EVENTS,
+        STMT_SET_RESULT,
+        STMT_LAST_RESULT,
+        STMT_DELETE_RESULT,
         STMT_PROMPT_ADD,
         STMT_PROMPT_SET_STATE,
         STMT_LOAD_PROMPTS,
@@ -162,6 +179,12 @@ static const char *const statements[_STMT_MAX] = {
                 ") "
                 "SELECT id, (SELECT max(seq) FROM events WHERE session_id = ids.id) FROM ids WHERE id IS NOT NULL",
         [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE session_id = ?1",
+        [STMT_SET_RESULT] = "INSERT INTO session_results (session_id, seq) VALUES (?1, ?2) "
+                            "ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq",
+        [STMT_LAST_RESULT] =
+                "SELECT e.seq, e.time_usec, e.data FROM session_results AS r "
+                "JOIN events AS e ON e.session_id = r.session_id AND e.seq = r.seq WHERE r.session_id = ?1",
+        [STMT_DELETE_RESULT] = "DELETE FROM session_results WHERE session_id = ?1",
         [STMT_PROMPT_ADD] =
                 "INSERT INTO prompts (message_id, session_id, text, state, created_usec, updated_usec) "
                 "VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
@@ -814,30 +837,37 @@ int store_append_events(Store *s, const char *session_id, const StoreEvent *even
                 return r;
         }
 
+        /* The batch's latest result, in the same transaction: it never points past what is stored. */
+        for (size_t i = n; i > 0; i--) {
+                if (!events[i - 1].result)
+                        continue;
+                {
+                        _cleanup_stmt_ sqlite3_stmt *res = s->stmt[STMT_SET_RESULT];
+
+                        rc = bind_text(res, 1, session_id);
+                        if (rc == SQLITE_OK)
+                                rc = bind_usec(res, 2, events[i - 1].seq);
+                        if (rc == SQLITE_OK)
+                                rc = sqlite3_step(res);
+                        if (rc != SQLITE_DONE) {
+                                r = log_sqlite(s, rc, "record a session's latest result");
+                                rollback(s);
+                                return r;
+                        }
+                }
+                break;
+        }
+
         return store_commit(s, "commit appended events");
 }
 
-int store_load_events(
-        Store *s,
-        const char *session_id,
-        uint64_t since,
-        unsigned limit,
-        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
-        void *userdata) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+typedef int (*event_cb_t)(
+        uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata);
+
+/* Steps through a bound statement whose rows are (seq, time_usec, data), calling cb for each as
+ * store_load_events() says. */
+static int step_events(Store *s, sqlite3_stmt *st, event_cb_t cb, void *userdata, const char *what) {
         int rc, n = 0, r;
-
-        if (!s || !session_id || !cb)
-                return -EINVAL;
-
-        st = s->stmt[STMT_LOAD_EVENTS];
-        rc = bind_text(st, 1, session_id);
-        if (rc == SQLITE_OK)
-                rc = bind_bound(st, 2, since);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
-        if (rc != SQLITE_OK)
-                return log_sqlite(s, rc, "load events");
 
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 const char *data = (const char *) sqlite3_column_text(st, 2);
@@ -857,9 +887,44 @@ int store_load_events(
                         return n;
         }
         if (rc != SQLITE_DONE)
-                return log_sqlite(s, rc, "load events");
+                return log_sqlite(s, rc, what);
 
         return n;
+}
+
+int store_load_events(
+        Store *s, const char *session_id, uint64_t since, unsigned limit, event_cb_t cb, void *userdata) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !session_id || !cb)
+                return -EINVAL;
+
+        st = s->stmt[STMT_LOAD_EVENTS];
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = bind_bound(st, 2, since);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "load events");
+
+        return step_events(s, st, cb, userdata, "load events");
+}
+
+int store_load_last_result(Store *s, const char *session_id, event_cb_t cb, void *userdata) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s || !session_id || !cb)
+                return -EINVAL;
+
+        st = s->stmt[STMT_LAST_RESULT];
+        rc = bind_text(st, 1, session_id);
+        if (rc != SQLITE_OK)
+                return log_sqlite(s, rc, "load a session's latest result");
+
+        return step_events(s, st, cb, userdata, "load a session's latest result");
 }
 
 int store_last_seq(Store *s, const char *session_id, uint64_t *ret) {
@@ -1068,8 +1133,21 @@ int store_load_prompts(
         return (int) l.n;
 }
 
+/* Runs one of the DELETE ... WHERE session_id = ?1 statements; the number of rows deleted. */
+static int delete_session_rows(Store *s, int statement, const char *session_id, const char *what) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[statement];
+        int rc;
+
+        rc = bind_text(st, 1, session_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, what);
+        return sqlite3_changes(s->db);
+}
+
 int store_delete_session_output(Store *s, const char *session_id) {
-        int rc, n, r;
+        int n, r;
 
         if (!s || !session_id)
                 return -EINVAL;
@@ -1078,31 +1156,15 @@ int store_delete_session_output(Store *s, const char *session_id) {
         if (r < 0)
                 return r;
 
-        {
-                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_EVENTS];
-
-                rc = bind_text(st, 1, session_id);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(st);
-                if (rc != SQLITE_DONE) {
-                        r = log_sqlite(s, rc, "delete a session's events");
-                        rollback(s);
-                        return r;
-                }
-                n = sqlite3_changes(s->db);
-        }
-
-        {
-                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_DELETE_PROMPTS];
-
-                rc = bind_text(st, 1, session_id);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(st);
-                if (rc != SQLITE_DONE) {
-                        r = log_sqlite(s, rc, "delete a session's prompts");
-                        rollback(s);
-                        return r;
-                }
+        n = delete_session_rows(s, STMT_DELETE_EVENTS, session_id, "delete a session's events");
+        if (n >= 0)
+                r = delete_session_rows(
+                        s, STMT_DELETE_RESULT, session_id, "delete a session's latest result");
+        if (n >= 0 && r >= 0)
+                r = delete_session_rows(s, STMT_DELETE_PROMPTS, session_id, "delete a session's prompts");
+        if (n < 0 || r < 0) {
+                rollback(s);
+                return n < 0 ? n : r;
         }
 
         r = store_commit(s, "commit deleting a session's output");

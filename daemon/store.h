@@ -67,6 +67,7 @@ typedef struct StoreEvent {
         uint64_t time_usec; /* CLOCK_REALTIME */
         const char *data;
         size_t data_len;
+        bool result; /* a turn's "result" event: the session's latest, if none later is */
 } StoreEvent;
 
 /* Appends n events of a session in one transaction: all of them or none. -EEXIST if a seq is already
@@ -83,6 +84,15 @@ int store_load_events(
         const char *session_id,
         uint64_t since,
         unsigned limit,
+        int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
+        void *userdata);
+
+/* Calls cb (as store_load_events() does) for the latest event stored with .result set, if the session
+ * has one: one row, however long its history. Returns 1 if there was one, 0 if not, or cb's negative
+ * return. */
+int store_load_last_result(
+        Store *s,
+        const char *session_id,
         int (*cb)(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata),
         void *userdata);
 
@@ -125,8 +135,8 @@ int store_load_prompts(
                 const char *message_id, const char *text, const char *state, uint64_t usec, void *userdata),
         void *userdata);
 
-/* Deletes a session's events and prompts in one transaction (store_delete_session() keeps them).
- * Returns the number of events deleted. */
+/* Deletes a session's events, the mark of its latest result and its prompts in one transaction
+ * (store_delete_session() keeps them). Returns the number of events deleted. */
 int store_delete_session_output(Store *s, const char *session_id);
 
 /* What a session's model calls used, added up (the model proxy's records). */

@@ -3,9 +3,12 @@ runs the attack as its command, speaking on its own /run/ccdocker/session.sock a
 container can. Each test performs one attack and asserts that it is refused or bounded, and that a
 well-behaved session beside it is not hurt."""
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
+import sqlite3
 import unittest
 
 import sandbox as sb
@@ -47,6 +50,21 @@ def setUpModule():
 def tearDownModule():
     DAEMON.stop()
     shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+
+
+# The daemon's peak memory, asserted where a container makes it parse: parsing the hostile data of
+# these tests would cost hundreds of megabytes (jansson's tree is tens of times its text), gigabytes
+# for the stored history. Under ASan (run-tests.py sets ASAN_OPTIONS for it), VmHWM also counts the
+# freed memory ASan holds in its quarantine, up to quarantine_size_mb (256 by default).
+HWM_BOUND_MIB = 200 + (256 if "ASAN_OPTIONS" in os.environ else 0)
+
+
+def vm_hwm_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
 
 
 def call(path, method, *args, check=True):
@@ -150,6 +168,109 @@ time.sleep(3600)
         out = sb.journal(f"_SYSTEMD_UNIT=ccdocker-session-{sid}.service", output="cat")
         self.assertIn('"session_id": "%s"' % sid, out)
 
+    def test_over_deep_and_over_wide_events_are_refused_before_they_are_parsed(self):
+        """The container sends an events line nested 100 deep and one of 2.5 million values (7.5 MB of
+        [{},{},...], which jansson would make over 500 MB of): each is refused with -32600 naming the
+        limit, the connection survives, and the good events sent next on it are stored. The daemon's
+        peak memory shows that the wide line was never parsed."""
+        sid, path = self.session("""
+head = '{"jsonrpc":"2.0","id":%d,"method":"events","params":{"events":[{"seq":1,"time":1,"data":'
+for line in (head % 2 + "[" * 100 + "]" * 100 + "}]}}",
+             head % 3 + "[" + ",".join(["{}"] * 2500000) + "]}]}}"):
+    f.write((line + "\\n").encode())
+    f.flush()
+    print("REFUSED " + f.readline().decode().strip(), flush=True)
+good = call("events", {"events": [{"seq": 1, "time": 1, "data": {"type": "system", "n": [[[1]]]}},
+                                  {"seq": 2, "time": 2, "data": {"type": "assistant", "n": 2}}]}, id=4)
+print("GOOD " + json.dumps(good), flush=True)
+time.sleep(3600)
+""")
+        unit = f"_SYSTEMD_UNIT=ccdocker-session-{sid}.service"
+        sb.wait_until(lambda: "GOOD " in sb.journal(unit, output="cat"), 120, 0.5, what="the good events' answer")
+        out = sb.journal(unit, output="cat").splitlines()
+        refused = [json.loads(line.split("REFUSED ", 1)[1]) for line in out if line.startswith("REFUSED ")]
+        self.assertEqual(len(refused), 2, out)
+        self.assertEqual(refused[0]["error"]["code"], -32600)
+        self.assertIn("at most 64 levels", refused[0]["error"]["message"])
+        self.assertEqual(refused[1]["error"]["code"], -32600)
+        self.assertIn("at most 200000 array elements and object members", refused[1]["error"]["message"])
+        good = json.loads([line for line in out if line.startswith("GOOD ")][0].split("GOOD ", 1)[1])
+        self.assertEqual(good["result"], {"acked": 2}, "the connection survived and goes on at seq 1")
+
+        events = json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]
+        self.assertEqual([(e[0], json.loads(e[2])) for e in events],
+                         [(1, {"type": "system", "n": [[[1]]]}), (2, {"type": "assistant", "n": 2})])
+        hwm = vm_hwm_mib(DAEMON.main_pid())
+        self.assertLess(hwm, HWM_BOUND_MIB, "the daemon parsed the wide line")
+
+    def test_daemon_starts_bounded_on_a_hostile_stored_history_and_removes_it(self):
+        """A store written by a daemon from before the channel's limits, with 20 stopped sessions whose
+        every stored event is 1.5 MB of [{},{},...] (the last one typed "result"): the daemon starts
+        without parsing them (it used to parse the last 1000 events of each, gigabytes), lists the
+        sessions, pages their output with the events replaced by placeholders, and removes them, its
+        peak memory bounded all along."""
+        sid, path = self.session()
+        call(path, "Stop", "b", "true")
+        sb.wait_state(path, "stopped", "failed", timeout=30)
+        DAEMON.stop()
+        try:
+            db = os.path.join(DAEMON.state_dir, "ccdockerd.db")
+            wide = "[" + ",".join(["{}"] * 500000) + "]"
+            result = ('{"type":"result","subtype":"success","is_error":false,"result":"done","junk":'
+                      + wide + "}")
+            ids = [secrets.token_hex(6) for _ in range(20)]
+            with contextlib.closing(sqlite3.connect(db)) as c:
+                row = c.execute("SELECT * FROM sessions WHERE id = ?", (sid,)).fetchone()
+                cols = [d[0] for d in c.execute("SELECT * FROM sessions").description]
+                for n, i in enumerate(ids):
+                    copy = [v.replace(sid, i) if isinstance(v, str) else v for v in row]
+                    copy[cols.index("workspace_ephemeral")] = 0
+                    copy[cols.index("created_usec")] += n + 1
+                    c.execute(f"INSERT INTO sessions VALUES ({','.join('?' * len(copy))})", copy)
+                    for seq in range(1, 4):
+                        c.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
+                                  (i, seq, 1700000000000000 + seq, wide))
+                    c.execute("INSERT INTO events VALUES (?, 4, 1700000000000004, ?)", (i, result))
+                # As the store of a daemon from before: no record of latest results.
+                c.execute("DROP TABLE IF EXISTS session_results")
+                c.execute("PRAGMA user_version = 4")
+                c.commit()
+        finally:
+            DAEMON.start()  # ready (Type=notify) once every session is restored
+        pid = DAEMON.main_pid()
+        self.assertLess(vm_hwm_mib(pid), HWM_BOUND_MIB, "the start parsed the stored events")
+        listed = json.loads(sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager",
+                                      "ListSessions").stdout)["data"][0]
+        states = {e[0]: e[2] for e in listed}
+        for i in ids:
+            self.assertEqual(states.get(i), "stopped", i)
+
+        for i in ids:
+            spath = json.loads(sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager",
+                                         "GetSession", "s", i).stdout)["data"][0]
+            since, seen = 0, []
+            while True:
+                page = json.loads(call(spath, "GetOutput", "tu", str(since), "2").stdout)["data"][0]
+                seen += [(e[0], json.loads(e[2])) for e in page]
+                if len(page) < 2:
+                    break
+                since = page[-1][0]
+            self.assertEqual(seen, [(1, {"type": "oversized", "bytes": len(wide)}),
+                                    (2, {"type": "oversized", "bytes": len(wide)}),
+                                    (3, {"type": "oversized", "bytes": len(wide)}),
+                                    (4, {"type": "oversized", "bytes": len(result)})])
+            status = json.loads(call(spath, "GetResult", "bu", "false", "0").stdout)["data"]
+            self.assertEqual(status[0], "failed", "an oversized result is no success")
+            call(spath, "Remove")
+        self.assertLess(vm_hwm_mib(pid), HWM_BOUND_MIB, "paging the output parsed the stored events")
+
+        listed = json.loads(sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager",
+                                      "ListSessions").stdout)["data"][0]
+        self.assertFalse({e[0] for e in listed} & set(ids))
+        with contextlib.closing(sqlite3.connect(db)) as c:
+            left = c.execute(f"SELECT count(*) FROM events WHERE session_id IN ({','.join('?' * len(ids))})",
+                             ids).fetchone()[0]
+        self.assertEqual(left, 0, "Remove took the hostile events along")
 
 if __name__ == "__main__":
     unittest.main()

@@ -3,7 +3,8 @@
  * socketpairs from Attach (no Redis: the bus is made without one, or with a socket nobody listens on).
  * Appended events come back from get with since and limit; an attached reader gets the replay and then live
  * events as JSON lines; a reader that does not read is dropped while appends go on; a session's end gives
- * the reader everything and then EOF; events and prompts survive closing and reopening the store, and a
+ * the reader everything and then EOF; get and the latest result bound what they parse of hostile
+ * stored events; events and prompts survive closing and reopening the store, and a
  * database of the schema before them is migrated with its sessions kept. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +20,7 @@
 
 #include "cleanup.h"
 #include "events.h"
+#include "jsonrpc.h"
 #include "log.h"
 #include "store.h"
 #include "unit-test.h"
@@ -252,6 +254,118 @@ static void test_events_append_then_get_with_since_and_limit(void **state) {
 
         assert_int_equal(event_bus_get(f->bus, "s1", 10, 0, &none), 0);
         assert_int_equal(json_array_size(none), 0);
+}
+
+static void test_events_latest_result_is_kept_from_what_is_appended(void **state) {
+        _cleanup_(json_decrefp) json_t *none = NULL, *got = NULL, *again = NULL;
+        _cleanup_(json_decrefp) json_t *
+                a = json_loads(
+                       "[{\"seq\":1,\"time\":1,\"data\":{\"type\":\"result\",\"result\":\"first\"}},"
+                       " {\"seq\":2,\"time\":2,\"data\":{\"type\":\"result\",\"result\":\"second\"}},"
+                       " {\"seq\":3,\"time\":3,\"data\":[\"result\"]}]",
+                       0,
+                       NULL),
+               *b = json_loads(
+                       "[{\"seq\":4,\"time\":4,\"data\":{\"type\":\"assistant\",\"message\":{\"type\":\"result\"}}}]",
+                       0,
+                       NULL);
+        Fixture *f = *state;
+
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(event_bus_last_result(f->bus, "s1", &none), 0);
+        assert_null(none);
+
+        /* Only an event whose type is "result" counts, not one that merely mentions it. */
+        assert_int_equal(event_bus_append(f->bus, "s1", a), 0);
+        assert_int_equal(event_bus_append(f->bus, "s1", b), 0);
+        assert_int_equal(event_bus_last_result(f->bus, "s1", &got), 1);
+        assert_string_equal(json_string_value(json_object_get(got, "result")), "second");
+
+        /* It is read from the store, so a new bus on the same store (a restart) has it too. */
+        event_bus_free(f->bus);
+        assert_int_equal(event_bus_new(f->event, f->store, NULL, &f->bus), 0);
+        assert_int_equal(event_bus_last_result(f->bus, "s1", &again), 1);
+        assert_true(json_equal(got, again));
+}
+
+/* The text of n values as cheap to write as they are dear to parse: [{},{},...]. */
+static char *wide_text(size_t n, const char *prefix, const char *suffix) {
+        size_t lp = strlen(prefix), ls = strlen(suffix);
+        char *t = malloc(lp + 3 * n + ls + 2), *p = t;
+
+        assert_non_null(t);
+        p = stpcpy(p, prefix);
+        *p++ = '[';
+        for (size_t i = 0; i < n; i++) {
+                memcpy(p, i > 0 ? ",{}" : "{}", i > 0 ? 3 : 2);
+                p += i > 0 ? 3 : 2;
+        }
+        *p++ = ']';
+        strcpy(p, suffix);
+        return t;
+}
+
+static void assert_oversized(json_t *e, uint64_t seq, size_t bytes) {
+        json_t *d = json_object_get(e, "data");
+
+        assert_int_equal(json_integer_value(json_object_get(e, "seq")), seq);
+        assert_string_equal(json_string_value(json_object_get(d, "type")), "oversized");
+        assert_int_equal(json_integer_value(json_object_get(d, "bytes")), bytes);
+        assert_int_equal(json_object_size(d), 2);
+}
+
+static void test_events_get_bounds_what_it_parses_of_hostile_stored_events(void **state) {
+        _cleanup_(json_decrefp) json_t *page = NULL, *next = NULL, *rest = NULL, *result = NULL;
+        /* Stored as a container could before its lines were bounded: past the channel's limits. */
+        _cleanup_free_ char *wide = wide_text(JSONRPC_MAX_VALUES + 1, "", ""),
+                            *hostile_result = wide_text(300000, "{\"type\":\"result\",\"x\":", "}"),
+                            *deep = malloc(2 * 100 + 1),
+                            /* Within them, but three of them more than one call parses. */
+                                    *big = wide_text(JSONRPC_MAX_VALUES - 100, "", "");
+        StoreEvent events[8];
+        Fixture *f = *state;
+
+        assert_non_null(deep);
+        memset(deep, '[', 100);
+        memset(deep + 100, ']', 100);
+        deep[200] = '\0';
+        events[0] = (StoreEvent){ .seq = 1, .data = "{\"type\":\"system\"}" };
+        events[1] = (StoreEvent){ .seq = 2, .data = wide };
+        events[2] = (StoreEvent){ .seq = 3, .data = deep };
+        events[3] = (StoreEvent){ .seq = 4, .data = big };
+        events[4] = (StoreEvent){ .seq = 5, .data = big };
+        events[5] = (StoreEvent){ .seq = 6, .data = big };
+        events[6] = (StoreEvent){ .seq = 7, .data = hostile_result, .result = true };
+        events[7] = (StoreEvent){ .seq = 8, .data = "{\"type\":\"assistant\"}" };
+        for (size_t i = 0; i < ELEMENTSOF(events); i++)
+                events[i].data_len = strlen(events[i].data);
+        assert_int_equal(store_append_events(f->store, "s1", events, ELEMENTSOF(events)), 0);
+
+        /* The first page: the good event, the two placeholders, and two big events; the third would
+         * pass what one call parses. */
+        assert_int_equal(event_bus_get(f->bus, "s1", 0, 100, &page), 0);
+        assert_int_equal(json_array_size(page), 5);
+        assert_string_equal(
+                json_string_value(json_object_get(json_object_get(json_array_get(page, 0), "data"), "type")),
+                "system");
+        assert_oversized(json_array_get(page, 1), 2, strlen(wide));
+        assert_oversized(json_array_get(page, 2), 3, 200);
+        assert_int_equal(
+                json_array_size(json_object_get(json_array_get(page, 4), "data")), JSONRPC_MAX_VALUES - 100);
+
+        /* Paging on from the last seq gets the rest. */
+        assert_int_equal(event_bus_get(f->bus, "s1", 5, 100, &next), 0);
+        assert_int_equal(json_array_size(next), 3);
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(next, 0), "seq")), 6);
+        assert_oversized(json_array_get(next, 1), 7, strlen(hostile_result));
+        assert_int_equal(event_bus_get(f->bus, "s1", 8, 100, &rest), 0);
+        assert_int_equal(json_array_size(rest), 0);
+
+        /* The latest result, which a restart reads, is bounded the same way. */
+        assert_int_equal(event_bus_last_result(f->bus, "s1", &result), 1);
+        assert_string_equal(json_string_value(json_object_get(result, "type")), "oversized");
+        assert_int_equal(json_integer_value(json_object_get(result, "bytes")), strlen(hostile_result));
 }
 
 static void test_events_append_refuses_bad_batches_and_stores_nothing(void **state) {
@@ -602,6 +716,8 @@ int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
                 T(test_events_append_then_get_with_since_and_limit),
+                T(test_events_latest_result_is_kept_from_what_is_appended),
+                T(test_events_get_bounds_what_it_parses_of_hostile_stored_events),
                 T(test_events_append_refuses_bad_batches_and_stores_nothing),
                 T(test_events_attach_replays_then_streams_live),
                 T(test_events_attach_replays_a_long_history_in_order),

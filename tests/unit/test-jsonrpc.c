@@ -1,6 +1,7 @@
 /* Unit tests for common/jsonrpc.h: the line reader (partial and combined feeds, CRLF, blank lines,
- * oversized lines with recovery in the same and later feeds, bad JSON and UTF-8), every refusal of
- * the classifier, the builders' ownership and validation, and the line formatter. */
+ * oversized lines with recovery in the same and later feeds, bad JSON and UTF-8, lines over its nesting
+ * and value limits), the pre-scan (its counts, strings with brackets and escaped quotes, the limits),
+ * every refusal of the classifier, the builders' ownership and validation, and the line formatter. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -328,6 +329,118 @@ static void test_reader_reassembles_large_message_from_small_feeds(void **state)
         assert_int_equal(jsonrpc_reader_next(r, &out, &e), 1);
         assert_true(json_equal(in, out));
         expect_nothing(r);
+}
+
+/* ---- the pre-scan ---- */
+
+static size_t scan_values(const char *s) {
+        size_t v = 0;
+
+        assert_int_equal(jsonrpc_scan(s, strlen(s), 0, 0, &v), 0);
+        return v;
+}
+
+static void test_scan_counts_elements_and_members(void **state) {
+        assert_int_equal(scan_values(""), 0);
+        assert_int_equal(scan_values("1"), 1);
+        assert_int_equal(scan_values("  \"x\" "), 1);
+        assert_int_equal(scan_values("[]"), 1);
+        assert_int_equal(scan_values("{ }"), 1);
+        assert_int_equal(scan_values("[1]"), 2);
+        assert_int_equal(scan_values("[1, 2 ,3]"), 4);
+        assert_int_equal(scan_values("{\"a\":1,\"b\":[true,null],\"c\":{}}"), 6);
+        assert_int_equal(scan_values("[{},{},{}]"), 4);
+        assert_int_equal(scan_values("[[],[[]],[ ]]"), 5);
+        assert_int_equal(scan_values("{\"a\":{\"b\":{\"c\":-1.5e3}}}"), 4);
+}
+
+static void test_scan_skips_strings_and_their_escapes(void **state) {
+        /* Brackets, commas and quotes inside strings are text. */
+        assert_int_equal(scan_values("[\"[[[,,,{{{\"]"), 2);
+        assert_int_equal(scan_values("{\"k,[\":\"v]}\"}"), 2);
+        /* An escaped quote does not end the string; an escaped backslash before a quote does. */
+        assert_int_equal(scan_values("[\"a\\\",[\\\"\",1]"), 3);
+        assert_int_equal(scan_values("[\"a\\\\\",1]"), 3);
+        assert_int_equal(scan_values("[\"a\\\\\\\\\",[1]]"), 4);
+        assert_int_equal(scan_values("[\"\\\\\\\",[\",1]"), 3);
+        assert_int_equal(scan_values("[\"\\u0022,[\",2]"), 3);
+        /* A string that does not end hides the rest of the line, and nothing breaks. */
+        assert_int_equal(scan_values("[\"unterminated,[[[[[[\\"), 2);
+        assert_int_equal(scan_values("\"\\"), 1);
+}
+
+static void test_scan_refuses_over_the_limits(void **state) {
+        char deep[200], wide[64];
+        size_t v = 0;
+
+        memset(deep, '[', 65);
+        memset(deep + 65, ']', 65);
+        deep[130] = '\0';
+        assert_int_equal(jsonrpc_scan(deep, 130, 65, 0, &v), 0);
+        assert_int_equal(v, 65);
+        v = 7;
+        assert_int_equal(jsonrpc_scan(deep, 130, 64, 0, &v), -ELOOP);
+        assert_int_equal(v, 7); /* written only on success */
+        /* Depth is how many are open at once, not how many opened. */
+        assert_int_equal(jsonrpc_scan("[[[]],[[]]]", 11, 3, 0, NULL), 0);
+        assert_int_equal(jsonrpc_scan("[[[]],[[[]]]]", 13, 3, 0, NULL), -ELOOP);
+        /* Brackets in strings do not nest. */
+        assert_int_equal(jsonrpc_scan("[\"[[[[[[\"]", 10, 1, 0, NULL), 0);
+
+        strcpy(wide, "[{},{},{},{}]");
+        assert_int_equal(jsonrpc_scan(wide, strlen(wide), 0, 5, &v), 0);
+        assert_int_equal(v, 5);
+        assert_int_equal(jsonrpc_scan(wide, strlen(wide), 0, 4, NULL), -E2BIG);
+        assert_int_equal(jsonrpc_scan("{\"a\":1,\"b\":2}", 13, 0, 2, NULL), -E2BIG);
+        assert_int_equal(jsonrpc_scan("{\"a,b,c\":\"1,2\"}", 15, 0, 2, NULL), 0);
+}
+
+static void test_reader_refuses_lines_over_its_limits_and_goes_on(void **state) {
+        _cleanup_(jsonrpc_reader_freep) struct jsonrpc_reader *r = reader_new(1 << 20);
+        _cleanup_free_ char *deep = NULL, *wide = NULL;
+        size_t n;
+
+        jsonrpc_reader_set_limits(r, 8, 0);
+        /* 9 levels: the message, params and 7 more arrays. */
+        feed(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":[[[[[[[[]]]]]]]]}\n");
+        expect_error(r, -ELOOP, JSONRPC_INVALID_REQUEST, "at most 8 levels");
+        feed(r, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"x\",\"params\":[[[[[[[]]]]]]]}\n");
+        expect_message_with_id(r, 2);
+
+        /* The message, its 4 members and 6 elements: 11 values. */
+        jsonrpc_reader_set_limits(r, 0, 10);
+        feed(r, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\",\"params\":[{},{},{},{},{},{}]}\n");
+        expect_error(r, -E2BIG, JSONRPC_INVALID_REQUEST, "at most 10 array elements and object members");
+        feed(r, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"x\",\"params\":[{},{},{},{},{}]}\n");
+        expect_message_with_id(r, 4);
+        /* What is in strings costs nothing. */
+        feed(r,
+             "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"x\",\"params\":[\"[[[[[[[[[[,,,,,,,,,,,\\\"\"]}\n");
+        expect_message_with_id(r, 5);
+        expect_nothing(r);
+
+        /* The shapes of the attack at the channel's limits: 100000 levels, then 1 MiB of {}. */
+        jsonrpc_reader_set_limits(r, JSONRPC_MAX_DEPTH, JSONRPC_MAX_VALUES);
+        n = 100000;
+        deep = malloc(2 * n + 2);
+        assert_non_null(deep);
+        memset(deep, '[', n);
+        memset(deep + n, ']', n);
+        strcpy(deep + 2 * n, "\n");
+        feed(r, deep);
+        expect_error(r, -ELOOP, JSONRPC_INVALID_REQUEST, "at most 64 levels");
+
+        n = (1 << 20) / 3 - 1;
+        wide = malloc(3 * n + 3);
+        assert_non_null(wide);
+        wide[0] = '[';
+        for (size_t i = 0; i < n; i++)
+                memcpy(wide + 1 + 3 * i, i + 1 < n ? "{}," : "{}]", 3);
+        strcpy(wide + 1 + 3 * n, "\n");
+        feed(r, wide);
+        expect_error(r, -E2BIG, JSONRPC_INVALID_REQUEST, "at most 200000");
+        feed(r, REQ(6) "\n");
+        expect_message_with_id(r, 6);
 }
 
 /* ---- classify ---- */
@@ -901,6 +1014,10 @@ int main(void) {
                 cmocka_unit_test(test_format_line_is_compact),
                 cmocka_unit_test(test_format_line_rejects_non_objects),
                 cmocka_unit_test(test_format_line_rejects_invalid_utf8),
+                cmocka_unit_test(test_scan_counts_elements_and_members),
+                cmocka_unit_test(test_scan_skips_strings_and_their_escapes),
+                cmocka_unit_test(test_scan_refuses_over_the_limits),
+                cmocka_unit_test(test_reader_refuses_lines_over_its_limits_and_goes_on),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

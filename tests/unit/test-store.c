@@ -1,7 +1,8 @@
 /* Unit tests for daemon/store.c against real SQLite files in a mkdtemp() directory: records survive a
  * close and reopen, a save replaces the whole record but keeps its history, state changes are appended
  * in order, deleting takes the history along, the file is in WAL mode at the current schema version,
- * and a newer schema is refused. */
+ * a newer schema is refused, and each session's latest result is kept as events are appended and found
+ * by the migration in an older store. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sqlite3.h>
@@ -318,8 +319,8 @@ static void test_store_uses_wal_and_schema_version(void **state) {
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         assert_int_equal(
-                sqlite3_column_int(st, 0),
-                4); /* the schema version: events and prompts came in 2, usage in 3, events_by_time in 4 */
+                sqlite3_column_int(st, 0), 5); /* the schema version: events and prompts came in 2, usage in
+                                                * 3, events_by_time in 4, session_results in 5 */
         sqlite3_finalize(st);
         assert_int_equal(
                 sqlite3_prepare_v2(
@@ -407,6 +408,128 @@ static void test_store_skips_events_until_a_time(void **state) {
         }
 }
 
+typedef struct LastResult {
+        uint64_t seq;
+        char data[64];
+} LastResult;
+
+static int last_result_cb(
+        uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata) {
+        LastResult *l = userdata;
+
+        assert_int_equal(strlen(data), data_len);
+        assert_true(data_len < sizeof l->data);
+        l->seq = seq;
+        memcpy(l->data, data, data_len + 1);
+        return 0;
+}
+
+/* The seq of the session's latest result, 0 for none. */
+static uint64_t last_result(Store *s, const char *id) {
+        LastResult l = {};
+        int r = store_load_last_result(s, id, last_result_cb, &l);
+
+        assert_true(r == 0 || r == 1);
+        assert_true((r == 1) == (l.seq > 0));
+        return l.seq;
+}
+
+static void test_store_keeps_the_latest_result_as_events_are_appended(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        const StoreEvent first[] = {
+                { .seq = 1, .time_usec = 1, .data = "{\"type\":\"system\"}", .data_len = 17 },
+                { .seq = 2,
+                  .time_usec = 2,
+                  .data = "{\"type\":\"result\",\"n\":2}",
+                  .data_len = 23,
+                  .result = true },
+                { .seq = 3,
+                  .time_usec = 3,
+                  .data = "{\"type\":\"result\",\"n\":3}",
+                  .data_len = 23,
+                  .result = true },
+                { .seq = 4, .time_usec = 4, .data = "{\"type\":\"assistant\"}", .data_len = 20 },
+        };
+        const StoreEvent later[] = {
+                { .seq = 5, .time_usec = 5, .data = "{\"type\":\"assistant\"}", .data_len = 20 },
+        };
+        const StoreEvent again[] = {
+                { .seq = 6,
+                  .time_usec = 6,
+                  .data = "{\"type\":\"result\",\"n\":6}",
+                  .data_len = 23,
+                  .result = true },
+                { .seq = 5, .time_usec = 6, .data = "{}", .data_len = 2 },
+        };
+        LastResult l = {};
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_load_last_result(s, "a", last_result_cb, &l), 0);
+        assert_int_equal(l.seq, 0);
+
+        /* The latest of a batch; a batch without one keeps it. */
+        assert_int_equal(store_append_events(s, "a", first, ELEMENTSOF(first)), 0);
+        assert_int_equal(store_append_events(s, "b", first, 2), 0);
+        assert_int_equal(store_load_last_result(s, "a", last_result_cb, &l), 1);
+        assert_int_equal(l.seq, 3);
+        assert_string_equal(l.data, "{\"type\":\"result\",\"n\":3}");
+        assert_int_equal(store_append_events(s, "a", later, ELEMENTSOF(later)), 0);
+        assert_int_equal(last_result(s, "a"), 3);
+        assert_int_equal(last_result(s, "b"), 2);
+
+        /* A batch that is refused leaves it too. */
+        assert_int_equal(store_append_events(s, "a", again, ELEMENTSOF(again)), -EEXIST);
+        assert_int_equal(last_result(s, "a"), 3);
+        assert_int_equal(store_append_events(s, "a", again, 1), 0);
+
+        /* It survives a reopen, and goes with the session's output. */
+        s = store_close(s);
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(last_result(s, "a"), 6);
+        assert_int_equal(store_delete_session_output(s, "a"), 6);
+        assert_int_equal(last_result(s, "a"), 0);
+        assert_int_equal(last_result(s, "b"), 2);
+}
+
+static void test_store_migration_finds_the_latest_results_of_an_older_store(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        sqlite3 *db = NULL;
+
+        /* A store of schema version 4, with the events a daemon of then wrote. */
+        assert_int_equal(store_open(f->path, &s), 0);
+        s = store_close(s);
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(
+                sqlite3_exec(
+                        db,
+                        "DROP TABLE session_results; PRAGMA user_version = 4;"
+                        /* a: its latest result is not its last event */
+                        "INSERT INTO events VALUES ('a', 1, 1, '{\"type\":\"result\",\"n\":1}');"
+                        "INSERT INTO events VALUES ('a', 2, 2, '{\"type\":\"result\",\"n\":2}');"
+                        "INSERT INTO events VALUES ('a', 3, 3, '{\"type\":\"assistant\",\"x\":\"{\\\"type\\\":\\\"result\\\"\"}');"
+                        /* b: no result at all */
+                        "INSERT INTO events VALUES ('b', 1, 1, '{\"type\":\"system\"}');"
+                        /* c: a result more than 1000 events back is not looked for, as before */
+                        "INSERT INTO events VALUES ('c', 1, 1, '{\"type\":\"result\"}');"
+                        "INSERT INTO events VALUES ('c', 1001, 2, '{\"type\":\"assistant\"}');"
+                        /* d: the one 1000 back still is */
+                        "INSERT INTO events VALUES ('d', 2, 1, '{\"type\":\"result\"}');"
+                        "INSERT INTO events VALUES ('d', 1001, 2, '{\"type\":\"assistant\"}');",
+                        NULL,
+                        NULL,
+                        NULL),
+                SQLITE_OK);
+        sqlite3_close(db);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(last_result(s, "a"), 2);
+        assert_int_equal(last_result(s, "b"), 0);
+        assert_int_equal(last_result(s, "c"), 0);
+        assert_int_equal(last_result(s, "d"), 2);
+}
+
 static void test_store_fails_busy_when_another_writer_holds_the_lock(void **state) {
         _cleanup_(store_closep) Store *s = NULL;
         Fixture *f = *state;
@@ -438,6 +561,8 @@ int main(void) {
                 T(test_store_refuses_newer_schema),
                 T(test_store_refuses_file_that_is_not_a_database),
                 T(test_store_skips_events_until_a_time),
+                T(test_store_keeps_the_latest_result_as_events_are_appended),
+                T(test_store_migration_finds_the_latest_results_of_an_older_store),
                 T(test_store_fails_busy_when_another_writer_holds_the_lock),
         };
 #undef T
