@@ -48,6 +48,8 @@ static void help(void) {
                "  --max-body-memory=SIZE\n"
                "                      Request bodies held at once, across connections\n"
                "                      (default 64M); a body that does not fit gets 503\n"
+               "  --max-sessions-per-token=N\n"
+               "                      Live sessions one token may have created (default 16)\n"
                "  --body-timeout=SEC  A request's body must be complete this long after its\n"
                "                      headers (default 30), however it trickles in\n"
                "  -h --help           Show this help\n"
@@ -159,6 +161,7 @@ int main(int argc, char *argv[]) {
                 ARG_MAX_PER_CLIENT,
                 ARG_MAX_BODY_MEMORY,
                 ARG_BODY_TIMEOUT,
+                ARG_MAX_PER_TOKEN,
         };
         static const struct option options[] = {
                 { "listen", required_argument, NULL, ARG_LISTEN },
@@ -170,6 +173,7 @@ int main(int argc, char *argv[]) {
                 { "max-connections-per-client", required_argument, NULL, ARG_MAX_PER_CLIENT },
                 { "max-body-memory", required_argument, NULL, ARG_MAX_BODY_MEMORY },
                 { "body-timeout", required_argument, NULL, ARG_BODY_TIMEOUT },
+                { "max-sessions-per-token", required_argument, NULL, ARG_MAX_PER_TOKEN },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -232,6 +236,15 @@ int main(int argc, char *argv[]) {
                                 limits.max_connections = (unsigned) v;
                         else
                                 limits.max_connections_per_client = (unsigned) v;
+                        break;
+                case ARG_MAX_PER_TOKEN:
+                        if (safe_atou64(optarg, &v) < 0 || v == 0 || v > 65536) {
+                                log_error(
+                                        "--max-sessions-per-token: '%s' is not a number from 1 to 65536.",
+                                        optarg);
+                                return EXIT_FAILURE;
+                        }
+                        limits.max_sessions_per_token = (unsigned) v;
                         break;
                 case ARG_MAX_BODY_MEMORY:
                         if (parse_size(optarg, &v) < 0 || v < BODY_MAX) {

@@ -28,13 +28,15 @@ typedef struct ServerLimits {
         unsigned max_connections_per_client; /* --max-connections-per-client: per IP address */
         uint64_t max_body_memory;            /* --max-body-memory: bytes of bodies across connections */
         uint64_t body_timeout_usec;          /* --body-timeout: from the headers to the body's last byte */
+        unsigned max_sessions_per_token;     /* --max-sessions-per-token: live sessions a token created */
 } ServerLimits;
 
 #define SERVER_LIMITS_DEFAULT                                          \
         ((ServerLimits){ .max_connections = 8192U,                     \
                          .max_connections_per_client = 256U,           \
                          .max_body_memory = 64ULL * 1024ULL * 1024ULL, \
-                         .body_timeout_usec = 30ULL * 1000000ULL })
+                         .body_timeout_usec = 30ULL * 1000000ULL,      \
+                         .max_sessions_per_token = 16U })
 
 /* Calls that wait on systemd or podman (CreateSession, SpawnChild, Stop). */
 #define SLOW_CALL_USEC (120ULL * 1000000ULL)

@@ -430,8 +430,45 @@ static void create_with(Request *req, const char *iface, const char *member) {
                 request_reply_bus_error(req, NULL, r);
 }
 
-static void route_create(Request *req) {
+/* Per-token quota (issue 14, defect 9): httpd creates every session as its own user, so the daemon's
+ * MaxSessionsPerOwner= caps all its clients together; each token may hold --max-sessions-per-token live
+ * sessions of its own (those it created; their children count in the daemon's MaxTreeSessions=). */
+static int on_quota_listed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Request *req = userdata;
+        const char *id, *parent, *state, *unit, *path;
+        uint64_t created;
+        unsigned live = 0, max = req->server->limits.max_sessions_per_token;
+        int r;
+
+        if (reply_failed(req, m))
+                return 0;
+        r = sd_bus_message_enter_container(m, 'a', "(ssssto)");
+        while (r > 0) {
+                r = sd_bus_message_read(m, "(ssssto)", &id, &parent, &state, &unit, &created, &path);
+                if (r > 0 && !streq(state, "stopped") && !streq(state, "failed") &&
+                    token_store_has_session(req->server->tokens, req->token_id, id) > 0)
+                        live++;
+        }
+        if (r < 0) {
+                reply_bad_reply(req, r);
+                return 0;
+        }
+        if (live >= max) {
+                request_reply_error(
+                        req,
+                        429,
+                        "limit_exceeded",
+                        "this token has %u live sessions, the most ccdocker-httpd's --max-sessions-per-token allows; "
+                        "stop one first",
+                        live);
+                return 0;
+        }
         create_with(req, MANAGER_INTERFACE, "CreateSession");
+        return 0;
+}
+
+static void route_create(Request *req) {
+        call(req, MANAGER_PATH, MANAGER_INTERFACE, "ListSessions", on_quota_listed, 0, NULL);
 }
 
 static void spawn_in_scope(Request *req) {

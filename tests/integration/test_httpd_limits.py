@@ -23,6 +23,7 @@ DAEMON = None
 HTTPD = None
 
 PER_CLIENT = 8
+PER_TOKEN = 2
 BODY_MEMORY = 8 * 1024 * 1024
 # Long enough for the memory test to hold its bodies (it finishes them well within it), short enough for
 # the slowloris test to wait for.
@@ -35,7 +36,7 @@ class LimitedHttpd(Httpd):
 
     def __init__(self):
         super().__init__([f"--max-connections-per-client={PER_CLIENT}", f"--max-body-memory={BODY_MEMORY}",
-                          f"--body-timeout={BODY_TIMEOUT}"])
+                          f"--body-timeout={BODY_TIMEOUT}", f"--max-sessions-per-token={PER_TOKEN}"])
 
     def vm_hwm(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -168,6 +169,42 @@ class HttpdLimitsTest(unittest.TestCase):
         self.assertEqual(status, 200, text)
         m = re.search(r'reason="%s"\} (\d+)' % re.escape(reason), text)
         return int(m.group(1)) if m else 0
+
+    def create(self, token):
+        s = connect("127.0.0.1")
+        try:
+            s.sendall(head("POST", "/api/v1/sessions", token, 2) + b"{}")
+            return read_response(s, timeout=120)
+        finally:
+            s.close()
+
+    def test_sessions_per_token(self):
+        """Issue 14, defect 9: httpd creates every session as its own user, so the daemon's per-owner
+        quota would let one token take every slot; each token holds at most --max-sessions-per-token
+        live sessions, and another token is not held back by it."""
+        token = HTTPD.token(sb.unique("quota"))
+        made = []
+
+        def stop(sid):
+            got = sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "GetSession", "s",
+                            sid, check=False)
+            if got.returncode == 0:
+                sb.busctl("call", "org.ccdocker1", json.loads(got.stdout)["data"][0], "org.ccdocker1.Session",
+                          "Stop", "b", "true", check=False)
+        for _ in range(PER_TOKEN):
+            status, text = self.create(token)
+            self.assertEqual(status, 201, text)
+            made.append(json.loads(text)["id"])
+            self.addCleanup(stop, made[-1])
+        status, text = self.create(token)
+        self.assertEqual(status, 429, text)
+        self.assertIn(f"this token has {PER_TOKEN} live sessions", text)
+        self.assertIn("--max-sessions-per-token", text)
+        status, text = self.create(self.token)  # another token
+        self.assertEqual(status, 201, text)
+        self.addCleanup(stop, json.loads(text)["id"])
+        stop(made[0])
+        sb.wait_until(lambda: self.create(token)[0] == 201, 60, 1, what="room for the token once one ended")
 
     def test_unauthenticated_body_is_refused_on_its_headers(self):
         for token in (None, "ccd_not_a_token"):
