@@ -83,6 +83,8 @@ static int session_alloc(Manager *m, const char *id, Session **ret) {
         s->stop_uid = (uid_t) -1;
         s->peer_audit_limit =
                 (RateLimit){ .interval_usec = USEC_PER_MINUTE, .burst = SESSION_PEER_AUDIT_BURST };
+        s->refusal_audit_limit =
+                (RateLimit){ .interval_usec = USEC_PER_MINUTE, .burst = SESSION_REFUSAL_AUDIT_BURST };
         s->log_limit = (RateLimit){ .interval_usec = SESSION_LOG_INTERVAL_SEC * USEC_PER_SEC,
                                     .burst = SESSION_LOG_BURST };
         s->id = strdup(id);
