@@ -60,7 +60,7 @@ ModelUsageFormat model_usage_format_for(const char *content_type);
 void model_usage_parser_feed(ModelUsageParser *u, const char *data, size_t len);
 /* The output tokens a stream produced so far, estimated from its content_block_delta events (for a
  * stream cut short before message_delta said): one token per event at least, and one per 3 bytes of
- * the deltas' content (each event's data less 64 bytes of framing). */
+ * the deltas' content (each event's data less 72 bytes of framing). */
 uint64_t model_usage_delta_estimate(const ModelUsageParser *u);
 /* The answer is over: a JSON body is read now (an SSE event not ended by its blank line is dropped); a
  * stream that ended before message_delta's usage is charged model_usage_delta_estimate() of output.
