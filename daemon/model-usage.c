@@ -155,8 +155,8 @@ static void sse_dispatch(ModelUsageParser *u) {
         u->data_overflow = false;
 }
 
-#define DELTA_FRAMING \
-        72U /* bytes of a content_block_delta's data that are not content (80 for a text_delta) */
+/* Bytes of a content_block_delta's data that are not content (80 for a text_delta at index 0). */
+#define DELTA_FRAMING 72U
 #define DELTA_BYTES_PER_TOKEN 3U
 
 uint64_t model_usage_delta_estimate(const ModelUsageParser *u) {
