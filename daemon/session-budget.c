@@ -35,6 +35,14 @@ static void tree_reserved(Manager *m, Session *root, ModelReservation *ret) {
 bool session_budget_admits(Session *s, const ModelReservation *reserve, char **ret_reason) {
         static const ModelReservation none = {};
         Manager *m = s->manager;
+        char *ignored = NULL;
+
+        if (!ret_reason) {
+                bool ok = session_budget_admits(s, reserve, &ignored);
+
+                free(ignored);
+                return ok;
+        }
 
         if (!reserve)
                 reserve = &none;

@@ -14,8 +14,8 @@ typedef struct Manager Manager;
 typedef struct Session Session;
 
 /* The model proxy's budget hook: whether session s may reserve reserve (NULL: nothing, only whether
- * its trees are under their budgets). false with *ret_reason (malloc'd, may stay NULL) naming the
- * budget. */
+ * its trees are under their budgets). false with *ret_reason (malloc'd, may stay NULL; ret_reason may
+ * be NULL) naming the budget. */
 bool session_budget_admits(Session *s, const ModelReservation *reserve, char **ret_reason);
 
 /* Pauses s for reason (which budget is used up), or resumes it with NULL: BudgetExhausted changes, and
