@@ -621,7 +621,8 @@ static void budget_in_scope(Request *req) {
                 request_reply_error(req, 400, "invalid_body", "budget_tokens must be a whole number >= 0");
                 return;
         }
-        if (usd && tokens)
+        /* Given keys first: with one, the array has one entry and the last pair is not read. */
+        if (usd)
                 call(req,
                      NULL,
                      SESSION_INTERFACE,
@@ -629,25 +630,13 @@ static void budget_in_scope(Request *req) {
                      on_budget_set,
                      0,
                      "a{sv}",
-                     2,
+                     tokens ? 2 : 1,
                      "budget_usd",
                      "d",
                      amount,
                      "budget_tokens",
                      "t",
                      (uint64_t) json_integer_value(tokens));
-        else if (usd)
-                call(req,
-                     NULL,
-                     SESSION_INTERFACE,
-                     "SetBudget",
-                     on_budget_set,
-                     0,
-                     "a{sv}",
-                     1,
-                     "budget_usd",
-                     "d",
-                     amount);
         else
                 call(req,
                      NULL,
