@@ -114,9 +114,9 @@ class ModelSessionTest(unittest.TestCase):
 
         # The CLI needs no endpoint beyond POST /v1/messages and /v1/messages/count_tokens: the proxy
         # refused nothing of this turn (and the scripted model saw nothing else).
-        log = DAEMON.log()
-        self.assertNotIn("is not forwarded", log)
-        self.assertNotIn("call refused: method", log)
+        calls = sb.journal("MESSAGE_ID=ba83ae243ad545989d5829bdc797f1a8", f"CCDOCKER_SESSION={sid}")
+        self.assertTrue(calls)
+        self.assertEqual([c for c in calls if c.get("CCDOCKER_MODEL_STATUS") in ("403", "405")], [])
         self.assertEqual({r["path"].split("?")[0] for r in MODEL.requests(main_only=False)}
                          - {"/v1/messages", "/v1/messages/count_tokens"}, set())
 
@@ -131,6 +131,41 @@ class ModelSessionTest(unittest.TestCase):
         u = usage_of(path)
         self.assertGreaterEqual(u["tree_input_tokens"] + u["tree_output_tokens"], 1)
         self.assertGreaterEqual(u["tree_calls"], u["calls"])
+
+    def test_batches_and_files_from_inside_the_container_are_refused(self):
+        """The container, through its own model bridge, asks for Message Batches and the shared key's
+        files: 403 each, naming the path, and the scripted model never sees them."""
+        sid, path = self.create("say hello")
+        self.assertEqual(result(path)[0], "completed")
+        attack = r"""
+import json, os, re, urllib.request
+env = open("/proc/%s/environ" % os.popen("pgrep -x claude | head -n1").read().strip(), "rb").read().split(b"\0")
+base = [e.decode()[len("ANTHROPIC_BASE_URL="):] for e in env if e.startswith(b"ANTHROPIC_BASE_URL=")][0]
+out = []
+for method, p, body in [("POST", "/v1/messages/batches", b'{"requests": []}'), ("GET", "/v1/files", None),
+                        ("DELETE", "/v1/files/file_011", None), ("GET", "/v1/messages/batches", None)]:
+    req = urllib.request.Request(base + p, data=body, method=method,
+                                 headers={"x-api-key": "placeholder", "content-type": "application/json"})
+    try:
+        r = urllib.request.urlopen(req, timeout=30)
+        out.append([p, r.status, r.read().decode()])
+    except urllib.error.HTTPError as e:
+        out.append([p, e.code, e.read().decode()])
+print(json.dumps(out))
+"""
+        p = sb.run("podman", "exec", f"ccdocker-{sid}", "python3", "-c", attack)
+        answers = json.loads(p.stdout)
+        self.assertEqual(len(answers), 4)
+        for target, status, body in answers:
+            self.assertEqual(status, 403, (target, body))
+            err = json.loads(body)["error"]
+            self.assertEqual(err["type"], "permission_error")
+            self.assertIn(target, err["message"])
+        seen = {r["path"].split("?")[0] for r in MODEL.requests(main_only=False)}
+        self.assertFalse({"/v1/messages/batches", "/v1/files", "/v1/files/file_011"} & seen, seen)
+        refused = [r for r in sb.journal("MESSAGE_ID=ba83ae243ad545989d5829bdc797f1a8", f"CCDOCKER_SESSION={sid}")
+                   if r.get("CCDOCKER_MODEL_STATUS") == "403"]
+        self.assertEqual(len(refused), 4)
 
     def test_budget_used_up_pauses_and_set_budget_resumes(self):
         """A session with a budget of one token: its first turn uses it up, so it is paused, not failed.
