@@ -354,20 +354,19 @@ static void on_model_usage(const ModelCall *call, void *userdata) {
         }
 }
 
-/* Whether session_id may call the model and reserve what the call might use (session-budget.c); a
- * session refused is paused until its budget is raised. */
-static bool on_model_budget(
+/* Whether session_id may call the model and reserve what the call might use (session-budget.c): a
+ * session whose tree used a budget up is paused until the budget is raised; a call that only lacks room
+ * beside the calls running is deferred. */
+static ModelBudgetVerdict on_model_budget(
         const char *session_id, const ModelReservation *reserve, char **ret_reason, void *userdata) {
         Session *s = manager_get_session(userdata, session_id);
 
-        if (!s)
-                return true;
-        if (session_budget_admits(s, reserve, ret_reason))
-                return true;
-        /* Refused for want of room for one more reservation while others are held: not paused. */
-        if (!session_budget_admits(s, NULL, NULL))
-                session_budget_set_paused(s, *ret_reason ?: "a budget of its tree is used up");
-        return false;
+        if (!s || session_budget_admits(s, reserve, ret_reason))
+                return MODEL_BUDGET_ALLOW;
+        if (session_budget_admits(s, NULL, NULL))
+                return MODEL_BUDGET_BUSY;
+        session_budget_set_paused(s, *ret_reason ?: "a budget of its tree is used up");
+        return MODEL_BUDGET_REFUSE;
 }
 
 /* The model proxy, when the daemon has a credential (a credential file, ANTHROPIC_API_KEY or

@@ -76,11 +76,18 @@ typedef struct ModelSessionTotals {
 
 /* Called once per call that got as far as a request, from the event loop. */
 typedef void (*model_proxy_usage_t)(const ModelCall *call, void *userdata);
-/* Asked before each call goes upstream, with what the call would reserve. Return true to let it through
- * (the reservation is then held for the session, model_proxy_session_reserved(), until the call's
- * record settles it to its real usage); false refuses it, with *ret_reason (malloc'd, may stay NULL)
- * put in the error the client sees: it must hold no secret. */
-typedef bool (*model_proxy_budget_t)(
+/* The budget hook's answer. */
+typedef enum ModelBudgetVerdict {
+        MODEL_BUDGET_ALLOW,  /* go; the reservation is held */
+        MODEL_BUDGET_BUSY,   /* no room beside the calls running: 429 with retry-after, the client retries */
+        MODEL_BUDGET_REFUSE, /* used up: 400, not retried */
+} ModelBudgetVerdict;
+
+/* Asked before each call goes upstream, with what the call would reserve. MODEL_BUDGET_ALLOW lets it
+ * through (the reservation is then held for the session, model_proxy_session_reserved(), until the
+ * call's record settles it to its real usage); the others refuse it, with *ret_reason (malloc'd, may
+ * stay NULL) put in the error the client sees: it must hold no secret. */
+typedef ModelBudgetVerdict (*model_proxy_budget_t)(
         const char *session_id, const ModelReservation *reserve, char **ret_reason, void *userdata);
 
 typedef struct ModelProxyConfig {

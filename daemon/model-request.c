@@ -760,11 +760,33 @@ void proxy_request_start(ProxyRequest *req) {
 
         if (p->budget) {
                 _cleanup_free_ char *reason = NULL;
+                ModelBudgetVerdict verdict;
                 ModelReservation reserve;
 
                 model_call_reservation(
                         req->path, req->body, req->body_len, p->prices, p->n_prices, &reserve);
-                if (!p->budget(req->session_id, &reserve, &reason, p->userdata)) {
+                verdict = p->budget(req->session_id, &reserve, &reason, p->userdata);
+                if (verdict == MODEL_BUDGET_BUSY) {
+                        static const char *extra[] = {
+                                "retry-after", "2", "x-should-retry", "true", NULL,
+                        };
+
+                        request_log(
+                                req,
+                                LOG_INFO,
+                                "call deferred: no room in the budget beside the calls running");
+                        /* 429: the SDK retries it after retry-after, by when calls running have settled. */
+                        proxy_request_fail(
+                                req,
+                                429,
+                                "rate_limit_error",
+                                extra,
+                                "cc-docker: this session tree's budget has no room for this call beside the calls "
+                                "running (%s); try again shortly",
+                                reason ?: "reserved");
+                        return;
+                }
+                if (verdict != MODEL_BUDGET_ALLOW) {
                         static const char *extra[] = { "x-should-retry", "false", NULL };
 
                         request_log(req, LOG_NOTICE, "call refused: over budget");

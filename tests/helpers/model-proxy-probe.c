@@ -100,7 +100,7 @@ static void on_usage(const ModelCall *c, void *userdata) {
                 (json_int_t) c->reserved.tokens));
 }
 
-static bool on_budget(
+static ModelBudgetVerdict on_budget(
         const char *session_id, const ModelReservation *reserve, char **ret_reason, void *userdata) {
         Probe *probe = userdata;
         char buf[512];
@@ -127,23 +127,25 @@ static bool on_budget(
                                     held.tokens,
                                     probe->budget_tokens) < 0)
                                 *ret_reason = NULL;
-                        return false;
+                        /* Used up, or only no room beside the calls running. */
+                        return model_usage_tokens(&t.usage) >= probe->budget_tokens ? MODEL_BUDGET_REFUSE
+                                                                                    : MODEL_BUDGET_BUSY;
                 }
         }
 
         if (!probe->budget_file)
-                return true;
+                return MODEL_BUDGET_ALLOW;
         f = fopen(probe->budget_file, "re");
         if (!f)
-                return true;
+                return MODEL_BUDGET_ALLOW;
         n = fread(buf, 1, sizeof(buf) - 1, f);
         fclose(f);
         buf[n] = '\0';
         buf[strcspn(buf, "\r\n")] = '\0';
         if (buf[0] == '\0')
-                return true;
+                return MODEL_BUDGET_ALLOW;
         *ret_reason = strdup(buf);
-        return false;
+        return MODEL_BUDGET_REFUSE;
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
