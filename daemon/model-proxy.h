@@ -1,12 +1,14 @@
 /* The model proxy (DESIGN.md decision 11, docs/model-proxy.md): the only way a session's container
  * reaches the model. Each session has a unix socket, model.sock in its runtime directory, that
  * ccdocker-init bridges to a loopback port the CLI's ANTHROPIC_BASE_URL points at; whatever arrives on
- * it speaks for that session. The proxy forwards /v1/... calls upstream with libcurl, adding the
- * credential itself (the container only holds a placeholder), streams the answer back as it arrives,
- * reads the token usage out of it, and applies admission control for the credential: at most
- * max_in_flight calls upstream, a token bucket of requests per minute, a bounded FIFO queue, and
- * upstream 429/529 retry-after honoured by pausing admission and retrying the call itself. Budgets
- * are the daemon's business: it is asked before each call and told the usage of each. Everything
+ * it speaks for that session. The proxy forwards only what it accounts for (POST /v1/messages and
+ * /v1/messages/count_tokens) upstream with libcurl, adding the credential itself (the container only
+ * holds a placeholder), streams the answer back as it arrives, reads the token usage out of it, and
+ * applies admission control for the credential: at most max_in_flight calls upstream (and fewer of one
+ * session), a token bucket of requests per minute, a bounded queue fair between sessions, and upstream
+ * 429/529 retry-after honoured by pausing admission and retrying the call itself. Budgets are the
+ * daemon's business: it is asked before each call, with what the call reserves, and told the usage of
+ * each. Everything
  * runs on the daemon's sd-event loop (libmicrohttpd without a thread or a listening socket; libcurl
  * multi through curl-glue). The credential never appears in a log, an error or an answer.
  *
