@@ -114,6 +114,12 @@ static uint64_t arg_since = 0;
 /* output */
 static uint32_t arg_limit = 0;
 
+/* budget */
+static double arg_budget_usd = 0;
+static bool arg_budget_usd_set = false;
+static uint64_t arg_budget_tokens = 0;
+static bool arg_budget_tokens_set = false;
+
 /* result */
 static bool arg_wait = false;
 static uint32_t arg_wait_timeout = 0; /* 0: no limit */
@@ -142,6 +148,8 @@ enum {
         ARG_LIMIT,
         ARG_WAIT,
         ARG_WAIT_TIMEOUT,
+        ARG_USD,
+        ARG_TOKENS,
 };
 
 /* Accepted before the command and after it, so "ccdockerctl list --json" works too. */
@@ -177,6 +185,9 @@ static void help(void) {
                "                              the session ends or Ctrl-C (like journalctl -f)\n"
                "  result ID [--wait [--timeout SEC]]\n"
                "                              Print the result of the session's latest turn\n"
+               "  budget ID [--usd X] [--tokens N]\n"
+               "                              Set a session's model budget for its whole tree (0:\n"
+               "                              none); a session paused at its budget resumes\n"
                "  stop ID [--force]           Stop a session\n"
                "  remove ID                   Forget a stopped or failed session\n"
                "  token create NAME|list|revoke NAME\n"
@@ -223,6 +234,11 @@ static void help(void) {
                "                              prompt is queued)\n"
                "     --timeout SEC            With --wait: give up after SEC seconds (default: none)\n"
                "\n"
+               "Budget options (either or both; 0 removes that budget):\n"
+               "     --usd X                  The most the tree may spend, in USD at ModelPrices=\n"
+               "     --tokens N               The most tokens it may use: input, output, cache\n"
+               "                              writes and reads\n"
+               "\n"
                "Stop options:\n"
                "     --force                  Kill at once instead of stopping gracefully\n"
                "\n"
@@ -231,7 +247,8 @@ static void help(void) {
                "  time (ISO 8601); status prints \"Key: value\" lines. With --json, create and status\n"
                "  print a session object and list an array of them, with the keys id, state,\n"
                "  state_reason, unit, container_id, parent_id, depth, task_type, created_at (RFC 3339,\n"
-               "  UTC), owner_uid, image, workspace and object_path. stop and remove print nothing.\n"
+               "  UTC), owner_uid, image, workspace and object_path. budget, stop and remove print\n"
+               "  nothing.\n"
                "  send prints the message ID; with --json {\"message_id\": ...}.\n"
                "  output, attach and run print a line per event (per content block of a message):\n"
                "    09:26:55 #2 [assistant] tool_use Write {\"file_path\":\"/workspace/hello.md\",...}\n"
@@ -265,6 +282,7 @@ static void help(void) {
                "  ccdockerctl output 3f2a9c0b71de --json | jq -c 'select(.data.type == \"result\")'\n"
                "  ccdockerctl attach 3f2a9c0b71de\n"
                "  ccdockerctl result 3f2a9c0b71de --wait --timeout 600\n"
+               "  ccdockerctl budget 3f2a9c0b71de --usd 5 --tokens 2000000\n"
                "  ccdockerctl stop 3f2a9c0b71de && ccdockerctl remove 3f2a9c0b71de\n"
                "\n"
                "See also: docs/ccdockerctl.md, docs/dbus-api.md, busctl(1)\n");
@@ -463,6 +481,33 @@ static int parse_stop_option(int c, char *optarg_value) {
         if (c != ARG_FORCE)
                 return -EINVAL;
         arg_force = true;
+        return 0;
+}
+
+static int parse_budget_option(int c, char *optarg_value) {
+        char *end = NULL;
+
+        switch (c) {
+        case ARG_USD:
+                errno = 0;
+                arg_budget_usd = strtod(optarg_value, &end);
+                if (errno != 0 || !end || end == optarg_value || *end != '\0' || !(arg_budget_usd >= 0) ||
+                    arg_budget_usd > 1e12)
+                        return usage_error(
+                                "Option '--usd' needs an amount in USD >= 0, got '%s'", optarg_value);
+                arg_budget_usd_set = true;
+                return 0;
+        case ARG_TOKENS:
+                arg_budget_tokens_set = true;
+                return parse_u64("--tokens", optarg_value, &arg_budget_tokens);
+        default:
+                return -EINVAL;
+        }
+}
+
+static int check_budget_options(void) {
+        if (!arg_budget_usd_set && !arg_budget_tokens_set)
+                return usage_error("Command 'budget' needs --usd X, --tokens N or both");
         return 0;
 }
 
@@ -1954,6 +1999,36 @@ static int verb_remove(sd_bus *bus, char **args) {
         return 0;
 }
 
+static int verb_budget(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *id = args[0];
+        int r;
+
+        r = get_session_path(bus, id, &path);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, path, SESSION_INTERFACE, "SetBudget");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && arg_budget_usd_set)
+                r = sd_bus_message_append(m, "{sv}", "budget_usd", "d", arg_budget_usd);
+        if (r >= 0 && arg_budget_tokens_set)
+                r = sd_bus_message_append(m, "{sv}", "budget_tokens", "t", arg_budget_tokens);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the SetBudget call: %m");
+        r = sd_bus_call(bus, m, 0, &error, NULL);
+        if (r < 0) {
+                log_error("Failed to set the budget of session '%s': %s", id, bus_error_text(&error, r));
+                return r;
+        }
+        return 0;
+}
+
 static int verb_send(sd_bus *bus, char **args) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -2373,6 +2448,13 @@ static const struct option result_options[] = {
         {},
 };
 
+static const struct option budget_options[] = {
+        COMMON_OPTIONS,
+        { "usd", required_argument, NULL, ARG_USD },
+        { "tokens", required_argument, NULL, ARG_TOKENS },
+        {},
+};
+
 static const struct option common_options[] = {
         COMMON_OPTIONS,
         {},
@@ -2405,6 +2487,7 @@ static const Verb verbs[] = {
         { "output", args_id, output_options, parse_output_option, NULL, verb_output },
         { "attach", args_id, attach_options, parse_output_option, NULL, verb_attach },
         { "result", args_id, result_options, parse_result_option, check_result_options, verb_result },
+        { "budget", args_id, budget_options, parse_budget_option, check_budget_options, verb_budget },
         { "stop", args_id, stop_options, parse_stop_option, NULL, verb_stop },
         { "remove", args_id, common_options, NULL, NULL, verb_remove },
 };

@@ -51,11 +51,12 @@ typedef struct DaemonConfig {
         unsigned max_output_events;      /* events one GetOutput answers at most */
         uint64_t ended_retention_sec;    /* an ended session is removed this long after it ended; 0: kept */
         /* The model proxy (docs/model-proxy.md). */
-        char *model_upstream_url;           /* http(s)://..., the Messages API the proxy forwards to */
-        unsigned model_max_in_flight;       /* calls upstream at once, for the credential */
-        unsigned model_requests_per_minute; /* token bucket of the credential */
-        unsigned model_queue_max;           /* calls waiting for admission; more are answered 429 */
-        char *model_prices;                 /* "PREFIX=IN/OUT ...", USD per million tokens */
+        char *model_upstream_url;                 /* http(s)://..., the Messages API the proxy forwards to */
+        unsigned model_max_in_flight;             /* calls upstream at once, for the credential */
+        unsigned model_max_in_flight_per_session; /* of which one session's; 0: max(1, the above / 2) */
+        unsigned model_requests_per_minute;       /* token bucket of the credential */
+        unsigned model_queue_max;                 /* calls waiting for admission; more are answered 429 */
+        char *model_prices;                       /* "PREFIX=IN/OUT ...", USD per million tokens */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "hashmap.h"
 #include "log.h"
+#include "session-budget.h"
 #include "time-util.h"
 #include "unit.h"
 #include "util.h"
@@ -387,45 +388,23 @@ static void on_model_usage(const ModelCall *call, void *userdata) {
         if (s) {
                 usage_add(&s->usage, &u);
                 session_mark_changed(s, SESSION_CHANGED_USAGE);
+                (void) session_budget_holds(s); /* used up now: paused before its next prompt */
         }
 }
 
-/* Whether session_id may call the model: no ancestor (itself included) with a budget has used it up
- * with its whole tree. */
-static bool on_model_budget(const char *session_id, char **ret_reason, void *userdata) {
-        Manager *m = userdata;
+/* Whether session_id may call the model and reserve what the call might use (session-budget.c): a
+ * session whose tree used a budget up is paused until the budget is raised; a call that only lacks room
+ * beside the calls running is deferred. */
+static ModelBudgetVerdict on_model_budget(
+        const char *session_id, const ModelReservation *reserve, char **ret_reason, void *userdata) {
+        Session *s = manager_get_session(userdata, session_id);
 
-        for (Session *a = manager_get_session(m, session_id); a;
-             a = a->parent_id ? manager_get_session(m, a->parent_id) : NULL) {
-                StoreUsage u;
-
-                if (!a->config || (a->config->budget_usd <= 0 && a->config->budget_tokens == 0))
-                        continue;
-                manager_subtree_usage(m, a, &u);
-                if (a->config->budget_tokens > 0 &&
-                    u.input_tokens + u.output_tokens >= a->config->budget_tokens) {
-                        if (asprintf(
-                                    ret_reason,
-                                    "session %s and its children have used %" PRIu64
-                                    " of their budget of %" PRIu64 " tokens (budget_tokens)",
-                                    a->id,
-                                    u.input_tokens + u.output_tokens,
-                                    a->config->budget_tokens) < 0)
-                                *ret_reason = NULL;
-                        return false;
-                }
-                if (a->config->budget_usd > 0 && u.cost_usd >= a->config->budget_usd) {
-                        if (asprintf(
-                                    ret_reason,
-                                    "session %s and its children have used $%.4f of their budget of $%.4f (budget_usd)",
-                                    a->id,
-                                    u.cost_usd,
-                                    a->config->budget_usd) < 0)
-                                *ret_reason = NULL;
-                        return false;
-                }
-        }
-        return true;
+        if (!s || session_budget_admits(s, reserve, ret_reason))
+                return MODEL_BUDGET_ALLOW;
+        if (session_budget_admits(s, NULL, NULL))
+                return MODEL_BUDGET_BUSY;
+        session_budget_set_paused(s, *ret_reason ?: "a budget of its tree is used up");
+        return MODEL_BUDGET_REFUSE;
 }
 
 /* The model proxy, when the daemon has a credential (a credential file, ANTHROPIC_API_KEY or
@@ -453,6 +432,7 @@ static int manager_start_model_proxy(Manager *m) {
                 .credential_kind = kind,
                 .credential = credential,
                 .max_in_flight = m->config.model_max_in_flight,
+                .max_in_flight_per_session = m->config.model_max_in_flight_per_session,
                 .requests_per_minute = m->config.model_requests_per_minute,
                 .queue_max = m->config.model_queue_max,
                 .prices = m->prices,

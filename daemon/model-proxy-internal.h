@@ -33,6 +33,7 @@ struct ModelProxySession {
         sd_event_source *listen_source;
         unsigned n_connections;
         ModelSessionTotals totals;
+        ModelReservation reserved;            /* of its admitted calls not yet recorded */
         int (*admit)(int fd, void *userdata); /* who may connect (model_proxy_session_set_admit()) */
         void *admit_userdata;
         ModelProxySession *prev, *next;
@@ -89,6 +90,8 @@ struct ProxyRequest {
 
         uint64_t received_usec, done_usec;
         bool recorded;
+        bool reserving;            /* reserved is held against the session's budgets */
+        ModelReservation reserved; /* what it reserved when the budget let it through */
 };
 
 struct ModelProxy {

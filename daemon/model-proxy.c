@@ -56,15 +56,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
         return NULL;
 }
 
-static bool method_forwarded(const char *method) {
-        static const char *const methods[] = { "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE" };
-
-        for (size_t i = 0; i < ELEMENTSOF(methods); i++)
-                if (streq(method, methods[i]))
-                        return true;
-        return false;
-}
-
 static enum MHD_Result request_queue_answer(ProxyRequest *req) {
         enum MHD_Result ret;
 
@@ -91,6 +82,7 @@ static enum MHD_Result on_access(
                 ProxyConn *conn = connection_context(connection);
                 const char *cl;
                 uint64_t length;
+                int r;
 
                 req = proxy_request_new(p, connection, conn, url, method);
                 if (!req)
@@ -111,15 +103,34 @@ static enum MHD_Result on_access(
                                 "not_found_error",
                                 NULL,
                                 "cc-docker: the model proxy forwards only /v1/... paths");
-                else if (!method_forwarded(method))
+                else if ((r = model_endpoint_check(method, req->path)) == -EACCES) {
+                        request_log(
+                                req,
+                                LOG_WARNING,
+                                "call refused: %s %.200s is not forwarded",
+                                method,
+                                req->path);
+                        proxy_request_fail(
+                                req,
+                                403,
+                                "permission_error",
+                                NULL,
+                                "cc-docker: the model proxy does not forward %.200s: only " MODEL_ENDPOINTS_ALLOWED
+                                " are allowed",
+                                req->path);
+                } else if (r < 0) {
+                        request_log(
+                                req, LOG_WARNING, "call refused: method %s on %.200s", method, req->path);
                         proxy_request_fail(
                                 req,
                                 405,
                                 "invalid_request_error",
                                 NULL,
-                                "cc-docker: method %s is not forwarded",
-                                method);
-                else {
+                                "cc-docker: method %s is not allowed on %.200s: only " MODEL_ENDPOINTS_ALLOWED
+                                " are allowed",
+                                method,
+                                req->path);
+                } else {
                         cl = MHD_lookup_connection_value(
                                 connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
                         if (cl && (safe_atou64(cl, &length) < 0 || length > MODEL_PROXY_BODY_MAX))
@@ -472,6 +483,12 @@ int model_proxy_listen(
         return 0;
 }
 
+void model_proxy_session_reserved(const ModelProxySession *s, ModelReservation *ret) {
+        if (!ret)
+                return;
+        *ret = s ? s->reserved : (ModelReservation){};
+}
+
 void model_proxy_session_totals(const ModelProxySession *s, ModelSessionTotals *ret) {
         if (!ret)
                 return;
@@ -629,6 +646,7 @@ int model_proxy_new(sd_event *event, const ModelProxyConfig *cfg, ModelProxy **r
                         &p->admission,
                         event,
                         cfg->max_in_flight ?: DEFAULT_MAX_IN_FLIGHT,
+                        cfg->max_in_flight_per_session,
                         cfg->requests_per_minute ?: DEFAULT_REQUESTS_PER_MINUTE,
                         cfg->queue_max ?: DEFAULT_QUEUE_MAX,
                         proxy_request_admitted,

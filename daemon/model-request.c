@@ -27,6 +27,8 @@
 #define CONNECT_TIMEOUT_SEC 30L  /* to reach upstream */
 #define LOW_SPEED_TIME_SEC 600L  /* an upstream silent this long is given up (paused ones are not) */
 
+static void request_reserve(ModelProxySession *s, const ModelReservation *r, int sign);
+
 /* ---- requests ---- */
 
 ProxyRequest *proxy_request_new(
@@ -115,9 +117,14 @@ void proxy_request_wake(ProxyRequest *req) {
                 proxy_mhd_kick(req->proxy);
 }
 
-static void request_enqueue(ProxyRequest *req, bool front) {
-        model_admission_enqueue(&req->proxy->admission, &req->admission, front);
+static int request_enqueue(ProxyRequest *req, bool front) {
+        int r;
+
+        r = model_admission_enqueue(&req->proxy->admission, &req->admission, req->session_id, front);
+        if (r < 0)
+                return r;
         req->state = REQUEST_QUEUED;
+        return 0;
 }
 
 void proxy_request_dequeue(ProxyRequest *req) {
@@ -171,7 +178,7 @@ void proxy_request_cancel_transfer(ProxyRequest *req) {
                 return;
         curl_glue_remove(p->glue, req->easy);
         req->transfer = false;
-        model_admission_end(&p->admission);
+        model_admission_end(&p->admission, &req->admission);
         proxy_request_unref(req); /* the transfer's reference */
 }
 
@@ -265,6 +272,12 @@ void proxy_request_record(ProxyRequest *req) {
                 call.queued_usec / 1000,
                 NULL);
 
+        if (req->reserving) {
+                call.reserved = req->reserved;
+                req->reserving = false;
+                if (req->session)
+                        request_reserve(req->session, &req->reserved, -1);
+        }
         if (req->session) {
                 ModelSessionTotals *t = &req->session->totals;
 
@@ -629,7 +642,6 @@ static int request_send(ProxyRequest *req) {
         req->transfer = true;
         req->state = REQUEST_UPSTREAM;
         req->attempts++;
-        model_admission_begin(&p->admission);
         return 0;
 }
 
@@ -638,11 +650,11 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
         ModelProxy *p = req->proxy;
 
         req->transfer = false;
-        model_admission_end(&p->admission);
+        model_admission_end(&p->admission, &req->admission);
 
-        if (req->retrying && req->connection && req->state == REQUEST_UPSTREAM) {
-                /* Back to the front of the queue: it was admitted before everything waiting. */
-                request_enqueue(req, true);
+        if (req->retrying && req->connection && req->state == REQUEST_UPSTREAM &&
+            request_enqueue(req, true) >= 0) {
+                /* Back to the front of its session's queue: it was admitted before the rest. */
         } else if (req->state == REQUEST_UPSTREAM && !req->answering) {
                 /* Nothing came back: no connection, or the upstream hung up before its headers. */
                 request_log(req, LOG_WARNING, "upstream call failed: %s", curl_easy_strerror(result));
@@ -677,6 +689,7 @@ void proxy_request_admitted(ModelAdmissionEntry *e, void *userdata) {
 
         r = request_send(req);
         if (r < 0) {
+                model_admission_end(&req->proxy->admission, e);
                 request_log(req, LOG_WARNING, "could not start the upstream call: %s", strerror(-r));
                 proxy_request_fail(
                         req, 502, "api_error", NULL, "cc-docker: the model proxy could not start the call");
@@ -685,14 +698,95 @@ void proxy_request_admitted(ModelAdmissionEntry *e, void *userdata) {
 
 /* ---- admission ---- */
 
+static void request_reserve(ModelProxySession *s, const ModelReservation *r, int sign) {
+        ModelReservation *t = &s->reserved;
+
+        if (sign > 0) {
+                t->calls += r->calls;
+                t->tokens += r->tokens;
+                t->cost_usd += r->cost_usd;
+                return;
+        }
+        t->calls = t->calls > r->calls ? t->calls - r->calls : 0;
+        t->tokens = t->tokens > r->tokens ? t->tokens - r->tokens : 0;
+        t->cost_usd = t->cost_usd > r->cost_usd ? t->cost_usd - r->cost_usd : 0;
+        if (t->calls == 0) /* no rounding left behind */
+                *t = (ModelReservation){};
+}
+
+void model_call_reservation(
+        const char *path,
+        const char *body,
+        size_t body_len,
+        const ModelPrice *prices,
+        size_t n_prices,
+        ModelReservation *ret) {
+        ModelUsageParser scan;
+        ModelUsage bound;
+
+        *ret = (ModelReservation){ .calls = 1 };
+        if (!path || !streq(path, "/v1/messages"))
+                return;
+        model_usage_parser_init(&scan, MODEL_USAGE_JSON);
+        if (body && body_len > 0)
+                (void) model_usage_read_json(&scan, body, body_len);
+        bound = (ModelUsage){
+                .cache_creation_input_tokens = body_len,
+                .output_tokens = scan.have_max_tokens ? scan.max_tokens : MODEL_RESERVE_OUTPUT_DEFAULT,
+        };
+        ret->tokens = model_usage_tokens(&bound);
+        ret->cost_usd = model_price_cost(prices, n_prices, scan.model, &bound);
+}
+
+bool model_budget_admits(uint64_t budget, uint64_t used, uint64_t reserved, uint64_t reserve) {
+        if (budget == 0)
+                return true;
+        if (used >= budget)
+                return false;
+        return reserved == 0 || (reserved <= budget - used && reserve <= budget - used - reserved);
+}
+
+bool model_budget_admits_usd(double budget, double used, double reserved, double reserve) {
+        if (budget <= 0)
+                return true;
+        if (used >= budget)
+                return false;
+        return reserved <= 0 || used + reserved + reserve <= budget;
+}
+
 /* The request is read: refuse it, or queue it for admission. */
 void proxy_request_start(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
 
         if (p->budget) {
                 _cleanup_free_ char *reason = NULL;
+                ModelBudgetVerdict verdict;
+                ModelReservation reserve;
 
-                if (!p->budget(req->session_id, &reason, p->userdata)) {
+                model_call_reservation(
+                        req->path, req->body, req->body_len, p->prices, p->n_prices, &reserve);
+                verdict = p->budget(req->session_id, &reserve, &reason, p->userdata);
+                if (verdict == MODEL_BUDGET_BUSY) {
+                        static const char *extra[] = {
+                                "retry-after", "2", "x-should-retry", "true", NULL,
+                        };
+
+                        request_log(
+                                req,
+                                LOG_INFO,
+                                "call deferred: no room in the budget beside the calls running");
+                        /* 429: the SDK retries it after retry-after, by when calls running have settled. */
+                        proxy_request_fail(
+                                req,
+                                429,
+                                "rate_limit_error",
+                                extra,
+                                "cc-docker: this session tree's budget has no room for this call beside the calls "
+                                "running (%s); try again shortly",
+                                reason ?: "reserved");
+                        return;
+                }
+                if (verdict != MODEL_BUDGET_ALLOW) {
                         static const char *extra[] = { "x-should-retry", "false", NULL };
 
                         request_log(req, LOG_NOTICE, "call refused: over budget");
@@ -705,6 +799,12 @@ void proxy_request_start(ProxyRequest *req) {
                                 "cc-docker: this session tree is over its budget (%s)",
                                 reason ?: "no more model calls are allowed");
                         return;
+                }
+                /* Held from now until the record settles it: the next call's check sees it. */
+                if (req->session) {
+                        req->reserved = reserve;
+                        req->reserving = true;
+                        request_reserve(req->session, &reserve, +1);
                 }
         }
 
@@ -726,7 +826,11 @@ void proxy_request_start(ProxyRequest *req) {
                 return;
         }
 
-        request_enqueue(req, false);
+        if (request_enqueue(req, false) < 0) {
+                proxy_request_fail(
+                        req, 502, "api_error", NULL, "cc-docker: the model proxy ran out of memory");
+                return;
+        }
         model_admission_pump(&p->admission);
 }
 
@@ -818,6 +922,14 @@ int model_parse_retry_after(const char *value, uint64_t *ret_usec) {
         if (*p != '\0')
                 return -EINVAL;
         *ret_usec = whole * USEC_PER_SEC + frac;
+        return 0;
+}
+
+int model_endpoint_check(const char *method, const char *path) {
+        if (!path || (!streq(path, "/v1/messages") && !streq(path, "/v1/messages/count_tokens")))
+                return -EACCES;
+        if (!method || !streq(method, "POST"))
+                return -EOPNOTSUPP;
         return 0;
 }
 

@@ -117,6 +117,11 @@ int model_usage_read_json(ModelUsageParser *u, const char *text, size_t len) {
                 return r;
         usage_apply(u, json_object_get(j, "usage"));
         usage_set_model(u, json_object_get(j, "model"));
+        if (json_is_integer(json_object_get(j, "max_tokens")) &&
+            json_integer_value(json_object_get(j, "max_tokens")) >= 0) {
+                u->max_tokens = (uint64_t) json_integer_value(json_object_get(j, "max_tokens"));
+                u->have_max_tokens = true;
+        }
         json_decref(j);
         return 0;
 }
@@ -138,8 +143,11 @@ static void sse_dispatch(ModelUsageParser *u) {
 
                         usage_apply(u, json_object_get(message, "usage"));
                         usage_set_model(u, json_object_get(message, "model"));
-                } else if (json_is_string(type) && streq(json_string_value(type), "message_delta"))
+                } else if (json_is_string(type) && streq(json_string_value(type), "message_delta")) {
                         usage_apply(u, json_object_get(j, "usage"));
+                        if (json_is_object(json_object_get(j, "usage")))
+                                u->have_final = true;
+                }
                 json_decref(j);
         }
         u->event[0] = '\0';
@@ -147,10 +155,27 @@ static void sse_dispatch(ModelUsageParser *u) {
         u->data_overflow = false;
 }
 
+/* Bytes of a content_block_delta's data that are not content (80 for a text_delta at index 0). */
+#define DELTA_FRAMING 72U
+#define DELTA_BYTES_PER_TOKEN 3U
+
+uint64_t model_usage_delta_estimate(const ModelUsageParser *u) {
+        uint64_t by_size = (u->delta_bytes + DELTA_BYTES_PER_TOKEN - 1) / DELTA_BYTES_PER_TOKEN;
+
+        return by_size > u->delta_events ? by_size : u->delta_events;
+}
+
 static void sse_line(ModelUsageParser *u) {
         const char *value;
         size_t name_len, value_len;
 
+        /* Content deltas are not parsed, only measured: what a stream cut short is charged. The line
+         * holds its first SSE_LINE_MAX bytes even when it is longer. */
+        if (streq(u->event, "content_block_delta") && u->line_len >= 5 && memcmp(u->line, "data:", 5) == 0) {
+                u->delta_events++;
+                if (u->line_total > 5 + DELTA_FRAMING)
+                        u->delta_bytes += u->line_total - 5 - DELTA_FRAMING;
+        }
         if (u->line_overflow)
                 return;
         if (u->line_len == 0) {
@@ -212,10 +237,11 @@ static void sse_feed(ModelUsageParser *u, const char *p, size_t len) {
                 u->after_cr = c == '\r';
                 if (c == '\r' || c == '\n') {
                         sse_line(u);
-                        u->line_len = 0;
+                        u->line_len = u->line_total = 0;
                         u->line_overflow = false;
                         continue;
                 }
+                u->line_total++;
                 if (u->line_overflow)
                         continue;
                 if (u->line_len >= SSE_LINE_MAX) {
@@ -282,6 +308,13 @@ int model_usage_parser_finish(ModelUsageParser *u) {
         if (!u || u->finished)
                 return 0;
         u->finished = true;
+        if (u->format == MODEL_USAGE_SSE && !u->have_final && u->delta_events > 0) {
+                uint64_t est = model_usage_delta_estimate(u);
+
+                if (est > u->usage.output_tokens)
+                        u->usage.output_tokens = est;
+                u->have_usage = true;
+        }
         if (u->format != MODEL_USAGE_JSON)
                 return 0;
         if (u->body_overflow)

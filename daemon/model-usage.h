@@ -17,6 +17,12 @@ typedef struct ModelUsage {
         uint64_t input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens;
 } ModelUsage;
 
+/* The tokens a call counts against budget_tokens: all four counters, one for one. */
+static inline uint64_t model_usage_tokens(const ModelUsage *u) {
+        return u->input_tokens + u->output_tokens + u->cache_creation_input_tokens +
+                u->cache_read_input_tokens;
+}
+
 typedef enum ModelUsageFormat {
         MODEL_USAGE_NONE,
         MODEL_USAGE_SSE,
@@ -33,6 +39,9 @@ typedef struct ModelUsageParser {
         char *data;
         size_t data_len;
         bool data_overflow;
+        size_t line_total;                  /* bytes of the line being read, also past SSE_LINE_MAX */
+        uint64_t delta_events, delta_bytes; /* content_block_delta events so far, and their data's size */
+        bool have_final;                    /* message_delta's usage was read */
         /* JSON: the body so far */
         char *body;
         size_t body_len, body_allocated;
@@ -41,13 +50,20 @@ typedef struct ModelUsageParser {
         bool have_usage;
         ModelUsage usage;
         char model[128];
+        bool have_max_tokens; /* a request's top-level max_tokens (model_usage_read_json()) */
+        uint64_t max_tokens;
 } ModelUsageParser;
 
 void model_usage_parser_init(ModelUsageParser *u, ModelUsageFormat format);
 /* The format an answer's Content-Type calls for (NULL: none). */
 ModelUsageFormat model_usage_format_for(const char *content_type);
 void model_usage_parser_feed(ModelUsageParser *u, const char *data, size_t len);
-/* The answer is over: a JSON body is read now (an SSE event not ended by its blank line is dropped).
+/* The output tokens a stream produced so far, estimated from its content_block_delta events (for a
+ * stream cut short before message_delta said): one token per event at least, and one per 3 bytes of
+ * the deltas' content (each event's data less 72 bytes of framing). */
+uint64_t model_usage_delta_estimate(const ModelUsageParser *u);
+/* The answer is over: a JSON body is read now (an SSE event not ended by its blank line is dropped); a
+ * stream that ended before message_delta's usage is charged model_usage_delta_estimate() of output.
  * 0 when there was nothing to read or it was read; for a JSON body that could not be: -E2BIG (over
  * MODEL_USAGE_JSON_MAX), -ELOOP (nested too deep), -EBADMSG (not JSON, or cut short). Once only: a
  * second call, or feeding more, changes nothing. */
@@ -55,5 +71,5 @@ int model_usage_parser_finish(ModelUsageParser *u);
 void model_usage_parser_done(ModelUsageParser *u);
 
 /* Reads a whole JSON document (a request body, say) into u as a JSON body would be: its top-level
- * usage and model. Errors as model_usage_parser_finish(). */
+ * usage, model and max_tokens. Errors as model_usage_parser_finish(). */
 int model_usage_read_json(ModelUsageParser *u, const char *text, size_t len);

@@ -19,6 +19,7 @@
 #include "manager.h"
 #include "peer.h"
 #include "ratelimit.h"
+#include "session-budget.h"
 #include "session.h"
 #include "time-util.h"
 #include "util.h"
@@ -81,7 +82,7 @@ void session_deliver_next(Session *s) {
         int r;
 
         if (!p || p->sent || !s->channel || !channel_has_init(s->channel) ||
-            session_state_is_final(s->state))
+            session_state_is_final(s->state) || session_budget_holds(s))
                 return;
         r = channel_send_prompt(s->channel, p->message_id, p->text);
         if (r < 0) {

@@ -19,6 +19,7 @@
 #include "manager-dbus.h"
 #include "manager.h"
 #include "polkit.h"
+#include "session-budget.h"
 #include "util.h"
 #include "validate.h"
 
@@ -154,6 +155,21 @@ static int property_get_usage(
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         return r;
+}
+
+static int property_get_budget(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+
+        if (streq(property, "BudgetExhausted"))
+                return sd_bus_message_append(reply, "b", (int) s->budget_exhausted);
+        return sd_bus_message_append(reply, "s", s->budget_reason);
 }
 
 static int property_get_children(
@@ -354,6 +370,72 @@ static void do_send_prompt(Session *s, sd_bus_message *message, uid_t caller) {
                 (void) bus_reply_core_error(message, NULL, &e);
         else
                 (void) sd_bus_reply_method_return(message, "s", mid);
+}
+
+/* SetBudget's a{sv}: budget_usd (d) and budget_tokens (t), each optional. */
+static int read_budget(
+        sd_bus_message *message, bool *set_usd, double *usd, bool *set_tokens, uint64_t *tokens) {
+        int r;
+
+        *set_usd = *set_tokens = false;
+        r = sd_bus_message_enter_container(message, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
+                const char *key;
+
+                r = sd_bus_message_read(message, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "budget_usd")) {
+                        r = sd_bus_message_read(message, "v", "d", usd);
+                        *set_usd = true;
+                } else if (streq(key, "budget_tokens")) {
+                        r = sd_bus_message_read(message, "v", "t", tokens);
+                        *set_tokens = true;
+                } else
+                        return -EBADR;
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(message);
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(message);
+        return r;
+}
+
+static void do_set_budget(Session *s, sd_bus_message *message, uid_t caller) {
+        bool set_usd, set_tokens;
+        double usd = 0;
+        uint64_t tokens = 0;
+        CoreError e;
+        int r;
+
+        r = sd_bus_message_rewind(message, true);
+        if (r >= 0)
+                r = read_budget(message, &set_usd, &usd, &set_tokens, &tokens);
+        if (r >= 0)
+                r = session_set_budget(s, set_usd, usd, set_tokens, tokens, &e);
+        else
+                r = core_error(&e, r, CORE_ERROR_INVALID_CONFIG, "SetBudget: %s", strerror(-r));
+        if (r < 0)
+                (void) bus_reply_core_error(message, NULL, &e);
+        else
+                (void) sd_bus_reply_method_return(message, "");
+}
+
+static int method_set_budget(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        bool set_usd, set_tokens;
+        double usd;
+        uint64_t tokens;
+        int r;
+
+        r = read_budget(message, &set_usd, &usd, &set_tokens, &tokens);
+        if (r == -EBADR)
+                return sd_bus_error_setf(
+                        error,
+                        SD_BUS_ERROR_INVALID_ARGS,
+                        "SetBudget: the keys are budget_usd (d) and budget_tokens (t)");
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "SetBudget: %s", strerror(-r));
+        return session_authorize(userdata, message, "SetBudget", do_set_budget, error);
 }
 
 static int method_send_prompt(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -686,6 +768,9 @@ static const sd_bus_vtable session_vtable[] = {
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Children", "as", property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Usage", "a{sv}", property_get_usage, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BudgetExhausted", "b", property_get_budget, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY(
+                "BudgetExhaustedReason", "s", property_get_budget, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS(
                 "SpawnChild",
                 SD_BUS_ARGS("a{sv}", options),
@@ -697,6 +782,12 @@ static const sd_bus_vtable session_vtable[] = {
                 SD_BUS_ARGS("s", prompt),
                 SD_BUS_RESULT("s", message_id),
                 method_send_prompt,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "SetBudget",
+                SD_BUS_ARGS("a{sv}", budget),
+                SD_BUS_NO_RESULT,
+                method_set_budget,
                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS(
                 "GetOutput",
@@ -739,16 +830,17 @@ int session_dbus_attach(Manager *m) {
 void session_dbus_send_changed(Manager *m, Session *s, unsigned changes) {
         static const struct {
                 unsigned change;
-                const char *names[2];
+                const char *names[4];
         } map[] = {
-                { SESSION_CHANGED_STATE, { "State", "StateReason" } },
+                { SESSION_CHANGED_STATE,
+                  { "State", "StateReason", "BudgetExhausted", "BudgetExhaustedReason" } },
                 { SESSION_CHANGED_CONTAINER, { "ContainerId" } },
                 { SESSION_CHANGED_OUTPUT, { "LastSeq" } },
                 { SESSION_CHANGED_PROMPTS, { "PendingPrompts" } },
                 { SESSION_CHANGED_CHILDREN, { "Children" } },
                 { SESSION_CHANGED_USAGE, { "Usage" } },
         };
-        const char *names[2 * ELEMENTSOF(map) + 1];
+        const char *names[4 * ELEMENTSOF(map) + 1];
         size_t n = 0;
         int r;
 

@@ -97,6 +97,8 @@ struct Session {
         EgressSession *egress;    /* the session's egress.sock, for sessions without a network */
         ModelProxySession *model; /* the session's model.sock, likewise, when the daemon has a credential */
         StoreUsage usage;         /* what its own model calls used (the model proxy's records) */
+        bool budget_exhausted;    /* paused: a budget of its tree is used up (session-budget.c) */
+        char budget_reason[256];  /* ... which one */
         bool init_connected;
         uint64_t last_heartbeat_usec; /* CLOCK_MONOTONIC */
         uint64_t last_seq;            /* the highest stored event */

@@ -120,6 +120,7 @@ static const struct {
         { "Workspace", "workspace", 's' },
         { "LastSeq", "last_seq", 't' },
         { "PendingPrompts", "pending_prompts", 'u' },
+        { "BudgetExhaustedReason", "budget_exhausted", 's' },
 };
 
 static int session_json(sd_bus_message *m, json_t **ret) {
@@ -169,7 +170,8 @@ static int session_json(sd_bus_message *m, json_t **ret) {
                                 value = r < 0 ? NULL
                                         : streq(session_keys[i].key, "parent_id") ||
                                                 streq(session_keys[i].key, "task_type") ||
-                                                streq(session_keys[i].key, "container_id")
+                                                streq(session_keys[i].key, "container_id") ||
+                                                streq(session_keys[i].key, "budget_exhausted")
                                         ? string_or_null(s)
                                         : json_string(s);
                         } else if (contents[0] == 'u') {
@@ -609,6 +611,87 @@ static void route_prompt(Request *req) {
         request_check_scope(req, prompt_in_scope);
 }
 
+/* ---- the budget (SetBudget) ---- */
+
+static int on_budget_set(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Request *req = userdata;
+
+        if (reply_failed(req, m))
+                return 0;
+        get_session(req);
+        return 0;
+}
+
+static void budget_in_scope(Request *req) {
+        json_t *usd, *tokens, *v;
+        const char *key;
+        double amount = 0;
+
+        if (!json_is_object(req->json)) {
+                request_reply_error(req, 400, "invalid_body", "the body must be a JSON object");
+                return;
+        }
+        json_object_foreach (req->json, key, v)
+                if (!streq(key, "budget_usd") && !streq(key, "budget_tokens")) {
+                        request_reply_error(
+                                req,
+                                400,
+                                "invalid_body",
+                                "unknown field '%.64s': the fields are budget_usd and budget_tokens",
+                                key);
+                        return;
+                }
+        usd = json_object_get(req->json, "budget_usd");
+        tokens = json_object_get(req->json, "budget_tokens");
+        if (!usd && !tokens) {
+                request_reply_error(req, 400, "invalid_body", "give budget_usd, budget_tokens or both");
+                return;
+        }
+        if (usd) {
+                amount = json_number_value(usd);
+                if (!json_is_number(usd) || !(amount >= 0)) {
+                        request_reply_error(req, 400, "invalid_body", "budget_usd must be a number >= 0");
+                        return;
+                }
+        }
+        if (tokens && (!json_is_integer(tokens) || json_integer_value(tokens) < 0)) {
+                request_reply_error(req, 400, "invalid_body", "budget_tokens must be a whole number >= 0");
+                return;
+        }
+        /* Given keys first: with one, the array has one entry and the last pair is not read. */
+        if (usd)
+                call(req,
+                     NULL,
+                     SESSION_INTERFACE,
+                     "SetBudget",
+                     on_budget_set,
+                     0,
+                     "a{sv}",
+                     tokens ? 2 : 1,
+                     "budget_usd",
+                     "d",
+                     amount,
+                     "budget_tokens",
+                     "t",
+                     (uint64_t) json_integer_value(tokens));
+        else
+                call(req,
+                     NULL,
+                     SESSION_INTERFACE,
+                     "SetBudget",
+                     on_budget_set,
+                     0,
+                     "a{sv}",
+                     1,
+                     "budget_tokens",
+                     "t",
+                     (uint64_t) json_integer_value(tokens));
+}
+
+static void route_budget(Request *req) {
+        request_check_scope(req, budget_in_scope);
+}
+
 static int on_output(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Request *req = userdata;
         _cleanup_(json_decrefp) json_t *events = json_array();
@@ -847,6 +930,7 @@ const Route routes[] = {
         { "GET", "/api/v1/sessions/{id}", route_get, false, false, NULL },
         { "DELETE", "/api/v1/sessions/{id}", route_delete, false, false, args_delete },
         { "POST", "/api/v1/sessions/{id}/prompts", route_prompt, false, true, NULL },
+        { "PATCH", "/api/v1/sessions/{id}/budget", route_budget, false, true, NULL },
         { "GET", "/api/v1/sessions/{id}/output", route_output, false, false, args_output },
         { "GET", "/api/v1/sessions/{id}/result", route_result, false, false, args_result },
         { "GET", "/api/v1/sessions/{id}/children", route_children, false, false, NULL },

@@ -2,7 +2,9 @@
  * sd-event loop with one session socket, for tests/integration/test_model_proxy.py. The credential comes
  * the way the daemon gets it (model_credential_load() of daemon/credentials.c: --credentials-dir files,
  * then ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN). With --budget-file, a call is refused while that
- * file exists and is not empty, with its text as the reason. It prints JSON lines on stdout:
+ * file exists and is not empty, with its text as the reason; with --budget-tokens N, the daemon's
+ * reservation arithmetic is applied to each session alone. --also ID=PATH listens for one more session
+ * (up to four). It prints JSON lines on stdout:
  * {"event":"ready",...} once the socket listens, {"event":"call",...} per call (the usage callback), and
  * {"event":"totals",...} at SIGTERM or SIGINT, after which it frees everything and exits 0. Logs go to
  * stderr, debug included. Exit status 1 on a setup error, 2 for bad usage. */
@@ -23,11 +25,27 @@
 #include "model-proxy.h"
 #include "util.h"
 
+#define EXTRA_SESSIONS_MAX 4
+
 typedef struct Probe {
         ModelProxy *proxy;
         ModelProxySession *session;
+        const char *session_id;
         const char *budget_file;
+        uint64_t budget_tokens;
+        size_t n_extra;
+        const char *extra_id[EXTRA_SESSIONS_MAX], *extra_path[EXTRA_SESSIONS_MAX];
+        ModelProxySession *extra[EXTRA_SESSIONS_MAX];
 } Probe;
+
+static ModelProxySession *probe_session(Probe *probe, const char *id) {
+        if (streq(id, probe->session_id))
+                return probe->session;
+        for (size_t i = 0; i < probe->n_extra; i++)
+                if (streq(id, probe->extra_id[i]))
+                        return probe->extra[i];
+        return NULL;
+}
 
 static void print_json(json_t *j) {
         char *s = json_dumps(j, JSON_COMPACT);
@@ -43,7 +61,7 @@ static void on_usage(const ModelCall *c, void *userdata) {
         Probe *probe = userdata;
 
         print_json(json_pack(
-                "{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:i, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i}",
+                "{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:i, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i, s:I}",
                 "event",
                 "call",
                 "session",
@@ -77,28 +95,57 @@ static void on_usage(const ModelCall *c, void *userdata) {
                 "queued_ms",
                 (json_int_t) (c->queued_usec / 1000),
                 "in_flight_peak",
-                (int) model_proxy_in_flight_peak(probe->proxy)));
+                (int) model_proxy_in_flight_peak(probe->proxy),
+                "reserved_tokens",
+                (json_int_t) c->reserved.tokens));
 }
 
-static bool on_budget(const char *session_id, char **ret_reason, void *userdata) {
+static ModelBudgetVerdict on_budget(
+        const char *session_id, const ModelReservation *reserve, char **ret_reason, void *userdata) {
         Probe *probe = userdata;
         char buf[512];
         FILE *f;
         size_t n;
 
+        /* --budget-tokens: the daemon's arithmetic (model_budget_admits()) over this session alone. */
+        if (probe->budget_tokens > 0) {
+                ModelProxySession *s = probe_session(probe, session_id);
+                ModelSessionTotals t;
+                ModelReservation held;
+
+                model_proxy_session_totals(s, &t);
+                model_proxy_session_reserved(s, &held);
+                if (!model_budget_admits(
+                            probe->budget_tokens,
+                            model_usage_tokens(&t.usage),
+                            held.tokens,
+                            reserve->tokens)) {
+                        if (asprintf(
+                                    ret_reason,
+                                    "used %" PRIu64 " and reserved %" PRIu64 " of %" PRIu64 " tokens",
+                                    model_usage_tokens(&t.usage),
+                                    held.tokens,
+                                    probe->budget_tokens) < 0)
+                                *ret_reason = NULL;
+                        /* Used up, or only no room beside the calls running. */
+                        return model_usage_tokens(&t.usage) >= probe->budget_tokens ? MODEL_BUDGET_REFUSE
+                                                                                    : MODEL_BUDGET_BUSY;
+                }
+        }
+
         if (!probe->budget_file)
-                return true;
+                return MODEL_BUDGET_ALLOW;
         f = fopen(probe->budget_file, "re");
         if (!f)
-                return true;
+                return MODEL_BUDGET_ALLOW;
         n = fread(buf, 1, sizeof(buf) - 1, f);
         fclose(f);
         buf[n] = '\0';
         buf[strcspn(buf, "\r\n")] = '\0';
         if (buf[0] == '\0')
-                return true;
+                return MODEL_BUDGET_ALLOW;
         *ret_reason = strdup(buf);
-        return false;
+        return MODEL_BUDGET_REFUSE;
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -108,7 +155,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 static void usage(void) {
         fprintf(stderr,
                 "usage: model-proxy-probe --upstream URL --socket PATH [--session ID] [--max-in-flight N]\n"
-                "       [--rpm N] [--queue-max N] [--prices TEXT] [--budget-file PATH] [--credentials-dir DIR]\n");
+                "       [--rpm N] [--queue-max N] [--prices TEXT] [--budget-file PATH] [--credentials-dir DIR]\n"
+                "       [--max-in-flight-per-session N] [--budget-tokens N] [--also ID=PATH]...\n");
 }
 
 int main(int argc, char **argv) {
@@ -122,11 +170,14 @@ int main(int argc, char **argv) {
                 { "prices", required_argument, NULL, 'p' },
                 { "budget-file", required_argument, NULL, 'b' },
                 { "credentials-dir", required_argument, NULL, 'c' },
+                { "max-in-flight-per-session", required_argument, NULL, 'M' },
+                { "budget-tokens", required_argument, NULL, 'B' },
+                { "also", required_argument, NULL, 'a' },
                 {},
         };
         const char *upstream = NULL, *socket_path = NULL, *session_id = "probe0000001",
                    *prices_text = "*=3/15", *credentials_dir = NULL;
-        unsigned max_in_flight = 0, rpm = 0, queue_max = 0;
+        unsigned max_in_flight = 0, max_per_session = 0, rpm = 0, queue_max = 0;
         _cleanup_free_ char *credential = NULL;
         ModelCredentialKind kind;
         ModelPrice *prices = NULL;
@@ -150,7 +201,26 @@ int main(int argc, char **argv) {
                 case 'i':
                         session_id = optarg;
                         break;
+                case 'B':
+                        if (safe_atou64(optarg, &probe.budget_tokens) < 0) {
+                                usage();
+                                return 2;
+                        }
+                        break;
+                case 'a': {
+                        char *eq = strchr(optarg, '=');
+
+                        if (!eq || probe.n_extra >= EXTRA_SESSIONS_MAX) {
+                                usage();
+                                return 2;
+                        }
+                        *eq = '\0';
+                        probe.extra_id[probe.n_extra] = optarg;
+                        probe.extra_path[probe.n_extra++] = eq + 1;
+                        break;
+                }
                 case 'm':
+                case 'M':
                 case 'r':
                 case 'q':
                         if (safe_atou64(optarg, &v) < 0 || v > 100000) {
@@ -159,6 +229,8 @@ int main(int argc, char **argv) {
                         }
                         if (c == 'm')
                                 max_in_flight = (unsigned) v;
+                        else if (c == 'M')
+                                max_per_session = (unsigned) v;
                         else if (c == 'r')
                                 rpm = (unsigned) v;
                         else
@@ -217,6 +289,7 @@ int main(int argc, char **argv) {
                         .credential_kind = kind,
                         .credential = credential,
                         .max_in_flight = max_in_flight,
+                        .max_in_flight_per_session = max_per_session,
                         .requests_per_minute = rpm,
                         .queue_max = queue_max,
                         .prices = prices,
@@ -235,7 +308,16 @@ int main(int argc, char **argv) {
                 return 1;
         }
 
+        probe.session_id = session_id;
         r = model_proxy_listen(probe.proxy, session_id, socket_path, getuid(), getgid(), &probe.session);
+        for (size_t i = 0; r >= 0 && i < probe.n_extra; i++)
+                r = model_proxy_listen(
+                        probe.proxy,
+                        probe.extra_id[i],
+                        probe.extra_path[i],
+                        getuid(),
+                        getgid(),
+                        &probe.extra[i]);
         if (r < 0) {
                 model_proxy_free(probe.proxy);
                 sd_event_unref(event);
@@ -275,6 +357,8 @@ int main(int argc, char **argv) {
                 "in_flight_peak",
                 (int) model_proxy_in_flight_peak(probe.proxy)));
 
+        for (size_t i = 0; i < probe.n_extra; i++)
+                model_proxy_session_free(probe.extra[i]);
         model_proxy_session_free(probe.session);
         model_proxy_free(probe.proxy);
         sd_event_unref(event);

@@ -7,7 +7,9 @@ in place of the client's placeholder, and appears nowhere in what the proxy prin
 usage is counted per call and per session; ten concurrent calls against a model that answers bursts
 with 429 + retry-after all complete, never more than MaxInFlight at once upstream; a call over budget
 is refused with a 400 the CLI shows, without calling upstream; a client that hangs up mid-stream ends
-its upstream call. The last test runs the probe built with AddressSanitizer, when build-asan has it."""
+its upstream call. The attacks of issue 14: batches and files requests are refused 403 and never reach
+upstream; ten concurrent calls against a small budget do not together overrun it; an abandoned stream
+is charged what it produced; one session flooding calls does not hold back another's. The last test runs the probe built with AddressSanitizer, when build-asan has it."""
 
 import hashlib
 import http.client
@@ -355,6 +357,163 @@ class ModelProxyTest(unittest.TestCase):
         self.assertEqual(json.loads(resp.read())["error"]["type"], "not_found_error")
         conn.close()
         self.assert_no_secret(probe, model)
+
+    def test_only_the_accounted_endpoints_are_forwarded(self):
+        """Batches are never counted against a budget and files belong to the shared key: a session's
+        socket may not reach them. Every such call is a 403 that names the path, and upstream sees none."""
+        model, probe = self.start({"steps": [], "default": {"text": "ok"}})
+        attacks = [("POST", "/v1/messages/batches", json.dumps({"requests": []})),
+                   ("GET", "/v1/messages/batches", None),
+                   ("GET", "/v1/messages/batches/msgbatch_01/results", None),
+                   ("GET", "/v1/files", None),
+                   ("GET", "/v1/files/file_01/content", None),
+                   ("DELETE", "/v1/files/file_01", None),
+                   ("POST", "/v1/files", "x"),
+                   ("GET", "/v1/models", None),
+                   ("POST", "/v1/complete", "{}"),
+                   ("POST", "/v1/messages/", message_body())]
+        conn = probe.connection()
+        for method, path, body in attacks:
+            conn.request(method, path + "?beta=true", body=body, headers=client_headers())
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            self.assertEqual(resp.status, 403, (method, path, answer))
+            self.assertEqual(answer["type"], "error")
+            self.assertEqual(answer["error"]["type"], "permission_error")
+            self.assertIn(path, answer["error"]["message"])
+            self.assertIn("only POST /v1/messages and POST /v1/messages/count_tokens", answer["error"]["message"])
+        # The right path with another method: 405.
+        for method in ("GET", "DELETE", "PUT"):
+            conn.request(method, "/v1/messages", headers=client_headers())
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            self.assertEqual(resp.status, 405, answer)
+            self.assertIn("POST /v1/messages", answer["error"]["message"])
+        conn.close()
+        self.assertEqual(model.requests(main_only=False), [])
+        calls = probe.calls(len(attacks) + 3)
+        self.assertTrue(all(not c["upstream"] and c["attempts"] == 0 for c in calls))
+        self.assertEqual(sorted({c["status"] for c in calls}), [403, 405])
+        # Journaled: each refusal says so.
+        self.assertGreaterEqual(probe.stderr().count("is not forwarded"), len(attacks))
+        self.assert_no_secret(probe, model)
+
+    def test_concurrent_calls_cannot_overrun_a_budget(self):
+        """Ten calls at once against a budget of 3000 tokens, each reserving its body and max_tokens
+        (about 4,100): the used total stays within the budget plus one call's reservation (before, all
+        ten passed the check at once and used about 10,000)."""
+        budget = 3000
+        model, probe = self.start({"steps": [], "default": {"text": "ok", "delay_ms": 800}},
+                                  "--budget-tokens", str(budget), "--max-in-flight", "10",
+                                  "--max-in-flight-per-session", "10")
+        results = [None] * 10
+
+        def one(i):
+            conn = probe.connection(timeout=60)
+            conn.request("POST", "/v1/messages", body=message_body(text=f"call {i} " + "x" * 4000),
+                         headers=client_headers())
+            resp = conn.getresponse()
+            results[i] = (resp.status, resp.read().decode())
+            conn.close()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        statuses = [r[0] for r in results]
+        self.assertIn(200, statuses)
+        # Those without room beside the calls running are deferred with a 429 the SDK retries.
+        self.assertIn(429, statuses)
+        self.assertEqual(set(statuses), {200, 429})
+        for status, text in results:
+            if status == 429:
+                self.assertIn("no room for this call beside the calls running", json.loads(text)["error"]["message"])
+        calls = probe.calls(10)
+        reservation = max(c["reserved_tokens"] for c in calls)
+        # Once the calls have settled and the budget is used up, a call is refused (400), not deferred.
+        while True:
+            conn = probe.connection()
+            conn.request("POST", "/v1/messages", body=message_body(stream=False, text="more " + "x" * 4000),
+                         headers=client_headers())
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            conn.close()
+            calls.append(probe.calls(1)[0])
+            if resp.status != 200:
+                break
+        self.assertEqual(resp.status, 400, answer)
+        self.assertEqual(resp.getheader("x-should-retry"), "false")
+        self.assertIn("over its budget", answer["error"]["message"])
+        self.assertGreater(reservation, 4000)
+        code, totals = probe.stop()
+        admitted = sum(1 for c in calls if c["status"] == 200)
+        used = (totals["input_tokens"] + totals["output_tokens"] + totals["cache_creation_input_tokens"]
+                + totals["cache_read_input_tokens"])
+        self.assertLessEqual(used, budget + reservation, (used, statuses))
+        self.assertEqual(len(model.requests()), admitted)
+        print(f"\n  10 concurrent calls, budget {budget} tokens, reservation {reservation}: "
+              f"{statuses.count(200)} admitted at once, {admitted} in all, {used} tokens used", flush=True)
+
+    def test_an_abandoned_stream_is_charged_what_it_produced(self):
+        """A client that reads part of a long answer and hangs up is charged message_start's input and
+        the output of the deltas the proxy passed on, not only message_start's one output token."""
+        text = "All work and no play makes Jack a dull boy. " * 24000  # about 1 MB of deltas
+        model, probe = self.start({"steps": [], "default": {"text": text}})
+        conn = probe.connection()
+        conn.request("POST", "/v1/messages", body=message_body(), headers=client_headers())
+        resp = conn.getresponse()
+        got = b""
+        while got.count(b"content_block_delta") < 50:
+            got += resp.read1(4096)
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        call = probe.calls(1, timeout=20)[0]
+        self.assertEqual((call["status"], call["complete"]), (200, False))
+        self.assertGreater(call["input_tokens"], 0)
+        full = model.requests()[-1]["reply"]["usage"]["output_tokens"]
+        self.assertGreater(call["output_tokens"], 40, call)  # message_start alone says 1
+        self.assertLess(call["output_tokens"], full, call)  # not the whole answer: it was cut short
+        print(f"\n  abandoned stream charged {call['output_tokens']} output tokens of {full}", flush=True)
+        self.assert_no_secret(probe, model)
+
+    def test_one_session_flooding_does_not_hold_back_another(self):
+        """Session A sends eight calls at once with MaxInFlight 2; session B's one call, sent after,
+        goes upstream second, not ninth: A may have one call in flight (half of MaxInFlight) and the
+        sessions take turns."""
+        other = tempfile.mkdtemp(prefix="ccdocker-model-proxy-b-")
+        self.addCleanup(shutil.rmtree, other, True)
+        b_socket = os.path.join(other, "model.sock")
+        model, probe = self.start({"steps": [], "default": {"text": "ok", "delay_ms": 1500}},
+                                  "--max-in-flight", "2", "--rpm", "6000", "--also", f"bbbbbbbbbbbb={b_socket}")
+        results = {}
+
+        def one(name, path, text):
+            conn = UnixHTTPConnection(path, timeout=120)
+            conn.request("POST", "/v1/messages", body=message_body(text=text), headers=client_headers())
+            resp = conn.getresponse()
+            results[text] = resp.status
+            resp.read()
+            conn.close()
+
+        threads = [threading.Thread(target=one, args=("a", probe.socket, f"flood {i}")) for i in range(8)]
+        for t in threads:
+            t.start()
+        sb.wait_until(lambda: len(model.requests()) >= 1, timeout=30, what="A's first call upstream")
+        time.sleep(0.3)  # A's other calls are read and queued by now (a slow host only weakens the test)
+        b = threading.Thread(target=one, args=("b", b_socket, "from B"))
+        b.start()
+        threads.append(b)
+        for t in threads:
+            t.join(120)
+        self.assertEqual(set(results.values()), {200})
+        order = [r["last_user_text"] for r in model.requests()]
+        self.assertEqual(len(order), 9)
+        self.assertLess(order.index("from B"), 2, order)
+        calls = probe.calls(9, timeout=60)
+        b_call = next(c for c in calls if c["session"] == "bbbbbbbbbbbb")
+        self.assertLess(b_call["queued_ms"], 1500)
+        self.assertLessEqual(max(c["in_flight_peak"] for c in calls), 2)
 
     def test_under_address_sanitizer(self):
         asan_build = os.path.join(sb.SRC, "build-asan")

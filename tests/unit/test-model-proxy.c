@@ -2,8 +2,10 @@
  * SSE stream and a real JSON body split at every byte and in random pieces, garbage, documents too
  * big or too deep; the header filters and the anthropic-beta merge, request targets and retry-after
  * (daemon/model-request.c); the upstream URL check (daemon/model-proxy.c); the token bucket's
- * arithmetic (daemon/model-admission.c); prices (daemon/model-prices.c); and the credential reader and
- * the model credential's order and redaction of its sources (daemon/credentials.c). */
+ * arithmetic and the fair queue between sessions (daemon/model-admission.c); the endpoint policy, the
+ * reservation and budget arithmetic, and what an abandoned stream is charged; prices
+ * (daemon/model-prices.c); and the credential reader and the model credential's order and redaction of its
+ * sources (daemon/credentials.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -724,6 +726,259 @@ static void test_credential_reader(void **state) {
         (void) rmdir(dir);
 }
 
+static void test_endpoint_policy(void **state) {
+        /* Only what the proxy accounts for is forwarded. */
+        assert_int_equal(model_endpoint_check("POST", "/v1/messages"), 0);
+        assert_int_equal(model_endpoint_check("POST", "/v1/messages/count_tokens"), 0);
+        /* Batches (never counted) and files (the shared key's files): refused, 403. */
+        for (const char *const *path = (const char *const[]){ "/v1/messages/batches",
+                                                              "/v1/messages/batches/msgbatch_1/results",
+                                                              "/v1/files",
+                                                              "/v1/files/file_1/content",
+                                                              "/v1/models",
+                                                              "/v1/messages/",
+                                                              "/v1/Messages",
+                                                              "/v1/%6Dessages",
+                                                              "/v1/complete",
+                                                              "/v1/organizations/me",
+                                                              "",
+                                                              NULL };
+             *path;
+             path++) {
+                assert_int_equal(model_endpoint_check("POST", *path), -EACCES);
+                assert_int_equal(model_endpoint_check("GET", *path), -EACCES);
+                assert_int_equal(model_endpoint_check("DELETE", *path), -EACCES);
+        }
+        assert_int_equal(model_endpoint_check("POST", NULL), -EACCES);
+        /* The right path with another method: 405. */
+        for (const char *const *m =
+                     (const char *const[]){
+                             "GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "post", NULL };
+             *m;
+             m++) {
+                assert_int_equal(model_endpoint_check(*m, "/v1/messages"), -EOPNOTSUPP);
+                assert_int_equal(model_endpoint_check(*m, "/v1/messages/count_tokens"), -EOPNOTSUPP);
+        }
+}
+
+static void test_budget_reservation_arithmetic(void **state) {
+        ModelPrice prices[] = {
+                { .model_prefix = (char *) "", .input_per_mtok = 3, .output_per_mtok = 15 }
+        };
+        const char *body = "{\"model\":\"claude-x\",\"max_tokens\":1000,\"messages\":[]}";
+        ModelReservation r;
+
+        /* A call reserves its body's bytes (a bound on all its input, cache included) and its
+         * max_tokens, priced as cache writes and output. */
+        model_call_reservation("/v1/messages", body, strlen(body), prices, 1, &r);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.tokens, strlen(body) + 1000);
+        assert_true(r.cost_usd > (strlen(body) * 3 * 1.25 + 1000 * 15) / 1e6 - 1e-12);
+        assert_true(r.cost_usd < (strlen(body) * 3 * 1.25 + 1000 * 15) / 1e6 + 1e-12);
+        /* Without a readable max_tokens, the default bound. */
+        model_call_reservation("/v1/messages", "not json", 8, prices, 1, &r);
+        assert_int_equal(r.tokens, 8 + MODEL_RESERVE_OUTPUT_DEFAULT);
+        model_call_reservation("/v1/messages", NULL, 0, prices, 1, &r);
+        assert_int_equal(r.tokens, MODEL_RESERVE_OUTPUT_DEFAULT);
+        /* count_tokens costs nothing and reserves nothing. */
+        model_call_reservation("/v1/messages/count_tokens", body, strlen(body), prices, 1, &r);
+        assert_int_equal(r.tokens, 0);
+        assert_true(r.cost_usd == 0);
+
+        /* No budget: everything passes. */
+        assert_true(model_budget_admits(0, 1000000, 1000000, 1000000));
+        /* Used up: nothing passes, whatever is reserved. */
+        assert_false(model_budget_admits(100, 100, 0, 0));
+        assert_false(model_budget_admits(100, 150, 0, 1));
+        /* Under budget with nothing held: one call goes, however big (it may overrun by itself only). */
+        assert_true(model_budget_admits(100, 99, 0, 1000));
+        /* Others held: the call must fit beside them. */
+        assert_true(model_budget_admits(100, 10, 40, 50));
+        assert_false(model_budget_admits(100, 10, 40, 51));
+        assert_false(model_budget_admits(100, 10, 95, 1)); /* held beyond what is left */
+        /* N concurrent calls against a budget: they never reserve more than it, beyond the first. */
+        {
+                uint64_t budget = 3000, reserve = 1100, held = 0;
+                unsigned admitted = 0;
+
+                for (unsigned i = 0; i < 10; i++)
+                        if (model_budget_admits(budget, 0, held, reserve)) {
+                                held += reserve;
+                                admitted++;
+                        }
+                assert_int_equal(admitted, 2);
+                assert_true(held <= budget);
+        }
+        assert_true(model_budget_admits_usd(0, 5, 5, 5));
+        assert_false(model_budget_admits_usd(1.0, 1.0, 0, 0));
+        assert_true(model_budget_admits_usd(1.0, 0.5, 0, 3.0));
+        assert_true(model_budget_admits_usd(1.0, 0.5, 0.2, 0.3));
+        assert_false(model_budget_admits_usd(1.0, 0.5, 0.2, 0.31));
+
+        /* Cache tokens count in budget_tokens, one for one. */
+        assert_int_equal(
+                model_usage_tokens(&(ModelUsage){ .input_tokens = 1,
+                                                  .output_tokens = 20,
+                                                  .cache_creation_input_tokens = 300,
+                                                  .cache_read_input_tokens = 4000 }),
+                4321);
+}
+
+static void test_abandoned_stream_is_charged_its_deltas(void **state) {
+        static const char start[] =
+                "event: message_start\n"
+                "data: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":50,"
+                "\"output_tokens\":1}}}\n\n";
+        ModelUsageParser u;
+        char delta[512];
+        int n;
+
+        /* Cut after three deltas of 90 bytes of text each: no message_delta, so the deltas count. */
+        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+        model_usage_parser_feed(&u, start, strlen(start));
+        n = snprintf(
+                delta,
+                sizeof(delta),
+                "event: content_block_delta\n"
+                "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                "\"text\":\"%090d\"}}\n\n",
+                0);
+        for (int i = 0; i < 3; i++)
+                model_usage_parser_feed(&u, delta, (size_t) n);
+        assert_int_equal(u.delta_events, 3);
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        assert_int_equal(u.usage.input_tokens, 50);
+        assert_true(u.usage.output_tokens >= 3 * 90 / 3);
+        assert_true(u.usage.output_tokens <= 3 * 160 / 3);
+        model_usage_parser_done(&u);
+
+        /* Cut before any delta: message_start's own figure. */
+        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+        model_usage_parser_feed(&u, start, strlen(start));
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        assert_int_equal(u.usage.output_tokens, 1);
+        model_usage_parser_done(&u);
+
+        /* A whole stream: message_delta's figure, not the estimate. */
+        model_usage_parser_init(&u, MODEL_USAGE_SSE);
+        model_usage_parser_feed(&u, start, strlen(start));
+        model_usage_parser_feed(&u, delta, (size_t) n);
+        model_usage_parser_feed(
+                &u,
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n\n",
+                strlen("event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}"
+                       "\n\n"));
+        assert_int_equal(model_usage_parser_finish(&u), 0);
+        assert_int_equal(u.usage.output_tokens, 2);
+        model_usage_parser_done(&u);
+}
+
+/* The fair queue: entries tagged with their flow, started in the order the admission gives them. */
+typedef struct FairEntry {
+        ModelAdmissionEntry e;
+        char flow;
+        int started;
+} FairEntry;
+
+typedef struct FairLog {
+        char order[64];
+        size_t n;
+} FairLog;
+
+static void on_fair_start(ModelAdmissionEntry *e, void *userdata) {
+        FairEntry *f = (FairEntry *) e;
+        FairLog *log = userdata;
+
+        f->started = 1;
+        log->order[log->n++] = f->flow;
+}
+
+static void test_fair_admission_between_sessions(void **state) {
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        ModelAdmission a;
+        FairEntry es[16] = {};
+        FairLog log = {};
+        char key[2] = "A";
+
+        assert_int_equal(sd_event_new(&event), 0);
+        /* Four slots, two per session; a bucket big enough not to matter. */
+        assert_int_equal(model_admission_init(&a, event, 4, 0, 6000, 64, on_fair_start, &log), 0);
+        assert_int_equal(a.max_in_flight_per_flow, 2);
+
+        /* A floods ten calls, then B and C queue one each. */
+        for (int i = 0; i < 10; i++) {
+                es[i].flow = 'A';
+                assert_int_equal(model_admission_enqueue(&a, &es[i].e, "A", false), 0);
+        }
+        es[10].flow = 'B';
+        es[11].flow = 'C';
+        key[0] = 'B';
+        assert_int_equal(model_admission_enqueue(&a, &es[10].e, key, false), 0);
+        key[0] = 'C';
+        assert_int_equal(model_admission_enqueue(&a, &es[11].e, key, false), 0);
+        assert_int_equal(a.n_queued, 12);
+        model_admission_pump(&a);
+        /* A gets its two, B and C theirs at once: A's flood does not hold them back. */
+        assert_int_equal(log.n, 4);
+        assert_memory_equal(log.order, "ABCA", 4);
+        assert_true(es[10].started && es[11].started);
+        assert_int_equal(a.in_flight, 4);
+
+        /* A's calls end one by one: only A waits, but it stays at two at once. */
+        model_admission_end(&a, &es[0].e);
+        model_admission_pump(&a);
+        assert_int_equal(log.n, 5);
+        assert_int_equal(a.in_flight, 4);
+        model_admission_end(&a, &es[10].e); /* B's ends: A is at its cap, so the slot stays free */
+        model_admission_pump(&a);
+        assert_int_equal(log.n, 5);
+        assert_int_equal(a.in_flight, 3);
+
+        /* B queues again behind A's eight waiting: it goes as soon as a slot is free. */
+        es[12].flow = 'B';
+        assert_int_equal(model_admission_enqueue(&a, &es[12].e, "B", false), 0);
+        model_admission_pump(&a);
+        assert_int_equal(log.n, 6);
+        assert_int_equal(log.order[5], 'B');
+
+        /* A retried call goes first within its flow. */
+        es[13].flow = 'a';
+        assert_int_equal(model_admission_enqueue(&a, &es[13].e, "A", true), 0);
+        model_admission_end(&a, &es[1].e);
+        model_admission_pump(&a);
+        assert_int_equal(log.order[log.n - 1], 'a');
+
+        /* Dequeued entries and ends are counted once; everything lets go at the end. */
+        model_admission_dequeue(&a, &es[9].e);
+        model_admission_dequeue(&a, &es[9].e);
+        model_admission_end(&a, &es[1].e);
+        assert_int_equal(a.n_queued, 6);
+        model_admission_done(&a);
+
+        /* One slot in all: per-session cap 1, and still round-robin. */
+        memset(es, 0, sizeof(es));
+        log = (FairLog){};
+        assert_int_equal(model_admission_init(&a, event, 1, 0, 6000, 64, on_fair_start, &log), 0);
+        assert_int_equal(a.max_in_flight_per_flow, 1);
+        for (int i = 0; i < 3; i++) {
+                es[i].flow = 'A';
+                assert_int_equal(model_admission_enqueue(&a, &es[i].e, "A", false), 0);
+        }
+        es[3].flow = 'B';
+        assert_int_equal(model_admission_enqueue(&a, &es[3].e, "B", false), 0);
+        for (int i = 0; i < 4; i++) {
+                model_admission_pump(&a);
+                for (int j = 0; j < 4; j++)
+                        if (es[j].started == 1) {
+                                es[j].started = 2;
+                                model_admission_end(&a, &es[j].e);
+                        }
+        }
+        assert_int_equal(log.n, 4);
+        assert_memory_equal(log.order, "ABAA", 4);
+        model_admission_done(&a);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_sse_usage_in_any_split),
@@ -741,6 +996,10 @@ int main(void) {
                 cmocka_unit_test(test_targets),
                 cmocka_unit_test(test_retry_after),
                 cmocka_unit_test(test_token_bucket),
+                cmocka_unit_test(test_endpoint_policy),
+                cmocka_unit_test(test_budget_reservation_arithmetic),
+                cmocka_unit_test(test_abandoned_stream_is_charged_its_deltas),
+                cmocka_unit_test(test_fair_admission_between_sessions),
                 cmocka_unit_test(test_prices),
                 cmocka_unit_test(test_credential_load_order_and_env_cleanup),
         };
