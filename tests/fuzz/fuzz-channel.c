@@ -81,12 +81,19 @@ static char dir[128], sock_path[192];
 static sd_event *event;
 static char session_id[] = "3f9c0a1b2c4d";
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-        static char tmp[] = "/tmp/fuzz-channel-XXXXXX";
+static char tmp[] = "/tmp/fuzz-channel-XXXXXX";
 
+/* libFuzzer ends with exit(): the channel removed its directory with each input, this is what is left. */
+static void remove_tmp(void) {
+        (void) rmdir(dir);
+        (void) rmdir(tmp);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
         log_set_max_level(LOG_EMERG);
         if (!mkdtemp(tmp))
                 abort();
+        (void) atexit(remove_tmp);
         snprintf(dir, sizeof dir, "%s/session", tmp);
         snprintf(sock_path, sizeof sock_path, "%s/session.sock", dir);
         if (sd_event_new(&event) < 0)
