@@ -112,8 +112,8 @@ class ShippedUnitsRunTest(unittest.TestCase):
     system bus, the sandbox's podman socket and the idle session command in the daemon's
     configuration, no User= (a user manager cannot switch users, and the ccdocker-httpd user is
     not made here), a free loopback port instead of 8080 (sandboxes run side by side), and bind
-    mounts of the sandbox's sockets, which live under /var/tmp here, where PrivateTmp= would hide
-    them. Every sandboxing setting of the shipped units stays."""
+    mounts of the sandbox's sockets, which live under /var/tmp here, and of the build directory
+    (a checkout may live under /tmp), where PrivateTmp= would hide them. Every sandboxing setting of the shipped units stays."""
 
     SOCKET, SERVICE, DAEMON = "ccdocker-httpd.socket", "ccdocker-httpd.service", "ccdockerd.service"
 
@@ -151,10 +151,10 @@ class ShippedUnitsRunTest(unittest.TestCase):
         cls.dropin(cls.SOCKET, "[Socket]", "ListenStream=", f"ListenStream=127.0.0.1:{cls.port}")
         cls.dropin(cls.SERVICE, "[Service]", "ExecStart=",
                    f"ExecStart={build}/httpd/ccdocker-httpd --user --tokens={cls.work}/tokens.db",
-                   "User=", "Group=", f"BindReadOnlyPaths={bus} {notify}", f"BindPaths={cls.work}")
+                   "User=", "Group=", f"BindReadOnlyPaths={bus} {notify} {build}", f"BindPaths={cls.work}")
         cls.dropin(cls.DAEMON, "[Service]", "ExecStart=",
                    f"ExecStart={build}/daemon/ccdockerd --user --config={conf}",
-                   f"BindReadOnlyPaths={bus} {notify} {podman} {cls.work}")
+                   f"BindReadOnlyPaths={bus} {notify} {podman} {cls.work} {build}")
         sb.systemctl("daemon-reload")
 
     @classmethod
@@ -225,12 +225,17 @@ class ShippedUnitsRunTest(unittest.TestCase):
             with self.subTest(unit=unit):
                 st = self.kernel_status(int(pid))
                 self.assertEqual((st["NoNewPrivs"], st["Seccomp"], int(st["CapBnd"], 16)), ("1", "2", cap_bnd))
-        # A read-only /usr, and the private /tmp of each.
+        # A read-only /usr, and the private /tmp of each: a file in the host's /tmp is not in theirs
+        # (their /tmp may hold the mount point of the build directory bound in, when the checkout
+        # lives under /tmp).
+        marker = tempfile.NamedTemporaryFile(prefix="ccdocker-units-probe-", dir="/tmp")
+        self.addCleanup(marker.close)
         for pid in (httpd["MainPID"], daemon["MainPID"]):
             probe = sb.run("nsenter", "-t", str(pid), "-m", "sh", "-c",
                            "if touch /usr/.ccdocker-probe 2>/dev/null; then rm -f /usr/.ccdocker-probe; echo writable; "
-                           "else echo read-only; fi; ls -A /tmp | wc -l")
-            self.assertEqual(probe.stdout.split(), ["read-only", "0"], f"pid {pid}: /usr writable or /tmp not private")
+                           f"else echo read-only; fi; if [ -e {marker.name} ]; then echo shared; else echo private; fi")
+            self.assertEqual(probe.stdout.split(), ["read-only", "private"],
+                             f"pid {pid}: /usr writable or /tmp not private")
 
         # The daemon under the shipped sandbox does its work: a session comes up and stops.
         sid, path = sb.create_session()
