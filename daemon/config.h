@@ -49,6 +49,7 @@ typedef struct DaemonConfig {
         unsigned max_queued_prompts;     /* prompts of one session not yet answered */
         unsigned max_waiters;            /* GetResult/child.result/child.output waits on one session */
         unsigned max_output_events;      /* events one GetOutput answers at most */
+        unsigned max_attach;             /* Attach subscribers of one session at once */
         uint64_t ended_retention_sec;    /* an ended session is removed this long after it ended; 0: kept */
         /* The model proxy (docs/model-proxy.md). */
         char *model_upstream_url;                 /* http(s)://..., the Messages API the proxy forwards to */

@@ -231,6 +231,9 @@ int session_get_output(Session *s, uint64_t since, unsigned limit, json_t **ret)
 int session_attach(Session *s, uint64_t since, int *ret_fd) {
         int r;
 
+        /* Each subscriber is an fd and a buffer in the daemon: a caller may not open them without end. */
+        if (event_bus_n_subscribers(s->manager->events, s->id) >= s->manager->config.max_attach)
+                return -EUSERS;
         r = event_bus_attach(s->manager->events, s->id, since, ret_fd);
         if (r < 0)
                 return r;

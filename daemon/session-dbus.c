@@ -568,6 +568,15 @@ static void do_attach(Session *s, sd_bus_message *message, uid_t caller) {
                 r = sd_bus_message_read(message, "t", &since);
         if (r >= 0)
                 r = session_attach(s, since, &fd);
+        if (r == -EUSERS) {
+                (void) sd_bus_reply_method_errorf(
+                        message,
+                        CCDOCKER_ERROR_LIMIT,
+                        "Attach: session %s has %u subscribers, the configured MaxAttachPerSession",
+                        s->id,
+                        s->manager->config.max_attach);
+                return;
+        }
         if (r < 0) {
                 (void) sd_bus_reply_method_errorf(message, SD_BUS_ERROR_FAILED, "Attach: %s", strerror(-r));
                 return;

@@ -231,7 +231,8 @@ void session_children_call(Session *s, const char *method, json_t *params, Chann
 /* session-channel.c */
 /* GetOutput: events with seq > since, at most limit (0: all), as event_bus_get() gives them. */
 int session_get_output(Session *s, uint64_t since, unsigned limit, json_t **ret);
-/* Attach: a new fd streaming the session's events after since (events.h), EOF once it has ended. */
+/* Attach: a new fd streaming the session's events after since (events.h), EOF once it has ended;
+ * -EUSERS when MaxAttachPerSession are attached already. */
 int session_attach(Session *s, uint64_t since, int *ret_fd);
 int session_queue_prompt(Session *s, const char *text, char **ret_message_id);
 void session_deliver_next(Session *s);

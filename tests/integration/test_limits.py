@@ -24,6 +24,7 @@ def setUpModule():
         "MaxWaitersPerSession": "2",
         "EndedSessionRetentionSec": "2",
         "MaxSpawnsPerMinute": "50",
+        "MaxAttachPerSession": "2",
     })
     shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
     DAEMON.start()
@@ -147,6 +148,26 @@ class LimitsTest(unittest.TestCase):
             out, err = w.communicate(timeout=60)
             self.assertEqual(w.returncode, 0, err)
             self.assertEqual(json.loads(out)["data"][0], "failed", "the waiters are answered when it ends")
+
+    def test_attach_subscribers(self):
+        sid, path = self.session()
+        ctl = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "ctl", "ccdockerctl")
+        followers = [subprocess.Popen([ctl, "--user", "attach", sid], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for f in followers:
+            self.addCleanup(f.wait, 30)
+            self.addCleanup(f.terminate)
+        # Until both followers are attached, a third Attach still gets through (and lets go at once).
+        sb.wait_until(lambda: all(f.poll() is None for f in followers)
+                      and call(path, "Attach", "t", "0", check=False).returncode != 0, 30, 0.5,
+                      what="a third Attach to be refused while two follow")
+        refused = call(path, "Attach", "t", "0", check=False)
+        self.assertIn("has 2 subscribers, the configured MaxAttachPerSession", refused.stderr)
+        self.assertTrue(all(f.poll() is None for f in followers), "the two followers are not disturbed")
+        followers[0].terminate()
+        followers[0].wait(30)
+        sb.wait_until(lambda: call(path, "Attach", "t", "0", check=False).returncode == 0, 30, 0.5,
+                      what="an Attach to be taken once a follower left")
 
     def test_ended_sessions_are_removed_after_their_retention(self):
         sid, path = self.session()
