@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdint.h>
+#include <systemd/sd-event.h>
 #include <time.h>
 
 typedef uint64_t usec_t;
@@ -20,4 +21,12 @@ static inline usec_t now_usec(clockid_t clock) {
 
         (void) clock_gettime(clock, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+/* The loop's now (the time of the current iteration, which every callback of it agrees on), or the
+ * clock's when the loop has not run yet. */
+static inline uint64_t event_now_usec(sd_event *e, clockid_t clock) {
+        uint64_t now;
+
+        return sd_event_now(e, clock, &now) >= 0 ? now : now_usec(clock);
 }

@@ -77,6 +77,15 @@ static inline char **strv_free(char **l) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
 
+/* Entries of a NULL-ended list of strings (0 for NULL). */
+static inline size_t strv_length(char *const *l) {
+        size_t n = 0;
+
+        while (l && l[n])
+                n++;
+        return n;
+}
+
 /* A deep copy of a NULL-ended list of strings; NULL when out of memory. */
 char **strv_copy(char *const *l);
 

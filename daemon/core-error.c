@@ -4,7 +4,6 @@
 #include <stdio.h>
 
 #include "util.h"
-#include "validate.h"
 
 int core_error(CoreError *e, int r, CoreErrorKind kind, const char *format, ...) {
         va_list ap;

@@ -5,6 +5,15 @@
 
 #include <stdarg.h>
 
+/* The D-Bus error names of cc-docker. */
+#define CCDOCKER_ERROR_INVALID_CONFIG "org.ccdocker1.Error.InvalidConfig"
+#define CCDOCKER_ERROR_LIMIT "org.ccdocker1.Error.LimitExceeded"
+#define CCDOCKER_ERROR_NO_SUCH_SESSION "org.ccdocker1.Error.NoSuchSession"
+#define CCDOCKER_ERROR_NO_SUCH_IMAGE "org.ccdocker1.Error.NoSuchImage"
+#define CCDOCKER_ERROR_ACCESS_DENIED "org.ccdocker1.Error.AccessDenied"
+#define CCDOCKER_ERROR_BAD_STATE "org.ccdocker1.Error.BadState"
+#define CCDOCKER_ERROR_INVALID_PROMPT "org.ccdocker1.Error.InvalidPrompt"
+
 typedef enum CoreErrorKind {
         CORE_ERROR_FAILED,         /* the daemon could not do it (its own fault, or a service's) */
         CORE_ERROR_INVALID_CONFIG, /* a field of the request is wrong */

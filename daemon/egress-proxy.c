@@ -12,8 +12,8 @@
 #include <ares.h>
 #include <arpa/inet.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -169,11 +169,8 @@ static void connection_connect_next(Connection *c);
  * refused CONNECTs cannot push the daemon's warnings and audit records out of journald's limits. */
 static bool egress_log_below(Connection *c) {
         EgressSession *s = c->session;
-        uint64_t now;
 
-        if (sd_event_now(connection_event(c), CLOCK_MONOTONIC, &now) < 0)
-                now = now_usec(CLOCK_MONOTONIC);
-        if (!ratelimit_below(&s->log_limit, now)) {
+        if (!ratelimit_below(&s->log_limit, event_now_usec(connection_event(c), CLOCK_MONOTONIC))) {
                 s->log_dropped++;
                 return false;
         }

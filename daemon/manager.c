@@ -273,17 +273,9 @@ void manager_flush_changes(Manager *m) {
 
 /* ---- who sees what (docs/security.md) ---- */
 
-static uint64_t manager_now(Manager *m) {
-        uint64_t now;
-
-        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
-                now = now_usec(CLOCK_MONOTONIC);
-        return now;
-}
-
 void manager_admin_seen(Manager *m, uid_t uid) {
         size_t oldest = 0;
-        uint64_t now = manager_now(m);
+        uint64_t now = event_now_usec(m->event, CLOCK_MONOTONIC);
 
         for (size_t i = 0; i < ELEMENTSOF(m->admins); i++) {
                 if (m->admins[i].until_usec > now && m->admins[i].uid == uid) {
@@ -302,7 +294,7 @@ bool manager_caller_sees(Manager *m, uid_t uid, const Session *s) {
 
         if (m->config.mode == DAEMON_USER || uid == 0 || uid == s->owner_uid)
                 return true;
-        now = manager_now(m);
+        now = event_now_usec(m->event, CLOCK_MONOTONIC);
         for (size_t i = 0; i < ELEMENTSOF(m->admins); i++)
                 if (m->admins[i].uid == uid && m->admins[i].until_usec > now)
                         return true;
@@ -461,58 +453,43 @@ static Session *manager_tree_root(Manager *m, Session *s) {
         return s;
 }
 
-static unsigned manager_live_in_tree(Manager *m, Session *root) {
-        unsigned n = 0;
-
-        for (size_t i = 0; i < m->n_sessions; i++)
-                if (!session_state_is_final(m->sessions[i]->state) &&
-                    manager_tree_root(m, m->sessions[i]) == root)
-                        n++;
-        return n;
-}
-
-static unsigned manager_live_of_owner(Manager *m, uid_t uid) {
-        unsigned n = 0;
-
-        for (size_t i = 0; i < m->n_sessions; i++)
-                if (!session_state_is_final(m->sessions[i]->state) && m->sessions[i]->owner_uid == uid)
-                        n++;
-        return n;
-}
-
 int manager_check_quota(Manager *m, uid_t uid, Session *parent, CoreError *e) {
-        unsigned n;
+        Session *root = parent ? manager_tree_root(m, parent) : NULL;
+        unsigned live = 0, owners = 0, tree = 0;
 
-        n = manager_live_sessions(m);
-        if (n >= m->config.max_sessions)
+        /* One pass over the registry for the three counts. */
+        for (size_t i = 0; i < m->n_sessions; i++) {
+                Session *s = m->sessions[i];
+
+                if (session_state_is_final(s->state))
+                        continue;
+                live++;
+                owners += s->owner_uid == uid;
+                tree += root && manager_tree_root(m, s) == root;
+        }
+        if (live >= m->config.max_sessions)
                 return core_error(
                         e,
                         -EUSERS,
                         CORE_ERROR_LIMIT,
                         "%u sessions are already live, the configured MaxSessions; try again later",
-                        n);
-        n = manager_live_of_owner(m, uid);
-        if (n >= m->config.max_sessions_per_owner)
+                        live);
+        if (owners >= m->config.max_sessions_per_owner)
                 return core_error(
                         e,
                         -EUSERS,
                         CORE_ERROR_LIMIT,
                         "uid %u has %u live sessions, the configured MaxSessionsPerOwner",
                         (unsigned) uid,
-                        n);
-        if (parent) {
-                Session *root = manager_tree_root(m, parent);
-
-                n = manager_live_in_tree(m, root);
-                if (n >= m->config.max_tree_sessions)
-                        return core_error(
-                                e,
-                                -EUSERS,
-                                CORE_ERROR_LIMIT,
-                                "the tree of session %s has %u live sessions, the configured MaxTreeSessions",
-                                root->id,
-                                n);
-        }
+                        owners);
+        if (root && tree >= m->config.max_tree_sessions)
+                return core_error(
+                        e,
+                        -EUSERS,
+                        CORE_ERROR_LIMIT,
+                        "the tree of session %s has %u live sessions, the configured MaxTreeSessions",
+                        root->id,
+                        tree);
         return 0;
 }
 

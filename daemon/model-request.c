@@ -836,6 +836,16 @@ void proxy_request_start(ProxyRequest *req) {
 
 /* ---- headers, targets, retry-after ---- */
 
+/* Whether name is forwarded: no hop-by-hop or proxy- header, none of dropped. */
+static bool header_forwarded(const char *name, const char *const *dropped, size_t n_dropped) {
+        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
+                return false;
+        for (size_t i = 0; i < n_dropped; i++)
+                if (strcasecmp(name, dropped[i]) == 0)
+                        return false;
+        return true;
+}
+
 bool model_request_header_forwarded(const char *name) {
         static const char *const dropped[] = {
                 "host",           "content-length",    "connection",
@@ -845,12 +855,7 @@ bool model_request_header_forwarded(const char *name) {
                 "anthropic-beta",
         };
 
-        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
-                return false;
-        for (size_t i = 0; i < ELEMENTSOF(dropped); i++)
-                if (strcasecmp(name, dropped[i]) == 0)
-                        return false;
-        return true;
+        return header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 bool model_response_header_forwarded(const char *name) {
@@ -859,12 +864,7 @@ bool model_response_header_forwarded(const char *name) {
                 "te",         "trailer",    "upgrade",
         };
 
-        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
-                return false;
-        for (size_t i = 0; i < ELEMENTSOF(dropped); i++)
-                if (strcasecmp(name, dropped[i]) == 0)
-                        return false;
-        return true;
+        return header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 static bool beta_list_has(const char *list, const char *item) {

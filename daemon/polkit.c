@@ -7,6 +7,7 @@
 #include "polkit.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -244,12 +245,44 @@ int polkit_check_async(
         return 0;
 }
 
+/* Asking the bus for a sender's uid is a synchronous call to the bus driver, and every method call
+ * and every property read of a session (on the system bus) needs it. A unique name (":1.42") is
+ * never given to another connection on the same bus, so what it answered once stays true: the last
+ * CALLER_CACHE_SIZE answers are kept. */
+#define CALLER_CACHE_SIZE 64
+
+static struct {
+        sd_bus *bus; /* not a reference: only compared */
+        char name[64];
+        uid_t uid;
+} caller_cache[CALLER_CACHE_SIZE];
+static size_t caller_cache_next;
+
 int bus_message_caller_uid(sd_bus_message *message, uid_t *ret) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        sd_bus *bus = sd_bus_message_get_bus(message);
+        const char *sender = sd_bus_message_get_sender(message);
+        bool cacheable = sender && sender[0] == ':' && strlen(sender) < sizeof(caller_cache[0].name);
+        uid_t uid;
         int r;
 
+        for (size_t i = 0; cacheable && i < CALLER_CACHE_SIZE; i++)
+                if (caller_cache[i].bus == bus && streq(caller_cache[i].name, sender)) {
+                        *ret = caller_cache[i].uid;
+                        return 0;
+                }
         r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(creds, &uid);
         if (r < 0)
                 return r;
-        return sd_bus_creds_get_euid(creds, ret);
+        if (cacheable) {
+                caller_cache[caller_cache_next].bus = bus;
+                (void) snprintf(
+                        caller_cache[caller_cache_next].name, sizeof(caller_cache[0].name), "%s", sender);
+                caller_cache[caller_cache_next].uid = uid;
+                caller_cache_next = (caller_cache_next + 1) % CALLER_CACHE_SIZE;
+        }
+        *ret = uid;
+        return 0;
 }

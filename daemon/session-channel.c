@@ -527,8 +527,7 @@ static json_t *hook_hello(void *userdata, const char *role, char **error) {
 static void hook_heartbeat(void *userdata) {
         Session *s = userdata;
 
-        if (sd_event_now(s->manager->event, CLOCK_MONOTONIC, &s->last_heartbeat_usec) < 0)
-                s->last_heartbeat_usec = now_usec(CLOCK_MONOTONIC);
+        s->last_heartbeat_usec = event_now_usec(s->manager->event, CLOCK_MONOTONIC);
 }
 
 static void session_turn_ended(Session *s, json_t *result) {
@@ -648,11 +647,9 @@ static void hook_log(void *userdata, const char *level, const char *message) {
         Session *s = userdata;
         Manager *m = s->manager;
         char line[SESSION_LOG_LINE_MAX + 1];
-        uint64_t now;
+        uint64_t now = event_now_usec(m->event, CLOCK_MONOTONIC);
         int priority = streq_ptr(level, "debug") ? LOG_DEBUG : LOG_INFO;
 
-        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
-                now = now_usec(CLOCK_MONOTONIC);
         if (!ratelimit_below(&s->log_limit, now) || !ratelimit_below(&m->log_limit, now)) {
                 s->log_dropped++;
                 return;
@@ -721,7 +718,6 @@ static void hook_init_gone(void *userdata) {
  * SESSION_PEER_AUDIT_BURST a minute, so that a flood of connects cannot flood the journal. */
 int session_admit_peer(Session *s, int fd, const char *socket_name) {
         PeerInfo peer;
-        uint64_t now;
         int r;
 
         r = peer_check_session(fd, s->unit, geteuid(), &peer);
@@ -733,9 +729,7 @@ int session_admit_peer(Session *s, int fd, const char *socket_name) {
                         sizeof(peer.reason),
                         "its credentials could not be read: %s",
                         strerror(-r));
-        if (sd_event_now(s->manager->event, CLOCK_MONOTONIC, &now) < 0)
-                now = now_usec(CLOCK_MONOTONIC);
-        if (ratelimit_below(&s->peer_audit_limit, now))
+        if (ratelimit_below(&s->peer_audit_limit, event_now_usec(s->manager->event, CLOCK_MONOTONIC)))
                 audit_log(
                         AUDIT_EVENT_DENIED,
                         s->id,

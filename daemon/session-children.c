@@ -249,7 +249,6 @@ static int spawn_refused(Session *parent, uid_t caller, SpawnError *e, const cha
         __attribute__((format(printf, 4, 5)));
 
 static int spawn_refused(Session *parent, uid_t caller, SpawnError *e, const char *format, ...) {
-        uint64_t now;
         va_list ap;
 
         e->code = CHANNEL_ERROR_REFUSED;
@@ -258,9 +257,8 @@ static int spawn_refused(Session *parent, uid_t caller, SpawnError *e, const cha
         va_end(ap);
         /* A container may try as often as it likes: its refusals are audited at most
          * SESSION_REFUSAL_AUDIT_BURST a minute, the rest counted into the next record. */
-        if (sd_event_now(parent->manager->event, CLOCK_MONOTONIC, &now) < 0)
-                now = now_usec(CLOCK_MONOTONIC);
-        if (!ratelimit_below(&parent->refusal_audit_limit, now)) {
+        if (!ratelimit_below(
+                    &parent->refusal_audit_limit, event_now_usec(parent->manager->event, CLOCK_MONOTONIC))) {
                 parent->refusals_unaudited++;
                 return -EPERM;
         }

@@ -170,15 +170,15 @@ static char *path_normalize(const char *p) {
 }
 
 /* Is path below one of the roots, either as configured or as it resolves (a root may itself be a
- * symlink, like /home on some distributions)? With resolved_only, only the roots' real paths count. */
-static int path_is_below_a_root(const char *path, char **roots, bool resolved_only) {
+ * symlink, like /home on some distributions)? */
+static int path_is_below_a_root(const char *path, char **roots) {
         for (char **i = roots; i && *i; i++) {
                 _cleanup_free_ char *real = NULL, *norm = NULL;
 
                 norm = path_normalize(*i);
                 if (!norm)
                         return -ENOMEM;
-                if (!resolved_only && path_is_below(path, norm))
+                if (path_is_below(path, norm))
                         return true;
 
                 real = realpath(*i, NULL);
@@ -222,7 +222,7 @@ static int check_host_workspace(const char *value, const DaemonConfig *dc, char 
         norm = path_normalize(value);
         if (!norm)
                 return -ENOMEM;
-        r = path_is_below_a_root(norm, dc->workspace_roots, false);
+        r = path_is_below_a_root(norm, dc->workspace_roots);
         if (r < 0)
                 return r;
         if (r == 0)

@@ -13,14 +13,7 @@
 #include "secrets.h"
 #include "session-config.h"
 
-/* The D-Bus error names of cc-docker. */
-#define CCDOCKER_ERROR_INVALID_CONFIG "org.ccdocker1.Error.InvalidConfig"
-#define CCDOCKER_ERROR_LIMIT "org.ccdocker1.Error.LimitExceeded"
-#define CCDOCKER_ERROR_NO_SUCH_SESSION "org.ccdocker1.Error.NoSuchSession"
-#define CCDOCKER_ERROR_NO_SUCH_IMAGE "org.ccdocker1.Error.NoSuchImage"
-#define CCDOCKER_ERROR_ACCESS_DENIED "org.ccdocker1.Error.AccessDenied"
-#define CCDOCKER_ERROR_BAD_STATE "org.ccdocker1.Error.BadState"
-#define CCDOCKER_ERROR_INVALID_PROMPT "org.ccdocker1.Error.InvalidPrompt"
+/* The D-Bus error names of cc-docker are in core-error.h. */
 
 /* A prompt for SendPrompt, send_to_child, spawn_child or CreateSession's "prompt": not empty, at most
  * MaxPromptBytes, matching none of PromptDenyPatterns (SPEC.md 9.1). method prefixes the error

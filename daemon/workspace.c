@@ -135,14 +135,6 @@ static void on_checked(int r, const void *data, size_t size, void *userdata) {
         request_free(q);
 }
 
-static size_t strv_length(char **l) {
-        size_t n = 0;
-
-        while (l && l[n])
-                n++;
-        return n;
-}
-
 int workspace_check_async(
         sd_event *e, uid_t uid, const char *path, char **roots, workspace_checked_t cb, void *userdata) {
         WorkspaceRequest *q;
