@@ -65,7 +65,10 @@ struct BusSession {
         RedisState redis;
         uint64_t sent;      /* highest seq sent to the current connection, or found in the stream */
         uint64_t published; /* highest seq whose XADD Redis acknowledged */
-        bool xadd_failing;  /* an error reply was logged; quiet until one succeeds */
+        /* The highest seq stored while the bus had no connection to Redis (set at the connect): only
+         * those may be left out of a catch-up. What is stored while Redis is up reaches subscribers. */
+        uint64_t stored_offline;
+        bool xadd_failing; /* an error reply was logged; quiet until one succeeds */
 
         /* The XADDs awaiting a reply, oldest first (replies come in order). */
         Inflight *inflight;

@@ -223,9 +223,12 @@ static void redis_catchup(BusSession *s) {
                 s->redis = REDIS_LIVE;
                 return;
         }
-        /* What the stream would trim at once is not sent at all. */
-        if (last - s->sent > STREAM_MAXLEN)
-                s->sent = last - STREAM_MAXLEN;
+        /* Of what was stored while Redis was away, the part the stream would trim at once is not sent
+         * at all: nobody could have been subscribed to it then. A backlog that grew while Redis was up
+         * (a flood faster than Redis answers) is sent whole, so that live subscribers miss nothing. */
+        if (s->sent < s->stored_offline && last - s->sent > STREAM_MAXLEN)
+                s->sent =
+                        last - STREAM_MAXLEN < s->stored_offline ? last - STREAM_MAXLEN : s->stored_offline;
 
         r = inflight_reserve(s, REDIS_CATCHUP_CHUNK);
         if (r < 0) {
@@ -368,6 +371,7 @@ static int scan_one(const char *id, uint64_t last_seq, void *userdata) {
                         free(cursor);
                         return r; /* the retry starts again from this one */
                 }
+                s->stored_offline = last_seq;
                 redis_sync(s);
                 if (s->redis == REDIS_SYNCING) {
                         s->from_scan = true;
@@ -478,6 +482,15 @@ static void redis_connect_failed(EventBus *b, const char *why) {
         bus_schedule_reconnect(b);
 }
 
+/* A session known before the connect: what it stored until now was stored while Redis was away. */
+static void redis_sync_after_connect(BusSession *s) {
+        uint64_t last;
+
+        if (store_last_seq(s->bus->store, s->id, &last) >= 0 && last > s->stored_offline)
+                s->stored_offline = last;
+        redis_sync(s);
+}
+
 static void on_redis_connect(const redisAsyncContext *ac, int status) {
         EventBus *b = ac->data;
 
@@ -494,7 +507,7 @@ static void on_redis_connect(const redisAsyncContext *ac, int status) {
         log_info("Connected to Redis at %s.", b->redis_socket);
 
         /* Every session known now, then, in slices, every one with stored events. */
-        bus_foreach_session(b, redis_sync);
+        bus_foreach_session(b, redis_sync_after_connect);
 
         b->scan_cursor = mfree(b->scan_cursor);
         b->scan_pending = 0;

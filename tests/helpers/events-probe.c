@@ -7,7 +7,8 @@
  * session through a local Attach fd and waits for every line there. It prints JSON lines on stdout:
  * {"stored":N} once all are stored, {"published":K} as Redis catches up, and a closing summary with
  * timings and, with --attach, the delivery latency of the local subscriber. Exit status 0 when all was
- * published (and received), 1 on timeout or error, 2 for bad usage. */
+ * published (and received), 1 on timeout or error, 2 for bad usage. With --after-connect the appending
+ * starts only once the bus is connected to Redis (a flood while Redis is up, not a backlog). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,7 @@ typedef struct Probe {
         uint64_t count, total, batch, interval_usec, wait_usec, pad;
         bool attach;
         bool redis;
+        bool after_connect, appending;
 
         uint64_t next_seq;
         uint64_t t0, stored_at, published_at, received_at, deadline;
@@ -63,7 +65,8 @@ static uint64_t now(clockid_t clock) {
 static void usage(void) {
         fprintf(stderr,
                 "usage: events-probe --session=ID --count=N [--socket=PATH] [--db=PATH] [--batch=N]\n"
-                "                    [--interval-ms=MS] [--pad=BYTES] [--wait-for-redis=SECONDS] [--attach]\n");
+                "                    [--interval-ms=MS] [--pad=BYTES] [--wait-for-redis=SECONDS] [--attach]\n"
+                "                    [--after-connect]\n");
 }
 
 static bool done(Probe *p) {
@@ -134,11 +137,19 @@ static int on_append(sd_event_source *s, uint64_t usec, void *userdata) {
         return r;
 }
 
+static int start_appending(Probe *p);
+
 static int on_check(sd_event_source *s, uint64_t usec, void *userdata) {
         Probe *p = userdata;
         uint64_t published = 0;
         int r;
 
+        if (!p->appending && event_bus_redis_connected(p->bus) && start_appending(p) < 0)
+                return sd_event_exit(p->event, 1);
+        if (!p->appending && now(CLOCK_MONOTONIC) > p->t0 + p->wait_usec) {
+                log_error("Timed out: Redis never connected.");
+                return sd_event_exit(p->event, 1);
+        }
         (void) event_bus_published_seq(p->bus, p->session, &published);
         if (p->stored_at > 0 && p->published_at == 0 && event_bus_redis_caught_up(p->bus))
                 p->published_at = now(CLOCK_MONOTONIC);
@@ -266,6 +277,29 @@ static void print_summary(Probe *p) {
         fflush(stdout);
 }
 
+static int start_appending(Probe *p) {
+        int r;
+
+        p->appending = true;
+        p->t0 = now(CLOCK_MONOTONIC);
+        if (p->count == 0)
+                stored(p);
+        else if (p->interval_usec == 0) {
+                /* All at once, in one go: the store's pace alone. */
+                while (p->next_seq <= p->total) {
+                        r = append_batch(p);
+                        if (r < 0)
+                                return r;
+                }
+        } else {
+                r = sd_event_add_time(
+                        p->event, &p->append_timer, CLOCK_MONOTONIC, now(CLOCK_MONOTONIC), 1, on_append, p);
+                if (r < 0)
+                        return log_error_errno(r, "Could not add a timer: %m");
+        }
+        return 0;
+}
+
 /* Sets up, appends and runs the loop; what it made is freed by probe_done(). */
 static int probe_run(Probe *p, const char *db, const char *socket_path) {
         int r;
@@ -298,20 +332,10 @@ static int probe_run(Probe *p, const char *db, const char *socket_path) {
         }
 
         p->t0 = now(CLOCK_MONOTONIC);
-        if (p->count == 0)
-                stored(p);
-        else if (p->interval_usec == 0) {
-                /* All at once, before the loop runs: the store's pace alone. */
-                while (p->next_seq <= p->total) {
-                        r = append_batch(p);
-                        if (r < 0)
-                                return r;
-                }
-        } else {
-                r = sd_event_add_time(
-                        p->event, &p->append_timer, CLOCK_MONOTONIC, now(CLOCK_MONOTONIC), 1, on_append, p);
+        if (!p->after_connect) {
+                r = start_appending(p);
                 if (r < 0)
-                        return log_error_errno(r, "Could not add a timer: %m");
+                        return r;
         }
         r = sd_event_add_time(
                 p->event, &p->check_timer, CLOCK_MONOTONIC, now(CLOCK_MONOTONIC), 1000, on_check, p);
@@ -349,6 +373,7 @@ int main(int argc, char *argv[]) {
                 { "pad", required_argument, NULL, 'p' },
                 { "wait-for-redis", required_argument, NULL, 'w' },
                 { "attach", no_argument, NULL, 'a' },
+                { "after-connect", no_argument, NULL, 'C' },
                 { "db", required_argument, NULL, 'd' },
                 {},
         };
@@ -369,6 +394,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case 'i':
                         p.session = optarg;
+                        break;
+                case 'C':
+                        p.after_connect = true;
                         break;
                 case 'a':
                         p.attach = true;

@@ -90,6 +90,15 @@ class Subscriber:
                 self.messages.append(json.loads(self._next(deadline)))
         return self.messages
 
+    def wait_for_seq(self, last, timeout=60):
+        """Reads until the message with seq `last` has come (missing ones before it are not waited for)."""
+        deadline = time.monotonic() + timeout
+        while not self.messages or self.messages[-1]["seq"] < last:
+            if self._next(deadline) == "message":
+                self._next(deadline)  # the channel
+                self.messages.append(json.loads(self._next(deadline)))
+        return self.messages
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -236,6 +245,28 @@ class EventsRedisTest(unittest.TestCase):
         self.check_in_order([e[0] for e in entries], n)
         self.assertEqual([e[2]["i"] for e in entries], list(range(1, n + 1)))
         self.assertEqual([e[1] for e in entries], [m["time"] for m in messages])
+
+    def test_a_flood_past_the_pipeline_reaches_subscribers_whole(self):
+        # Far more events at once than the pipeline to Redis holds (REDIS_MAX_INFLIGHT, 20000) and than
+        # the stream keeps (10000): the bus falls back on catching up from SQLite while Redis is up the
+        # whole time, and a subscriber must still get every event once, in order (it once lost the
+        # ones the stream would trim at once).
+        sock = sb.env("CCDOCKER_REDIS_SOCKET")
+        sid = sb.unique("flood")
+        n = 60000
+        self.cleanups.append(lambda: redis_cli(sock, "DEL", channel(sid)))
+        sub = Subscriber(sock, channel(sid))
+        self.cleanups.append(sub.stop)
+
+        p = sb.run(probe_path(), f"--socket={sock}", f"--session={sid}", f"--count={n}", "--batch=1000",
+                   "--pad=100", "--wait-for-redis=120", "--after-connect", timeout=180)
+        summary = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertTrue(summary["done"], summary)
+
+        seqs = [m["seq"] for m in sub.wait_for_seq(n, timeout=120)]
+        missing = sorted(set(range(1, n + 1)) - set(seqs))
+        self.assertEqual(missing, [], f"{len(missing)} of {n} never published, from {missing[:1]} on")
+        self.check_in_order(seqs, n)
 
     def test_backlog_is_published_once_redis_appears(self):
         tmp = self.tempdir()
