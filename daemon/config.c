@@ -598,6 +598,8 @@ static const struct {
           offsetof(DaemonConfig, model_requests_per_minute) },
         { "ModelQueueMax", parse_positive_unsigned, offsetof(DaemonConfig, model_queue_max) },
         { "ModelPrices", parse_prices, offsetof(DaemonConfig, model_prices) },
+        { "SharedDirectory", parse_optional_path, offsetof(DaemonConfig, shared_dir) },
+        { "SharedReadOnly", parse_bool, offsetof(DaemonConfig, shared_read_only) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -832,6 +834,7 @@ void config_done(DaemonConfig *c) {
         c->allowed_secrets = strv_free(c->allowed_secrets);
         c->model_upstream_url = mfree(c->model_upstream_url);
         c->model_prices = mfree(c->model_prices);
+        c->shared_dir = mfree(c->shared_dir);
 }
 
 /* ---- the file ---- */
