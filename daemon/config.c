@@ -630,6 +630,8 @@ static const struct {
         { "ModelPrices", parse_prices, offsetof(DaemonConfig, model_prices) },
         { "GithubMcpURL", parse_url, offsetof(DaemonConfig, github_mcp_url) },
         { "DefaultMcpServers", parse_mcp_server_names, offsetof(DaemonConfig, default_mcp_servers) },
+        { "SharedDirectory", parse_optional_path, offsetof(DaemonConfig, shared_dir) },
+        { "SharedReadOnly", parse_bool, offsetof(DaemonConfig, shared_read_only) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -868,6 +870,7 @@ void config_done(DaemonConfig *c) {
         c->model_prices = mfree(c->model_prices);
         c->github_mcp_url = mfree(c->github_mcp_url);
         c->default_mcp_servers = strv_free(c->default_mcp_servers);
+        c->shared_dir = mfree(c->shared_dir);
 }
 
 /* ---- the file ---- */

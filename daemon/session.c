@@ -904,6 +904,8 @@ static json_t *session_container_spec(Session *s) {
                 .secrets = secrets,
                 .n_secrets = n_secrets,
                 .command = m->config.session_command,
+                .shared = m->config.shared_dir,
+                .shared_read_only = m->config.shared_read_only,
         };
         if (podman_container_spec_to_json(&spec_in, &spec) < 0)
                 return NULL;
