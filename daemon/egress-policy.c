@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "egress-proxy.h"
+#include "url-authority.h"
 #include "util.h"
 
 /* ---- the request head ---- */
@@ -459,30 +460,12 @@ bool egress_forward_id_of(const char *host, char *ret) {
 
 int egress_url_authority(const char *url, uint16_t default_port, char **ret_host, uint16_t *ret_port) {
         char host[EGRESS_HOST_MAX + 1];
-        const char *start, *end, *at, *colon = NULL;
+        const char *start, *end, *colon = NULL;
         uint16_t port = default_port;
         char *copy;
 
-        if (!url || !ret_host || !ret_port)
+        if (!ret_host || !ret_port || url_authority(url, &start, &end) < 0)
                 return -EINVAL;
-        start = strstr(url, "://");
-        if (!start || start == url)
-                return -EINVAL;
-        for (const char *i = url; i < start; i++)
-                if (!((*i >= 'a' && *i <= 'z') || (*i >= 'A' && *i <= 'Z') || (*i >= '0' && *i <= '9') ||
-                      strchr("+-.", *i)))
-                        return -EINVAL;
-        start += 3;
-        end = start + strcspn(start, "/?#");
-        /* The userinfo ends at the last '@' of the authority (a password may hold '@' percent-encoded). */
-        at = NULL;
-        for (const char *i = start; i < end; i++)
-                if (*i == '@')
-                        at = i;
-        if (at)
-                start = at + 1;
-        if (start == end || memchr(start, ',', (size_t) (end - start)))
-                return -EINVAL; /* no host (a unix socket), or several */
         if (*start == '[') {
                 const char *close = memchr(start, ']', (size_t) (end - start));
 

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "url-authority.h"
 #include "util.h"
 
 #define TEMPLATE_MAX (1024 * 1024)
@@ -990,20 +991,10 @@ int init_secrets_load(const json_t *config, const char *dir, json_t *warnings) {
 /* ---- forwards ---- */
 
 int init_url_with_authority(const char *url, const char *host, unsigned port, char **ret) {
-        const char *start, *end, *at = NULL;
+        const char *start, *end;
         char *out;
 
-        start = url ? strstr(url, "://") : NULL;
-        if (!start || isempty(host) || port == 0 || port > 65535)
-                return -EINVAL;
-        start += 3;
-        end = start + strcspn(start, "/?#");
-        for (const char *i = start; i < end; i++)
-                if (*i == '@')
-                        at = i;
-        if (at)
-                start = at + 1;
-        if (start == end || memchr(start, ',', (size_t) (end - start)))
+        if (isempty(host) || port == 0 || port > 65535 || url_authority(url, &start, &end) < 0)
                 return -EINVAL;
         if (asprintf(&out, "%.*s%s:%u%s", (int) (start - url), url, host, port, end) < 0)
                 return -ENOMEM;
