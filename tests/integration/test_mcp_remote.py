@@ -34,6 +34,9 @@ SCRIPT = {
          "reply": {"text": "And the custom one.", "tool_use": {"name": "mcp__custom-server__whoami", "input": {}}}},
         {"id": "done", "when": {"tool_result_for": "custom"}, "reply": {"text": "both answered"}},
         {"id": "plain", "when": {"last_user_contains": "say hi"}, "reply": {"text": "hi"}, "repeat": True},
+        {"id": "fs", "when": {"last_user_contains": "list the directories"},
+         "reply": {"tool_use": {"name": "mcp__filesystem__list_allowed_directories", "input": {}}}},
+        {"id": "fs_done", "when": {"tool_result_for": "fs"}, "reply": {"text": "listed"}},
     ],
 }
 
@@ -157,6 +160,16 @@ def result(path, timeout=180):
     return status, text, error
 
 
+def connected_servers(path):
+    """The names of the MCP servers the CLI's own system/init event lists as connected."""
+    events = json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]
+    for e in events:
+        data = json.loads(e[2])
+        if (data.get("type"), data.get("subtype")) == ("system", "init"):
+            return {s["name"] for s in data.get("mcp_servers", []) if s.get("status") == "connected"}
+    return set()
+
+
 CUSTOM = {"custom-server": {"type": "http", "url": "http://127.0.0.1:{port}/custom",
                             "headers": {"X-Custom-Key": "Key ${CUSTOM_TOKEN}"}}}
 
@@ -190,6 +203,7 @@ class RemoteMcpTest(unittest.TestCase):
                                 "allowed_tools", "as", ["mcp__github__*", "mcp__custom-server__*"])
         status, text, error = result(path)
         self.assertEqual((status, text, error), ("completed", "both answered", ""))
+        self.assertLessEqual({"github", "custom-server"}, connected_servers(path))
 
         # The CLI's .mcp.json names the loopback bridge, with no header.
         servers = self.mcp_json(path)["mcpServers"]
@@ -223,6 +237,20 @@ class RemoteMcpTest(unittest.TestCase):
         _sid, path = self.create("prompt", "s", "say hi")
         self.assertEqual(result(path)[0], "completed")
         self.assertNotIn("github", self.mcp_json(path)["mcpServers"])
+
+    def test_an_override_changes_filesystem_args(self):
+        overrides = {"filesystem": {"args": ["/workspace", "/tmp"]}}
+        _sid, path = self.create("prompt", "s", "list the directories", "mcp_overrides", "s", json.dumps(overrides),
+                                 "allowed_tools", "as", ["mcp__filesystem__*"])
+        fs = self.mcp_json(path)["mcpServers"].get("filesystem")
+        self.assertIsNotNone(fs, "the image has no filesystem server")
+        self.assertEqual(fs["args"], ["/workspace", "/tmp"])
+        self.assertEqual(result(path), ("completed", "listed", ""))
+        self.assertIn("filesystem", connected_servers(path))
+        out = [r for r in MODEL.requests() if r["matched_step"] == "fs_done"][-1]["tool_results"][0]
+        self.assertFalse(out["is_error"], out)
+        self.assertIn("/tmp", out["content_text"])
+        self.assertNotIn("/shared", out["content_text"])
 
     def test_bad_overrides_are_refused_naming_the_field(self):
         cases = [

@@ -158,6 +158,16 @@ def result(path, timeout=180):
     return status, text, error
 
 
+def connected_servers(path):
+    """The names of the MCP servers the CLI's own system/init event lists as connected."""
+    events = json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]
+    for e in events:
+        data = json.loads(e[2])
+        if (data.get("type"), data.get("subtype")) == ("system", "init"):
+            return {s["name"] for s in data.get("mcp_servers", []) if s.get("status") == "connected"}
+    return set()
+
+
 # From inside the container, one CONNECT on the egress socket: the proxy's status line.
 CONNECT = r'''
 import socket, sys
@@ -216,10 +226,9 @@ class PostgresForwardTest(unittest.TestCase):
         sid, path = self.create("prompt", "s", "ask dbhub", "secrets", "as", ["POSTGRES_URL"],
                                 "allowed_tools", "as", ["mcp__postgres__*"])
         servers = self.mcp_json(path)["mcpServers"]
-        if "postgres" not in servers:
-            call(path, "Stop", "b", "true", check=False)
-            self.skipTest("the image has no @bytebase/dbhub (issue 16, Node in the image)")
+        self.assertIn("postgres", servers, "the image has no @bytebase/dbhub")
         self.assertEqual(result(path), ("completed", "dbhub answered", ""))
+        self.assertIn("postgres", connected_servers(path))
         out = [r for r in MODEL.requests() if r["matched_step"] == "dbhub_done"][-1]["tool_results"][0]
         self.assertFalse(out["is_error"], out)
         self.assertIn("forty-two", out["content_text"])
