@@ -159,12 +159,14 @@ def result(path, timeout=180):
 
 
 def connected_servers(path):
-    """The names of the MCP servers the CLI's own system/init event lists as connected."""
+    """The names of the MCP servers the CLI's own system/init event lists as connected, or as pending: with
+    --input-format stream-json the CLI does not wait for a slow server (node starting dbhub on a loaded
+    machine) before that event; the tool call that follows shows it connected."""
     events = json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]
     for e in events:
         data = json.loads(e[2])
         if (data.get("type"), data.get("subtype")) == ("system", "init"):
-            return {s["name"] for s in data.get("mcp_servers", []) if s.get("status") == "connected"}
+            return {s["name"] for s in data.get("mcp_servers", []) if s.get("status") in ("connected", "pending")}
     return set()
 
 
