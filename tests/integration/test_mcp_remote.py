@@ -12,19 +12,17 @@ see the headers of every request, which the reference server does not report."""
 
 import http.server
 import json
-import os
-import shutil
 import threading
 import unittest
 
 import sandbox as sb
+from cli_session import call, connected_servers, mcp_json, result, start_daemon, stop_daemon
 
 GH_TOKEN = "ghp_remote_mcp_test_4b1d9e77c0"
 CUSTOM_TOKEN = "custom-key-8a2f61d3e5"
 DAEMON = None
 MODEL = None
 UPSTREAM = None
-RUNTIME = None
 
 SCRIPT = {
     "steps": [
@@ -125,51 +123,20 @@ class Upstream:
 
 
 def setUpModule():
-    global DAEMON, MODEL, UPSTREAM, RUNTIME
+    global DAEMON, MODEL, UPSTREAM
     UPSTREAM = Upstream()
     MODEL = sb.ScriptedModel(SCRIPT)
-    RUNTIME = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-mcp-remote-runtime")
-    DAEMON = sb.Daemon(unit="ccdockerd-mcp-remote-test.service", settings={
-        "RuntimeDirectory": RUNTIME,
-        "MaxMemory": "1G",
-        "DefaultMemory": "512M",
-        "ModelUpstreamURL": MODEL.base_url,
-        "GithubMcpURL": f"http://127.0.0.1:{UPSTREAM.port}/mcp/",
-        "AllowedSecrets": "GITHUB_TOKEN CUSTOM_TOKEN",
-        "HeartbeatTimeoutSec": "30",
-    }, extra_env={"ANTHROPIC_API_KEY": "sk-ant-test-remote-mcp",
-                  "CC_SECRET_GITHUB_TOKEN": GH_TOKEN, "CC_SECRET_CUSTOM_TOKEN": CUSTOM_TOKEN})
-    del DAEMON.settings["SessionCommand"]  # the image's own entrypoint: ccdocker-init and the real CLI
-    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
-    DAEMON.start()
+    DAEMON = start_daemon("ccdockerd-mcp-remote-test.service", "ccdockerd-mcp-remote-runtime", MODEL,
+                          {"GithubMcpURL": f"http://127.0.0.1:{UPSTREAM.port}/mcp/",
+                           "AllowedSecrets": "GITHUB_TOKEN CUSTOM_TOKEN"},
+                          {"ANTHROPIC_API_KEY": "sk-ant-test-remote-mcp",
+                           "CC_SECRET_GITHUB_TOKEN": GH_TOKEN, "CC_SECRET_CUSTOM_TOKEN": CUSTOM_TOKEN})
 
 
 def tearDownModule():
-    DAEMON.stop()
-    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+    stop_daemon(DAEMON)
     MODEL.stop()
     UPSTREAM.stop()
-
-
-def call(path, method, *args, check=True):
-    return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
-
-
-def result(path, timeout=180):
-    status, text, error, _usage = json.loads(call(path, "GetResult", "bu", "true", str(timeout)).stdout)["data"]
-    return status, text, error
-
-
-def connected_servers(path):
-    """The names of the MCP servers the CLI's own system/init event lists as connected, or as pending: with
-    --input-format stream-json the CLI does not wait for a slow server (node starting dbhub on a loaded
-    machine) before that event; the tool call that follows shows it connected."""
-    events = json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]
-    for e in events:
-        data = json.loads(e[2])
-        if (data.get("type"), data.get("subtype")) == ("system", "init"):
-            return {s["name"] for s in data.get("mcp_servers", []) if s.get("status") in ("connected", "pending")}
-    return set()
 
 
 CUSTOM = {"custom-server": {"type": "http", "url": "http://127.0.0.1:{port}/custom",
@@ -181,12 +148,6 @@ class RemoteMcpTest(unittest.TestCase):
         sid, path = sb.create_session(*config)
         self.addCleanup(call, path, "Stop", "b", "true", check=False)
         return sid, path
-
-    def mcp_json(self, path):
-        mcp = os.path.join(sb.session_prop(path, "Workspace"), ".mcp.json")
-        sb.wait_until(lambda: os.path.exists(mcp), 60, what=mcp)
-        with open(mcp) as f:
-            return json.load(f)
 
     def assert_no_token_inside(self, sid, *tokens):
         for token in tokens:
@@ -208,7 +169,7 @@ class RemoteMcpTest(unittest.TestCase):
         self.assertLessEqual({"github", "custom-server"}, connected_servers(path))
 
         # The CLI's .mcp.json names the loopback bridge, with no header.
-        servers = self.mcp_json(path)["mcpServers"]
+        servers = mcp_json(path)["mcpServers"]
         self.assertRegex(servers["github"]["url"], r"^http://127\.0\.0\.1:\d+/github$")
         self.assertRegex(servers["custom-server"]["url"], r"^http://127\.0\.0\.1:\d+/custom-server$")
         self.assertNotIn("headers", servers["github"])
@@ -238,14 +199,14 @@ class RemoteMcpTest(unittest.TestCase):
     def test_github_is_absent_without_its_secret(self):
         _sid, path = self.create("prompt", "s", "say hi")
         self.assertEqual(result(path)[0], "completed")
-        self.assertNotIn("github", self.mcp_json(path)["mcpServers"])
+        self.assertNotIn("github", mcp_json(path)["mcpServers"])
 
     def test_an_override_changes_filesystem_args(self):
         overrides = {"filesystem": {"args": ["/workspace", "/tmp"]}}
         sid, path = self.create("prompt", "s", "list the directories", "mcp_overrides", "s", json.dumps(overrides),
                                  "mcp_servers", "as", ["cc-docker", "filesystem"],
                                  "allowed_tools", "as", ["mcp__filesystem__*"])
-        fs = self.mcp_json(path)["mcpServers"].get("filesystem")
+        fs = mcp_json(path)["mcpServers"].get("filesystem")
         self.assertIsNotNone(fs, "the image has no filesystem server")
         self.assertEqual(fs["args"], ["/workspace", "/tmp"])
         self.assertEqual(result(path), ("completed", "listed", ""))

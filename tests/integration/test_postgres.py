@@ -9,7 +9,6 @@ address can be asked for by a session that was not given them. When the image ha
 postgres MCP server answers the SELECT too."""
 
 import base64
-import json
 import os
 import shutil
 import socket
@@ -17,12 +16,12 @@ import subprocess
 import unittest
 
 import sandbox as sb
+from cli_session import call, connected_servers, mcp_json, result, start_daemon, stop_daemon
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 DAEMON = None
 MODEL = None
 PG = None
-RUNTIME = None
 
 # Run inside the container (the image has python3): the PostgreSQL wire protocol by hand, trust auth.
 CLIENT = r'''
@@ -124,50 +123,19 @@ class Postgres:
 
 
 def setUpModule():
-    global DAEMON, MODEL, PG, RUNTIME
+    global DAEMON, MODEL, PG
     PG = Postgres(sb.env("CCDOCKER_RUN_DIR"))
     MODEL = sb.ScriptedModel(SCRIPT)
-    RUNTIME = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-postgres-runtime")
-    DAEMON = sb.Daemon(unit="ccdockerd-postgres-test.service", settings={
-        "RuntimeDirectory": RUNTIME,
-        "MaxMemory": "1G",
-        "DefaultMemory": "512M",
-        "ModelUpstreamURL": MODEL.base_url,
-        "AllowedSecrets": "POSTGRES_URL",
-        "HeartbeatTimeoutSec": "30",
-    }, extra_env={"ANTHROPIC_API_KEY": "sk-ant-test-postgres",
-                  "CC_SECRET_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{PG.port}/ccd?sslmode=disable"})
-    del DAEMON.settings["SessionCommand"]  # the image's own entrypoint: ccdocker-init and the real CLI
-    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
-    DAEMON.start()
+    DAEMON = start_daemon("ccdockerd-postgres-test.service", "ccdockerd-postgres-runtime", MODEL,
+                          {"AllowedSecrets": "POSTGRES_URL"},
+                          {"ANTHROPIC_API_KEY": "sk-ant-test-postgres",
+                           "CC_SECRET_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{PG.port}/ccd?sslmode=disable"})
 
 
 def tearDownModule():
-    DAEMON.stop()
-    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+    stop_daemon(DAEMON)
     MODEL.stop()
     PG.stop()
-
-
-def call(path, method, *args, check=True):
-    return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
-
-
-def result(path, timeout=180):
-    status, text, error, _usage = json.loads(call(path, "GetResult", "bu", "true", str(timeout)).stdout)["data"]
-    return status, text, error
-
-
-def connected_servers(path):
-    """The names of the MCP servers the CLI's own system/init event lists as connected, or as pending: with
-    --input-format stream-json the CLI does not wait for a slow server (node starting dbhub on a loaded
-    machine) before that event; the tool call that follows shows it connected."""
-    events = json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]
-    for e in events:
-        data = json.loads(e[2])
-        if (data.get("type"), data.get("subtype")) == ("system", "init"):
-            return {s["name"] for s in data.get("mcp_servers", []) if s.get("status") in ("connected", "pending")}
-    return set()
 
 
 # From inside the container, one CONNECT on the egress socket: the proxy's status line.
@@ -188,12 +156,6 @@ class PostgresForwardTest(unittest.TestCase):
 
     def connect_from_inside(self, sid, target):
         return sb.run("podman", "exec", f"ccdocker-{sid}", "python3", "-c", CONNECT, target).stdout.strip()
-
-    def mcp_json(self, path):
-        mcp = os.path.join(sb.session_prop(path, "Workspace"), ".mcp.json")
-        sb.wait_until(lambda: os.path.exists(mcp), 60, what=mcp)
-        with open(mcp) as f:
-            return json.load(f)
 
     def test_a_select_through_the_forward(self):
         sid, path = self.create("prompt", "s", "query the database", "secrets", "as", ["POSTGRES_URL"])
@@ -216,7 +178,7 @@ class PostgresForwardTest(unittest.TestCase):
     def test_without_the_secret_no_forward_and_no_server(self):
         sid, path = self.create("prompt", "s", "say hi", "allowed_hosts", "as", ["127.0.0.1:1"])
         self.assertEqual(result(path)[0], "completed")
-        self.assertNotIn("postgres", self.mcp_json(path)["mcpServers"])
+        self.assertNotIn("postgres", mcp_json(path)["mcpServers"])
         env = sb.run("podman", "exec", f"ccdocker-{sid}", "sh", "-c",
                      "cat /proc/$(pgrep -x claude | head -n1)/environ").stdout
         self.assertNotIn("POSTGRES_URL", env)
@@ -227,7 +189,7 @@ class PostgresForwardTest(unittest.TestCase):
     def test_dbhub_answers_through_the_forward(self):
         sid, path = self.create("prompt", "s", "ask dbhub", "secrets", "as", ["POSTGRES_URL"],
                                 "allowed_tools", "as", ["mcp__postgres__*"])
-        servers = self.mcp_json(path)["mcpServers"]
+        servers = mcp_json(path)["mcpServers"]
         self.assertIn("postgres", servers, "the image has no @bytebase/dbhub")
         self.assertEqual(result(path), ("completed", "dbhub answered", ""))
         self.assertIn("postgres", connected_servers(path))
