@@ -390,6 +390,36 @@ static int parse_secret_names(void *field, const char *key, const char *value, c
         return 0;
 }
 
+/* "cc-docker,filesystem playwright": MCP server names ([a-z0-9_-]) separated by commas or spaces. */
+static int parse_mcp_server_names(void *field, const char *key, const char *value, const char *where) {
+        _cleanup_(strv_freep) char **l = NULL;
+        _cleanup_free_ char *copy = strdup(value);
+        char ***p = field;
+        int r;
+
+        if (!copy)
+                return log_oom();
+        for (char *i = copy; *i; i++)
+                if (*i == ',')
+                        *i = ' ';
+        r = split_words(copy, &l);
+        if (r == -ENOMEM)
+                return log_oom();
+        for (char **i = l; r >= 0 && i && *i; i++)
+                if (strlen(*i) > 64 || strspn(*i, "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(*i))
+                        r = -EINVAL;
+        if (r < 0 || !l || !l[0])
+                return log_error_errno(
+                        EINVAL,
+                        "%s%s must be MCP server names ([a-z0-9_-]) separated by commas, got '%s'",
+                        where,
+                        key,
+                        value);
+        strv_free(*p);
+        *p = TAKE_PTR(l);
+        return 0;
+}
+
 static int parse_positive_size(void *field, const char *key, const char *value, const char *where) {
         uint64_t v, *p = field;
         int r;
@@ -598,6 +628,10 @@ static const struct {
           offsetof(DaemonConfig, model_requests_per_minute) },
         { "ModelQueueMax", parse_positive_unsigned, offsetof(DaemonConfig, model_queue_max) },
         { "ModelPrices", parse_prices, offsetof(DaemonConfig, model_prices) },
+        { "GithubMcpURL", parse_url, offsetof(DaemonConfig, github_mcp_url) },
+        { "DefaultMcpServers", parse_mcp_server_names, offsetof(DaemonConfig, default_mcp_servers) },
+        { "SharedDirectory", parse_optional_path, offsetof(DaemonConfig, shared_dir) },
+        { "SharedReadOnly", parse_bool, offsetof(DaemonConfig, shared_read_only) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -781,8 +815,10 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 NULL);
         c->model_upstream_url = strdup("https://api.anthropic.com");
         c->model_prices = strdup("*=3/15");
+        c->github_mcp_url = strdup("https://api.githubcopilot.com/mcp/");
+        c->default_mcp_servers = strv_new_from("cc-docker", NULL);
         if (!c->systemd_bus || !c->default_image || !c->prompt_deny_patterns || !c->model_upstream_url ||
-            !c->model_prices) {
+            !c->model_prices || !c->github_mcp_url || !c->default_mcp_servers) {
                 config_done(c);
                 return log_oom();
         }
@@ -832,6 +868,9 @@ void config_done(DaemonConfig *c) {
         c->allowed_secrets = strv_free(c->allowed_secrets);
         c->model_upstream_url = mfree(c->model_upstream_url);
         c->model_prices = mfree(c->model_prices);
+        c->github_mcp_url = mfree(c->github_mcp_url);
+        c->default_mcp_servers = strv_free(c->default_mcp_servers);
+        c->shared_dir = mfree(c->shared_dir);
 }
 
 /* ---- the file ---- */

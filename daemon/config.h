@@ -58,6 +58,12 @@ typedef struct DaemonConfig {
         unsigned model_requests_per_minute;       /* token bucket of the credential */
         unsigned model_queue_max;                 /* calls waiting for admission; more are answered 429 */
         char *model_prices;                       /* "PREFIX=IN/OUT ...", USD per million tokens */
+        /* Claude Code's MCP servers (docs/mcp-servers.md). */
+        char *github_mcp_url;       /* the GitHub MCP server the daemon forwards a session's github to */
+        char **default_mcp_servers; /* mcp_servers of a session that names none (CC_DEFAULT_MCP_SERVERS) */
+        /* /shared in every session (SPEC.md 3.3): a host directory shared across sessions. */
+        char *shared_dir;      /* NULL: none, the image's empty /shared */
+        bool shared_read_only; /* bound read-only rather than read-write */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

@@ -3,8 +3,6 @@
  * to (loopback, link-local and private ranges only when the allowlist names them). egress-proxy.c calls
  * these on the loop; the unit and fuzz tests call them directly. egress-proxy.h declares them. */
 #define _GNU_SOURCE
-#include "egress-proxy.h"
-
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -13,6 +11,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "egress-proxy.h"
+#include "url-authority.h"
 #include "util.h"
 
 /* ---- the request head ---- */
@@ -425,4 +425,67 @@ bool egress_address_permitted(
                         return true;
         }
         return false;
+}
+
+/* ---- forwards ---- */
+
+bool egress_forward_id_valid(const char *id) {
+        size_t n;
+
+        if (!id)
+                return false;
+        n = strlen(id);
+        if (n == 0 || n > EGRESS_FORWARD_ID_MAX || id[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
+                        return false;
+        return true;
+}
+
+bool egress_forward_id_of(const char *host, char *ret) {
+        size_t n = host ? strlen(host) : 0, suffix = strlen(EGRESS_FORWARD_SUFFIX);
+        char id[EGRESS_FORWARD_ID_MAX + 1];
+
+        if (n <= suffix || n - suffix > EGRESS_FORWARD_ID_MAX ||
+            !streq(host + n - suffix, EGRESS_FORWARD_SUFFIX))
+                return false;
+        memcpy(id, host, n - suffix);
+        id[n - suffix] = '\0';
+        if (!egress_forward_id_valid(id))
+                return false;
+        memcpy(ret, id, n - suffix + 1);
+        return true;
+}
+
+int egress_url_authority(const char *url, uint16_t default_port, char **ret_host, uint16_t *ret_port) {
+        char host[EGRESS_HOST_MAX + 1];
+        const char *start, *end, *colon = NULL;
+        uint16_t port = default_port;
+        char *copy;
+
+        if (!ret_host || !ret_port || url_authority(url, &start, &end) < 0)
+                return -EINVAL;
+        if (*start == '[') {
+                const char *close = memchr(start, ']', (size_t) (end - start));
+
+                if (!close)
+                        return -EINVAL;
+                if (close + 1 < end) {
+                        if (close[1] != ':')
+                                return -EINVAL;
+                        colon = close + 1;
+                }
+        } else
+                colon = memchr(start, ':', (size_t) (end - start));
+        if (colon && !parse_port(colon + 1, (size_t) (end - colon - 1), &port))
+                return -EINVAL;
+        if (!parse_host(start, (size_t) ((colon ?: end) - start), host) || port == 0)
+                return -EINVAL;
+        copy = strdup(host);
+        if (!copy)
+                return -ENOMEM;
+        *ret_host = copy;
+        *ret_port = port;
+        return 0;
 }

@@ -76,6 +76,7 @@ struct Connection {
         size_t head_len;
         EgressRequest req;
         bool decided; /* the decision record is written */
+        bool forward; /* a forward's destination (req is its host:port): no address check */
         Resolution *resolution;
         Address addrs[ADDRESSES_MAX];   /* those that passed the address check */
         size_t n_addrs, addr;           /* addrs[addr] is the one being tried */
@@ -105,8 +106,18 @@ struct ResolverWatch {
         sd_event_source *source;
 };
 
+/* A TCP forward: an id the container names, a destination it does not (egress_session_add_forward()). */
+typedef struct EgressForward {
+        char id[EGRESS_FORWARD_ID_MAX + 1];
+        char *host;
+        uint16_t port;
+} EgressForward;
+
 struct EgressSession {
         EgressProxy *proxy;
+        EgressForward forwards[EGRESS_FORWARDS_MAX];
+        size_t n_forwards;
+        McpRemoteSession *remote; /* its remote MCP servers, or NULL */
         EgressSession *prev, *next;
         char *id, *socket_path;
         char **allowed;
@@ -131,6 +142,7 @@ struct EgressProxy {
         sd_event_source *resolve_timer; /* c-ares's next timeout (ares_timeout) */
         Resolution *resolutions;
         unsigned n_resolutions;
+        McpRemote *remote; /* made when a session first has remote MCP servers */
 };
 
 /* ---- connections ---- */
@@ -519,7 +531,7 @@ static void connection_add_address(Connection *c, const struct sockaddr *sa, siz
 
         if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || len > sizeof(c->addrs[0].sa))
                 return;
-        if (egress_address_permitted(c->session->allowed, c->req.host, c->req.port, sa)) {
+        if (c->forward || egress_address_permitted(c->session->allowed, c->req.host, c->req.port, sa)) {
                 if (c->n_addrs < ADDRESSES_MAX) {
                         memcpy(&c->addrs[c->n_addrs].sa, sa, len);
                         c->addrs[c->n_addrs].len = (socklen_t) len;
@@ -663,12 +675,36 @@ static void connection_resolve(Connection *c) {
 
 /* ---- the head and the decision ---- */
 
+/* "CONNECT ID.forward.invalid:PORT": 1 when it names one of the session's forwards (c->req is then the
+ * forward's destination), 0 when the target is no forward name, -ENOENT when it names none of its. */
+static int connection_forward(Connection *c) {
+        EgressSession *s = c->session;
+        char id[EGRESS_FORWARD_ID_MAX + 1];
+
+        if (!egress_forward_id_of(c->req.host, id))
+                return endswith(c->req.host, EGRESS_FORWARD_SUFFIX) ? -ENOENT : 0;
+        for (size_t i = 0; i < s->n_forwards; i++)
+                if (streq(s->forwards[i].id, id) && s->forwards[i].port == c->req.port) {
+                        (void) snprintf(c->req.host, sizeof(c->req.host), "%s", s->forwards[i].host);
+                        c->forward = true;
+                        return 1;
+                }
+        return -ENOENT;
+}
+
 static void connection_decide(Connection *c, size_t head_len) {
         EgressSession *s = c->session;
         size_t rest = c->head_len - head_len;
         int r;
 
-        if (!egress_host_allowed(s->allowed, c->req.host, c->req.port)) {
+        r = connection_forward(c);
+        if (r < 0) {
+                log_decision(c, LOG_WARNING, "denied", "not one of the session's forwards", NULL);
+                connection_refuse_target(
+                        c, "403 Forbidden", "egress to", " is not a forward of this session");
+                return;
+        }
+        if (r == 0 && !egress_host_allowed(s->allowed, c->req.host, c->req.port)) {
                 log_decision(c, LOG_WARNING, "denied", "not in the session's allowlist", NULL);
                 connection_refuse_target(
                         c, "403 Forbidden", "egress to", " is not allowed for this session");
@@ -848,6 +884,8 @@ static int on_listen_io(sd_event_source *source, int fd, uint32_t revents, void 
 void egress_session_set_admit(EgressSession *s, int (*admit)(int fd, void *userdata), void *userdata) {
         s->admit = admit;
         s->admit_userdata = userdata;
+        if (s->remote)
+                mcp_remote_session_set_admit(s->remote, admit, userdata);
 }
 
 static int session_bind(EgressSession *s, uid_t uid, gid_t gid) {
@@ -977,11 +1015,65 @@ EgressSession *egress_session_free(EgressSession *s) {
         if (s->bound && unlink(s->socket_path) < 0 && errno != ENOENT)
                 log_debug_errno(errno, "could not remove %s: %m", s->socket_path);
         LIST_REMOVE(s->proxy->sessions, s);
+        s->remote = mcp_remote_session_free(s->remote);
         strv_free(s->allowed);
+        for (size_t i = 0; i < s->n_forwards; i++)
+                free(s->forwards[i].host);
         free(s->id);
         free(s->socket_path);
         free(s);
         return NULL;
+}
+
+int egress_session_add_forward(EgressSession *s, const char *id, const char *host, uint16_t port) {
+        char parsed[EGRESS_HOST_MAX + 16];
+        EgressForward *f;
+
+        if (!s || !egress_forward_id_valid(id) || isempty(host) || port == 0)
+                return -EINVAL;
+        /* A host the CONNECT parser would take: a name, an IPv4 literal or an IPv6 one. */
+        (void) snprintf(parsed, sizeof(parsed), strchr(host, ':') ? "[%s]:1" : "%s:1", host);
+        if (!egress_allow_entry_valid(parsed) || strchr(host, '*'))
+                return -EINVAL;
+        for (size_t i = 0; i < s->n_forwards; i++)
+                if (streq(s->forwards[i].id, id))
+                        return -EEXIST;
+        if (s->n_forwards >= EGRESS_FORWARDS_MAX)
+                return -E2BIG;
+        f = &s->forwards[s->n_forwards];
+        f->host = strdup(host);
+        if (!f->host)
+                return -ENOMEM;
+        (void) snprintf(f->id, sizeof(f->id), "%s", id);
+        f->port = port;
+        s->n_forwards++;
+        log_debug("session %s: egress forward %s to %s port %u", s->id, id, host, (unsigned) port);
+        return 0;
+}
+
+int egress_session_add_mcp_remote(
+        EgressSession *s,
+        const char *socket_path,
+        uid_t uid,
+        gid_t gid,
+        const McpRemoteServer *servers,
+        size_t n) {
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        if (s->remote)
+                return -EEXIST;
+        if (!s->proxy->remote) {
+                r = mcp_remote_new(s->proxy->event, &s->proxy->remote);
+                if (r < 0)
+                        return r;
+        }
+        r = mcp_remote_listen(s->proxy->remote, s->id, socket_path, uid, gid, servers, n, &s->remote);
+        if (r < 0)
+                return r;
+        mcp_remote_session_set_admit(s->remote, s->admit, s->admit_userdata);
+        return 0;
 }
 
 unsigned egress_session_connections(const EgressSession *s) {
@@ -1131,6 +1223,7 @@ EgressProxy *egress_proxy_free(EgressProxy *p) {
                 return NULL;
         while (p->sessions)
                 egress_session_free(p->sessions);
+        p->remote = mcp_remote_free(p->remote);
 
         /* Every lookup still running ends now: c-ares calls each back (ARES_EDESTRUCTION), which frees
          * its Resolution, and closes its sockets. */

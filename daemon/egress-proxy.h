@@ -14,6 +14,8 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "mcp-remote.h"
+
 #define EGRESS_SOCKET_NAME "egress.sock"
 #define EGRESS_HEAD_MAX 8192 /* bytes of a request head, up to and including its blank line */
 #define EGRESS_HOST_MAX 253  /* a DNS name's length; an IPv6 literal is shorter */
@@ -102,6 +104,39 @@ int egress_proxy_listen(
 EgressSession *egress_session_free(EgressSession *s);
 /* admit(fd, userdata) is asked of each new connection before it is read: <= 0 closes it unheard. */
 void egress_session_set_admit(EgressSession *s, int (*admit)(int fd, void *userdata), void *userdata);
+
+/* TCP forwards (docs/egress-proxy.md, "Forwards"): a session may be given a few destinations that it
+ * names by id, not by address: "CONNECT ID.forward.invalid:PORT" reaches the host:port the daemon set for
+ * that id (PORT must be the forward's own port), and nothing else. The container cannot choose where a
+ * forward goes; a forward's destination is the daemon's (a secret's host:port), so it is not subject to
+ * the allowlist or the local-address check, and it does not widen the allowlist either. */
+#define EGRESS_FORWARD_SUFFIX ".forward.invalid"
+#define EGRESS_FORWARD_ID_MAX 32
+#define EGRESS_FORWARDS_MAX 8 /* per session */
+
+/* Whether id is a forward id: 1 to EGRESS_FORWARD_ID_MAX of [a-z0-9-], not starting with '-'. */
+bool egress_forward_id_valid(const char *id);
+/* Whether host (as parsed: lowercase) is "ID.forward.invalid" with a valid ID; writes ID to ret
+ * (EGRESS_FORWARD_ID_MAX + 1 bytes). */
+bool egress_forward_id_of(const char *host, char *ret);
+/* The host and port of a URL "scheme://[userinfo@]host[:port][/...]" (a DSN such as
+ * postgresql://u:p@db.example.com:5432/app), default_port when it has none. The host is lowercased,
+ * without brackets. -EINVAL for no host (a unix socket DSN), several hosts, or a malformed one. */
+int egress_url_authority(const char *url, uint16_t default_port, char **ret_host, uint16_t *ret_port);
+/* Adds the forward id -> host:port to the session (-EINVAL for a bad id or host, -EEXIST for an id it
+ * has, -E2BIG past EGRESS_FORWARDS_MAX). */
+int egress_session_add_forward(EgressSession *s, const char *id, const char *host, uint16_t port);
+
+/* The session's remote MCP servers (mcp-remote.h) on socket_path (mcp.sock beside egress.sock), owned
+ * by uid:gid and admitted as the egress socket is; they end with the session. Once per session
+ * (-EEXIST). */
+int egress_session_add_mcp_remote(
+        EgressSession *s,
+        const char *socket_path,
+        uid_t uid,
+        gid_t gid,
+        const McpRemoteServer *servers,
+        size_t n);
 
 /* Open connections of the session, for tests and the session's status. */
 unsigned egress_session_connections(const EgressSession *s);

@@ -654,6 +654,23 @@ int podman_container_spec_to_json(const PodmanContainerSpec *p, json_t **ret) {
                             "rw",
                             "nosuid")) < 0)
                 return -ENOMEM;
+        if (p->shared &&
+            json_array_append_new(
+                    mounts,
+                    json_pack(
+                            "{s:s, s:s, s:s, s:[ssss]}",
+                            "type",
+                            "bind",
+                            "source",
+                            p->shared,
+                            "destination",
+                            "/shared",
+                            "options",
+                            "rbind",
+                            p->shared_read_only ? "ro" : "rw",
+                            "nosuid",
+                            "nodev")) < 0)
+                return -ENOMEM;
         /* The channel's directory, not its socket: a restarted daemon binds a new socket there. */
         if (json_array_append_new(
                     mounts,

@@ -99,7 +99,9 @@ typedef struct PodmanContainerSpec {
         uint64_t stop_timeout_sec;
         const PodmanSecretMount *secrets; /* n_secrets of them; none: no "secrets" key */
         size_t n_secrets;
-        char **command; /* NULL-ended; NULL: the image's */
+        char **command;        /* NULL-ended; NULL: the image's */
+        const char *shared;    /* host directory bound at /shared; NULL: none */
+        bool shared_read_only; /* ... read-only */
 } PodmanContainerSpec;
 
 /* libpod's SpecGenerator JSON for spec, for podman_container_create(). -EINVAL for a spec without a

@@ -20,6 +20,7 @@
 #include "peer.h"
 #include "ratelimit.h"
 #include "session-budget.h"
+#include "session-remote.h"
 #include "session.h"
 #include "time-util.h"
 #include "util.h"
@@ -465,7 +466,8 @@ static json_t *session_claude_config(Session *s) {
                 "permission_mode",
                 c && c->permission_mode ? c->permission_mode : "bypassPermissions",
                 "mcp_servers",
-                strv_to_json(c && c->mcp_servers ? c->mcp_servers : default_mcp),
+                strv_to_json(c && c->mcp_servers ? c->mcp_servers
+                                                 : s->manager->config.default_mcp_servers ?: default_mcp),
                 "skills",
                 strv_to_json(c && c->skills ? c->skills : default_skills),
                 "allowed_tools",
@@ -486,6 +488,8 @@ static json_t *session_claude_config(Session *s) {
         }
         if (c && c->mcp_overrides &&
             json_object_set_new(config, "mcp_overrides", json_loads(c->mcp_overrides, 0, NULL)) < 0)
+                return NULL;
+        if (c && session_remote_hello(s, config) < 0)
                 return NULL;
         return TAKE_PTR(config);
 }

@@ -31,6 +31,7 @@
 #include "manager.h"
 #include "oom.h"
 #include "session-end.h"
+#include "session-remote.h"
 #include "time-util.h"
 #include "unit.h"
 #include "util.h"
@@ -871,13 +872,18 @@ static json_t *session_container_spec(Session *s) {
                 env[i] = c->environment[i];
         env[n_env] = id_env;
 
-        /* Granted secrets, as files of the session's podman secrets. */
-        for (size_t i = 0; i < n_secrets; i++) {
-                objects[i] = session_secret_object(s, c->secrets[i]);
-                if (!objects[i])
+        /* Granted secrets, as files of the session's podman secrets; not those the daemon holds. */
+        for (size_t i = 0, k = 0; i < n_secrets; i++) {
+                if (session_secret_held(c, c->secrets[i]))
+                        continue;
+                objects[k] = session_secret_object(s, c->secrets[i]);
+                if (!objects[k])
                         return NULL;
-                secrets[i] = (PodmanSecretMount){ .secret = objects[i], .file = c->secrets[i] };
+                secrets[k] = (PodmanSecretMount){ .secret = objects[k], .file = c->secrets[i] };
+                k++;
         }
+        while (n_secrets > 0 && !secrets[n_secrets - 1].secret)
+                n_secrets--;
 
         PodmanContainerSpec spec_in = {
                 .name = s->container_name,
@@ -898,6 +904,8 @@ static json_t *session_container_spec(Session *s) {
                 .secrets = secrets,
                 .n_secrets = n_secrets,
                 .command = m->config.session_command,
+                .shared = m->config.shared_dir,
+                .shared_read_only = m->config.shared_read_only,
         };
         if (podman_container_spec_to_json(&spec_in, &spec) < 0)
                 return NULL;
@@ -919,9 +927,12 @@ static void session_remove_secrets(Session *s) {
                 return;
         s->secrets_removed = true;
         for (char **i = s->config->secrets; *i; i++) {
-                _cleanup_free_ char *object = session_secret_object(s, *i);
+                _cleanup_free_ char *object = NULL;
                 int r;
 
+                if (session_secret_held(s->config, *i))
+                        continue;
+                object = session_secret_object(s, *i);
                 if (!object) {
                         log_oom();
                         continue;
@@ -966,10 +977,13 @@ static int session_create_secrets(Session *s) {
         const SecretStore *store = s->manager->secrets;
 
         for (char **i = s->config->secrets; *i; i++) {
-                _cleanup_free_ char *object = session_secret_object(s, *i);
+                _cleanup_free_ char *object = NULL;
                 const char *value = secret_store_get(store, *i);
                 int r;
 
+                if (session_secret_held(s->config, *i))
+                        continue; /* the daemon adds it to a remote MCP server's requests */
+                object = session_secret_object(s, *i);
                 if (!object)
                         return -ENOMEM;
                 if (!value)
@@ -1081,7 +1095,7 @@ static int session_open_egress(Session *s) {
         if (r < 0)
                 return r;
         egress_session_set_admit(s->egress, admit_egress, s);
-        return 0;
+        return session_open_remote(s, SESSION_UID, SESSION_GID);
 }
 
 static int session_open_channel(Session *s) {
@@ -1142,7 +1156,9 @@ int session_start(Session *s) {
                         session_fail(s, reason ?: "could not create the session's secrets");
                         return r;
                 }
-                return 0;
+                if (s->secrets_pending > 0)
+                        return 0;
+                /* Every secret stays in the daemon: no podman secret to wait for. */
         }
         session_create_container(s);
         return 0;

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "cleanup.h"
+#include "curl-glue.h"
 #include "egress-proxy.h"
 #include "log.h"
 #include "util.h"
@@ -842,6 +843,203 @@ static int read_mcp_overrides(sd_bus_message *m, SessionConfig *c, sd_bus_error 
         return c->mcp_overrides ? 0 : -ENOMEM;
 }
 
+/* ---- what mcp_overrides may say (docs/mcp-servers.md, "Overrides") ---- */
+
+static bool has_space_or_control(const char *s) {
+        for (; s && *s; s++)
+                if ((unsigned char) *s <= ' ' || (unsigned char) *s == 0x7f)
+                        return true;
+        return false;
+}
+
+/* A server's command must be the image's: a bare name (searched in the image's PATH) or an absolute
+ * path under its read-only /usr, /opt or /bin; never the workspace, /shared, /tmp or home, where a
+ * session could put a program of its own. */
+static bool override_command_valid(const char *cmd) {
+        static const char *const roots[] = { "/usr/", "/opt/", "/bin/" };
+        bool under = false;
+
+        if (isempty(cmd) || strlen(cmd) > PATH_MAX)
+                return false;
+        if (cmd[0] != '/')
+                return strspn(cmd, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") ==
+                        strlen(cmd) &&
+                        cmd[0] != '.';
+        for (size_t i = 0; i < ELEMENTSOF(roots); i++)
+                under = under || startswith(cmd, roots[i]);
+        return under && !strstr(cmd, "/../") && !endswith(cmd, "/..") && !strstr(cmd, "/./") &&
+                !strstr(cmd, "//") && !has_space_or_control(cmd);
+}
+
+/* Each ${NAME} of a header value must be a secret the session is granted. */
+static int override_header_check(
+        const SessionConfig *c,
+        const char *server,
+        const char *header,
+        const char *value,
+        sd_bus_error *error) {
+        char e[ECHO_MAX + 4];
+
+        for (const char *p = value; (p = strstr(p, "${"));) {
+                const char *n = p + 2, *end = strchr(n, '}');
+                _cleanup_free_ char *name = end ? strndup(n, (size_t) (end - n)) : NULL;
+                bool granted = false;
+
+                if (!end)
+                        break;
+                if (!name)
+                        return -ENOMEM;
+                for (char **i = c->secrets; i && *i; i++)
+                        granted = granted || streq(*i, name);
+                if (!granted)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'mcp_overrides.%s.headers.%s' names secret '%s', which "
+                                "the session is not granted (field 'secrets')",
+                                server,
+                                header,
+                                echo(name, e));
+                p = end + 1;
+        }
+        return 0;
+}
+
+static int override_check(const SessionConfig *c, const char *server, json_t *o, sd_bus_error *error) {
+        static const char *const keys[] = {
+                "type", "command", "args", "env", "url", "headers", "description"
+        };
+        const char *type = json_string_value(json_object_get(o, "type")), *key, *h;
+        char e[ECHO_MAX + 4];
+        json_t *v, *x;
+        size_t i;
+        int r;
+
+        json_object_foreach (o, key, v) {
+                bool known = false;
+
+                for (i = 0; i < ELEMENTSOF(keys); i++)
+                        known = known || streq(key, keys[i]);
+                if (!known)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'mcp_overrides.%s.%s' is not a key of an MCP server "
+                                "(type, command, args, env, url, headers, description)",
+                                server,
+                                echo(key, e));
+        }
+        v = json_object_get(o, "type");
+        if (v && (!type || (!streq(type, "stdio") && !streq(type, "http"))))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.type' must be stdio or http, got '%s'",
+                        server,
+                        type ? echo(type, e) : "(not a string)");
+        v = json_object_get(o, "command");
+        if (v && !override_command_valid(json_string_value(v)))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.command' must be a program of the image (a "
+                        "name in its PATH, or a path under /usr, /opt or /bin), got '%s'",
+                        server,
+                        json_is_string(v) ? echo(json_string_value(v), e) : "(not a string)");
+        v = json_object_get(o, "args");
+        json_array_foreach (v, i, x)
+                if (!json_is_string(x) || json_string_length(x) > PATH_MAX)
+                        v = NULL;
+        if (json_object_get(o, "args") && (!json_is_array(json_object_get(o, "args")) || !v))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.args' must be an array of strings",
+                        server);
+        v = json_object_get(o, "env");
+        json_object_foreach (v, key, x)
+                if (!env_name_is_valid(key) || !json_is_string(x))
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'mcp_overrides.%s.env' must map variable names to strings, "
+                                "got '%s'",
+                                server,
+                                echo(key, e));
+        if (v && !json_is_object(v))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.env' must be an object",
+                        server);
+        v = json_object_get(o, "url");
+        if (v &&
+            (!json_is_string(v) || !http_url_is_valid(json_string_value(v)) ||
+             has_space_or_control(json_string_value(v))))
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.url' must be an http:// or https:// URL, got "
+                        "'%s'",
+                        server,
+                        json_is_string(v) ? echo(json_string_value(v), e) : "(not a string)");
+        if (type && streq(type, "http") && !v)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.url' is needed by type http",
+                        server);
+        v = json_object_get(o, "headers");
+        if (!v)
+                return 0;
+        if (!type || !streq(type, "http") || !json_is_object(v) || json_object_size(v) > 1)
+                return refuse(
+                        error,
+                        CCDOCKER_ERROR_INVALID_CONFIG,
+                        "CreateSession: field 'mcp_overrides.%s.headers' must be an object of one header, on a "
+                        "server of type http",
+                        server);
+        json_object_foreach (v, h, x) {
+                const char *value = json_string_value(x);
+
+                if (isempty(h) || strlen(h) > 64 ||
+                    strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
+                            strlen(h) ||
+                    !value || has_space_or_control(h) || strpbrk(value, "\r\n") || strlen(value) > 4096)
+                        return refuse(
+                                error,
+                                CCDOCKER_ERROR_INVALID_CONFIG,
+                                "CreateSession: field 'mcp_overrides.%s.headers' must map a header name to a "
+                                "one-line string, got '%s'",
+                                server,
+                                echo(h, e));
+                r = override_header_check(c, server, h, value, error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* After every field is read (the secrets a header names may come after mcp_overrides). */
+static int session_config_check_overrides(const SessionConfig *c, sd_bus_error *error) {
+        _cleanup_(json_decrefp) json_t *o = NULL;
+        const char *name;
+        json_t *v;
+        int r;
+
+        if (!c->mcp_overrides)
+                return 0;
+        o = json_loads(c->mcp_overrides, 0, NULL);
+        if (!o)
+                return -ENOMEM;
+        json_object_foreach (o, name, v) {
+                r = override_check(c, name, v, error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* ---- budgets of a session's tree (the model proxy enforces them) ---- */
 
 static int read_budget_usd(sd_bus_message *m, SessionConfig *c, sd_bus_error *error) {
@@ -1068,6 +1266,9 @@ int session_config_from_bus(
         r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return refuse_read(error, NULL, r);
+        r = session_config_check_overrides(c, error);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(c);
         return 0;

@@ -23,12 +23,16 @@
 
 #define ACCEPTS_PER_DISPATCH 32
 #define FAILURES_LOGGED_EVERY 100
+#define ANSWER_HEAD_MAX 1024 /* the egress proxy's answer to a forward's CONNECT */
 
 typedef struct Conn Conn;
 struct Conn {
         Conn *prev, *next;
         int tcp, ux;
         bool connecting;
+        bool handshake; /* a forward's: the CONNECT is sent and its answer not yet read */
+        char answer[ANSWER_HEAD_MAX];
+        size_t answer_len;
         Relay relay; /* fd[0] is tcp, fd[1] is ux */
         size_t poll_index;
         bool polled;
@@ -36,6 +40,8 @@ struct Conn {
 
 struct Bridge {
         char *name, *path;
+        char *connect; /* a forward's request head, sent first on every connection; NULL for a plain bridge
+                        */
         int listen_fd;
         uint16_t port;
         Conn *conns;
@@ -135,6 +141,10 @@ static void bridge_accept(Bridge *b) {
                 c->tcp = TAKE_FD(tcp);
                 c->ux = TAKE_FD(ux);
                 c->connecting = connecting;
+                if (b->connect) {
+                        c->handshake = true;
+                        (void) relay_buffer_put(&c->relay.buffer[0], b->connect, strlen(b->connect));
+                }
                 c->next = b->conns;
                 if (b->conns)
                         b->conns->prev = c;
@@ -143,7 +153,66 @@ static void bridge_accept(Bridge *b) {
         }
 }
 
+/* A forward's handshake: writes the CONNECT, reads the answer's head. 0 while it goes on or once it is
+ * done (c->handshake false, bytes after the head passed on), < 0 when the forward was refused. */
+static int conn_handshake(Bridge *b, Conn *c) {
+        bool progress = false;
+        const char *end;
+        ssize_t k;
+        int r;
+
+        r = relay_buffer_write(&c->relay.buffer[0], c->ux, &progress);
+        if (r < 0)
+                return r;
+        k = read(c->ux, c->answer + c->answer_len, sizeof(c->answer) - 1 - c->answer_len);
+        if (k < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        if (k == 0)
+                return -ECONNRESET;
+        c->answer_len += (size_t) k;
+        c->answer[c->answer_len] = '\0';
+        end = strstr(c->answer, "\r\n\r\n");
+        if (!end)
+                return c->answer_len + 1 >= sizeof(c->answer) ? -EBADMSG : 0;
+        if (!startswith(c->answer, "HTTP/1.1 200 ") && !startswith(c->answer, "HTTP/1.0 200 ")) {
+                const char *body = end + 4;
+
+                bridge_log(
+                        b,
+                        LOG_WARNING,
+                        "%s bridge: the egress proxy refused the forward: %.*s%s%.200s",
+                        b->name,
+                        (int) strcspn(c->answer, "\r\n"),
+                        c->answer,
+                        *body ? ": " : "",
+                        body);
+                return -EACCES;
+        }
+        end += 4;
+        (void) relay_buffer_put(&c->relay.buffer[1], end, c->answer_len - (size_t) (end - c->answer));
+        c->handshake = false;
+        return 0;
+}
+
 /* ---- the bridge ---- */
+
+int bridge_new_forward(const char *name, const char *socket_path, const char *target, Bridge **ret) {
+        Bridge *b;
+        int r;
+
+        if (isempty(target) || strpbrk(target, " \r\n") || strlen(target) > 300)
+                return -EINVAL;
+        r = bridge_new(name, socket_path, &b);
+        if (r < 0)
+                return r;
+        if (asprintf(&b->connect, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target) < 0) {
+                b->connect = NULL;
+                bridge_free(b);
+                return -ENOMEM;
+        }
+        *ret = b;
+        return 0;
+}
 
 int bridge_new(const char *name, const char *socket_path, Bridge **ret) {
         struct sockaddr_un un;
@@ -188,6 +257,7 @@ Bridge *bridge_free(Bridge *b) {
         safe_close(b->listen_fd);
         free(b->name);
         free(b->path);
+        free(b->connect);
         free(b);
         return NULL;
 }
@@ -221,7 +291,9 @@ size_t bridge_poll_fill(Bridge *b, struct pollfd *p) {
         for (Conn *c = b->conns; c; c = c->next) {
                 short tcp = 0, ux = POLLOUT;
 
-                if (!c->connecting) {
+                if (c->handshake && !c->connecting)
+                        ux = (short) (POLLIN | (relay_buffer_wants_write(&c->relay.buffer[0]) ? POLLOUT : 0));
+                else if (!c->connecting) {
                         tcp = (short) relay_events(&c->relay, 0);
                         ux = (short) relay_events(&c->relay, 1);
                 }
@@ -253,6 +325,14 @@ void bridge_poll_dispatch(Bridge *b, const struct pollfd *p) {
                                 continue;
                         }
                         c->connecting = false;
+                }
+                if (c->handshake) {
+                        if (conn_handshake(b, c) < 0) {
+                                conn_free(b, c); /* closing tcp tells the client */
+                                continue;
+                        }
+                        if (c->handshake)
+                                continue;
                 }
                 conn_pump(b, c);
         }

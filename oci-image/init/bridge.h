@@ -25,6 +25,11 @@ typedef void (*BridgeLogFunc)(int level, const char *message, void *userdata);
 /* Listens on 127.0.0.1:0 for connections to relay to socket_path. name ("model", "egress") is for
  * messages. Returns 0 or -errno. */
 int bridge_new(const char *name, const char *socket_path, Bridge **ret);
+/* A TCP forward (docs/egress-proxy.md, "Forwards"): a bridge to the egress socket at socket_path whose
+ * every connection first asks "CONNECT target HTTP/1.1" (target "ID.forward.invalid:PORT", as the
+ * daemon's hello gives it) and, once the proxy answers 200, relays; a refusal closes the connection and
+ * is logged with the proxy's answer. */
+int bridge_new_forward(const char *name, const char *socket_path, const char *target, Bridge **ret);
 Bridge *bridge_free(Bridge *b);
 void bridge_set_log(Bridge *b, BridgeLogFunc log, void *userdata);
 

@@ -43,6 +43,7 @@
 #define QUEUE_PAUSE_BYTES (64U * 1024 * 1024)         /* stop reading claude while this much is unacked */
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ITERATION 16
+#define EXTRA_BRIDGES_MAX 9 /* EGRESS_FORWARDS_MAX forwards and the remote MCP servers' bridge */
 
 #define START_CONNECT_USEC (30 * USEC_PER_SEC)
 #define BACKOFF_MIN_USEC (50 * USEC_PER_MSEC)
@@ -111,6 +112,9 @@ static struct {
 
         /* the loopback bridges to the daemon's proxies, when their sockets exist */
         Bridge *model_bridge, *egress_bridge;
+        /* the session's TCP forwards and its remote MCP servers' bridge (remote_bridges_open()) */
+        Bridge *extra_bridges[EXTRA_BRIDGES_MAX];
+        size_t n_extra_bridges;
         struct pollfd *pollfds;
         size_t pollfds_cap;
 
@@ -364,6 +368,7 @@ static void on_events_answer(const struct jsonrpc_message *m) {
 }
 
 static int claude_start(void);
+static void remote_bridges_open(json_t *config, json_t *warnings);
 
 /* The first hello: now Claude Code can be configured and started. */
 static void first_start(json_t *config) {
@@ -393,6 +398,7 @@ static void first_start(json_t *config) {
         r = init_secrets_load(config, getenv("CCDOCKER_SECRETS_DIR") ?: "/run/ccdocker-secrets", warnings);
         if (r < 0)
                 die_errno(r, "reading the session's secrets");
+        remote_bridges_open(config, warnings);
 
         r = init_config_write(&S.paths, config, warnings, &what);
         if (r < 0)
@@ -1102,6 +1108,57 @@ static void bridges_open(void) {
                 die_errno(r, "setting claude's environment for the bridges");
 }
 
+/* The hello's forwards (ID: {"secret", "connect"}): a bridge each to egress.sock that asks for the
+ * forward, and the secret's URL pointed at it; its remote MCP servers: one bridge to mcp.sock, and each
+ * server's url (http://127.0.0.1:PORT/NAME) put into config for .mcp.json. docs/ccdocker-init.md. */
+static void remote_bridges_open(json_t *config, json_t *warnings) {
+        const char *egress = env_or("CCDOCKER_EGRESS_SOCKET", "/run/ccdocker/egress.sock");
+        json_t *forwards = json_object_get(config, "forwards"),
+               *remote = json_object_get(config, "remote_mcp");
+        const char *name;
+        json_t *entry;
+        Bridge *b;
+        int r;
+
+        json_object_foreach (forwards, name, entry) {
+                const char *secret = json_string_value(json_object_get(entry, "secret"));
+                const char *connect = json_string_value(json_object_get(entry, "connect"));
+
+                if (!secret || !connect || S.n_extra_bridges >= EXTRA_BRIDGES_MAX) {
+                        report(LOG_WARNING, "forward %s left out: no secret, target or room for it", name);
+                        continue;
+                }
+                r = bridge_new_forward(name, egress, connect, &b);
+                if (r < 0) {
+                        report(LOG_WARNING, "forward %s left out: %s", name, strerror(-r));
+                        continue;
+                }
+                bridge_set_log(b, bridge_report, NULL);
+                S.extra_bridges[S.n_extra_bridges++] = b;
+                report(LOG_INFO, "forward %s: 127.0.0.1:%u to %s", name, (unsigned) bridge_port(b), connect);
+                r = init_forward_env(secret, bridge_port(b), warnings);
+                if (r < 0)
+                        die_errno(r, "pointing %s at its forward", secret);
+        }
+
+        if (json_object_size(remote) == 0)
+                return;
+        b = S.n_extra_bridges < EXTRA_BRIDGES_MAX
+                ? bridge_open("mcp", env_or("CCDOCKER_MCP_SOCKET", "/run/ccdocker/mcp.sock"))
+                : NULL;
+        if (b)
+                S.extra_bridges[S.n_extra_bridges++] = b;
+        json_object_foreach (remote, name, entry) {
+                _cleanup_free_ char *url = NULL;
+
+                if (!b || !json_is_object(entry))
+                        continue; /* init-config says it is left out */
+                if (asprintf(&url, "http://127.0.0.1:%u/%s", (unsigned) bridge_port(b), name) < 0 ||
+                    json_object_set_new(entry, "url", json_string(url)) < 0)
+                        die_oom();
+        }
+}
+
 /* Room for n pollfds. */
 static struct pollfd *pollfds_ensure(size_t n) {
         if (n > S.pollfds_cap) {
@@ -1168,6 +1225,8 @@ int main(int argc, char *argv[]) {
         for (;;) {
                 struct pollfd *p;
                 int n = 0, i_conn = -1, i_out = -1, i_in = -1, i_model = -1, i_egress = -1, r;
+                int i_extra[EXTRA_BRIDGES_MAX];
+                size_t n_extra, n_extra_polled;
 
                 /* Everything that may be written is written now; poll() waits for the rest. */
                 events_send();
@@ -1185,8 +1244,11 @@ int main(int argc, char *argv[]) {
                 maybe_exit();
                 arm_timer();
 
+                n_extra = 0;
+                for (size_t k = 0; k < S.n_extra_bridges; k++)
+                        n_extra += bridge_poll_max(S.extra_bridges[k]);
                 p = pollfds_ensure(
-                        5 + (S.model_bridge ? bridge_poll_max(S.model_bridge) : 0) +
+                        5 + n_extra + (S.model_bridge ? bridge_poll_max(S.model_bridge) : 0) +
                         (S.egress_bridge ? bridge_poll_max(S.egress_bridge) : 0));
                 p[n++] = (struct pollfd){ .fd = S.signal_fd, .events = POLLIN };
                 p[n++] = (struct pollfd){ .fd = S.timer_fd, .events = POLLIN };
@@ -1213,6 +1275,11 @@ int main(int argc, char *argv[]) {
                         i_egress = n;
                         n += (int) bridge_poll_fill(S.egress_bridge, p + n);
                 }
+                n_extra_polled = S.n_extra_bridges; /* one may be added while dispatching */
+                for (size_t k = 0; k < n_extra_polled; k++) {
+                        i_extra[k] = n;
+                        n += (int) bridge_poll_fill(S.extra_bridges[k], p + n);
+                }
 
                 if (poll(p, (nfds_t) n, -1) < 0) {
                         if (errno == EINTR)
@@ -1238,6 +1305,8 @@ int main(int argc, char *argv[]) {
                         bridge_poll_dispatch(S.model_bridge, p + i_model);
                 if (i_egress >= 0)
                         bridge_poll_dispatch(S.egress_bridge, p + i_egress);
+                for (size_t k = 0; k < n_extra_polled; k++)
+                        bridge_poll_dispatch(S.extra_bridges[k], p + i_extra[k]);
                 on_timers();
         }
 }

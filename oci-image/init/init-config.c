@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "url-authority.h"
 #include "util.h"
 
 #define TEMPLATE_MAX (1024 * 1024)
@@ -501,10 +502,45 @@ static int mcp_add(json_t *servers, json_t *included, const char *name, const js
 /* Builds .mcp.json from the template (SPEC.md 7.2: "mcpServers" and "conditionalServers"). wanted is
  * the session's "mcp_servers", or NULL for every server of the template. *ret_included lists
  * {name, description} of the servers written, in template order. */
+/* The session's remote servers (config "remote_mcp", NAME: {"url": the loopback bridge's URL}, which
+ * ccdocker-init fills in): each becomes an http entry on its bridge, replacing the url and dropping the
+ * headers of a template or override entry of that name (the daemon adds the credential). */
+static int mcp_apply_remote(json_t *servers, json_t *included, const json_t *remote, json_t *warnings) {
+        const char *name;
+        json_t *entry;
+
+        json_object_foreach ((json_t *) remote, name, entry) {
+                const char *url = json_string_value(json_object_get(entry, "url"));
+                json_t *old = json_object_get(servers, name);
+                _cleanup_json_ json_t *server = NULL;
+
+                if (!url) {
+                        warn(warnings,
+                             "MCP server '%s' left out: there is no bridge to the daemon for it",
+                             name);
+                        if (old)
+                                (void) json_object_del(servers, name);
+                        continue;
+                }
+                server = old ? json_deep_copy(old) : json_object();
+                if (!server || json_object_set_new(server, "type", json_string("http")) < 0 ||
+                    json_object_set_new(server, "url", json_string(url)) < 0)
+                        return -ENOMEM;
+                (void) json_object_del(server, "headers");
+                if (old) {
+                        if (json_object_set(servers, name, server) < 0)
+                                return -ENOMEM;
+                } else if (mcp_add(servers, included, name, server) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 static int mcp_build(
         const json_t *tmpl,
         const json_t *wanted,
         const json_t *overrides,
+        const json_t *remote,
         json_t *warnings,
         json_t **ret_mcp,
         json_t **ret_included) {
@@ -542,6 +578,8 @@ static int mcp_build(
                         continue;
                 if (json_object_get(servers, name))
                         continue; /* a plain entry of the same name won */
+                if (json_object_get(remote, name))
+                        continue; /* the daemon's: its credential stays there (mcp_apply_remote()) */
                 if (!var || !json_is_object(server)) {
                         warn(warnings,
                              "MCP server '%s' left out: its template entry has no env: condition or config",
@@ -595,6 +633,8 @@ static int mcp_build(
                 } else if (mcp_add(servers, included, name, merged) < 0)
                         return -ENOMEM;
         }
+        if (mcp_apply_remote(servers, included, remote, warnings) < 0)
+                return -ENOMEM;
 
         *ret_mcp = TAKE_PTR(mcp);
         *ret_included = TAKE_PTR(included);
@@ -837,6 +877,7 @@ int init_config_write(const InitPaths *paths, const json_t *config, json_t *warn
                         mcp_tmpl,
                         wanted_mcp,
                         json_object_get(config, "mcp_overrides"),
+                        json_object_get(config, "remote_mcp"),
                         warnings,
                         &mcp,
                         &servers);
@@ -945,4 +986,40 @@ int init_secrets_load(const json_t *config, const char *dir, json_t *warnings) {
                 n++;
         }
         return n;
+}
+
+/* ---- forwards ---- */
+
+int init_url_with_authority(const char *url, const char *host, unsigned port, char **ret) {
+        const char *start, *end;
+        char *out;
+
+        if (isempty(host) || port == 0 || port > 65535 || url_authority(url, &start, &end) < 0)
+                return -EINVAL;
+        if (asprintf(&out, "%.*s%s:%u%s", (int) (start - url), url, host, port, end) < 0)
+                return -ENOMEM;
+        *ret = out;
+        return 0;
+}
+
+int init_forward_env(const char *name, unsigned port, json_t *warnings) {
+        _cleanup_free_ char *url = NULL;
+        const char *value = name ? getenv(name) : NULL;
+        int r;
+
+        if (isempty(value)) {
+                warn(warnings, "forward for %s left out: %s is not set", strempty(name), strempty(name));
+                return 0;
+        }
+        r = init_url_with_authority(value, "127.0.0.1", port, &url);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                warn(warnings, "forward for %s left out: its URL has no host:port to replace", name);
+                return 0;
+        }
+        if (setenv(name, url, 1) < 0)
+                return -errno;
+        explicit_bzero(url, strlen(url));
+        return 1;
 }

@@ -44,3 +44,11 @@ int init_config_write(const InitPaths *paths, const json_t *config, json_t *warn
  * not in `podman inspect` as an environment would be), without a trailing newline. A missing or unreadable one is a warning.
  * Returns the number set. */
 int init_secrets_load(const json_t *config, const char *dir, json_t *warnings);
+
+/* url ("scheme://[userinfo@]host[:port][/...]") with its host and port replaced: the userinfo, path and
+ * query kept. -EINVAL for no host or several. */
+int init_url_with_authority(const char *url, const char *host, unsigned port, char **ret);
+/* A TCP forward (docs/egress-proxy.md): the URL in environment variable name (a granted secret, such as
+ * POSTGRES_URL) is pointed at 127.0.0.1:port, the forward's bridge. 1 when rewritten, 0 when it is not
+ * set or has no host (a warning), -errno on failure. */
+int init_forward_env(const char *name, unsigned port, json_t *warnings);

@@ -20,7 +20,7 @@
 
 static void usage(void) {
         fprintf(stderr,
-                "usage: egress-probe --socket=PATH --session=ID [--allow=HOST[:PORT]]... [--uid=N] [--gid=N]\n");
+                "usage: egress-probe --socket=PATH --session=ID [--allow=HOST[:PORT]]... [--forward=ID=HOST:PORT]... [--uid=N] [--gid=N]\n");
 }
 
 static void sd_event_unrefp_local(sd_event **e) {
@@ -30,19 +30,16 @@ static void sd_event_unrefp_local(sd_event **e) {
 
 int main(int argc, char *argv[]) {
         static const struct option options[] = {
-                { "socket", required_argument, NULL, 's' },
-                { "session", required_argument, NULL, 'i' },
-                { "allow", required_argument, NULL, 'a' },
-                { "uid", required_argument, NULL, 'u' },
-                { "gid", required_argument, NULL, 'g' },
-                { "debug", no_argument, NULL, 'd' },
-                {},
+                { "socket", required_argument, NULL, 's' }, { "session", required_argument, NULL, 'i' },
+                { "allow", required_argument, NULL, 'a' },  { "forward", required_argument, NULL, 'f' },
+                { "uid", required_argument, NULL, 'u' },    { "gid", required_argument, NULL, 'g' },
+                { "debug", no_argument, NULL, 'd' },        {},
         };
         _cleanup_(sd_event_unrefp_local) sd_event *event = NULL;
         _cleanup_(egress_proxy_freep) EgressProxy *proxy = NULL;
         const char *socket_path = NULL, *session = NULL;
-        char **allowed = NULL;
-        size_t n_allowed = 0;
+        char **allowed = NULL, **forwards = NULL;
+        size_t n_allowed = 0, n_forwards = 0;
         uid_t uid = getuid();
         gid_t gid = getgid();
         EgressSession *s = NULL;
@@ -51,7 +48,8 @@ int main(int argc, char *argv[]) {
 
         log_set_prefix("egress-probe");
         allowed = calloc((size_t) argc + 1, sizeof(char *));
-        if (!allowed)
+        forwards = calloc((size_t) argc + 1, sizeof(char *));
+        if (!allowed || !forwards)
                 return 1;
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 int v;
@@ -65,6 +63,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case 'a':
                         allowed[n_allowed++] = optarg;
+                        break;
+                case 'f':
+                        forwards[n_forwards++] = optarg;
                         break;
                 case 'u':
                 case 'g':
@@ -118,6 +119,21 @@ int main(int argc, char *argv[]) {
         free(allowed); /* the session keeps a copy */
         if (r < 0)
                 return 1;
+        /* ID=scheme://HOST:PORT, read as the daemon reads a secret's URL. */
+        for (size_t i = 0; i < n_forwards; i++) {
+                _cleanup_free_ char *id = NULL, *host = NULL;
+                const char *eq = strchr(forwards[i], '=');
+                uint16_t port;
+
+                if (!eq || !(id = strndup(forwards[i], (size_t) (eq - forwards[i]))) ||
+                    egress_url_authority(eq + 1, 0, &host, &port) < 0 ||
+                    egress_session_add_forward(s, id, host, port) < 0) {
+                        log_error("bad --forward=%s", forwards[i]);
+                        free(forwards);
+                        return 2;
+                }
+        }
+        free(forwards);
 
         printf("ready\n");
         fflush(stdout);

@@ -251,7 +251,7 @@ class SecretsTest(unittest.TestCase):
 
 class SecretsInitTest(unittest.TestCase):
     """With ccdocker-init as the entrypoint: the generated .mcp.json has the github server exactly when
-    GITHUB_TOKEN was granted, and never the token's value (Claude Code expands ${GITHUB_TOKEN})."""
+    GITHUB_TOKEN was granted, and never the token's value (the daemon adds it, test_mcp_remote.py)."""
 
     def test_mcp_json(self):
         saved = DAEMON.settings.pop("SessionCommand")
@@ -283,12 +283,14 @@ class SecretsInitTest(unittest.TestCase):
 
         with_gh, env_gh = session("GITHUB_TOKEN", "API_TOKEN")
         without, env_without = session()
-        self.assertEqual(env_gh.get("GITHUB_TOKEN"), GH_VALUE)
+        # GITHUB_TOKEN stays in the daemon, which adds it to the github server's requests (issue 16,
+        # test_mcp_remote.py): .mcp.json points github at the loopback bridge, with no header.
+        self.assertNotIn("GITHUB_TOKEN", env_gh)
         self.assertEqual(env_gh.get("API_TOKEN"), API_VALUE)
         self.assertNotIn("GITHUB_TOKEN", env_without)
         self.assertNotIn("API_TOKEN", env_without)
         self.assertIn('"github"', with_gh)
-        self.assertIn("${GITHUB_TOKEN}", with_gh)
+        self.assertRegex(json.loads(with_gh)["mcpServers"]["github"]["url"], r"^http://127\.0\.0\.1:\d+/github$")
         self.assertNotIn(GH_VALUE, with_gh)
         self.assertNotIn('"github"', without)
         self.assertIn('"cc-docker"', without)

@@ -267,6 +267,26 @@ static void test_config_splits_session_command_and_roots(void **state) {
         assert_int_equal(config_verify(c), 0);
 }
 
+static void test_config_mcp_keys(void **state) {
+        Fixture *f = *state;
+        DaemonConfig *c = &f->config;
+
+        assert_string_equal(c->github_mcp_url, "https://api.githubcopilot.com/mcp/");
+        assert_string_equal(c->default_mcp_servers[0], "cc-docker");
+        assert_null(c->default_mcp_servers[1]);
+        assert_int_equal(config_set(c, "DefaultMcpServers", "filesystem,playwright, cc-docker"), 0);
+        assert_string_equal(c->default_mcp_servers[0], "filesystem");
+        assert_string_equal(c->default_mcp_servers[1], "playwright");
+        assert_string_equal(c->default_mcp_servers[2], "cc-docker");
+        assert_null(c->default_mcp_servers[3]);
+        assert_int_equal(config_set(c, "DefaultMcpServers", "Filesystem"), -EINVAL);
+        assert_int_equal(config_set(c, "DefaultMcpServers", ","), -EINVAL);
+        assert_string_equal(c->default_mcp_servers[0], "filesystem"); /* unchanged */
+        assert_int_equal(config_set(c, "GithubMcpURL", "http://127.0.0.1:9/mcp/"), 0);
+        assert_string_equal(c->github_mcp_url, "http://127.0.0.1:9/mcp/");
+        assert_int_equal(config_set(c, "GithubMcpURL", "ftp://x/"), -EINVAL);
+}
+
 static void test_config_session_command_honours_quotes(void **state) {
         Fixture *f = *state;
         DaemonConfig *c = &f->config;
@@ -464,6 +484,7 @@ int main(void) {
                 T(test_config_rejects_bad_values_unchanged),
                 T(test_config_parses_booleans),
                 T(test_config_splits_session_command_and_roots),
+                T(test_config_mcp_keys),
                 T(test_config_session_command_honours_quotes),
                 T(test_config_unset_default_follows_lower_ceiling),
                 T(test_config_accepts_comments_section_and_spacing),

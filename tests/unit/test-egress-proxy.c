@@ -413,6 +413,70 @@ static void check_parse(const char *data, size_t n) {
         free(copy);
 }
 
+static void test_forward_ids(void **state) {
+        char id[EGRESS_FORWARD_ID_MAX + 1];
+
+        assert_true(egress_forward_id_valid("postgres"));
+        assert_true(egress_forward_id_valid("pg-2"));
+        assert_false(egress_forward_id_valid(""));
+        assert_false(egress_forward_id_valid("-pg"));
+        assert_false(egress_forward_id_valid("Pg"));
+        assert_false(egress_forward_id_valid("p.g"));
+        assert_false(egress_forward_id_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 33 */
+
+        assert_true(egress_forward_id_of("postgres.forward.invalid", id));
+        assert_string_equal(id, "postgres");
+        assert_false(egress_forward_id_of("forward.invalid", id));
+        assert_false(egress_forward_id_of(".forward.invalid", id));
+        assert_false(egress_forward_id_of("a.b.forward.invalid", id));
+        assert_false(egress_forward_id_of("postgres.forward.invalid.example.com", id));
+        assert_false(egress_forward_id_of("postgres", id));
+}
+
+static void test_url_authority(void **state) {
+        static const struct {
+                const char *url;
+                const char *host;
+                uint16_t port;
+        } good[] = {
+                { "postgresql://u:p@db.example.com:6543/app?sslmode=disable", "db.example.com", 6543 },
+                { "postgres://u@127.0.0.1/app", "127.0.0.1", 5432 },
+                { "postgres://DB.Example.COM", "db.example.com", 5432 },
+                { "postgres://u:p%40ss@[::1]:5433/x", "::1", 5433 },
+                { "postgres://u:p@ss@host:1/x", "host", 1 }, /* the last '@' ends the userinfo */
+                { "https://api.githubcopilot.com/mcp/", "api.githubcopilot.com", 5432 },
+        };
+        static const char *const bad[] = {
+                "postgres:///app?host=/run/postgresql", /* a unix socket */
+                "postgres://h1:5432,h2:5432/app",       /* several hosts */
+                "postgres://host:0/x",
+                "postgres://host:65536/x",
+                "postgres://host:x/x",
+                "postgres://[::1/x",
+                "postgres://[::1]x/x",
+                "postgres://ho st/x",
+                "db.example.com:5432",
+                "://host",
+                "",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                _cleanup_free_ char *host = NULL;
+                uint16_t port = 0;
+
+                assert_int_equal(egress_url_authority(good[i].url, 5432, &host, &port), 0);
+                assert_string_equal(host, good[i].host);
+                assert_int_equal(port, good[i].port);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_free_ char *host = NULL;
+                uint16_t port = 0;
+
+                assert_int_equal(egress_url_authority(bad[i], 5432, &host, &port), -EINVAL);
+                assert_null(host);
+        }
+}
+
 static void test_fuzz_parser_never_misbehaves(void **state) {
         char buf[EGRESS_HEAD_MAX + 512];
         unsigned iterations = 0;
@@ -492,6 +556,8 @@ int main(void) {
                 cmocka_unit_test(test_address_classes),
                 cmocka_unit_test(test_address_check_refuses_local_ranges_not_named),
                 cmocka_unit_test(test_address_check_allows_what_the_list_names),
+                cmocka_unit_test(test_forward_ids),
+                cmocka_unit_test(test_url_authority),
                 cmocka_unit_test(test_fuzz_parser_never_misbehaves),
         };
 

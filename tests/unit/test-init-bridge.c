@@ -260,6 +260,125 @@ static void test_bridge_closes_connections_when_the_socket_is_gone(void **state)
         bridge_free(b);
 }
 
+/* A stand-in for the egress proxy on dir/proxy.sock: reads one request head and answers 200 (then
+ * "HELLO" and an echo) for the target good.forward.invalid:5432, a 403 for anything else. */
+static pid_t fake_proxy(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        pid_t pid;
+
+        assert_true(fd >= 0);
+        strcpy(sa.sun_path, path);
+        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        assert_int_equal(listen(fd, 8), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid > 0) {
+                close(fd);
+                return pid;
+        }
+        signal(SIGCHLD, SIG_IGN);
+        for (;;) {
+                char head[2048] = "", buf[4096];
+                size_t n = 0;
+                int c = accept(fd, NULL, NULL);
+
+                if (c < 0)
+                        continue;
+                if (fork() != 0) {
+                        close(c);
+                        continue;
+                }
+                while (!strstr(head, "\r\n\r\n") && n < sizeof(head) - 1) {
+                        ssize_t k = read(c, head + n, sizeof(head) - 1 - n);
+
+                        if (k <= 0)
+                                _exit(1);
+                        n += (size_t) k;
+                        head[n] = '\0';
+                }
+                if (!startswith(head, "CONNECT good.forward.invalid:5432 HTTP/1.1\r\n")) {
+                        static const char no[] =
+                                "HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nnot yours";
+
+                        (void) !write(c, no, sizeof(no) - 1);
+                        _exit(0);
+                }
+                (void) !write(c, "HTTP/1.1 200 Connection established\r\n\r\nHELLO", 44);
+                for (;;) {
+                        ssize_t k = read(c, buf, sizeof(buf));
+
+                        if (k <= 0 || write(c, buf, (size_t) k) != k)
+                                _exit(0);
+                }
+        }
+}
+
+/* Runs the bridge until fd has want bytes (or is closed); returns what it read. */
+static size_t pump_until(Bridge *b, int fd, char *out, size_t want, bool *closed) {
+        size_t got = 0;
+
+        *closed = false;
+        for (int round = 0; round < 200 && got < want && !*closed; round++) {
+                struct pollfd p[16];
+                size_t nb = bridge_poll_fill(b, p);
+                ssize_t k;
+
+                (void) poll(p, (nfds_t) nb, 50);
+                bridge_poll_dispatch(b, p);
+                k = read(fd, out + got, want - got);
+                if (k > 0)
+                        got += (size_t) k;
+                else if (k == 0 || (errno != EAGAIN && errno != EINTR))
+                        *closed = true;
+        }
+        return got;
+}
+
+static void test_forward_bridge_asks_for_its_target_and_relays(void **state) {
+        Fixture *f = *state;
+        char path[160], out[64] = "";
+        Bridge *good = NULL, *bad = NULL;
+        bool closed;
+        pid_t proxy;
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/proxy.sock", f->dir);
+        proxy = fake_proxy(path);
+        assert_int_equal(bridge_new_forward("pg", path, "bad target", &good), -EINVAL);
+        assert_int_equal(bridge_new_forward("pg", path, "good.forward.invalid:5432", &good), 0);
+        bridge_set_log(good, on_log, f);
+
+        /* The answer's head is not passed on; what follows it and the relay are. The client speaks first
+         * (as a PostgreSQL client does), before the proxy has answered. */
+        fd = client_connect(bridge_port(good));
+        assert_int_equal(write(fd, "ping", 4), 4);
+        assert_int_equal(pump_until(good, fd, out, 9, &closed), 9);
+        assert_false(closed);
+        assert_memory_equal(out, "HELLOping", 9);
+        assert_int_equal(f->warnings, 0);
+        close(fd);
+
+        /* Refused: the client's connection is closed and the proxy's answer is logged. */
+        assert_int_equal(bridge_new_forward("pg", path, "other.forward.invalid:5432", &bad), 0);
+        bridge_set_log(bad, on_log, f);
+        fd = client_connect(bridge_port(bad));
+        assert_int_equal(pump_until(bad, fd, out, sizeof(out), &closed), 0);
+        assert_true(closed);
+        assert_int_equal(f->warnings, 1);
+        assert_non_null(
+                strstr(f->last_warning,
+                       "pg bridge: the egress proxy refused the forward: HTTP/1.1 403 "
+                       "Forbidden: not yours"));
+        close(fd);
+
+        bridge_free(good);
+        bridge_free(bad);
+        kill(proxy, SIGKILL);
+        waitpid(proxy, NULL, 0);
+        unlink(path);
+}
+
 static void test_bridge_refuses_a_path_too_long(void **state) {
         char path[200];
         Bridge *b = NULL;
@@ -321,6 +440,8 @@ int main(void) {
                         test_bridge_relays_many_connections_both_ways_with_half_close, setup, teardown),
                 cmocka_unit_test_setup_teardown(
                         test_bridge_closes_connections_when_the_socket_is_gone, setup, teardown),
+                cmocka_unit_test_setup_teardown(
+                        test_forward_bridge_asks_for_its_target_and_relays, setup, teardown),
                 cmocka_unit_test(test_bridge_refuses_a_path_too_long),
                 cmocka_unit_test(test_bridge_setenv),
         };

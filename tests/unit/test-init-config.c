@@ -413,6 +413,84 @@ static void test_write_applies_mcp_overrides(void **state) {
         assert_true(strv_has(json_object_get(project, "enabledMcpjsonServers"), "custom-server"));
 }
 
+static void test_write_points_remote_servers_at_their_bridge_without_headers(void **state) {
+        Fixture *f = *state;
+        _cleanup_(json_decrefp) json_t *config = session_config(f), *mcp = NULL;
+        _cleanup_free_ char *what = NULL, *mcp_path = path_join(f->workspace, ".mcp.json");
+        json_t *servers, *cond, *custom;
+
+        /* The conditional "cond" is the daemon's (its variable is not set: no warning), and an http
+         * override whose header names a secret goes to the bridge with its headers dropped. */
+        assert_int_equal(
+                json_object_set_new(
+                        config,
+                        "mcp_overrides",
+                        json_pack(
+                                "{s:{s:s, s:s, s:{s:s}}}",
+                                "custom",
+                                "type",
+                                "http",
+                                "url",
+                                "https://mcp.example.invalid/mcp",
+                                "headers",
+                                "Authorization",
+                                "Bearer ${CUSTOM_TOKEN}")),
+                0);
+        assert_int_equal(
+                json_array_append_new(json_object_get(config, "mcp_servers"), json_string("cond")), 0);
+        assert_int_equal(
+                json_object_set_new(
+                        config,
+                        "remote_mcp",
+                        json_pack(
+                                "{s:{s:s}, s:{s:s}, s:{}}",
+                                "cond",
+                                "url",
+                                "http://127.0.0.1:4000/cond",
+                                "custom",
+                                "url",
+                                "http://127.0.0.1:4000/custom",
+                                "nobridge")),
+                0);
+        assert_int_equal(init_config_write(&f->paths, config, f->warnings, &what), 0);
+        mcp = read_json(mcp_path);
+        servers = json_object_get(mcp, "mcpServers");
+        cond = json_object_get(servers, "cond");
+        custom = json_object_get(servers, "custom");
+        assert_string_equal(json_string_value(json_object_get(cond, "type")), "http");
+        assert_string_equal(json_string_value(json_object_get(cond, "url")), "http://127.0.0.1:4000/cond");
+        assert_string_equal(
+                json_string_value(json_object_get(custom, "url")), "http://127.0.0.1:4000/custom");
+        assert_null(json_object_get(custom, "headers"));
+        assert_null(json_object_get(servers, "nobridge"));
+        assert_true(warned(f, "MCP server 'nobridge' left out: there is no bridge"));
+        assert_false(warned(f, "'cond'"));
+}
+
+static void test_url_with_authority_keeps_all_but_host_and_port(void **state) {
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+
+        assert_int_equal(
+                init_url_with_authority(
+                        "postgresql://u:p@db.example.com:6543/app?sslmode=disable", "127.0.0.1", 40000, &a),
+                0);
+        assert_string_equal(a, "postgresql://u:p@127.0.0.1:40000/app?sslmode=disable");
+        assert_int_equal(init_url_with_authority("postgres://db", "127.0.0.1", 1, &b), 0);
+        assert_string_equal(b, "postgres://127.0.0.1:1");
+        assert_int_equal(init_url_with_authority("postgres://u:p@ss@[::1]:5432/x", "127.0.0.1", 2, &c), 0);
+        assert_string_equal(c, "postgres://u:p@ss@127.0.0.1:2/x");
+        assert_int_equal(init_url_with_authority("postgres:///x?host=/run", "127.0.0.1", 2, &d), -EINVAL);
+        assert_int_equal(init_url_with_authority("postgres://a,b/x", "127.0.0.1", 2, &d), -EINVAL);
+        assert_int_equal(init_url_with_authority("nourl", "127.0.0.1", 2, &d), -EINVAL);
+        assert_null(d);
+
+        setenv("TEST_INIT_FORWARD_URL", "postgres://u:pw@db.example.com/app", 1);
+        assert_int_equal(init_forward_env("TEST_INIT_FORWARD_URL", 5555, NULL), 1);
+        assert_string_equal(getenv("TEST_INIT_FORWARD_URL"), "postgres://u:pw@127.0.0.1:5555/app");
+        unsetenv("TEST_INIT_FORWARD_URL");
+        assert_int_equal(init_forward_env("TEST_INIT_FORWARD_URL", 5555, NULL), 0);
+}
+
 static void test_write_without_mcp_servers_in_the_config_takes_every_usable_one(void **state) {
         Fixture *f = *state;
         _cleanup_(json_decrefp) json_t *config = session_config(f), *mcp = NULL;
@@ -582,6 +660,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(
                         test_write_includes_a_conditional_server_when_its_variable_is_set, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_write_applies_mcp_overrides, setup, teardown),
+                cmocka_unit_test_setup_teardown(
+                        test_write_points_remote_servers_at_their_bridge_without_headers, setup, teardown),
+                cmocka_unit_test(test_url_with_authority_keeps_all_but_host_and_port),
                 cmocka_unit_test_setup_teardown(
                         test_write_without_mcp_servers_in_the_config_takes_every_usable_one,
                         setup,

@@ -631,6 +631,88 @@ static void test_validate_checks_environment(void **state) {
                 e.message, "CreateSession: field 'environment' must have at most 64 entries, got '65'");
 }
 
+static void test_validate_checks_mcp_overrides(void **state) {
+        Fixture *f = *state;
+
+        assert_refused(
+                f,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'mcp_overrides.x.type' must be stdio or http, got 'websocket'",
+                1,
+                "mcp_overrides",
+                "s",
+                "{\"x\":{\"type\":\"websocket\",\"url\":\"https://a.example/mcp\"}}");
+        assert_refused(
+                f,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'mcp_overrides.filesystem.command' must be a program of the image (a "
+                "name in its PATH, or a path under /usr, /opt or /bin), got '/workspace/evil.sh'",
+                1,
+                "mcp_overrides",
+                "s",
+                "{\"filesystem\":{\"command\":\"/workspace/evil.sh\"}}");
+        assert_refused(
+                f,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'mcp_overrides.filesystem.command' must be a program of the image (a "
+                "name in its PATH, or a path under /usr, /opt or /bin), got '/usr/../tmp/x'",
+                1,
+                "mcp_overrides",
+                "s",
+                "{\"filesystem\":{\"command\":\"/usr/../tmp/x\"}}");
+        assert_refused(
+                f,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'mcp_overrides.custom.headers.Authorization' names secret 'MY_TOKEN', "
+                "which the session is not granted (field 'secrets')",
+                2,
+                "secrets",
+                "as",
+                1,
+                "OTHER",
+                "mcp_overrides",
+                "s",
+                "{\"custom\":{\"type\":\"http\",\"url\":\"https://a.example/mcp\","
+                "\"headers\":{\"Authorization\":\"Bearer ${MY_TOKEN}\"}}}");
+        assert_refused(
+                f,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'mcp_overrides.x.cmd' is not a key of an MCP server (type, command, args, "
+                "env, url, headers, description)",
+                1,
+                "mcp_overrides",
+                "s",
+                "{\"x\":{\"cmd\":\"sh\"}}");
+        assert_refused(
+                f,
+                CCDOCKER_ERROR_INVALID_CONFIG,
+                "CreateSession: field 'mcp_overrides.x.url' is needed by type http",
+                1,
+                "mcp_overrides",
+                "s",
+                "{\"x\":{\"type\":\"http\"}}");
+        {
+                _cleanup_(session_config_freep) SessionConfig *ok = NULL;
+
+                /* The secret may come after the override naming it. */
+                parse_ok(
+                        f,
+                        &ok,
+                        2,
+                        "mcp_overrides",
+                        "s",
+                        "{\"filesystem\":{\"args\":[\"/workspace\",\"/custom/path\"]},"
+                        "\"custom\":{\"type\":\"http\",\"url\":\"https://a.example/mcp\","
+                        "\"headers\":{\"Authorization\":\"Bearer ${MY_TOKEN}\"}},"
+                        "\"tool\":{\"command\":\"/opt/cc-docker/bin/ccdocker-mcp\"},\"npx\":{\"command\":\"npx\"}}",
+                        "secrets",
+                        "as",
+                        1,
+                        "MY_TOKEN");
+                assert_non_null(ok);
+        }
+}
+
 static void test_validate_checks_task_type_and_image(void **state) {
         _cleanup_(session_config_freep) SessionConfig *c = NULL;
         char long_type[66];
@@ -707,6 +789,7 @@ int main(void) {
                 T(test_validate_leaves_the_disk_to_the_callers_check),
                 T(test_validate_refuses_host_network_unless_allowed),
                 T(test_validate_checks_environment),
+                T(test_validate_checks_mcp_overrides),
                 T(test_validate_checks_task_type_and_image),
         };
 #undef T
