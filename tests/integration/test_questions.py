@@ -383,6 +383,10 @@ class QuestionsTest(unittest.TestCase):
         ctl("answer", qid, "later")
         [row] = rows("id = ?", qid)
         self.assertEqual((row["status"], row["handed_over"]), ("answered", 0))
+        # Kept for whoever comes for it, and still the first answer.
+        again = ctl("answer", qid, "sooner", check=False)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("already answered on ctl", again.stderr)
         result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
         self.assertEqual((result["response"], result["timed_out"]), ("later", False))
         sb.wait_until(lambda: rows("id = ?", qid)[0]["handed_over"] == 1, 10, what="the record handed over")
