@@ -429,5 +429,71 @@ class QuestionsTest(unittest.TestCase):
         self.assertEqual(rows("id = ?", qid)[0]["status"], "timeout")
 
 
+
+class SystemModeQuestionsTest(unittest.TestCase):
+    """ccdockerd --system with the real polkitd: an unprivileged caller (uid 65534) may neither see
+    nor answer root's questions; root may."""
+
+    NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.runtime = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-questions-system-runtime")
+        cls.daemon = sb.Daemon(unit="ccdockerd-questions-system-test.service", mode="--system", settings={
+            "SystemdBus": "user", "RuntimeDirectory": cls.runtime, "HeartbeatTimeoutSec": "0"},
+            extra_env={"DBUS_SYSTEM_BUS_ADDRESS": sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS")})
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+        cls.daemon.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop()
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+
+    def busctl(self, *args, as_nobody=False, check=True):
+        argv = ["busctl", "--address=" + sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS"), "--json=short", *args]
+        return sb.run(*(self.NOBODY if as_nobody else []), *argv, check=check)
+
+    def test_unprivileged_caller_may_not_answer_or_list_roots_questions(self):
+        global RUNTIME
+        p = self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession",
+                        "a{sv}", "0")
+        sid, path = json.loads(p.stdout)["data"]
+        self.addCleanup(self.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true",
+                        check=False)
+        sb.wait_until(lambda: json.loads(self.busctl("get-property", "org.ccdocker1", path, "org.ccdocker1.Session",
+                                                     "State").stdout)["data"] == "idle", 60, what="idle")
+        saved, RUNTIME = RUNTIME, self.runtime
+        try:
+            m = Mcp(sid)
+        finally:
+            RUNTIME = saved
+        self.addCleanup(m.close)
+        call_id = m.send("human.ask", {"question": "Root's question?", "timeout_seconds": 600})
+
+        def listed(as_nobody):
+            p = self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "ListQuestions", "b",
+                            "true", as_nobody=as_nobody)
+            return json.loads(json.loads(p.stdout)["data"][0])
+        qid = sb.wait_until(lambda: listed(False), 10, what="the question")[0]["interaction_id"]
+        self.assertEqual(listed(True), [], "another owner's questions are not listed")
+
+        for args in (("/org/ccdocker1", "org.ccdocker1.Manager", "AnswerQuestion"),
+                     (path, "org.ccdocker1.Session", "Answer")):
+            p = self.busctl("call", "org.ccdocker1", *args, "ssa{sv}", qid, "yes", "0", as_nobody=True, check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("org.ccdocker1.manage-sessions", p.stderr)
+        denied = sb.wait_until(lambda: [r for r in sb.journal("MESSAGE_ID=c2962f7914b0421cae356094e82b5bf0",
+                                                              f"CCDOCKER_SESSION={sid}", "CALLER_UID=65534")], 10,
+                               what="the denial records")
+        self.assertTrue(any("Answer" in r["MESSAGE"] for r in denied))
+        self.assertEqual(listed(False)[0]["status"], "pending")
+
+        self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "AnswerQuestion", "ssa{sv}",
+                    qid, "root says yes", "0")
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["response"], result["answered_by"]["who"]), ("root says yes", "uid 0"))
+
+
 if __name__ == "__main__":
     unittest.main()
