@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import subprocess
 import unittest
 
 import sandbox as sb
@@ -232,20 +233,44 @@ class QuestionsTest(unittest.TestCase):
         self.assertIn("on ctl", rec[-1]["MESSAGE"])
         self.assertEqual(rec[-1]["CALLER_UID"], str(os.getuid()))
 
-    def test_ask_answered_on_dbus(self):
+    def test_ask_answered_on_dbus_with_its_signals(self):
         sid, path = self.session()
         m = self.mcp(sid)
-        qid, call_id = self.ask(m, sid, timeout_seconds=600)
+        log = os.path.join(DAEMON.state_dir, f"monitor-{sid}.json")
+        with open(log, "w") as out:
+            monitor = subprocess.Popen(
+                ["busctl", "--user", "--json=short", "monitor",
+                 f"--match=type='signal',path='{path}',interface='org.ccdocker1.Session'"], stdout=out,
+                stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (monitor.kill(), monitor.wait()))
+
+        def signals():
+            with open(log) as f:
+                return [(j["member"], j["payload"]["data"]) for j in map(json.loads, filter(None, f.read().splitlines()))
+                        if j.get("type") == "signal"]
+        # The monitor listens once a signal it matches arrives: throwaway questions of a second each.
+        sb.wait_until(lambda: (m.ok("human.ask", {"question": "warm-up", "timeout_seconds": 1, "max_attempts": 1}),
+                               signals())[1], 20, what="the monitor to listen")
+        qid, call_id = self.ask(m, sid, question="Which colour?", timeout_seconds=600)
+        sb.wait_until(lambda: ("QuestionAsked", [qid, "question", "Which colour?"]) in signals(), 10,
+                      what="QuestionAsked")
         sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Answer", "ssa{sv}", qid, "blue", "1",
                   "who", "s", "alice")
         result = m.wait(call_id)["result"]
         self.assertEqual((result["response"], result["answered_by"]["surface"]), ("blue", "dbus"))
         self.assertIn("alice", result["answered_by"]["who"])
+        sb.wait_until(lambda: ("QuestionClosed", [qid, "answered"]) in signals(), 10, what="QuestionClosed")
 
     def test_ask_answered_on_redis(self):
+        from test_child_channel import PSubscriber
         sid, _ = self.session()
         m = self.mcp(sid)
+        notices = PSubscriber(f"session:{sid}:questions")
+        self.addCleanup(notices.close)
         qid, call_id = self.ask(m, sid, timeout_seconds=600)
+        asked = notices.until(lambda ch, msg: msg["type"] == "question", "the question's notice")[-1][1]
+        self.assertEqual((asked["interaction_id"], asked["kind"], asked["status"], asked["message"]),
+                         (qid, "question", "pending", "Deploy now?"))
         # Not an answer: ignored. Another session's channel: ignored.
         redis_command("PUBLISH", f"session:{sid}:control", json.dumps({"type": "stop"}))
         redis_command("PUBLISH", "session:someone-else:control",
@@ -256,6 +281,8 @@ class QuestionsTest(unittest.TestCase):
         self.assertEqual((result["response"], result["answered_by"]["surface"]), ("from redis", "redis"))
         [row] = rows("id = ?", qid)
         self.assertEqual(row["answered_surface"], "redis")
+        closed = notices.until(lambda ch, msg: msg["type"] == "question_closed", "the answer's notice")[-1][1]
+        self.assertEqual((closed["interaction_id"], closed["status"], closed["answered_by"]), (qid, "answered", "redis"))
 
     def test_ask_answered_over_http_in_the_token_scope_only(self):
         from test_httpd import Httpd, curl
