@@ -14,6 +14,7 @@ import subprocess
 import unittest
 
 import sandbox as sb
+import test_child_channel
 
 DAEMON = None
 RUNTIME = None
@@ -74,42 +75,23 @@ def redis_command(*words):
     return reply
 
 
-class Mcp:
-    """A client of a session's channel with role "mcp": what ccdocker-mcp is to the daemon."""
+class Mcp(test_child_channel.Mcp):
+    """test_child_channel's client of a session's channel with role "mcp", on this module's runtime
+    directory, keeping the notifications (human.waiting) it reads and the hello's result."""
 
-    def __init__(self, sid):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = os.path.join(RUNTIME, "sessions", sid, "session.sock")
-        sb.wait_until(lambda: os.path.exists(path), 30, what=f"the channel socket of {sid}")
-        sb.wait_until(lambda: self._connect(path), 30, what=f"a connection to the channel of {sid}")
-        self.sock.settimeout(60)
-        self.buf = b""
-        self.next_id = 0
-        self.answers = {}
+    def __init__(self, sid, runtime=None):
         self.notifications = []
-        hello = self.call("hello", {"role": "mcp", "protocol": 1})
-        assert hello["result"]["session_id"] == sid, hello
-        self.hello = hello["result"]
+        test_child_channel.RUNTIME = runtime or RUNTIME
+        super().__init__(sid)
 
-    def _connect(self, path):
-        try:
-            self.sock.connect(path)
-            return True
-        except (ConnectionRefusedError, FileNotFoundError):
-            self.sock.close()
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            return False
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, method, params):
-        self.next_id += 1
-        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        return self.next_id
+    def call(self, method, params=None):
+        msg = super().call(method, params)
+        if method == "hello":
+            self.hello = msg["result"]
+        return msg
 
     def wait(self, id_):
+        # The base's reading, with the messages that have no id (notifications) kept apart.
         while id_ not in self.answers:
             while b"\n" not in self.buf:
                 chunk = self.sock.recv(65536)
@@ -118,24 +100,11 @@ class Mcp:
                 self.buf += chunk
             line, self.buf = self.buf.split(b"\n", 1)
             msg = json.loads(line)
-            if "id" not in msg:
+            if "id" in msg:
+                self.answers[msg["id"]] = msg
+            else:
                 self.notifications.append(msg)
-                continue
-            self.answers[msg.get("id")] = msg
         return self.answers.pop(id_)
-
-    def call(self, method, params=None):
-        return self.wait(self.send(method, params or {}))
-
-    def ok(self, method, params=None):
-        msg = self.call(method, params)
-        assert "result" in msg, f"{method} {params}: {msg}"
-        return msg["result"]
-
-    def error(self, method, params=None):
-        msg = self.call(method, params)
-        assert "error" in msg, f"{method} {params}: expected an error, got {msg}"
-        return msg["error"]["code"], msg["error"]["message"]
 
 
 def audit(message_id, sid):
@@ -482,7 +451,6 @@ class SystemModeQuestionsTest(unittest.TestCase):
         return sb.run(*(self.NOBODY if as_nobody else []), *argv, check=check)
 
     def test_unprivileged_caller_may_not_answer_or_list_roots_questions(self):
-        global RUNTIME
         p = self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession",
                         "a{sv}", "0")
         sid, path = json.loads(p.stdout)["data"]
@@ -490,11 +458,7 @@ class SystemModeQuestionsTest(unittest.TestCase):
                         check=False)
         sb.wait_until(lambda: json.loads(self.busctl("get-property", "org.ccdocker1", path, "org.ccdocker1.Session",
                                                      "State").stdout)["data"] == "idle", 60, what="idle")
-        saved, RUNTIME = RUNTIME, self.runtime
-        try:
-            m = Mcp(sid)
-        finally:
-            RUNTIME = saved
+        m = Mcp(sid, runtime=self.runtime)
         self.addCleanup(m.close)
         call_id = m.send("human.ask", {"question": "Root's question?", "timeout_seconds": 600})
 
