@@ -64,6 +64,10 @@ typedef struct DaemonConfig {
         /* /shared in every session (SPEC.md 3.3): a host directory shared across sessions. */
         char *shared_dir;      /* NULL: none, the image's empty /shared */
         bool shared_read_only; /* bound read-only rather than read-write */
+        /* Asking a human (docs/channel.md, human.*; daemon/questions.c). */
+        uint64_t question_timeout_sec;     /* DiscordQuestionTimeoutSec: default wait of one attempt */
+        uint64_t question_min_timeout_sec; /* QuestionMinTimeoutSec: the least timeout_seconds */
+        unsigned max_pending_questions;    /* MaxPendingQuestionsPerSession */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "manager.h"
 #include "peer.h"
+#include "questions.h"
 #include "ratelimit.h"
 #include "session-budget.h"
 #include "session-remote.h"
@@ -499,6 +500,7 @@ static void hook_heartbeat(void *userdata);
 static json_t *hook_hello(void *userdata, const char *role, char **error) {
         Session *s = userdata;
         _cleanup_(json_decrefp) json_t *config = NULL;
+        json_t *result;
 
         if (streq(role, "init")) {
                 s->init_connected = true;
@@ -514,7 +516,7 @@ static json_t *hook_hello(void *userdata, const char *role, char **error) {
                 return NULL;
         }
         log_info("session %s: %s connected to the channel", s->id, role);
-        return json_pack(
+        result = json_pack(
                 "{s:i, s:s, s:I, s:O}",
                 "protocol",
                 1,
@@ -524,6 +526,18 @@ static json_t *hook_hello(void *userdata, const char *role, char **error) {
                 (json_int_t) s->last_seq,
                 "config",
                 config);
+        /* What ccdocker-mcp validates ask_user's timeout_seconds against (docs/channel.md). */
+        if (result && streq(role, "mcp") &&
+            json_object_set_new(
+                    result,
+                    "question_timeout_min",
+                    json_integer((json_int_t) s->manager->config.question_min_timeout_sec)) < 0) {
+                json_decref(result);
+                result = NULL;
+        }
+        if (!result)
+                *error = strdup("out of memory");
+        return result;
 }
 
 /* Stamped with the loop's time, the clock the periodic check reads too: a heartbeat handled in the same
@@ -754,7 +768,10 @@ static int hook_admit(void *userdata, int fd) {
 }
 
 static void hook_call(void *userdata, const char *method, json_t *params, ChannelCall *call) {
-        session_children_call(userdata, method, params, call);
+        if (startswith(method, "human."))
+                questions_call(userdata, method, params, call);
+        else
+                session_children_call(userdata, method, params, call);
 }
 
 const ChannelHooks session_channel_hooks = {

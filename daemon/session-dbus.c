@@ -26,7 +26,7 @@
 #define SESSION_PATH "/org/ccdocker1/session"
 #define SESSION_INTERFACE "org.ccdocker1.Session"
 
-static int session_object_find(
+int session_object_find(
         sd_bus *bus,
         const char *path,
         const char *interface,
@@ -242,7 +242,7 @@ static void on_authorized(int r, sd_bus_message *call, const sd_bus_error *error
         free(req);
 }
 
-static int session_authorize(
+int session_authorize(
         Session *s, sd_bus_message *message, const char *method, authorized_t next, sd_bus_error *error) {
         Manager *m = s->manager;
         AuthRequest *req;
