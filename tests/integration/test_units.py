@@ -274,9 +274,10 @@ class ShippedUnitsRunTest(unittest.TestCase):
         sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "false")
         self.assertEqual(sb.wait_state(path, "stopped", "failed"), "stopped")
 
-        # systemd's rating of the units as loaded and running here (as root: User= is dropped).
-        for unit in (self.SERVICE, self.DAEMON):
-            self.assertLessEqual(self.exposure(unit), 2.0)
+        # systemd's rating of the units as loaded and running here (as root: User= is dropped). The
+        # daemon's is 1.0 above the HTTP service's bound for the network it has (EXPOSURE_MAX above).
+        for unit, most in ((self.SERVICE, 2.0), (self.DAEMON, 2.5)):
+            self.assertLessEqual(self.exposure(unit), most)
 
 
 if __name__ == "__main__":
