@@ -189,16 +189,17 @@ class PackagesTest(unittest.TestCase):
         self.assertEqual(sorted(self.complete("ccdockerctl", "st")), ["status", "stop"])
         self.assertIn("--memory", self.complete("ccdockerctl", "create", "--me"))
         self.assertEqual(self.complete("ccdockerctl", "stop", "x", "--f"), ["--force"])
-        daemon = sb.Daemon(unit="ccdockerd-packages-test.service").start()
+        daemon = sb.Daemon(unit="ccdockerd-packages-test.service")
+        shutil.rmtree(daemon.state_dir, ignore_errors=True)  # a store of its own: this session alone
+        self.addCleanup(shutil.rmtree, daemon.state_dir, ignore_errors=True)
+        daemon.start()
         self.addCleanup(daemon.stop)
         sid, path = sb.create_session()
-        self.addCleanup(sb.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Remove", check=False)
         self.addCleanup(sb.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true",
                         check=False)
-        self.assertIn(sid, self.complete("ccdockerctl", "--user", "status", ""))
-        self.assertIn(sid, self.complete("ccdockerctl", "--user", "stop", sid[:3]))
+        self.assertEqual(self.complete("ccdockerctl", "--user", "status", ""), [sid])
+        self.assertEqual(self.complete("ccdockerctl", "--user", "stop", sid[:3]), [sid])
         self.assertEqual(self.complete("ccdockerctl", "--user", "status", sid, ""), [])
-
 
 if __name__ == "__main__":
     unittest.main()
