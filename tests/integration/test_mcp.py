@@ -36,7 +36,7 @@ IMAGE = os.environ.get("CCDOCKER_SESSION_IMAGE", "localhost/ccdocker-session:dev
 IMAGE_BINARY = "/opt/cc-docker/bin/ccdocker-mcp"
 LATEST = "2025-11-25"
 TOOLS = ["spawn_child", "send_to_child", "get_child_output", "get_child_result", "list_children", "stop_child",
-         "get_parent_context"]
+         "get_parent_context", "notify_user", "ask_user", "permission_prompt"]
 
 
 def binary():
@@ -366,8 +366,7 @@ class McpProtocolTest(ServerTestCase):
         message = self.assert_error(answer, 3, -32602)
         self.assertIn("no_such_tool", message)
         self.assert_error(self.server.call(request(4, "tools/call", {"arguments": {}})), 4, -32602)
-        # notify_user and ask_user come later: until they work they are not tools.
-        self.assert_error(self.server.call(tool_call(5, "notify_user", {"message": "hi"})), 5, -32602)
+        self.assert_error(self.server.call(tool_call(5, "notify_users", {"message": "hi"})), 5, -32602)
 
     def test_garbage_line_is_parse_error_and_server_survives(self):
         self.initialize()
