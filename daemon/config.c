@@ -598,6 +598,11 @@ static const struct {
           offsetof(DaemonConfig, model_requests_per_minute) },
         { "ModelQueueMax", parse_positive_unsigned, offsetof(DaemonConfig, model_queue_max) },
         { "ModelPrices", parse_prices, offsetof(DaemonConfig, model_prices) },
+        { "DiscordQuestionTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, question_timeout_sec) },
+        { "QuestionMinTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, question_min_timeout_sec) },
+        { "MaxPendingQuestionsPerSession",
+          parse_positive_unsigned,
+          offsetof(DaemonConfig, max_pending_questions) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -767,6 +772,9 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .model_max_in_flight = 4,
                 .model_requests_per_minute = 50,
                 .model_queue_max = 256,
+                .question_timeout_sec = 1800,
+                .question_min_timeout_sec = 60,
+                .max_pending_questions = 16,
         };
 
         c->systemd_bus = strdup(mode == DAEMON_USER ? "user" : "system");

@@ -58,6 +58,10 @@ typedef struct DaemonConfig {
         unsigned model_requests_per_minute;       /* token bucket of the credential */
         unsigned model_queue_max;                 /* calls waiting for admission; more are answered 429 */
         char *model_prices;                       /* "PREFIX=IN/OUT ...", USD per million tokens */
+        /* Asking a human (docs/channel.md, human.*; daemon/questions.c). */
+        uint64_t question_timeout_sec;     /* DiscordQuestionTimeoutSec: default wait of one attempt */
+        uint64_t question_min_timeout_sec; /* QuestionMinTimeoutSec: the least timeout_seconds */
+        unsigned max_pending_questions;    /* MaxPendingQuestionsPerSession */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */
