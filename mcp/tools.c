@@ -90,8 +90,11 @@ int tools_load(void) {
                 const char *name = json_string_value(json_object_get(def, "name"));
                 bool found = false;
 
+                /* permission_prompt has no outputSchema: Claude Code takes its answer from a single
+                 * text block only, and a tool with an outputSchema must send structuredContent. */
                 if (!json_is_object(json_object_get(def, "inputSchema")) ||
-                    !json_is_object(json_object_get(def, "outputSchema")))
+                    (!json_is_object(json_object_get(def, "outputSchema")) &&
+                     !streq_ptr(name, "permission_prompt")))
                         return -EBADMSG;
                 for (ToolId id = 0; id < _TOOL_MAX; id++)
                         if (streq_ptr(name, table[id].name) && !table[id].definition) {
@@ -266,6 +269,16 @@ int tool_result(const Tool *t, const json_t *structured, json_t **ret, char **re
         _cleanup_free_ char *text = NULL;
         int r;
 
+        if (!json_object_get(t->definition, "outputSchema")) {
+                text = json_dumps(structured, JSON_COMPACT);
+                if (!text)
+                        return -ENOMEM;
+                result = json_pack("{s:[{s:s, s:s}]}", "content", "type", "text", "text", text);
+                if (!result)
+                        return -ENOMEM;
+                *ret = TAKE_PTR(result);
+                return 0;
+        }
         r = schema_project(
                 json_object_get(t->definition, "outputSchema"), structured, &projected, ret_message);
         if (r < 0)

@@ -62,7 +62,8 @@ json_t *tool_channel_params(const Tool *t, const json_t *args);
 /* {"content":[{"type":"text","text":<structured, compact>}],"structuredContent":<structured>}. The
  * structured value is projected through the tool's outputSchema first, so it always fits it.
  * 0 and *ret (new reference); -EBADMSG with *ret_message when the answer does not fit ("'status' is
- * missing"); -ENOMEM. */
+ * missing"); -ENOMEM. A tool without an outputSchema (permission_prompt) gets the text block only,
+ * structured as it is. */
 int tool_result(const Tool *t, const json_t *structured, json_t **ret, char **ret_message);
 
 /* {"content":[{"type":"text","text":message}],"isError":true}; NULL on ENOMEM. */

@@ -102,6 +102,11 @@ static void test_every_tool_has_closed_input_and_an_output_schema(void **state) 
                 }
                 json_array_foreach (json_object_get(in, "required"), j, name)
                         assert_non_null(json_object_get(props, json_string_value(name)));
+                if (streq(json_string_value(json_object_get(tool, "name")), "permission_prompt")) {
+                        /* Claude Code reads a permission prompt tool's answer from one text block. */
+                        assert_null(out);
+                        continue;
+                }
                 assert_string_equal(json_string_value(json_object_get(out, "type")), "object");
                 json_array_foreach (json_object_get(out, "required"), j, name)
                         assert_non_null(json_object_get(
@@ -308,6 +313,21 @@ static void test_question_timeout_is_checked_against_the_daemons_lowest(void **s
                 60);
 }
 
+static void test_permission_answer_is_one_text_block(void **state) {
+        _cleanup_(json_decrefp) json_t *deny = parse("{\"behavior\":\"deny\",\"message\":\"no\"}"),
+                                       *r = NULL;
+        _cleanup_free_ char *message = NULL;
+        json_t *content;
+
+        assert_int_equal(tool_result(tool_find("permission_prompt"), deny, &r, &message), 0);
+        assert_null(json_object_get(r, "structuredContent"));
+        content = json_object_get(r, "content");
+        assert_int_equal(json_array_size(content), 1);
+        assert_string_equal(
+                json_string_value(json_object_get(json_array_get(content, 0), "text")),
+                "{\"behavior\":\"deny\",\"message\":\"no\"}");
+}
+
 static void test_permission_question_says_what_is_asked(void **state) {
         _cleanup_(json_decrefp) json_t *bash = parse("{\"command\":\"rm -rf build\",\"description\":\"d\"}"),
                                        *other = parse("{\"a\":1}");
@@ -509,6 +529,7 @@ int main(void) {
                 cmocka_unit_test(test_human_tools_check_spec_ranges),
                 cmocka_unit_test(test_question_timeout_is_checked_against_the_daemons_lowest),
                 cmocka_unit_test(test_permission_question_says_what_is_asked),
+                cmocka_unit_test(test_permission_answer_is_one_text_block),
                 cmocka_unit_test(test_channel_params_of_each_tool),
                 cmocka_unit_test(test_result_has_text_and_structured_content_fitting_the_schema),
                 cmocka_unit_test(test_result_that_does_not_fit_is_refused),
