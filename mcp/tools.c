@@ -332,34 +332,20 @@ char *tool_channel_error_message(const Tool *t, const char *method, int code, co
         while (n > 1 && strchr(". \n", copy[n - 1]))
                 copy[--n] = '\0';
         message = copy;
-        if (t->id == TOOL_NOTIFY_USER || t->id == TOOL_ASK_USER || t->id == TOOL_PERMISSION_PROMPT)
-                switch (code) {
-                case CHANNEL_ERROR_LIMIT:
-                        r = asprintf(
-                                &text,
-                                "%s refused by a limit: %s. Send fewer (at most 10 notices a minute; "
-                                "put several updates in one) and try again in a minute.",
-                                t->name,
-                                message);
+        if (t->id == TOOL_NOTIFY_USER || t->id == TOOL_ASK_USER || t->id == TOOL_PERMISSION_PROMPT) {
+                const char *hint = code == CHANNEL_ERROR_LIMIT
+                        ? "Send fewer (at most 10 notices a minute: put several updates in one) and try "
+                          "again in a minute."
+                        : code == CHANNEL_ERROR_NO_CHILD ? "The question is no longer known to the daemon."
+                        : code == CHANNEL_ERROR_NO_SURFACE
+                        ? "No person can be reached now: go on without an answer, or try again later."
+                        : NULL;
+
+                if (hint) {
+                        r = asprintf(&text, "%s: %s. %s", t->name, message, hint);
                         return r < 0 ? NULL : text;
-                case CHANNEL_ERROR_NO_CHILD:
-                        r = asprintf(
-                                &text,
-                                "%s: %s. The question is no longer known to the daemon.",
-                                t->name,
-                                message);
-                        return r < 0 ? NULL : text;
-                case CHANNEL_ERROR_NO_SURFACE:
-                        r = asprintf(
-                                &text,
-                                "%s: no person can be reached now: %s. Go on without an answer, or try again "
-                                "later.",
-                                t->name,
-                                message);
-                        return r < 0 ? NULL : text;
-                default:
-                        break;
                 }
+        }
         switch (code) {
         case JSONRPC_INVALID_PARAMS:
                 r = asprintf(&text, "%s: %s. Correct that argument and call again.", t->name, message);

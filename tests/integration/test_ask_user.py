@@ -159,8 +159,11 @@ class AskUserTest(unittest.TestCase):
     def test_a_wait_of_150_seconds_ends_with_the_answer_reaching_the_model(self):
         """The one slow test: the pinned CLI neither times out nor backgrounds the call (its
         MCP_TOOL_TIMEOUT is pinned in the settings, and ccdocker-mcp's progress keeps the idle
-        timeout away), so the answer comes back as the tool result."""
-        sid, path = self.create("Please ask the user and wait long.")
+        timeout away, here one of 90 s), so the answer comes back as the tool result."""
+        # A Claude Code idle timeout shorter than the wait (its default for stdio servers is 30 min):
+        # only ccdocker-mcp's progress every 60 s keeps the call alive.
+        sid, path = self.create("Please ask the user and wait long.", "environment", "a{ss}",
+                                {"CLAUDE_CODE_MCP_TOOL_IDLE_TIMEOUT": "90000"})
         q = pending_question(sid)
         qid = q["interaction_id"]
         asked = time.monotonic()

@@ -506,6 +506,20 @@ static void test_channel_error_messages_say_what_to_do(void **state) {
         assert_contains(f, "error -32099: no reason given");
 }
 
+static void test_channel_error_messages_of_the_human_tools(void **state) {
+        _cleanup_free_ char *a = tool_channel_error_message(
+                                    tool_find("notify_user"), "human.notify", -32001, "10 notices a minute"),
+                            *b = tool_channel_error_message(
+                                    tool_find("ask_user"), "human.ask", -32003, "no surface can take it"),
+                            *c = tool_channel_error_message(
+                                    tool_find("ask_user"), "human.wait", -32002, "no interaction 'x'");
+
+        assert_contains(a, "notify_user: 10 notices a minute. Send fewer");
+        assert_contains(b, "ask_user: no surface can take it. No person can be reached now");
+        assert_contains(c, "ask_user: no interaction 'x'. The question is no longer known");
+        assert_null(strstr(c, "list_children"));
+}
+
 static void test_utf8_tail_starts_on_a_character(void **state) {
         assert_string_equal(utf8_tail("hello", 10), "hello");
         assert_string_equal(utf8_tail("hello", 3), "llo");
@@ -536,6 +550,7 @@ int main(void) {
                 cmocka_unit_test(test_parent_context_keeps_nulls_and_any_context),
                 cmocka_unit_test(test_error_result),
                 cmocka_unit_test(test_channel_error_messages_say_what_to_do),
+                cmocka_unit_test(test_channel_error_messages_of_the_human_tools),
                 cmocka_unit_test(test_utf8_tail_starts_on_a_character),
         };
 
