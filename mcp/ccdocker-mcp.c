@@ -239,14 +239,13 @@ static void call_fail(Call *c, const char *format, ...) {
         log_debug("%s: %s", c->tool->name, message);
         if (c->tool->id == TOOL_PERMISSION_PROMPT) {
                 /* Claude Code needs a decision: whatever went wrong, the call is not approved. */
-                _cleanup_free_ char *text = NULL;
+                _cleanup_free_ char *text = NULL, *unfit = NULL;
                 json_t *result = NULL;
                 _cleanup_(json_decrefp) json_t *deny = NULL;
 
-                if (asprintf(&text, "Denied: nobody could approve this tool call (%s).", message) < 0)
-                        die_oom();
+                xasprintf(&text, "Denied: nobody could approve this tool call (%s).", message);
                 deny = json_pack("{s:s, s:s}", "behavior", "deny", "message", text);
-                if (!deny || tool_result(c->tool, deny, &result, &text) < 0)
+                if (!deny || tool_result(c->tool, deny, &result, &unfit) < 0)
                         die_oom();
                 call_finish(c, result);
                 return;

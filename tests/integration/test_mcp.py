@@ -265,7 +265,11 @@ class McpProtocolTest(ServerTestCase):
                     self.assertTrue(prop.get("description"), arg)
                 for arg in schema.get("required", []):
                     self.assertIn(arg, schema["properties"])
-                self.assertEqual(t["outputSchema"]["type"], "object")
+                if name == "permission_prompt":
+                    # Claude Code takes a permission decision from one text block only.
+                    self.assertNotIn("outputSchema", t)
+                else:
+                    self.assertEqual(t["outputSchema"]["type"], "object")
                 self.assertIn("readOnlyHint", t["annotations"])
         # The argument names and output fields of SPEC.md Appendix A.
         props = {n: set(t["inputSchema"]["properties"]) for n, t in tools.items()}
@@ -279,7 +283,7 @@ class McpProtocolTest(ServerTestCase):
         self.assertEqual(props["list_children"], {"status_filter", "include_completed"})
         self.assertEqual(props["stop_child"], {"child_session_id", "force"})
         self.assertEqual(props["get_parent_context"], set())
-        out = {n: t["outputSchema"] for n, t in tools.items()}
+        out = {n: t["outputSchema"] for n, t in tools.items() if "outputSchema" in t}
         self.assertEqual(out["spawn_child"]["required"], ["child_session_id", "status"])
         self.assertEqual(out["spawn_child"]["properties"]["status"]["enum"], ["starting", "idle", "running"])
         self.assertEqual(out["send_to_child"]["properties"]["status"]["enum"], ["queued", "processing"])
