@@ -24,6 +24,7 @@ import unittest
 
 import sandbox as sb
 import test_mcp
+import test_model_session
 
 DAEMON = None
 MODEL = None
@@ -85,13 +86,8 @@ def tearDownModule():
     MODEL.stop()
 
 
-def call(path, method, *args, check=True):
-    return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
-
-
-def result(path, timeout=300):
-    status, text, error, _ = json.loads(call(path, "GetResult", "bu", "true", str(timeout)).stdout)["data"]
-    return status, text, error
+call = test_model_session.call  # a Session method over busctl
+result = test_model_session.result  # GetResult with wait: (status, text, error)
 
 
 def ctl(*args, check=True):
