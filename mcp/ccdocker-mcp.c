@@ -43,11 +43,19 @@
 #define STREAM_POLL_SEC 10                       /* wait_seconds of each child.output of a stream */
 #define STREAM_OUTPUT_MAX (64U * 1024)           /* a stream ends early once it has collected this much */
 #define PROGRESS_TEXT_MAX 500                    /* bytes of the newest output in a progress message */
+#define KEEPALIVE_USEC (60 * USEC_PER_SEC)       /* progress while a person is asked (idle timeout) */
+#define HUMAN_RECONNECT_USEC (2 * USEC_PER_SEC)  /* between connects while a question waits on */
+#define HUMAN_RECONNECT_MAX_USEC (600 * USEC_PER_SEC) /* of reconnecting for a question, in all */
+#define QUESTION_TIMEOUT_MIN 60                       /* of ask_user, when the hello does not say */
+#define ATTEMPT_TIMEOUT_MAX 7200                      /* of one attempt of a question */
+#define ATTEMPTS_DEFAULT 3
 
 #define INSTRUCTIONS                                                                                      \
         "ccdocker-mcp connects this Claude Code session to cc-docker, which runs it in a container. Its " \
         "tools spawn child sessions (each a Claude Code in a container of its own), steer them, read "    \
-        "their output and collect their results; get_parent_context tells a child what its parent gave it."
+        "their output and collect their results; get_parent_context tells a child what its parent gave "  \
+        "it. notify_user tells the person who runs the session something; ask_user asks them and waits "  \
+        "for the answer."
 
 /* Newest first: the first is what a client asking for another version gets. */
 static const char *const protocol_versions[] = { "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05" };
@@ -72,6 +80,12 @@ typedef struct Call {
 
         json_t *sent; /* send_to_child: the answer of child.send, while child.result waits */
 
+        /* ask_user and permission_prompt: the question, once the daemon has said its id (human.waiting),
+         * for a human.wait after a reconnect; the next keepalive progress */
+        json_t *interaction_id;
+        usec_t keepalive_at;
+        usec_t reconnect_until; /* a human.wait waiting for the daemon to come back, until then */
+
         /* get_child_output with stream: what was collected so far */
         ByteQueue output;
         bool have_seq; /* last_seq is one an event had: the next request asks from it */
@@ -82,9 +96,10 @@ typedef struct Call {
 static struct {
         const char *path;
         ChannelClient *client;
-        usec_t connect_deadline; /* of CONNECTING and HELLO */
-        usec_t retry_at;         /* the retry of a failed connect is due then */
-        bool retried;            /* the connect under way is that retry */
+        usec_t connect_deadline;      /* of CONNECTING and HELLO */
+        usec_t retry_at;              /* the retry of a failed connect is due then */
+        bool retried;                 /* the connect under way is that retry */
+        int64_t question_timeout_min; /* the hello's, else QUESTION_TIMEOUT_MIN */
 } C;
 
 static Call *calls; /* newest first */
@@ -108,6 +123,20 @@ static void die(int error, const char *format, ...) {
 
 static _Noreturn void die_oom(void) {
         die(ENOMEM, "allocating memory");
+}
+
+/* asprintf() that fails only by dying. */
+static void xasprintf(char **ret, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+static void xasprintf(char **ret, const char *format, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(ret, format, ap);
+        va_end(ap);
+        if (r < 0)
+                die_oom();
 }
 
 /* ---- byte queues ---- */
@@ -174,6 +203,7 @@ static Call *call_free(Call *c) {
         json_decref(c->progress_token);
         json_decref(c->params);
         json_decref(c->sent);
+        json_decref(c->interaction_id);
         byte_queue_free(&c->output);
         free(c);
         return NULL;
@@ -207,6 +237,19 @@ static void call_fail(Call *c, const char *format, ...) {
         if (r < 0)
                 die_oom();
         log_debug("%s: %s", c->tool->name, message);
+        if (c->tool->id == TOOL_PERMISSION_PROMPT) {
+                /* Claude Code needs a decision: whatever went wrong, the call is not approved. */
+                _cleanup_free_ char *text = NULL, *unfit = NULL;
+                json_t *result = NULL;
+                _cleanup_(json_decrefp) json_t *deny = NULL;
+
+                xasprintf(&text, "Denied: nobody could approve this tool call (%s).", message);
+                deny = json_pack("{s:s, s:s}", "behavior", "deny", "message", text);
+                if (!deny || tool_result(c->tool, deny, &result, &unfit) < 0)
+                        die_oom();
+                call_finish(c, result);
+                return;
+        }
         call_finish(c, tool_error(message));
 }
 
@@ -265,6 +308,11 @@ static int64_t conn_request(const char *method, json_t *params) {
         return id;
 }
 
+/* ask_user and permission_prompt: a person is asked, and the call waits for the answer. */
+static bool call_asks(const Call *c) {
+        return c->tool->id == TOOL_ASK_USER || c->tool->id == TOOL_PERMISSION_PROMPT;
+}
+
 /* Sends the call's request now if the channel is ready; else it goes once it is. */
 static void call_send(Call *c) {
         int64_t wait = 0;
@@ -274,7 +322,29 @@ static void call_send(Call *c) {
                 conn_start();
                 return;
         }
-        if (json_is_true(json_object_get(c->params, "wait")))
+        if (c->tool->id == TOOL_ASK_USER && streq(c->method, "human.ask")) {
+                /* The daemon's lowest timeout is known only now, from its hello. */
+                _cleanup_free_ char *refusal =
+                        tool_check_question_timeout(c->tool, c->args, C.question_timeout_min);
+
+                if (refusal) {
+                        call_fail(c, "%s", refusal);
+                        return;
+                }
+        }
+        if (call_asks(c)) {
+                json_t *t = json_object_get(c->params, "timeout_seconds"),
+                       *a = json_object_get(c->params, "max_attempts");
+
+                /* human.wait does not know what is left: the longest a question can take. */
+                wait = (t ? json_integer_value(t) : ATTEMPT_TIMEOUT_MAX) *
+                        (a                                        ? json_integer_value(a)
+                                 : streq(c->method, "human.wait") ? 5
+                                                                  : ATTEMPTS_DEFAULT);
+                if (c->keepalive_at == 0)
+                        c->keepalive_at = now_usec(CLOCK_MONOTONIC) + KEEPALIVE_USEC;
+                c->reconnect_until = 0;
+        } else if (json_is_true(json_object_get(c->params, "wait")))
                 wait = json_integer_value(json_object_get(c->params, "timeout_seconds"));
         else if (json_is_integer(json_object_get(c->params, "wait_seconds")))
                 wait = json_integer_value(json_object_get(c->params, "wait_seconds"));
@@ -313,9 +383,17 @@ static void fail_waiting(const char *format, ...) {
                 die_oom();
         for (Call *c = calls, *next; c; c = next) {
                 next = c->next;
-                if (c->channel_id == 0)
+                if (c->channel_id == 0 && c->reconnect_until <= now_usec(CLOCK_MONOTONIC))
                         call_fail(c, "%s failed: %s", c->tool->name, why);
         }
+}
+
+/* A question whose connection was lost waits for the daemon to come back, for a while. */
+static bool any_reconnecting(void) {
+        for (Call *c = calls; c; c = c->next)
+                if (c->channel_id == 0 && c->reconnect_until > now_usec(CLOCK_MONOTONIC))
+                        return true;
+        return false;
 }
 
 static bool any_waiting(void) {
@@ -341,6 +419,8 @@ static void conn_failed(int error) {
                 "restarting: try again in a few seconds.",
                 C.path,
                 strerror(abs(error)));
+        if (any_reconnecting())
+                C.retry_at = now_usec(CLOCK_MONOTONIC) + HUMAN_RECONNECT_USEC;
 }
 
 /* The connection ended: what was in flight on it is lost (the daemon forgets it too). Calls that were
@@ -350,7 +430,35 @@ static void conn_lost(const char *why) {
         conn_close();
         for (Call *c = calls, *next; c; c = next) {
                 next = c->next;
-                if (c->channel_id != 0)
+                if (c->channel_id == 0)
+                        continue;
+                if (call_asks(c) && c->interaction_id) {
+                        /* The question lives on in the daemon's store: ask it for the answer once it is
+                         * back (docs/channel.md, human.wait). */
+                        json_t *params = json_pack("{s:O}", "interaction_id", c->interaction_id);
+
+                        if (!params)
+                                die_oom();
+                        json_decref(c->params);
+                        c->params = params;
+                        c->method = "human.wait";
+                        c->channel_id = 0;
+                        c->reconnect_until = now_usec(CLOCK_MONOTONIC) + HUMAN_RECONNECT_MAX_USEC;
+                        log_info(
+                                "%s: will wait for question %s again",
+                                c->tool->name,
+                                json_string_value(c->interaction_id));
+                        continue;
+                }
+                if (c->tool->id == TOOL_ASK_USER)
+                        call_fail(
+                                c,
+                                "ask_user: the connection to the cc-docker daemon was lost while the question "
+                                "waited for its answer (%s; the daemon may have restarted). The question is "
+                                "kept: the answer will come to you as a new prompt starting with \"[answer to "
+                                "question\". Do not ask it again.",
+                                why);
+                else
                         call_fail(
                                 c,
                                 "%s failed: the connection to the cc-docker daemon was lost before it answered "
@@ -403,6 +511,9 @@ static void on_hello_answer(ChannelClient *client, const struct jsonrpc_message 
         }
         C.connect_deadline = 0;
         C.retried = false;
+        C.question_timeout_min = json_is_integer(json_object_get(m->result, "question_timeout_min"))
+                ? json_integer_value(json_object_get(m->result, "question_timeout_min"))
+                : QUESTION_TIMEOUT_MIN;
         log_info("connected to %s, session %s", C.path, strempty(sid));
         for (Call *c = calls, *next; c; c = next) {
                 next = c->next;
@@ -539,6 +650,92 @@ static void on_result(Call *c, json_t *result) {
         call_succeed(c, out);
 }
 
+/* ask_user and permission_prompt: the answer of human.ask or human.wait. */
+static void on_human_answer(Call *c, json_t *result) {
+        _cleanup_(json_decrefp) json_t *out = NULL;
+        bool timed_out = json_is_true(json_object_get(result, "timed_out"));
+        const char *response = json_string_value(json_object_get(result, "response"));
+        json_t *by = json_object_get(result, "answered_by");
+        _cleanup_free_ char *text = NULL;
+
+        if (c->tool->id == TOOL_ASK_USER) {
+                out = json_deep_copy(result);
+                if (!out)
+                        die_oom();
+                if (timed_out)
+                        set_new(out, "error", json_string("User did not respond within timeout"));
+                call_succeed(c, out);
+                return;
+        }
+        if (!timed_out && streq_ptr(response, "allow"))
+                out = json_pack(
+                        "{s:s, s:O}",
+                        "behavior",
+                        "allow",
+                        "updatedInput",
+                        json_object_get(c->args, "input"));
+        else {
+                if (timed_out)
+                        xasprintf(&text, "Denied: nobody approved this tool call in time.");
+                else
+                        xasprintf(
+                                &text,
+                                "Denied by a person (%s%s%s): do not try to get around it; ask with "
+                                "ask_user if you need to know why.",
+                                strempty(json_string_value(json_object_get(by, "surface"))),
+                                json_is_string(json_object_get(by, "who")) ? ", " : "",
+                                strempty(json_string_value(json_object_get(by, "who"))));
+                out = json_pack("{s:s, s:s}", "behavior", "deny", "message", text);
+        }
+        if (!out)
+                die_oom();
+        call_succeed(c, out);
+}
+
+/* human.waiting: the daemon says which question a call waits for (and which attempt it is at). The
+ * notification names the channel request when it has request_id; else it goes to the one question
+ * under way whose id is not known yet. */
+static void on_human_waiting(json_t *params) {
+        json_t *iid = json_object_get(params, "interaction_id"),
+               *rid = json_object_get(params, "request_id");
+        Call *match = NULL, *unknown = NULL;
+        size_t n_unknown = 0;
+        _cleanup_free_ char *text = NULL;
+
+        if (!json_is_string(iid))
+                return;
+        for (Call *c = calls; c; c = c->next) {
+                if (!call_asks(c) || c->channel_id == 0)
+                        continue;
+                if (json_is_integer(rid)) {
+                        if (c->channel_id == json_integer_value(rid))
+                                match = c;
+                } else if (c->interaction_id) {
+                        if (json_equal(c->interaction_id, iid))
+                                match = c;
+                } else {
+                        unknown = c;
+                        n_unknown++;
+                }
+        }
+        if (!match && n_unknown == 1)
+                match = unknown;
+        if (!match)
+                return;
+        if (!match->interaction_id)
+                match->interaction_id = json_incref(iid);
+        if (json_is_integer(json_object_get(params, "attempt")))
+                xasprintf(
+                        &text,
+                        "waiting for an answer (question %s, attempt %" JSON_INTEGER_FORMAT
+                        " of %" JSON_INTEGER_FORMAT ")",
+                        json_string_value(iid),
+                        json_integer_value(json_object_get(params, "attempt")),
+                        json_integer_value(json_object_get(params, "max_attempts")));
+        match->events++;
+        send_progress(match, text);
+}
+
 static void on_call_answer(Call *c, const struct jsonrpc_message *m) {
         c->channel_id = 0;
         if (m->kind == JSONRPC_ERROR_RESPONSE) {
@@ -561,7 +758,9 @@ static void on_call_answer(Call *c, const struct jsonrpc_message *m) {
                 return;
         }
 
-        if (streq(c->method, "child.output"))
+        if (call_asks(c))
+                on_human_answer(c, m->result);
+        else if (streq(c->method, "child.output"))
                 on_output(c, m->result);
         else if (streq(c->method, "child.result"))
                 on_result(c, m->result);
@@ -599,6 +798,8 @@ static void on_conn_message(ChannelClient *client, const struct jsonrpc_message 
                 break;
         }
         case JSONRPC_NOTIFICATION:
+                if (streq(m->method, "human.waiting"))
+                        on_human_waiting(m->params);
                 break;
         case JSONRPC_RESPONSE:
         case JSONRPC_ERROR_RESPONSE:
@@ -846,6 +1047,13 @@ static void on_timers(void) {
                 conn_failed(ETIMEDOUT);
         for (Call *c = calls, *next; c; c = next) {
                 next = c->next;
+                if (call_asks(c) && c->channel_id != 0 && c->progress_token && t >= c->keepalive_at) {
+                        /* Claude Code ends a call that sends nothing for its idle timeout (30 min for
+                         * stdio): a person may take longer. */
+                        c->keepalive_at = t + KEEPALIVE_USEC;
+                        c->events++;
+                        send_progress(c, "waiting for an answer from a person");
+                }
                 if (c->channel_id != 0 && t >= c->answer_deadline)
                         call_fail(
                                 c,
@@ -864,9 +1072,13 @@ static int next_timeout(void) {
                 next = C.retry_at;
         if (C.connect_deadline != 0 && (next == 0 || C.connect_deadline < next))
                 next = C.connect_deadline;
-        for (Call *c = calls; c; c = c->next)
+        for (Call *c = calls; c; c = c->next) {
                 if (c->channel_id != 0 && (next == 0 || c->answer_deadline < next))
                         next = c->answer_deadline;
+                if (call_asks(c) && c->channel_id != 0 && c->progress_token &&
+                    (next == 0 || c->keepalive_at < next))
+                        next = c->keepalive_at;
+        }
         if (next == 0)
                 return -1;
         return next <= t ? 0 : (int) ((next - t + USEC_PER_MSEC - 1) / USEC_PER_MSEC);

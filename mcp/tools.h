@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef enum ToolId {
         TOOL_SPAWN_CHILD,
@@ -14,6 +15,9 @@ typedef enum ToolId {
         TOOL_LIST_CHILDREN,
         TOOL_STOP_CHILD,
         TOOL_GET_PARENT_CONTEXT,
+        TOOL_NOTIFY_USER,
+        TOOL_ASK_USER,
+        TOOL_PERMISSION_PROMPT,
         _TOOL_MAX,
 } ToolId;
 
@@ -41,6 +45,15 @@ json_t *tools_list(void);
  * -EINVAL with *ret_message (malloc()ed, starts with the tool's name, names the argument), -ENOMEM. */
 int tool_check_arguments(const Tool *t, const json_t *args, json_t **ret_args, char **ret_message);
 
+/* ask_user: the lowest timeout_seconds the daemon takes (its hello's question_timeout_min) when it is
+ * not the schema's 60. NULL when t is not ask_user or timeout_seconds is absent or at least min;
+ * else the refusal (malloc()ed), worded as the schema check words it. */
+char *tool_check_question_timeout(const Tool *t, const json_t *args, int64_t min);
+
+/* What a permission question asks a person: "Allow Bash: rm -rf build?" (the command, the file or
+ * the input as compact JSON, cut to fit a question). malloc()ed, NULL on ENOMEM. */
+char *tool_permission_question(const char *tool_name, const json_t *input);
+
 /* The params of the first channel request of a call with these (checked) arguments: the arguments the
  * channel method takes, with the tool's defaults where they differ from the daemon's. New reference,
  * NULL on ENOMEM. */
@@ -49,7 +62,8 @@ json_t *tool_channel_params(const Tool *t, const json_t *args);
 /* {"content":[{"type":"text","text":<structured, compact>}],"structuredContent":<structured>}. The
  * structured value is projected through the tool's outputSchema first, so it always fits it.
  * 0 and *ret (new reference); -EBADMSG with *ret_message when the answer does not fit ("'status' is
- * missing"); -ENOMEM. */
+ * missing"); -ENOMEM. A tool without an outputSchema (permission_prompt) gets the text block only,
+ * structured as it is. */
 int tool_result(const Tool *t, const json_t *structured, json_t **ret, char **ret_message);
 
 /* {"content":[{"type":"text","text":message}],"isError":true}; NULL on ENOMEM. */

@@ -95,7 +95,8 @@ static struct {
 
         /* claude */
         char *permission_mode;
-        char *claude_session; /* from its system/init event, for --resume */
+        bool permission_prompt; /* --permission-prompt-tool PERMISSION_PROMPT_TOOL */
+        char *claude_session;   /* from its system/init event, for --resume */
         pid_t claude_pid;
         int claude_in, claude_out;
         ByteQueue claude_input;
@@ -370,6 +371,25 @@ static void on_events_answer(const struct jsonrpc_message *m) {
 static int claude_start(void);
 static void remote_bridges_open(json_t *config, json_t *warnings);
 
+/* ccdocker-mcp's tool that asks a person to approve a tool call (docs/ccdocker-mcp.md). */
+#define PERMISSION_PROMPT_TOOL "mcp__cc-docker__permission_prompt"
+
+/* A session that is not in bypassPermissions asks a person about each tool call that needs approval,
+ * through ccdocker-mcp, when the session has the cc-docker MCP server (an absent list is all of them). */
+static bool wants_permission_prompt(const json_t *config, const char *mode) {
+        json_t *servers = json_object_get(config, "mcp_servers"), *it;
+        size_t i;
+
+        if (streq(mode, "bypassPermissions"))
+                return false;
+        if (!json_is_array(servers))
+                return true;
+        json_array_foreach (servers, i, it)
+                if (streq_ptr(json_string_value(it), "cc-docker"))
+                        return true;
+        return false;
+}
+
 /* The first hello: now Claude Code can be configured and started. */
 static void first_start(json_t *config) {
         _cleanup_(json_decrefp) json_t *warnings = json_array();
@@ -393,6 +413,7 @@ static void first_start(json_t *config) {
                 S.permission_mode = strdup("default");
         if (!S.permission_mode)
                 die_oom();
+        S.permission_prompt = wants_permission_prompt(config, S.permission_mode);
 
         /* Before the configuration: the conditional MCP servers look at these variables. */
         r = init_secrets_load(config, getenv("CCDOCKER_SECRETS_DIR") ?: "/run/ccdocker-secrets", warnings);
@@ -815,6 +836,10 @@ static int claude_start(void) {
         argv[n++] = "--verbose";
         argv[n++] = "--permission-mode";
         argv[n++] = S.permission_mode;
+        if (S.permission_prompt) {
+                argv[n++] = "--permission-prompt-tool";
+                argv[n++] = PERMISSION_PROMPT_TOOL;
+        }
         if (S.claude_session) {
                 argv[n++] = "--resume";
                 argv[n++] = S.claude_session;

@@ -784,6 +784,27 @@ static int allow_tools(json_t *settings, const json_t *tools) {
         return 0;
 }
 
+/* Outside bypassPermissions a tool call that needs approval goes to a person (ccdocker-init's
+ * --permission-prompt-tool): the template's blanket approvals (Bash, Write, ...) would skip that
+ * person, so only cc-docker's own tools stay approved, with what the session's allowed_tools names. */
+static int allow_only_cc_docker(json_t *settings, const json_t *config) {
+        const char *mode = json_string_value(json_object_get(config, "permission_mode"));
+        json_t *allow = json_object_get(json_object_get(settings, "permissions"), "allow");
+        size_t i = 0;
+
+        if (streq_ptr(mode, "bypassPermissions") || !json_is_array(allow))
+                return 0;
+        while (i < json_array_size(allow)) {
+                const char *t = json_string_value(json_array_get(allow, i));
+
+                if (t && startswith(t, "mcp__cc-docker__"))
+                        i++;
+                else if (json_array_remove(allow, i) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* ~/.claude.json: onboarding done and the workspace trusted, or a headless CLI ignores the project's
  * settings (docs/scripted-model.md). Whatever else a persistent home holds there is kept. */
 static int claude_state_write(const InitPaths *paths, char **ret_what) {
@@ -934,7 +955,7 @@ int init_config_write(const InitPaths *paths, const json_t *config, json_t *warn
                 return r;
         if (user) {
                 hooks_filter(user, warnings);
-                if (allow_tools(user, allowed) < 0)
+                if (allow_only_cc_docker(user, config) < 0 || allow_tools(user, allowed) < 0)
                         return fail(-ENOMEM, ret_what, "building ~/.claude/settings.json");
                 r = write_json(paths->home, ".claude", "settings.json", user, ret_what);
                 if (r < 0)

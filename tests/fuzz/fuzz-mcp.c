@@ -2,7 +2,8 @@
  * through common/jsonrpc's reader and classifier, and for each tools/call the tool lookup, the argument
  * checks against the tool's inputSchema (mcp/tools.c, mcp/schema.c) and the channel params built from
  * checked arguments, as ccdocker-mcp.c does. The checked arguments are then shaped as a tool result
- * (tool_result() projects through the outputSchema) to reach schema_project() with hostile shapes too.
+ * (tool_result() projects through the outputSchema) to reach schema_project() with hostile shapes too;
+ * ask_user's timeout against the daemon's lowest, and permission_prompt's question built from any input.
  * The input is fed to the reader in two halves, so lines that straddle reads are covered. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,6 +47,7 @@ static void tools_call(json_t *params) {
                         abort();
                 return;
         }
+        free(tool_check_question_timeout(t, args, 60));
         channel_params = tool_channel_params(t, args);
         (void) tool_result(t, args, &result, &result_message);
         error_message = tool_channel_error_message(

@@ -535,6 +535,27 @@ static void test_write_user_settings_without_missing_hooks_and_with_allowed_tool
         assert_true(warned(f, "Stop hook /nonexistent/stop.sh left out"));
 }
 
+/* Outside bypassPermissions a person approves tool calls (--permission-prompt-tool): the template's
+ * approvals go, cc-docker's own tools and the session's allowed_tools stay. */
+static void test_write_user_settings_outside_bypass_keep_only_the_sessions_approvals(void **state) {
+        Fixture *f = *state;
+        _cleanup_(json_decrefp) json_t *config = session_config(f), *user = NULL;
+        _cleanup_free_ char *what = NULL, *path = path_join(f->home, ".claude/settings.json");
+        json_t *allow;
+
+        assert_int_equal(json_object_set_new(config, "permission_mode", json_string("default")), 0);
+        assert_int_equal(json_object_set_new(config, "allowed_tools", json_pack("[s]", "Bash(git:*)")), 0);
+        assert_int_equal(init_config_write(&f->paths, config, f->warnings, &what), 0);
+        user = read_json(path);
+        allow = json_object_get(json_object_get(user, "permissions"), "allow");
+        assert_int_equal(json_array_size(allow), 1);
+        assert_true(strv_has(allow, "Bash(git:*)"));
+        assert_false(strv_has(allow, "Read"));
+        assert_string_equal(
+                json_string_value(json_object_get(json_object_get(user, "permissions"), "defaultMode")),
+                "default");
+}
+
 static void test_write_claude_md_and_skills(void **state) {
         Fixture *f = *state;
         _cleanup_(json_decrefp) json_t *config = session_config(f);
@@ -669,6 +690,10 @@ int main(void) {
                         teardown),
                 cmocka_unit_test_setup_teardown(
                         test_write_user_settings_without_missing_hooks_and_with_allowed_tools,
+                        setup,
+                        teardown),
+                cmocka_unit_test_setup_teardown(
+                        test_write_user_settings_outside_bypass_keep_only_the_sessions_approvals,
                         setup,
                         teardown),
                 cmocka_unit_test_setup_teardown(test_write_claude_md_and_skills, setup, teardown),

@@ -2,7 +2,8 @@
  * shows it (the tools of SPEC.md 2.4 that work, closed input schemas, output schemas), the argument
  * checks and their messages (the argument named, what it must be, a hint for a misspelt name), the
  * params of each tool's first channel request, the results projected onto the output schemas, the
- * messages for the daemon's error codes, and utf8_tail(). */
+ * messages for the daemon's error codes, and utf8_tail(); notify_user, ask_user and permission_prompt
+ * (SPEC.md 2.7): their ranges, the daemon's lowest question timeout, the permission question. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,8 @@
 #include "util.h"
 
 static const char *const tool_names[] = {
-        "spawn_child",   "send_to_child", "get_child_output",   "get_child_result",
-        "list_children", "stop_child",    "get_parent_context",
+        "spawn_child", "send_to_child",      "get_child_output", "get_child_result", "list_children",
+        "stop_child",  "get_parent_context", "notify_user",      "ask_user",         "permission_prompt",
 };
 
 static int setup(void **state) {
@@ -75,8 +76,6 @@ static void test_list_has_the_spec_tools_and_no_others(void **state) {
                 assert_string_equal(json_string_value(json_object_get(tool, "name")), tool_names[i]);
                 assert_non_null(tool_find(tool_names[i]));
         }
-        assert_null(tool_find("notify_user"));
-        assert_null(tool_find("ask_user"));
         assert_null(tool_find("spawn"));
 }
 
@@ -103,6 +102,11 @@ static void test_every_tool_has_closed_input_and_an_output_schema(void **state) 
                 }
                 json_array_foreach (json_object_get(in, "required"), j, name)
                         assert_non_null(json_object_get(props, json_string_value(name)));
+                if (streq(json_string_value(json_object_get(tool, "name")), "permission_prompt")) {
+                        /* Claude Code reads a permission prompt tool's answer from one text block. */
+                        assert_null(out);
+                        continue;
+                }
                 assert_string_equal(json_string_value(json_object_get(out, "type")), "object");
                 json_array_foreach (json_object_get(out, "required"), j, name)
                         assert_non_null(json_object_get(
@@ -244,6 +248,104 @@ static void test_string_length_counts_characters(void **state) {
         assert_contains(refused, "got 129 characters");
 }
 
+/* SPEC 2.7.2 and 2.7.3: every field out of its range, unknown fields, and the lengths in characters. */
+static void test_human_tools_check_spec_ranges(void **state) {
+        _cleanup_free_ char *a = refusal("notify_user", "{\"message\":\"\"}"),
+                            *b = refusal("notify_user", "{\"message\":\"x\",\"priority\":\"high\"}"),
+                            *c = refusal("notify_user", "{\"message\":\"x\",\"channel\":\"y\"}"),
+                            *d = refusal("ask_user", "{\"question\":\"q\",\"timeout_seconds\":7201}"),
+                            *e = refusal("ask_user", "{\"question\":\"q\",\"max_attempts\":0}"),
+                            *f = refusal("ask_user", "{\"question\":\"q\",\"max_attempts\":6}"),
+                            *g = refusal("ask_user", "{}"), *h = refusal("ask_user", "{\"question\":\"\"}"),
+                            *i = refusal("ask_user", "{\"question\":\"q\",\"timeout\":60}"),
+                            *j = refusal("permission_prompt", "{\"tool_name\":\"Bash\"}");
+        _cleanup_free_ char *long2000 = NULL, *long2001 = NULL, *k = NULL, *l = NULL;
+        char big[2002];
+
+        assert_contains(a, "notify_user: argument 'message' must be a string of 1 to 2000 characters");
+        assert_contains(b, "argument 'priority' must be one of \"normal\", \"urgent\", got \"high\"");
+        assert_contains(c, "'channel'");
+        assert_contains(d, "argument 'timeout_seconds' must be an integer from 1 to 7200, got 7201");
+        assert_contains(e, "argument 'max_attempts' must be an integer from 1 to 5, got 0");
+        assert_contains(f, "got 6");
+        assert_contains(g, "'question'");
+        assert_contains(h, "argument 'question' must be a string of 1 to 2000 characters");
+        assert_contains(i, "'timeout'");
+        assert_contains(j, "'input'");
+
+        memset(big, 'x', 2001);
+        big[2001] = '\0';
+        assert_true(asprintf(&long2001, "{\"question\":\"%s\"}", big) > 0);
+        k = refusal("ask_user", long2001);
+        assert_contains(k, "got 2001 characters");
+        big[2000] = '\0';
+        assert_true(asprintf(&long2000, "{\"message\":\"%s\",\"priority\":\"urgent\"}", big) > 0);
+        assert_null(refusal("notify_user", long2000));
+        assert_null(refusal(
+                "ask_user",
+                "{\"question\":\"q\",\"timeout_seconds\":60,\"max_attempts\":5,\"priority\":\"normal\"}"));
+        l = refusal("permission_prompt", "{\"tool_name\":\"two words\",\"input\":{}}");
+        assert_contains(l, "'tool_name'");
+}
+
+/* The schema publishes 60 as ask_user's lowest timeout; the daemon's hello may say another. */
+static void test_question_timeout_is_checked_against_the_daemons_lowest(void **state) {
+        _cleanup_(json_decrefp) json_t *a = parse("{\"question\":\"q\",\"timeout_seconds\":5}"),
+                                       *checked = NULL;
+        _cleanup_free_ char *message = NULL, *refused = NULL;
+        const Tool *ask = tool_find("ask_user");
+
+        assert_int_equal(tool_check_arguments(ask, a, &checked, &message), 0);
+        assert_null(tool_check_question_timeout(ask, checked, 5));
+        refused = tool_check_question_timeout(ask, checked, 60);
+        assert_non_null(refused);
+        assert_string_equal(
+                refused, "ask_user: argument 'timeout_seconds' must be an integer from 60 to 7200, got 5");
+        assert_null(tool_check_question_timeout(tool_find("notify_user"), checked, 60));
+        /* The published schema still says 60. */
+        assert_int_equal(
+                json_integer_value(json_object_get(
+                        json_object_get(
+                                json_object_get(
+                                        json_object_get(ask->definition, "inputSchema"), "properties"),
+                                "timeout_seconds"),
+                        "minimum")),
+                60);
+}
+
+static void test_permission_answer_is_one_text_block(void **state) {
+        _cleanup_(json_decrefp) json_t *deny = parse("{\"behavior\":\"deny\",\"message\":\"no\"}"),
+                                       *r = NULL;
+        _cleanup_free_ char *message = NULL;
+        json_t *content;
+
+        assert_int_equal(tool_result(tool_find("permission_prompt"), deny, &r, &message), 0);
+        assert_null(json_object_get(r, "structuredContent"));
+        content = json_object_get(r, "content");
+        assert_int_equal(json_array_size(content), 1);
+        assert_string_equal(
+                json_string_value(json_object_get(json_array_get(content, 0), "text")),
+                "{\"behavior\":\"deny\",\"message\":\"no\"}");
+}
+
+static void test_permission_question_says_what_is_asked(void **state) {
+        _cleanup_(json_decrefp) json_t *bash = parse("{\"command\":\"rm -rf build\",\"description\":\"d\"}"),
+                                       *other = parse("{\"a\":1}");
+        _cleanup_free_ char *a = tool_permission_question("Bash", bash),
+                            *b = tool_permission_question("X", other), *c = NULL;
+        _cleanup_(json_decrefp) json_t *big = NULL;
+        char text[1001];
+
+        assert_string_equal(a, "Allow Bash: rm -rf build?");
+        assert_string_equal(b, "Allow X: {\"a\":1}?");
+        memset(text, 'y', 1000);
+        text[1000] = '\0';
+        big = json_pack("{s:s}", "command", text);
+        c = tool_permission_question("Bash", big);
+        assert_true(strlen(c) < 400);
+        assert_true(endswith(c, "...?"));
+}
+
 /* ---- channel params ---- */
 
 static void assert_params(const char *tool, const char *args_text, const char *expected_text) {
@@ -291,6 +393,22 @@ static void test_channel_params_of_each_tool(void **state) {
         assert_params("stop_child", "{\"child_session_id\":\"c\"}", "{\"child_session_id\":\"c\"}");
         assert_string_equal(tool_find("get_parent_context")->method, "parent.context");
         assert_params("get_parent_context", "{}", "{}");
+        assert_string_equal(tool_find("notify_user")->method, "human.notify");
+        assert_params(
+                "notify_user",
+                "{\"message\":\"m\",\"priority\":\"urgent\"}",
+                "{\"message\":\"m\",\"priority\":\"urgent\"}");
+        assert_string_equal(tool_find("ask_user")->method, "human.ask");
+        assert_params(
+                "ask_user",
+                "{\"question\":\"q\",\"timeout_seconds\":60,\"max_attempts\":2}",
+                "{\"question\":\"q\",\"timeout_seconds\":60,\"max_attempts\":2,\"late_delivery\":\"prompt\"}");
+        assert_string_equal(tool_find("permission_prompt")->method, "human.ask");
+        assert_params(
+                "permission_prompt",
+                "{\"tool_name\":\"Bash\",\"input\":{\"command\":\"touch x\"},\"tool_use_id\":\"toolu_1\"}",
+                "{\"question\":\"Allow Bash: touch x?\",\"kind\":\"permission\",\"tool\":{\"name\":\"Bash\","
+                "\"input\":{\"command\":\"touch x\"}},\"timeout_seconds\":600,\"max_attempts\":1,\"priority\":\"urgent\"}");
 }
 
 /* ---- results ---- */
@@ -388,6 +506,20 @@ static void test_channel_error_messages_say_what_to_do(void **state) {
         assert_contains(f, "error -32099: no reason given");
 }
 
+static void test_channel_error_messages_of_the_human_tools(void **state) {
+        _cleanup_free_ char *a = tool_channel_error_message(
+                                    tool_find("notify_user"), "human.notify", -32001, "10 notices a minute"),
+                            *b = tool_channel_error_message(
+                                    tool_find("ask_user"), "human.ask", -32003, "no surface can take it"),
+                            *c = tool_channel_error_message(
+                                    tool_find("ask_user"), "human.wait", -32002, "no interaction 'x'");
+
+        assert_contains(a, "notify_user: 10 notices a minute. Send fewer");
+        assert_contains(b, "ask_user: no surface can take it. No person can be reached now");
+        assert_contains(c, "ask_user: no interaction 'x'. The question is no longer known");
+        assert_null(strstr(c, "list_children"));
+}
+
 static void test_utf8_tail_starts_on_a_character(void **state) {
         assert_string_equal(utf8_tail("hello", 10), "hello");
         assert_string_equal(utf8_tail("hello", 3), "llo");
@@ -408,12 +540,17 @@ int main(void) {
                 cmocka_unit_test(test_since_seq_and_since_timestamp_exclude_each_other),
                 cmocka_unit_test(test_integral_numbers_become_integers),
                 cmocka_unit_test(test_string_length_counts_characters),
+                cmocka_unit_test(test_human_tools_check_spec_ranges),
+                cmocka_unit_test(test_question_timeout_is_checked_against_the_daemons_lowest),
+                cmocka_unit_test(test_permission_question_says_what_is_asked),
+                cmocka_unit_test(test_permission_answer_is_one_text_block),
                 cmocka_unit_test(test_channel_params_of_each_tool),
                 cmocka_unit_test(test_result_has_text_and_structured_content_fitting_the_schema),
                 cmocka_unit_test(test_result_that_does_not_fit_is_refused),
                 cmocka_unit_test(test_parent_context_keeps_nulls_and_any_context),
                 cmocka_unit_test(test_error_result),
                 cmocka_unit_test(test_channel_error_messages_say_what_to_do),
+                cmocka_unit_test(test_channel_error_messages_of_the_human_tools),
                 cmocka_unit_test(test_utf8_tail_starts_on_a_character),
         };
 
