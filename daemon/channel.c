@@ -515,6 +515,10 @@ void channel_call_error(ChannelCall *call, int code, const char *format, ...) {
         channel_call_free(call);
 }
 
+json_t *channel_call_id(const ChannelCall *call) {
+        return call ? call->id : NULL;
+}
+
 int channel_call_notify(ChannelCall *call, const char *method, json_t *params) {
         _cleanup_(json_decrefp) json_t *msg = NULL;
 

@@ -80,5 +80,7 @@ void channel_call_error(ChannelCall *call, int code, const char *format, ...)
 int channel_call_notify(ChannelCall *call, const char *method, json_t *params);
 /* Whether the answer can still reach the caller. */
 bool channel_call_is_open(const ChannelCall *call);
+/* The JSON-RPC id of the request (borrowed), for a notification to name the request it is about. */
+json_t *channel_call_id(const ChannelCall *call);
 /* Frees a call without answering (its connection is gone). */
 ChannelCall *channel_call_free(ChannelCall *call);

@@ -553,6 +553,31 @@ void questions_set_sink(Questions *q, const HumanSink *sink) {
 
 static int interaction_arm(Interaction *i);
 
+/* human.waiting to the calls waiting on i (only: to that one call): the question's id and its attempt,
+ * so that a ccdocker-mcp whose connection drops knows what to pick up with human.wait. */
+static void send_waiting(Interaction *i, ChannelCall *only) {
+        _cleanup_(json_decrefp) json_t *progress = NULL;
+
+        progress = json_pack(
+                "{s:s, s:I, s:I}",
+                "interaction_id",
+                i->rec.id,
+                "attempt",
+                (json_int_t) i->rec.attempt,
+                "max_attempts",
+                (json_int_t) i->rec.max_attempts);
+        if (!progress)
+                return;
+        if (only) {
+                if (channel_call_id(only))
+                        (void) json_object_set(progress, "request_id", channel_call_id(only));
+                (void) channel_call_notify(only, "human.waiting", progress);
+                return;
+        }
+        for (Waiter *w = i->waiters; w; w = w->next)
+                (void) channel_call_notify(w->call, "human.waiting", progress);
+}
+
 static int on_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
         Interaction *i = userdata;
         Session *s = interaction_session(i);
@@ -577,23 +602,13 @@ static int on_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
                         : "");
         if (i->rec.attempt < i->rec.max_attempts) {
                 _cleanup_free_ char *reminder = NULL;
-                _cleanup_(json_decrefp) json_t *progress = NULL;
 
                 i->rec.attempt++;
                 i->rec.deadline_usec =
                         now_usec(CLOCK_REALTIME) + (uint64_t) i->rec.timeout_sec * USEC_PER_SEC;
                 (void) interaction_save(i);
                 (void) interaction_arm(i);
-                progress = json_pack(
-                        "{s:s, s:I, s:I}",
-                        "interaction_id",
-                        i->rec.id,
-                        "attempt",
-                        (json_int_t) i->rec.attempt,
-                        "max_attempts",
-                        (json_int_t) i->rec.max_attempts);
-                for (Waiter *w = i->waiters; progress && w; w = w->next)
-                        (void) channel_call_notify(w->call, "human.waiting", progress);
+                send_waiting(i, NULL);
                 if (asprintf(
                             &reminder,
                             "Reminder (attempt %u of %u): %s",
@@ -1233,7 +1248,8 @@ static int call_ask(Session *s, json_t *params, ChannelCall *call) {
                 a.priority,
                 a.max_attempts,
                 a.timeout_sec);
-        (void) add_waiter(i, call);
+        if (add_waiter(i, call) >= 0)
+                send_waiting(i, call); /* at once: the asker learns the id before any answer */
         (void) interaction_arm(i);
         interaction_publish(i);
         interaction_post(i);
