@@ -58,6 +58,11 @@ typedef struct DaemonConfig {
         unsigned model_requests_per_minute;       /* token bucket of the credential */
         unsigned model_queue_max;                 /* calls waiting for admission; more are answered 429 */
         char *model_prices;                       /* "PREFIX=IN/OUT ...", USD per million tokens */
+        /* Discord (docs/discord.md). */
+        char *discord_channel_id;     /* NULL: no Discord; notices and questions use the other surfaces */
+        char *discord_api_url;        /* https://discord.com/api/v10; tests point it at the fake */
+        unsigned discord_max_retries; /* 5xx or network failures of one post before it waits for later */
+        unsigned discord_poll_interval_sec; /* between two reads of a question's thread */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */
