@@ -107,6 +107,7 @@ static bool arg_force = false;
 
 /* run */
 static bool arg_keep = false;
+static bool arg_all_questions = false;
 
 /* output, attach */
 static uint64_t arg_since = 0;
@@ -150,6 +151,7 @@ enum {
         ARG_WAIT_TIMEOUT,
         ARG_USD,
         ARG_TOKENS,
+        ARG_ALL,
 };
 
 /* Accepted before the command and after it, so "ccdockerctl list --json" works too. */
@@ -190,6 +192,10 @@ static void help(void) {
                "                              none); a session paused at its budget resumes\n"
                "  stop ID [--force]           Stop a session\n"
                "  remove ID                   Forget a stopped or failed session\n"
+               "  questions [ID] [--all]      List the questions waiting for a human (of session ID,\n"
+               "                              or of every session you see); --all: answered too\n"
+               "  answer QUESTION-ID TEXT     Answer a session's question (allow or deny for a\n"
+               "                              permission); the first answer on any surface wins\n"
                "  token create NAME|list|revoke NAME\n"
                "                              Manage ccdocker-httpd's bearer tokens (no daemon\n"
                "                              needed; --tokens PATH picks the store)\n"
@@ -474,6 +480,13 @@ static int parse_run_option(int c, char *optarg_value) {
         if (c != ARG_KEEP)
                 return parse_create_option(c, optarg_value);
         arg_keep = true;
+        return 0;
+}
+
+static int parse_questions_option(int c, char *optarg_value) {
+        if (c != ARG_ALL)
+                return -EINVAL;
+        arg_all_questions = true;
         return 0;
 }
 
@@ -2460,12 +2473,133 @@ static const struct option common_options[] = {
         {},
 };
 
+/* ---- questions for a human (docs/ccdockerctl.md: questions, answer) ---- */
+
+/* The questions of session id (NULL: of every session the caller sees), pending ones unless --all. */
+static int verb_questions(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_decrefp) json_t *list = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *id = args[0], *text;
+        json_t *q;
+        size_t i;
+        int r;
+
+        if (id) {
+                r = get_session_path(bus, id, &path);
+                if (r < 0)
+                        return r;
+                r = sd_bus_call_method(
+                        bus,
+                        BUS_NAME,
+                        path,
+                        SESSION_INTERFACE,
+                        "ListQuestions",
+                        &error,
+                        &reply,
+                        "b",
+                        !arg_all_questions);
+        } else
+                r = sd_bus_call_method(
+                        bus,
+                        BUS_NAME,
+                        MANAGER_PATH,
+                        MANAGER_INTERFACE,
+                        "ListQuestions",
+                        &error,
+                        &reply,
+                        "b",
+                        !arg_all_questions);
+        if (r < 0) {
+                log_error("Failed to list the questions: %s", bus_error_text(&error, r));
+                return r;
+        }
+        r = sd_bus_message_read(reply, "s", &text);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse the reply of ListQuestions: %m");
+        list = json_loads(text, 0, NULL);
+        if (!json_is_array(list))
+                return log_error_errno(EBADMSG, "ListQuestions did not answer a JSON array");
+        if (arg_json)
+                return print_json(list);
+
+        if (json_array_size(list) > 0)
+                printf("%-36s  %-36s  %-10s  %-8s  %-7s  %s\n",
+                       "QUESTION",
+                       "SESSION",
+                       "KIND",
+                       "STATUS",
+                       "ATTEMPT",
+                       "TEXT");
+        json_array_foreach (list, i, q) {
+                const char *t = json_string_value(json_object_get(q, "message"));
+                char attempt[32];
+
+                (void) snprintf(
+                        attempt,
+                        sizeof(attempt),
+                        "%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
+                        json_integer_value(json_object_get(q, "attempt")),
+                        json_integer_value(json_object_get(q, "max_attempts")));
+                /* One line each: the text up to its first line break, at most 60 bytes. */
+                printf("%-36s  %-36s  %-10s  %-8s  %-7s  %.*s\n",
+                       strempty(json_string_value(json_object_get(q, "interaction_id"))),
+                       strempty(json_string_value(json_object_get(q, "session_id"))),
+                       strempty(json_string_value(json_object_get(q, "type"))),
+                       strempty(json_string_value(json_object_get(q, "status"))),
+                       attempt,
+                       (int) (strcspn(strempty(t), "\r\n") < 60 ? strcspn(strempty(t), "\r\n") : 60),
+                       strempty(t));
+        }
+        return flush_stdout();
+}
+
+static int verb_answer(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_call_method(
+                bus,
+                BUS_NAME,
+                MANAGER_PATH,
+                MANAGER_INTERFACE,
+                "AnswerQuestion",
+                &error,
+                NULL,
+                "ssa{sv}",
+                args[0],
+                args[1],
+                1,
+                "surface",
+                "s",
+                "ctl");
+        if (r < 0) {
+                log_error("Failed to answer question '%s': %s", args[0], bus_error_text(&error, r));
+                return r;
+        }
+        if (arg_json) {
+                _cleanup_(json_decrefp) json_t *o =
+                        json_pack("{s:s, s:b}", "interaction_id", args[0], "answered", true);
+
+                return o ? print_json(o) : log_oom();
+        }
+        return 0;
+}
+
+static const struct option questions_options[] = {
+        COMMON_OPTIONS,
+        { "all", no_argument, NULL, ARG_ALL },
+        {},
+};
+
 /* The positional arguments of a verb, as the usage error names them; "[...]" ones are optional (and
  * last). */
 static const char *const args_id[] = { "a session ID", NULL };
 static const char *const args_id_prompt[] = { "a session ID", "a PROMPT", NULL };
 static const char *const args_prompt[] = { "a PROMPT", NULL };
 static const char *const args_optional_id[] = { "[a session ID]", NULL };
+static const char *const args_answer[] = { "a QUESTION-ID", "a TEXT", NULL };
 
 typedef struct Verb {
         const char *name;
@@ -2490,6 +2624,8 @@ static const Verb verbs[] = {
         { "budget", args_id, budget_options, parse_budget_option, check_budget_options, verb_budget },
         { "stop", args_id, stop_options, parse_stop_option, NULL, verb_stop },
         { "remove", args_id, common_options, NULL, NULL, verb_remove },
+        { "questions", args_optional_id, questions_options, parse_questions_option, NULL, verb_questions },
+        { "answer", args_answer, common_options, NULL, NULL, verb_answer },
 };
 
 /* Parses "VERB [OPTIONS...] [ARGS...]" (argv[0] is the verb), options in any position. Returns 0, or

@@ -29,6 +29,11 @@ static const struct {
         [AUDIT_EVENT_CREATE_FAILED] = { AUDIT_CREATE_FAILED, "create-failed", LOG_WARNING },
         [AUDIT_EVENT_CHILD_REFUSED] = { AUDIT_CHILD_REFUSED, "child-refused", LOG_WARNING },
         [AUDIT_EVENT_REMOVED] = { AUDIT_SESSION_REMOVED, "removed", LOG_NOTICE },
+        [AUDIT_EVENT_NOTICE] = { AUDIT_HUMAN_NOTICE, "human-notice", LOG_NOTICE },
+        [AUDIT_EVENT_QUESTION] = { AUDIT_HUMAN_QUESTION, "human-question", LOG_NOTICE },
+        [AUDIT_EVENT_ANSWER] = { AUDIT_HUMAN_ANSWER, "human-answer", LOG_NOTICE },
+        [AUDIT_EVENT_QUESTION_TIMEOUT] = { AUDIT_HUMAN_TIMEOUT, "human-timeout", LOG_NOTICE },
+        [AUDIT_EVENT_HUMAN_REFUSED] = { AUDIT_HUMAN_REFUSED, "human-refused", LOG_WARNING },
 };
 
 #define AUDIT_FIELDS_MAX 9

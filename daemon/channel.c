@@ -515,14 +515,31 @@ void channel_call_error(ChannelCall *call, int code, const char *format, ...) {
         channel_call_free(call);
 }
 
+int channel_call_notify(ChannelCall *call, const char *method, json_t *params) {
+        _cleanup_(json_decrefp) json_t *msg = NULL;
+
+        if (!channel_call_is_open(call))
+                return -ENOTCONN;
+        msg = jsonrpc_notification_new(method, params);
+        if (!msg)
+                return -ENOMEM;
+        return connection_queue(call->conn, msg);
+}
+
 static const char *const mcp_methods[] = {
         "child.spawn", "child.send", "child.output",   "child.result",
         "child.list",  "child.stop", "parent.context",
 };
 
+/* ccdocker-mcp's methods for asking a human (daemon/questions.c). */
+static const char *const human_methods[] = { "human.notify", "human.ask", "human.wait" };
+
 static bool is_mcp_method(const char *method) {
         for (size_t i = 0; i < ELEMENTSOF(mcp_methods); i++)
                 if (streq(mcp_methods[i], method))
+                        return true;
+        for (size_t i = 0; i < ELEMENTSOF(human_methods); i++)
+                if (streq(human_methods[i], method))
                         return true;
         return false;
 }

@@ -75,6 +75,9 @@ bool channel_has_init(Channel *c);
 void channel_call_reply(ChannelCall *call, json_t *result);
 void channel_call_error(ChannelCall *call, int code, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
+/* A notification (progress) to the caller of a call not yet answered: -ENOTCONN when it is gone.
+ * params is borrowed. */
+int channel_call_notify(ChannelCall *call, const char *method, json_t *params);
 /* Whether the answer can still reach the caller. */
 bool channel_call_is_open(const ChannelCall *call);
 /* Frees a call without answering (its connection is gone). */

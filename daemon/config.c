@@ -639,6 +639,11 @@ static const struct {
         { "DiscordPollIntervalSec",
           parse_positive_unsigned,
           offsetof(DaemonConfig, discord_poll_interval_sec) },
+        { "DiscordQuestionTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, question_timeout_sec) },
+        { "QuestionMinTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, question_min_timeout_sec) },
+        { "MaxPendingQuestionsPerSession",
+          parse_positive_unsigned,
+          offsetof(DaemonConfig, max_pending_questions) },
 };
 
 /* The defaults and their ceilings. A default that was never assigned follows a ceiling set below it;
@@ -810,6 +815,9 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .model_queue_max = 256,
                 .discord_max_retries = DISCORD_MAX_RETRIES_DEFAULT,
                 .discord_poll_interval_sec = DISCORD_POLL_INTERVAL_SEC_DEFAULT,
+                .question_timeout_sec = 1800,
+                .question_min_timeout_sec = 60,
+                .max_pending_questions = 16,
         };
 
         c->systemd_bus = strdup(mode == DAEMON_USER ? "user" : "system");

@@ -63,6 +63,10 @@ typedef struct DaemonConfig {
         char *discord_api_url;        /* https://discord.com/api/v10; tests point it at the fake */
         unsigned discord_max_retries; /* 5xx or network failures of one post before it waits for later */
         unsigned discord_poll_interval_sec; /* between two reads of a question's thread */
+        /* Asking a human (docs/channel.md, human.*; daemon/questions.c). */
+        uint64_t question_timeout_sec;     /* DiscordQuestionTimeoutSec: default wait of one attempt */
+        uint64_t question_min_timeout_sec; /* QuestionMinTimeoutSec: the least timeout_seconds */
+        unsigned max_pending_questions;    /* MaxPendingQuestionsPerSession */
 
         /* config.c's own: which Default* keys were assigned. A default nobody set follows its ceiling
          * down (MaxMemory=1G alone makes the default 1G); one that was set must fit under it. */

@@ -469,6 +469,9 @@ static int manager_dbus_attach(Manager *m) {
                 m->bus, NULL, "/org/ccdocker1", "org.ccdocker1.Manager", manager_vtable, m);
         if (r < 0)
                 return log_error_errno(r, "could not publish org.ccdocker1.Manager: %m");
+        r = questions_dbus_attach(m);
+        if (r < 0)
+                return r;
         return session_dbus_attach(m);
 }
 
@@ -496,6 +499,7 @@ const ManagerPublisher manager_dbus_publisher = {
         .session_new = manager_dbus_session_new,
         .session_removed = manager_dbus_session_removed,
         .session_changed = session_dbus_send_changed,
+        .question = questions_dbus_question,
 };
 
 int bus_reply_core_error(sd_bus_message *message, const char *method, const CoreError *e) {

@@ -40,6 +40,9 @@ int manager_new(DaemonConfig *config, Manager **ret) {
         r = sd_event_default(&m->event);
         if (r < 0)
                 return r;
+        r = questions_new(m, &m->questions);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -51,6 +54,8 @@ Manager *manager_free(Manager *m) {
         manager_flush_changes(m);
         m->publish_source = sd_event_source_disable_unref(m->publish_source);
         json_decref(m->notices);
+        /* Before the sessions: its waiters hold channel calls of theirs. */
+        m->questions = questions_free(m->questions);
         for (size_t i = 0; i < m->n_sessions; i++) {
                 /* Watches hold plain pointers to their session: drop them before the sessions. */
                 m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
@@ -668,6 +673,9 @@ int manager_startup(Manager *m) {
                                 r, "session %s: could not look up its unit: %m", m->sessions[i]->id);
         }
         log_info("loaded %zu session(s), %u live", m->n_sessions, manager_live_sessions(m));
+        r = questions_load(m->questions);
+        if (r < 0)
+                return r;
 
         r = sd_bus_request_name(m->bus, "org.ccdocker1", 0);
         if (r < 0)

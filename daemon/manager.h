@@ -13,6 +13,7 @@
 #include "hashmap.h"
 #include "model-proxy.h"
 #include "podman.h"
+#include "questions.h"
 #include "secrets.h"
 #include "session.h"
 #include "store.h"
@@ -28,6 +29,14 @@ typedef struct ManagerPublisher {
         void (*session_removed)(Manager *m, Session *s);
         /* Once per event-loop turn: what changed on a session still published (SessionChange bits). */
         void (*session_changed)(Manager *m, Session *s, unsigned changes);
+        /* At once: a question of s was asked (status "pending"), answered or timed out (questions.c). */
+        void (*question)(
+                Manager *m,
+                Session *s,
+                const char *id,
+                const char *kind,
+                const char *status,
+                const char *text);
 } ManagerPublisher;
 
 struct Manager {
@@ -67,6 +76,8 @@ struct Manager {
         size_t n_session_objects; /* allocated, registered or not (a removed one may still be referenced) */
         sd_event_source *shutdown_timer;
         uint64_t shutdown_deadline;
+
+        Questions *questions; /* notices and questions for a human (questions.c) */
 };
 
 int manager_new(DaemonConfig *config, Manager **ret);

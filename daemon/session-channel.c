@@ -18,6 +18,7 @@
 #include "log.h"
 #include "manager.h"
 #include "peer.h"
+#include "questions.h"
 #include "ratelimit.h"
 #include "session-budget.h"
 #include "session.h"
@@ -510,6 +511,19 @@ static json_t *hook_hello(void *userdata, const char *role, char **error) {
                 return NULL;
         }
         log_info("session %s: %s connected to the channel", s->id, role);
+        if (streq(role, "mcp"))
+                return json_pack(
+                        "{s:i, s:s, s:I, s:O, s:I}",
+                        "protocol",
+                        1,
+                        "session_id",
+                        s->id,
+                        "last_seq",
+                        (json_int_t) s->last_seq,
+                        "config",
+                        config,
+                        "question_timeout_min",
+                        (json_int_t) s->manager->config.question_min_timeout_sec);
         return json_pack(
                 "{s:i, s:s, s:I, s:O}",
                 "protocol",
@@ -750,7 +764,10 @@ static int hook_admit(void *userdata, int fd) {
 }
 
 static void hook_call(void *userdata, const char *method, json_t *params, ChannelCall *call) {
-        session_children_call(userdata, method, params, call);
+        if (startswith(method, "human."))
+                questions_call(userdata, method, params, call);
+        else
+                session_children_call(userdata, method, params, call);
 }
 
 const ChannelHooks session_channel_hooks = {

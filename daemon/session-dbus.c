@@ -242,7 +242,7 @@ static void on_authorized(int r, sd_bus_message *call, const sd_bus_error *error
         free(req);
 }
 
-static int session_authorize(
+int session_authorize(
         Session *s, sd_bus_message *message, const char *method, authorized_t next, sd_bus_error *error) {
         Manager *m = s->manager;
         AuthRequest *req;

@@ -103,6 +103,35 @@ static const char *const migrations[] = {
         "            AND substr(data, 1, 16) = '{\"type\":\"result\"' ORDER BY seq DESC LIMIT 1) AS seq "
         "FROM (SELECT session_id AS id, max(seq) AS last FROM events GROUP BY session_id) AS ids "
         "WHERE seq IS NOT NULL;",
+        /* 5 -> 6: notices and questions for a human (SPEC.md 2.7.6, daemon/questions.c), with what a
+         * question needs to outlive a restart: the deadline of its attempt, where Discord has it, who
+         * answered, and whether the answer reached the session. */
+        "CREATE TABLE discord_interactions ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  session_id TEXT NOT NULL,"
+        "  interaction_type TEXT NOT NULL CHECK (interaction_type IN ('notification', 'question', 'permission')),"
+        "  message TEXT NOT NULL,"
+        "  response TEXT,"
+        "  status TEXT NOT NULL CHECK (status IN ('pending', 'answered', 'timeout', 'completed')),"
+        "  discord_thread_id TEXT,"
+        "  attempt INTEGER NOT NULL,"
+        "  max_attempts INTEGER NOT NULL,"
+        "  timeout_seconds INTEGER NOT NULL,"
+        "  priority TEXT NOT NULL CHECK (priority IN ('normal', 'urgent')),"
+        "  created_at INTEGER NOT NULL,"
+        "  answered_at INTEGER,"
+        "  discord_message_id TEXT,"
+        "  deadline INTEGER NOT NULL,"
+        "  tool_json TEXT,"
+        "  answered_surface TEXT,"
+        "  answered_by TEXT,"
+        "  late_delivery TEXT,"
+        "  handed_over INTEGER NOT NULL,"
+        "  posted INTEGER NOT NULL,"
+        "  reply_cursor TEXT"
+        ") STRICT;"
+        "CREATE INDEX discord_interactions_by_session ON discord_interactions(session_id, created_at);"
+        "CREATE INDEX discord_interactions_open ON discord_interactions(status, handed_over);",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))
@@ -110,6 +139,12 @@ static const char *const migrations[] = {
 #define SESSION_COLUMNS                                                                              \
         "id, parent_id, depth, state, state_reason, unit, container_name, container_id, task_type, " \
         "workspace_path, workspace_ephemeral, owner_uid, created_usec, updated_usec, config_json"
+
+#define INTERACTION_COLUMNS                                                                         \
+        "id, session_id, interaction_type, message, response, status, discord_thread_id, attempt, " \
+        "max_attempts, timeout_seconds, priority, created_at, answered_at, discord_message_id, "    \
+        "deadline, tool_json, answered_surface, answered_by, late_delivery, handed_over, posted, "  \
+        "reply_cursor"
 
 enum {
         STMT_SAVE_SESSION,
@@ -133,6 +168,9 @@ enum {
         STMT_PROMPT_SET_STATE,
         STMT_LOAD_PROMPTS,
         STMT_DELETE_PROMPTS,
+        STMT_INTERACTION_SAVE,
+        STMT_INTERACTION_LOAD,
+        STMT_INTERACTIONS_LOAD,
         _STMT_MAX,
 };
 
@@ -192,6 +230,23 @@ static const char *const statements[_STMT_MAX] = {
         [STMT_LOAD_PROMPTS] =
                 "SELECT message_id, text, state, created_usec FROM prompts WHERE session_id = ?1 ORDER BY seq",
         [STMT_DELETE_PROMPTS] = "DELETE FROM prompts WHERE session_id = ?1",
+        [STMT_INTERACTION_SAVE] =
+                "INSERT INTO discord_interactions (" INTERACTION_COLUMNS ") "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+                "?19, ?20, ?21, ?22) "
+                "ON CONFLICT (id) DO UPDATE SET response = excluded.response, status = excluded.status, "
+                "discord_thread_id = excluded.discord_thread_id, attempt = excluded.attempt, "
+                "answered_at = excluded.answered_at, discord_message_id = excluded.discord_message_id, "
+                "deadline = excluded.deadline, answered_surface = excluded.answered_surface, "
+                "answered_by = excluded.answered_by, handed_over = excluded.handed_over, "
+                "posted = excluded.posted, reply_cursor = excluded.reply_cursor",
+        [STMT_INTERACTION_LOAD] = "SELECT " INTERACTION_COLUMNS " FROM discord_interactions WHERE id = ?1",
+        /* ?2 = 1: only those the daemon still has work for (pending, or an outcome not handed over). */
+        [STMT_INTERACTIONS_LOAD] =
+                "SELECT " INTERACTION_COLUMNS " FROM discord_interactions "
+                "WHERE (?1 IS NULL OR session_id = ?1) "
+                "AND (?2 = 0 OR status = 'pending' OR (status <> 'completed' AND handed_over = 0)) "
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?3",
 };
 
 struct Store {
@@ -1240,4 +1295,189 @@ int store_usage_load(Store *s, const char *session_id, StoreUsage *ret) {
                 .cost_usd = sqlite3_column_double(st, 5),
         };
         return 1;
+}
+
+/* ---- notices and questions for a human (daemon/questions.c) ---- */
+
+void store_interaction_done(StoreInteraction *i) {
+        char **fields[] = { &i->id,
+                            &i->session_id,
+                            &i->type,
+                            &i->message,
+                            &i->response,
+                            &i->status,
+                            &i->thread_id,
+                            &i->priority,
+                            &i->message_id,
+                            &i->tool_json,
+                            &i->answered_surface,
+                            &i->answered_by,
+                            &i->late_delivery,
+                            &i->reply_cursor };
+
+        for (size_t k = 0; k < ELEMENTSOF(fields); k++)
+                *fields[k] = mfree(*fields[k]);
+}
+
+int store_interaction_save(Store *s, const StoreInteraction *i) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        const char *text[] = { i->id,       i->session_id, i->type,     i->message,
+                               i->response, i->status,     i->thread_id };
+        int rc = SQLITE_OK;
+
+        if (!s || !i->id || !i->session_id || !i->type || !i->message || !i->status || !i->priority ||
+            i->created_usec > INT64_MAX || i->answered_usec > INT64_MAX || i->deadline_usec > INT64_MAX)
+                return -EINVAL;
+
+        st = s->stmt[STMT_INTERACTION_SAVE];
+        for (size_t k = 0; k < ELEMENTSOF(text) && rc == SQLITE_OK; k++)
+                rc = bind_text(st, (int) k + 1, text[k]);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 8, i->attempt);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 9, i->max_attempts);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 10, i->timeout_sec);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 11, i->priority);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 12, i->created_usec);
+        if (rc == SQLITE_OK)
+                rc = i->answered_usec > 0 ? bind_usec(st, 13, i->answered_usec) : sqlite3_bind_null(st, 13);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 14, i->message_id);
+        if (rc == SQLITE_OK)
+                rc = bind_usec(st, 15, i->deadline_usec);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 16, i->tool_json);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 17, i->answered_surface);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 18, i->answered_by);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 19, i->late_delivery);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(st, 20, i->handed_over);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(st, 21, i->posted);
+        if (rc == SQLITE_OK)
+                rc = bind_text(st, 22, i->reply_cursor);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return log_sqlite(s, rc, "save an interaction");
+        return 0;
+}
+
+static int read_interaction_row(sqlite3_stmt *st, StoreInteraction *i) {
+        char **text[] = { &i->id,       &i->session_id, &i->type,     &i->message,
+                          &i->response, &i->status,     &i->thread_id };
+        int r = 0;
+
+        *i = (StoreInteraction){
+                .attempt = (unsigned) sqlite3_column_int64(st, 7),
+                .max_attempts = (unsigned) sqlite3_column_int64(st, 8),
+                .timeout_sec = (unsigned) sqlite3_column_int64(st, 9),
+                .created_usec = column_u64(st, 11),
+                .answered_usec = column_u64(st, 12),
+                .deadline_usec = column_u64(st, 14),
+                .handed_over = sqlite3_column_int(st, 19) != 0,
+                .posted = sqlite3_column_int(st, 20) != 0,
+        };
+        for (size_t k = 0; k < ELEMENTSOF(text) && r >= 0; k++)
+                r = column_text(st, (int) k, text[k]);
+        if (r >= 0)
+                r = column_text(st, 10, &i->priority);
+        if (r >= 0)
+                r = column_text(st, 13, &i->message_id);
+        if (r >= 0)
+                r = column_text(st, 15, &i->tool_json);
+        if (r >= 0)
+                r = column_text(st, 16, &i->answered_surface);
+        if (r >= 0)
+                r = column_text(st, 17, &i->answered_by);
+        if (r >= 0)
+                r = column_text(st, 18, &i->late_delivery);
+        if (r >= 0)
+                r = column_text(st, 21, &i->reply_cursor);
+        if (r < 0)
+                store_interaction_done(i);
+        return r;
+}
+
+int store_interaction_load(Store *s, const char *id, StoreInteraction *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        if (!s || !id || !ret)
+                return -EINVAL;
+        st = s->stmt[STMT_INTERACTION_LOAD];
+        rc = bind_text(st, 1, id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return 0;
+        if (rc != SQLITE_ROW)
+                return log_sqlite(s, rc, "load an interaction");
+        r = read_interaction_row(st, ret);
+        if (r < 0)
+                return log_oom();
+        return 1;
+}
+
+typedef struct InteractionList {
+        StoreInteraction *items;
+        size_t n;
+} InteractionList;
+
+static void interaction_list_done(InteractionList *l) {
+        for (size_t k = 0; k < l->n; k++)
+                store_interaction_done(&l->items[k]);
+        l->items = mfree(l->items);
+        l->n = 0;
+}
+
+int store_load_interactions(
+        Store *s,
+        const char *session_id,
+        bool open_only,
+        unsigned limit,
+        int (*cb)(const StoreInteraction *i, void *userdata),
+        void *userdata) {
+        _cleanup_(interaction_list_done) InteractionList l = {};
+        int rc, r;
+
+        if (!s || !cb)
+                return -EINVAL;
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_INTERACTIONS_LOAD];
+
+                rc = bind_text(st, 1, session_id);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int(st, 2, open_only);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 3, limit > 0 ? (sqlite3_int64) limit : -1);
+                if (rc != SQLITE_OK)
+                        return log_sqlite(s, rc, "load interactions");
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        StoreInteraction *items;
+
+                        items = reallocarray(l.items, l.n + 1, sizeof(StoreInteraction));
+                        if (!items)
+                                return log_oom();
+                        l.items = items;
+                        r = read_interaction_row(st, &l.items[l.n]);
+                        if (r < 0)
+                                return log_oom();
+                        l.n++;
+                }
+                if (rc != SQLITE_DONE)
+                        return log_sqlite(s, rc, "load interactions");
+        }
+        for (size_t k = 0; k < l.n; k++) {
+                r = cb(&l.items[k], userdata);
+                if (r < 0)
+                        return r;
+        }
+        return (int) l.n;
 }

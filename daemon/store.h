@@ -149,3 +149,43 @@ typedef struct StoreUsage {
 int store_usage_add(Store *s, const char *session_id, const StoreUsage *u);
 /* The session's usage: 1 and *ret filled, or 0 and zeros when it has made no call. */
 int store_usage_load(Store *s, const char *session_id, StoreUsage *ret);
+
+/* ---- Notices and questions for a human: the discord_interactions table (SPEC.md 2.7.6) ---- */
+
+typedef struct StoreInteraction {
+        char *id;
+        char *session_id;
+        char *type;      /* interaction_type: "notification", "question" or "permission" */
+        char *message;   /* the text shown to people */
+        char *response;  /* the answer; NULL until answered */
+        char *status;    /* "pending", "answered", "timeout", "completed" */
+        char *thread_id; /* discord_thread_id: where a sink takes the replies */
+        unsigned attempt, max_attempts, timeout_sec;
+        char *priority;                       /* "normal" or "urgent" */
+        uint64_t created_usec, answered_usec; /* CLOCK_REALTIME; answered_usec 0 until answered */
+        char *message_id;                     /* the sink's posted message */
+        uint64_t deadline_usec;               /* CLOCK_REALTIME: the end of the current attempt (0: none) */
+        char *tool_json;                      /* a permission question's {"name":...,"input":...} */
+        char *answered_surface;               /* "discord", "dbus", "ctl", "http", "redis" */
+        char *answered_by;                    /* who, where known (uid, token name, Discord user) */
+        char *late_delivery;                  /* NULL or "prompt" */
+        bool handed_over;                     /* the outcome reached the session (or is no one's to take) */
+        bool posted;                          /* the sink has it (or there is no sink to post to) */
+        char *reply_cursor;                   /* the sink's last reply seen */
+} StoreInteraction;
+
+/* Inserts a record, or updates the fields that change (all but the question itself). */
+int store_interaction_save(Store *s, const StoreInteraction *i);
+/* 1 and *ret filled (free with store_interaction_done()), or 0 if no record has this id. */
+int store_interaction_load(Store *s, const char *id, StoreInteraction *ret);
+/* Calls cb for the records of session_id (NULL: of every session), newest first, at most limit (0: all);
+ * with open_only only those still pending or whose outcome was not handed over. The rows are read
+ * before the first call: cb may use the store. Returns the number, or cb's first negative return. */
+int store_load_interactions(
+        Store *s,
+        const char *session_id,
+        bool open_only,
+        unsigned limit,
+        int (*cb)(const StoreInteraction *i, void *userdata),
+        void *userdata);
+void store_interaction_done(StoreInteraction *i);

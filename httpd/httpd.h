@@ -128,6 +128,11 @@ void request_reply_response(Request *req, unsigned status, struct MHD_Response *
 const char *request_header(Request *req, const char *name);
 const char *request_arg(Request *req, const char *name);
 
+/* routes-questions.c: GET .../questions, GET /api/v1/questions, POST .../questions/{qid}/answer. */
+void route_questions(Request *req);
+void route_all_questions(Request *req);
+void route_answer(Request *req);
+
 /* scope.c: which sessions a token may see. */
 int parent_cache_new(ParentCache **ret);
 ParentCache *parent_cache_free(ParentCache *c);

@@ -921,6 +921,7 @@ static const char *const args_delete[] = { "force", NULL };
 static const char *const args_output[] = { "since", "limit", NULL };
 static const char *const args_result[] = { "wait", "timeout", NULL };
 static const char *const args_stream[] = { "since", NULL };
+static const char *const args_questions[] = { "all", NULL };
 
 const Route routes[] = {
         { "GET", "/health", route_health, true, false, NULL },
@@ -936,6 +937,9 @@ const Route routes[] = {
         { "GET", "/api/v1/sessions/{id}/children", route_children, false, false, NULL },
         { "POST", "/api/v1/sessions/{id}/spawn", route_spawn, false, true, NULL },
         { "GET", "/api/v1/sessions/{id}/stream", route_stream, false, false, args_stream },
+        { "GET", "/api/v1/sessions/{id}/questions", route_questions, false, false, args_questions },
+        { "GET", "/api/v1/questions", route_all_questions, false, false, args_questions },
+        { "POST", "/api/v1/sessions/{id}/questions/{id}/answer", route_answer, false, true, NULL },
 };
 
 const size_t n_routes = ELEMENTSOF(routes);

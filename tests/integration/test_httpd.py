@@ -590,7 +590,7 @@ class HttpdTest(unittest.TestCase):
             doc = yaml.safe_load(f)
         ops = [(p, m) for p, item in doc["paths"].items() for m in item if m in ("get", "post", "delete", "patch")]
         # Every route of the server is documented (probing what is not: 404 for an authenticated client).
-        self.assertEqual(len(ops), 13)
+        self.assertEqual(len(ops), 16)
         self.assertEqual(curl("GET", "/api/v1/sessions/" + NOBODY + "/else", self.token)[0], 404)
 
         def example(p, m):
@@ -620,7 +620,9 @@ class HttpdTest(unittest.TestCase):
         self.addCleanup(self.forget, sid)
         order = [op for op in ops if op not in (("/api/v1/sessions/{id}", "delete"),
                                                 ("/api/v1/sessions/{id}/stream", "get"),
-                                                ("/api/v1/sessions", "post"))]
+                                                ("/api/v1/sessions", "post"),
+                                                # answered in tests/integration/test_questions.py
+                                                ("/api/v1/sessions/{id}/questions/{qid}/answer", "post"))]
         for p, m in order:
             status, _, text = call(p, m, sid)
             self.assertLess(status, 300, f"{m} {p}: {text}")
@@ -630,6 +632,9 @@ class HttpdTest(unittest.TestCase):
             # And a session that is not there: 404 for every operation on one.
             if "{id}" in p:
                 self.assertEqual(call(p, m, NOBODY)[0], 404)
+        self.assertEqual(curl("POST", f"/api/v1/sessions/{sid}/questions/none/answer", self.token,
+                              {"text": "yes"})[0], 404)
+        seen.add(("/api/v1/sessions/{id}/questions/{qid}/answer", "post"))
         self.assertEqual(call("/api/v1/sessions/{id}", "delete", sid)[0], 200)
         status, hdrs, text = call("/api/v1/sessions/{id}/stream", "get", sid, headers=["Accept: text/event-stream"])
         self.assertEqual(status, 200)

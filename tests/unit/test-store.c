@@ -318,9 +318,9 @@ static void test_store_uses_wal_and_schema_version(void **state) {
         sqlite3_finalize(st);
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(
-                sqlite3_column_int(st, 0), 5); /* the schema version: events and prompts came in 2, usage in
-                                                * 3, events_by_time in 4, session_results in 5 */
+        assert_int_equal(sqlite3_column_int(st, 0), 6); /* the schema version: events and prompts came in 2,
+                                                         * usage in 3, events_by_time in 4, session_results
+                                                         * in 5, discord_interactions in 6 */
         sqlite3_finalize(st);
         assert_int_equal(
                 sqlite3_prepare_v2(
@@ -504,7 +504,7 @@ static void test_store_migration_finds_the_latest_results_of_an_older_store(void
         assert_int_equal(
                 sqlite3_exec(
                         db,
-                        "DROP TABLE session_results; PRAGMA user_version = 4;"
+                        "DROP TABLE session_results; DROP TABLE discord_interactions; PRAGMA user_version = 4;"
                         /* a: its latest result is not its last event */
                         "INSERT INTO events VALUES ('a', 1, 1, '{\"type\":\"result\",\"n\":1}');"
                         "INSERT INTO events VALUES ('a', 2, 2, '{\"type\":\"result\",\"n\":2}');"
@@ -548,6 +548,63 @@ static void test_store_fails_busy_when_another_writer_holds_the_lock(void **stat
         assert_int_equal(store_save_session(s, &a), 0);
 }
 
+static int count_interaction(const StoreInteraction *i, void *userdata) {
+        (*(int *) userdata)++;
+        return 0;
+}
+
+static void test_store_interaction_survives_reopen_and_updates(void **state) {
+        _cleanup_(store_closep) Store *s = NULL;
+        Fixture *f = *state;
+        StoreInteraction q = {
+                .id = (char *) "q1",
+                .session_id = (char *) "a",
+                .type = (char *) "question",
+                .message = (char *) "Deploy?",
+                .status = (char *) "pending",
+                .priority = (char *) "urgent",
+                .attempt = 1,
+                .max_attempts = 3,
+                .timeout_sec = 60,
+                .created_usec = 10,
+                .deadline_usec = 70,
+                .late_delivery = (char *) "prompt",
+        };
+        StoreInteraction got = {};
+        int n = 0;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_interaction_save(s, &q), 0);
+        s = store_close(s);
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_interaction_load(s, "q1", &got), 1);
+        assert_string_equal(got.message, "Deploy?");
+        assert_string_equal(got.late_delivery, "prompt");
+        assert_int_equal(got.deadline_usec, 70);
+        assert_null(got.response);
+        store_interaction_done(&got);
+        assert_int_equal(store_load_interactions(s, "a", true, 0, count_interaction, &n), 1);
+
+        /* Answered but not handed over: still open; handed over: not. */
+        q.status = (char *) "answered";
+        q.response = (char *) "yes";
+        q.answered_surface = (char *) "ctl";
+        q.answered_usec = 20;
+        assert_int_equal(store_interaction_save(s, &q), 0);
+        assert_int_equal(store_load_interactions(s, NULL, true, 0, count_interaction, &n), 1);
+        q.handed_over = true;
+        assert_int_equal(store_interaction_save(s, &q), 0);
+        n = 0;
+        assert_int_equal(store_load_interactions(s, NULL, true, 0, count_interaction, &n), 0);
+        assert_int_equal(store_load_interactions(s, "a", false, 0, count_interaction, &n), 1);
+        assert_int_equal(store_interaction_load(s, "q1", &got), 1);
+        assert_string_equal(got.response, "yes");
+        assert_string_equal(got.answered_surface, "ctl");
+        assert_true(got.handed_over);
+        store_interaction_done(&got);
+        assert_int_equal(store_interaction_load(s, "nope", &got), 0);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
@@ -564,6 +621,7 @@ int main(void) {
                 T(test_store_keeps_the_latest_result_as_events_are_appended),
                 T(test_store_migration_finds_the_latest_results_of_an_older_store),
                 T(test_store_fails_busy_when_another_writer_holds_the_lock),
+                T(test_store_interaction_survives_reopen_and_updates),
         };
 #undef T
 

@@ -1,0 +1,429 @@
+"""Asking a human (SPEC.md 2.7, docs/channel.md "asking a human"): the daemon's side of human.notify,
+human.ask and human.wait, driven over a real session's channel as ccdocker-mcp drives it, with no
+Discord configured, so that every answer comes from one of the daemon's own surfaces (ccdockerctl,
+D-Bus, HTTP, Redis). The records are read back from the store, the audit records from the journal.
+Sessions run the idle test command; tests/integration/test_mcp.py and the Discord tests drive the
+same methods through the real CLI and the fake Discord."""
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import unittest
+
+import sandbox as sb
+
+DAEMON = None
+RUNTIME = None
+MSG_NOTICE = "5b0f3c1e9d2a4e7f8a61c4d2b9e07a13"
+MSG_QUESTION = "8e4d2a7c1f6b4b09a3d5e2c7f1a09b64"
+MSG_ANSWER = "c17a9e3b5d2f4a68b0e4d91f7c3a2e58"
+MSG_TIMEOUT = "2f9b7d4e6a1c4c3d8e05b7a9d2f4c1e0"
+MSG_REFUSED = "9a6c3e1d7b4f4e2a9c18f5b3d7e0a4c6"
+
+
+def setUpModule():
+    global DAEMON, RUNTIME
+    RUNTIME = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-questions-runtime")
+    DAEMON = sb.Daemon(unit="ccdockerd-questions-test.service", settings={
+        "RuntimeDirectory": RUNTIME,
+        "MaxMemory": "1G",
+        "DefaultMemory": "256M",
+        "HeartbeatTimeoutSec": "0",
+        "RedisSocket": sb.env("CCDOCKER_REDIS_SOCKET"),
+        # Timeouts of a second, so that attempts and their end are seen in a test's time.
+        "QuestionMinTimeoutSec": "1",
+        "MaxPendingQuestionsPerSession": "3",
+    })
+    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+    DAEMON.start()
+
+
+def tearDownModule():
+    DAEMON.stop()
+    shutil.rmtree(DAEMON.state_dir, ignore_errors=True)
+
+
+def ctl(*args, check=True):
+    binary = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "ctl", "ccdockerctl")
+    return sb.run(binary, "--user", *args, check=check)
+
+
+def rows(where="1=1", *params):
+    db = sqlite3.connect(os.path.join(DAEMON.state_dir, "ccdockerd.db"), timeout=5)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(f"SELECT * FROM discord_interactions WHERE {where}", params)]
+    finally:
+        db.close()
+
+
+def redis_command(*words):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sb.env("CCDOCKER_REDIS_SOCKET"))
+    s.settimeout(10)
+    out = f"*{len(words)}\r\n".encode()
+    for w in words:
+        b = w.encode()
+        out += b"$%d\r\n%s\r\n" % (len(b), b)
+    s.sendall(out)
+    reply = s.recv(4096)
+    s.close()
+    return reply
+
+
+class Mcp:
+    """A client of a session's channel with role "mcp": what ccdocker-mcp is to the daemon."""
+
+    def __init__(self, sid):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = os.path.join(RUNTIME, "sessions", sid, "session.sock")
+        sb.wait_until(lambda: os.path.exists(path), 30, what=f"the channel socket of {sid}")
+        sb.wait_until(lambda: self._connect(path), 30, what=f"a connection to the channel of {sid}")
+        self.sock.settimeout(60)
+        self.buf = b""
+        self.next_id = 0
+        self.answers = {}
+        self.notifications = []
+        hello = self.call("hello", {"role": "mcp", "protocol": 1})
+        assert hello["result"]["session_id"] == sid, hello
+        self.hello = hello["result"]
+
+    def _connect(self, path):
+        try:
+            self.sock.connect(path)
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, method, params):
+        self.next_id += 1
+        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        return self.next_id
+
+    def wait(self, id_):
+        while id_ not in self.answers:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise AssertionError("the daemon closed the channel")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if "id" not in msg:
+                self.notifications.append(msg)
+                continue
+            self.answers[msg.get("id")] = msg
+        return self.answers.pop(id_)
+
+    def call(self, method, params=None):
+        return self.wait(self.send(method, params or {}))
+
+    def ok(self, method, params=None):
+        msg = self.call(method, params)
+        assert "result" in msg, f"{method} {params}: {msg}"
+        return msg["result"]
+
+    def error(self, method, params=None):
+        msg = self.call(method, params)
+        assert "error" in msg, f"{method} {params}: expected an error, got {msg}"
+        return msg["error"]["code"], msg["error"]["message"]
+
+
+def audit(message_id, sid):
+    return sb.journal(f"MESSAGE_ID={message_id}", f"CCDOCKER_SESSION={sid}")
+
+
+class QuestionsTest(unittest.TestCase):
+    def session(self):
+        sid, path = sb.create_session("memory", "s", "256M")
+        self.addCleanup(self.stop_quietly, path)
+        sb.wait_state(path, "idle", "running")
+        return sid, path
+
+    def stop_quietly(self, path):
+        sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true", check=False)
+
+    def mcp(self, sid):
+        m = Mcp(sid)
+        self.addCleanup(m.close)
+        return m
+
+    def pending(self, sid):
+        return json.loads(ctl("questions", sid, "--json").stdout)
+
+    def ask(self, m, sid, **params):
+        """Sends human.ask and waits until the daemon lists the question: its id and the call's id."""
+        before = {q["interaction_id"] for q in self.pending(sid)}
+        call_id = m.send("human.ask", {"question": "Deploy now?", **params})
+        fresh = sb.wait_until(lambda: [q for q in self.pending(sid) if q["interaction_id"] not in before], 10,
+                              what="the question to be listed")
+        return fresh[0]["interaction_id"], call_id
+
+    def test_hello_carries_the_least_timeout(self):
+        sid, _ = self.session()
+        self.assertEqual(self.mcp(sid).hello["question_timeout_min"], 1)
+
+    def test_notice_is_stored_and_the_eleventh_in_a_minute_refused(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        ids = []
+        for i in range(10):
+            r = m.ok("human.notify", {"message": f"step {i} done", "priority": "urgent" if i == 0 else "normal"})
+            self.assertTrue(r["success"])
+            ids.append(r["interaction_id"])
+        code, message = m.error("human.notify", {"message": "one too many"})
+        self.assertEqual(code, -32001)
+        self.assertIn("10 notices a minute", message)
+
+        stored = rows("session_id = ?", sid)
+        self.assertEqual(sorted(r["id"] for r in stored), sorted(ids))
+        for r in stored:
+            # No Discord: nothing to post it to, so it is done once stored.
+            self.assertEqual((r["interaction_type"], r["status"]), ("notification", "completed"))
+        self.assertEqual([r["priority"] for r in stored if r["id"] == ids[0]], ["urgent"])
+        self.assertNotIn("one too many", json.dumps(stored))
+        sb.wait_until(lambda: len(audit(MSG_NOTICE, sid)) == 10, 10, what="ten notice records")
+        refused = sb.wait_until(lambda: audit(MSG_REFUSED, sid), 10, what="the refusal record")
+        self.assertIn("10 notices a minute", refused[-1]["MESSAGE"])
+
+    def test_ask_answered_on_ctl_wins_and_later_answers_are_refused_everywhere(self):
+        sid, path = self.session()
+        m = self.mcp(sid)
+        qid, call_id = self.ask(m, sid, timeout_seconds=600, priority="urgent")
+        listed = self.pending(sid)[0]
+        self.assertEqual((listed["type"], listed["status"], listed["priority"], listed["attempt"],
+                          listed["max_attempts"], listed["timeout_seconds"]),
+                         ("question", "pending", "urgent", 1, 3, 600))
+        self.assertIn(qid, [q["interaction_id"] for q in json.loads(ctl("questions", "--json").stdout)])
+        self.assertIn(qid, ctl("questions", sid).stdout)
+
+        ctl("answer", qid, "yes, go ahead")
+        result = m.wait(call_id)["result"]
+        self.assertEqual(result["interaction_id"], qid)
+        self.assertEqual(result["response"], "yes, go ahead")
+        self.assertFalse(result["timed_out"])
+        self.assertEqual(result["answered_by"]["surface"], "ctl")
+        self.assertIn(f"uid {os.getuid()}", result["answered_by"]["who"])
+
+        again = ctl("answer", qid, "no", check=False)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("already answered", again.stderr)
+        bus = sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Answer", "ssa{sv}", qid, "no", "0",
+                        check=False)
+        self.assertNotEqual(bus.returncode, 0)
+        self.assertIn("already answered", bus.stderr)
+
+        [row] = rows("id = ?", qid)
+        self.assertEqual((row["status"], row["response"], row["answered_surface"]), ("answered", "yes, go ahead", "ctl"))
+        self.assertGreater(row["answered_at"], row["created_at"])
+        self.assertEqual(self.pending(sid), [])
+        answered = json.loads(ctl("questions", sid, "--all", "--json").stdout)
+        self.assertEqual([(q["interaction_id"], q["status"]) for q in answered], [(qid, "answered")])
+        rec = sb.wait_until(lambda: [r for r in audit(MSG_ANSWER, sid) if qid in r["MESSAGE"]], 10,
+                            what="the answer record")
+        self.assertIn("on ctl", rec[-1]["MESSAGE"])
+        self.assertEqual(rec[-1]["CALLER_UID"], str(os.getuid()))
+
+    def test_ask_answered_on_dbus(self):
+        sid, path = self.session()
+        m = self.mcp(sid)
+        qid, call_id = self.ask(m, sid, timeout_seconds=600)
+        sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Answer", "ssa{sv}", qid, "blue", "1",
+                  "who", "s", "alice")
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["response"], result["answered_by"]["surface"]), ("blue", "dbus"))
+        self.assertIn("alice", result["answered_by"]["who"])
+
+    def test_ask_answered_on_redis(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        qid, call_id = self.ask(m, sid, timeout_seconds=600)
+        # Not an answer: ignored. Another session's channel: ignored.
+        redis_command("PUBLISH", f"session:{sid}:control", json.dumps({"type": "stop"}))
+        redis_command("PUBLISH", "session:someone-else:control",
+                      json.dumps({"type": "answer", "interaction_id": qid, "text": "wrong"}))
+        redis_command("PUBLISH", f"session:{sid}:control",
+                      json.dumps({"type": "answer", "interaction_id": qid, "text": "from redis"}))
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["response"], result["answered_by"]["surface"]), ("from redis", "redis"))
+        [row] = rows("id = ?", qid)
+        self.assertEqual(row["answered_surface"], "redis")
+
+    def test_ask_answered_over_http_in_the_token_scope_only(self):
+        from test_httpd import Httpd, curl
+        httpd = Httpd()
+        self.addCleanup(httpd.stop)
+        token, other = httpd.token(sb.unique("q")), httpd.token(sb.unique("other"))
+
+        def jcurl(method, path, tok, body=None):
+            status, _, text = curl(method, path, tok, body, url=httpd.url)
+            return status, json.loads(text) if text else None
+
+        status, created = jcurl("POST", "/api/v1/sessions", token, {"config": {"memory": "256M"}})
+        self.assertEqual(status, 201, created)
+        sid = created["id"]
+        path = json.loads(sb.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager",
+                                    "GetSession", "s", sid).stdout)["data"][0]
+        self.addCleanup(self.stop_quietly, path)
+        sb.wait_state(path, "idle", "running")
+        m = self.mcp(sid)
+        qid, call_id = self.ask(m, sid, timeout_seconds=600)
+
+        status, listed = jcurl("GET", f"/api/v1/sessions/{sid}/questions", token)
+        self.assertEqual((status, [q["interaction_id"] for q in listed["questions"]]), (200, [qid]))
+        status, everywhere = jcurl("GET", "/api/v1/questions", token)
+        self.assertIn(qid, [q["interaction_id"] for q in everywhere["questions"]])
+        # Another token sees neither the session nor its question, and cannot answer it.
+        self.assertEqual(jcurl("GET", f"/api/v1/sessions/{sid}/questions", other)[0], 404)
+        self.assertNotIn(qid, [q["interaction_id"] for q in jcurl("GET", "/api/v1/questions", other)[1]["questions"]])
+        self.assertEqual(jcurl("POST", f"/api/v1/sessions/{sid}/questions/{qid}/answer", other, {"text": "x"})[0], 404)
+        self.assertEqual(jcurl("POST", f"/api/v1/sessions/{sid}/questions/{qid}/answer", token, {"txt": "x"})[0], 400)
+
+        status, body = jcurl("POST", f"/api/v1/sessions/{sid}/questions/{qid}/answer", token, {"text": "over http"})
+        self.assertEqual((status, body), (200, {"answered": True}))
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["response"], result["answered_by"]["surface"]), ("over http", "http"))
+        self.assertIn("http token", result["answered_by"]["who"])
+        status, body = jcurl("POST", f"/api/v1/sessions/{sid}/questions/{qid}/answer", token, {"text": "again"})
+        self.assertEqual(status, 409)
+        self.assertIn("already answered", body["error"]["message"])
+        status, listed = jcurl("GET", f"/api/v1/sessions/{sid}/questions?all=true", token)
+        self.assertEqual([(q["status"], q["answered_by"]["surface"]) for q in listed["questions"]],
+                         [("answered", "http")])
+
+    def test_timeouts_count_attempts_and_end_timed_out(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        qid, call_id = self.ask(m, sid, timeout_seconds=1, max_attempts=2)
+        result = m.wait(call_id)["result"]
+        self.assertEqual(result, {"interaction_id": qid, "response": "", "timed_out": True, "answered_by": None})
+        self.assertEqual([(n["method"], n["params"]["attempt"]) for n in m.notifications],
+                         [("human.waiting", 2)])
+        [row] = rows("id = ?", qid)
+        self.assertEqual((row["status"], row["attempt"]), ("timeout", 2))
+        sb.wait_until(lambda: len([r for r in audit(MSG_TIMEOUT, sid) if qid in r["MESSAGE"]]) == 2, 10,
+                      what="a timeout record per attempt")
+        late = ctl("answer", qid, "too late", check=False)
+        self.assertNotEqual(late.returncode, 0)
+        self.assertIn("timed out", late.stderr)
+
+    def test_permission_takes_allow_or_deny_and_denies_on_timeout(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        tool = {"name": "Bash", "input": {"command": "rm -rf build"}}
+        qid, call_id = self.ask(m, sid, kind="permission", tool=tool, timeout_seconds=600, max_attempts=1)
+        self.assertEqual(self.pending(sid)[0]["tool"], tool)
+        maybe = ctl("answer", qid, "maybe", check=False)
+        self.assertNotEqual(maybe.returncode, 0)
+        self.assertIn("allow and deny", maybe.stderr)
+        self.assertEqual(rows("id = ?", qid)[0]["status"], "pending")
+        ctl("answer", qid, "ALLOW")
+        self.assertEqual(m.wait(call_id)["result"]["response"], "allow")
+
+        qid, call_id = self.ask(m, sid, kind="permission", tool=tool, timeout_seconds=1, max_attempts=1)
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["response"], result["timed_out"]), ("deny", True))
+        self.assertEqual(rows("id = ?", qid)[0]["response"], "deny")
+
+    def test_bad_input_is_refused_naming_the_field_and_stores_nothing(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        cases = [
+            ("human.ask", {"question": ""}, "question must be 1-2000 characters"),
+            ("human.ask", {"question": "x" * 2001}, "question must be 1-2000 characters"),
+            ("human.ask", {}, "question is missing"),
+            ("human.ask", {"question": 7}, "question must be a string"),
+            ("human.ask", {"question": "q", "timeout_seconds": 7201}, "timeout_seconds must be an integer 1-7200"),
+            ("human.ask", {"question": "q", "timeout_seconds": 0}, "timeout_seconds must be an integer 1-7200"),
+            ("human.ask", {"question": "q", "max_attempts": 0}, "max_attempts must be an integer 1-5"),
+            ("human.ask", {"question": "q", "max_attempts": 6}, "max_attempts must be an integer 1-5"),
+            ("human.ask", {"question": "q", "priority": "high"}, "priority must be normal or urgent"),
+            ("human.ask", {"question": "q", "kind": "poll"}, "kind must be question or permission"),
+            ("human.ask", {"question": "q", "kind": "permission"}, "tool must be an object"),
+            ("human.ask", {"question": "q", "tool": {"name": "Bash"}}, "tool is only for kind"),
+            ("human.ask", {"question": "q", "colour": "red"}, "unknown field \"colour\""),
+            ("human.notify", {"message": ""}, "message must be 1-2000 characters"),
+            ("human.notify", {"message": "m" * 2001}, "message must be 1-2000 characters"),
+            ("human.notify", {"message": "m", "priority": "loud"}, "priority must be normal or urgent"),
+            ("human.notify", {"message": "m", "extra": 1}, "unknown field \"extra\""),
+            ("human.wait", {"interaction_id": "00000000-0000-0000-0000-000000000000"}, "no question"),
+        ]
+        for method, params, text in cases:
+            with self.subTest(method=method, params=str(params)[:60]):
+                code, message = m.error(method, params)
+                self.assertEqual(code, -32002 if method == "human.wait" else -32602)
+                self.assertIn(text, message)
+        self.assertEqual(rows("session_id = ?", sid), [])
+        # 2000 characters, some of them two bytes long, are within the limit.
+        self.assertTrue(m.ok("human.notify", {"message": "é" * 2000})["success"])
+
+    def test_pending_questions_are_bounded_per_session(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        for i in range(3):
+            self.ask(m, sid, question=f"q{i}", timeout_seconds=600)
+        code, message = m.error("human.ask", {"question": "q3"})
+        self.assertEqual(code, -32001)
+        self.assertIn("MaxPendingQuestionsPerSession", message)
+        self.assertEqual(len(rows("session_id = ?", sid)), 3)
+
+    def test_answer_while_nobody_waits_is_handed_over_on_wait(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        qid, _ = self.ask(m, sid, timeout_seconds=600)
+        m.close()
+        ctl("answer", qid, "later")
+        [row] = rows("id = ?", qid)
+        self.assertEqual((row["status"], row["handed_over"]), ("answered", 0))
+        result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
+        self.assertEqual((result["response"], result["timed_out"]), ("later", False))
+        sb.wait_until(lambda: rows("id = ?", qid)[0]["handed_over"] == 1, 10, what="the record handed over")
+
+    def test_late_delivery_queues_the_answer_as_a_prompt(self):
+        sid, path = self.session()
+        m = self.mcp(sid)
+        qid, _ = self.ask(m, sid, timeout_seconds=600, late_delivery="prompt")
+        m.close()
+        before = sb.session_prop(path, "PendingPrompts")
+        ctl("answer", qid, "ship it")
+        # Nobody came for it within QuestionMinTimeoutSec: the session's next prompt.
+        sb.wait_until(lambda: rows("id = ?", qid)[0]["handed_over"] == 1, 20, what="the late answer queued")
+        self.assertEqual(sb.session_prop(path, "PendingPrompts"), before + 1)
+
+    def test_a_question_outlives_kill9_and_is_answered_after_the_restart(self):
+        sid, path = self.session()
+        m = self.mcp(sid)
+        qid, _ = self.ask(m, sid, question="Survive a crash?", timeout_seconds=600)
+        DAEMON.kill9()
+        DAEMON.start()
+        sb.wait_state(path, "idle", "running")
+        self.assertEqual([q["interaction_id"] for q in self.pending(sid)], [qid])
+        ctl("answer", qid, "yes")
+        result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
+        self.assertEqual((result["interaction_id"], result["response"], result["timed_out"]), (qid, "yes", False))
+        # Asked once: one record, one question record in the audit trail.
+        self.assertEqual(len(rows("message = ?", "Survive a crash?")), 1)
+        self.assertEqual(len([r for r in audit(MSG_QUESTION, sid) if qid in r["MESSAGE"]]), 1)
+
+    def test_an_attempt_deadline_is_kept_across_a_restart(self):
+        sid, path = self.session()
+        m = self.mcp(sid)
+        qid, _ = self.ask(m, sid, timeout_seconds=2, max_attempts=1)
+        DAEMON.kill9()
+        DAEMON.start()
+        sb.wait_state(path, "idle", "running")
+        result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
+        self.assertTrue(result["timed_out"])
+        self.assertEqual(rows("id = ?", qid)[0]["status"], "timeout")
+
+
+if __name__ == "__main__":
+    unittest.main()
