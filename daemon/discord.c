@@ -929,16 +929,9 @@ static char *format_content(const HumanPost *p, bool in_thread) {
         bool cut;
         int r;
 
-        if (in_thread && p->attempt > 1)
-                r = asprintf(
-                        &head,
-                        "%s\xe2\x8f\xb0 **Reminder** (attempt %u of %u) \xc2\xb7 id `%s`\n",
-                        p->urgent ? "\xf0\x9f\x9a\xa8 **URGENT** " : "",
-                        p->attempt,
-                        p->max_attempts,
-                        strempty(p->interaction_id));
-        else if (in_thread)
-                r = asprintf(&head, "\xe2\x84\xb9\xef\xb8\x8f "); /* ℹ️: word from the core */
+        /* In a thread the core's own words (a reminder, or that it was answered elsewhere), as they are. */
+        if (in_thread)
+                r = asprintf(&head, "%s", p->urgent ? "\xf0\x9f\x9a\xa8 **URGENT** " : "");
         else
                 r = asprintf(
                         &head,
@@ -949,7 +942,7 @@ static char *format_content(const HumanPost *p, bool in_thread) {
                         strempty(p->interaction_id));
         if (r < 0)
                 return NULL;
-        if (question && !(in_thread && p->attempt <= 1))
+        if (question && (!in_thread || p->attempt > 1))
                 r = asprintf(
                         &foot,
                         "\n-# Reply in this thread, or elsewhere: `ccdockerctl answer %s TEXT`",

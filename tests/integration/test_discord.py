@@ -312,7 +312,8 @@ class DiscordSinkTest(unittest.TestCase):
         probe.send(tag="w", op="watch", thread_id=t1)
         fake.inject(t1, "beep, I am a bot", bot=True)
         fake.inject(t2, "an answer to the other question", username="carol")
-        probe.send(tag="r", op="in_thread", thread_id=t1, text="one?", attempt=2, max_attempts=3)
+        probe.send(tag="r", op="in_thread", thread_id=t1, text="Reminder (attempt 2 of 3): one? @here", attempt=2,
+                   max_attempts=3, interaction_id="iid-r")
         self.assertEqual(probe.result("r")["r"], 0)
         sb.wait_until(lambda: sum(1 for r in fake.requests() if r["method"] == "GET") >= 3, 30,
                       what="three polls of the thread")
@@ -322,8 +323,9 @@ class DiscordSinkTest(unittest.TestCase):
         self.assertEqual((w["r"], w["text"], w["answerer"], w["reply_id"]), (0, "yes, go", "alice", reply["id"]))
         reminder = [m for m in fake.messages(t1) if m["author"]["id"] == "1100000000000000001"]
         self.assertEqual(len(reminder), 1)
-        self.assertIn("Reminder", reminder[0]["content"])
-        self.assertIn("2 of 3", reminder[0]["content"])
+        self.assertTrue(reminder[0]["content"].startswith("Reminder (attempt 2 of 3): one? @\u200bhere\n"),
+                        reminder[0]["content"])
+        self.assertIn("ccdockerctl answer iid-r", reminder[0]["content"])
         # Reads went to t1 only, with a cursor, newest-first pages, limit 100.
         for r in fake.requests():
             if r["method"] == "GET":
