@@ -396,5 +396,209 @@ class DiscordSinkTest(unittest.TestCase):
         probe.send(tag="n", op="notice", text="left pending at exit")
 
 
+
+class DiscordDaemonTest(unittest.TestCase):
+    """The daemon with the Discord sink installed in its questions core, pointed at the fake; sessions run
+    the idle test command and their channel is driven as ccdocker-mcp drives it (test_questions.Mcp)."""
+
+    @classmethod
+    def setUpClass(cls):
+        import test_questions as tq
+        cls.tq = tq
+        cls.fake = FakeDiscord("--bucket-limit", "50")
+        cls.runtime = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-discord-runtime")
+        tq.RUNTIME = cls.runtime
+        cls.daemon = sb.Daemon(unit="ccdockerd-discord-test.service", settings={
+            "RuntimeDirectory": cls.runtime,
+            "MaxMemory": "1G",
+            "DefaultMemory": "256M",
+            "HeartbeatTimeoutSec": "0",
+            "QuestionMinTimeoutSec": "1",
+            "DiscordChannelID": CHANNEL,
+            "DiscordAPIURL": cls.fake.api_url,
+            "DiscordMaxRetries": "1",
+            "DiscordPollIntervalSec": "1",
+        }, props=[f"SetCredential=discord-bot-token:{TOKEN}"])
+        tq.DAEMON = cls.daemon
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+        try:
+            cls.daemon.start()
+        except BaseException:
+            cls.fake.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.daemon.stop()
+        finally:
+            cls.fake.stop()
+            shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+
+    def session(self):
+        sid, path = sb.create_session("memory", "s", "256M")
+        self.addCleanup(sb.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true",
+                        check=False)
+        sb.wait_state(path, "idle", "running")
+        return sid, path
+
+    def mcp(self, sid):
+        m = self.tq.Mcp(sid)
+        self.addCleanup(m.close)
+        return m
+
+    def rows(self, where="1=1", *params):
+        return self.tq.rows(where, *params)
+
+    def posted_with(self, needle, channel=CHANNEL):
+        return [m for m in self.fake.messages(channel) if needle in m["content"]]
+
+    def ask(self, m, question, **params):
+        call_id = m.send("human.ask", {"question": question, **params})
+        # Posted in the channel with the interaction id, and a thread made from it.
+        msg = sb.wait_until(lambda: self.posted_with(question), 60, what="the question in the fake channel")[0]
+        qid = re.search(r"id `([0-9a-f-]{36})`", msg["content"]).group(1)
+        sb.wait_until(lambda: any(c["id"] == msg["id"] for c in self.fake.control("channels")), 30,
+                      what="the question's thread")
+        sb.wait_until(lambda: self.rows("id = ?", qid) and self.rows("id = ?", qid)[0]["thread_id"] == msg["id"], 30,
+                      what="the thread id in the record")
+        return qid, call_id, msg
+
+    def test_notice_posted_once_with_mentions_neutralised_and_priority(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        text = "Build done @everyone <@123456789012345678> see <#1000000000000000100> " + sb.unique("n")
+        r = m.ok("human.notify", {"message": text, "priority": "urgent"})
+        iid = r["interaction_id"]
+        sb.wait_until(lambda: self.rows("id = ?", iid)[0]["status"] == "completed", 30, what="the notice completed")
+        [msg] = self.posted_with(iid)
+        self.assertIn("URGENT", msg["content"])
+        self.assertIn(sid, msg["content"])
+        self.assertIsNone(MENTION_RE.search(msg["content"]), msg["content"])
+        self.assertEqual(msg["allowed_mentions"], {"parse": []})
+        self.assertEqual(self.rows("id = ?", iid)[0]["message_id"], msg["id"])
+        r2 = m.ok("human.notify", {"message": "normal one " + sb.unique("n")})
+        sb.wait_until(lambda: self.posted_with(r2["interaction_id"]), 30, what="the second notice")
+        self.assertNotIn("URGENT", self.posted_with(r2["interaction_id"])[0]["content"])
+        self.assertEqual(len(self.posted_with(iid)), 1)
+
+    def test_reply_by_a_person_answers_and_a_bot_reply_is_ignored(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        qid, call_id, msg = self.ask(m, "Deploy now? " + sb.unique("q"), timeout_seconds=600, priority="urgent")
+        self.assertIn("URGENT", msg["content"])
+        thread = msg["id"]
+        self.fake.inject(thread, "yes from a bot", bot=True)
+        self.fake.inject(CHANNEL, "an answer in the channel, not the thread", username="mallory")
+        n_reads = len([r for r in self.fake.requests() if r["method"] == "GET" and thread in r["path"]])
+        sb.wait_until(lambda: len([r for r in self.fake.requests()
+                                   if r["method"] == "GET" and thread in r["path"]]) >= n_reads + 2, 30,
+                      what="two more polls of the thread")
+        self.assertEqual(self.rows("id = ?", qid)[0]["status"], "pending")
+        self.fake.inject(thread, "yes, go ahead", username="alice")
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["interaction_id"], result["response"], result["timed_out"]),
+                         (qid, "yes, go ahead", False))
+        self.assertEqual(result["answered_by"]["surface"], "discord")
+        self.assertIn("alice", result["answered_by"]["who"])
+        [row] = self.rows("id = ?", qid)
+        self.assertEqual((row["status"], row["response"], row["answered_surface"]), ("answered", "yes, go ahead", "discord"))
+        self.assertGreater(row["answered_at"], row["created_at"])
+
+    def test_answered_elsewhere_is_said_in_the_thread(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        qid, call_id, msg = self.ask(m, "Which colour? " + sb.unique("q"), timeout_seconds=600)
+        self.tq.ctl("answer", qid, "blue")
+        self.assertEqual(m.wait(call_id)["result"]["response"], "blue")
+        said = sb.wait_until(lambda: [x for x in self.fake.messages(msg["id"]) if "Answered on ctl" in x["content"]],
+                             30, what="the word in the thread")
+        self.assertEqual(len(said), 1)
+
+    def test_reminders_are_posted_then_the_question_times_out(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        question = "Anyone there? " + sb.unique("q")
+        qid, call_id, msg = self.ask(m, question, timeout_seconds=2, max_attempts=3)
+        result = m.wait(call_id)["result"]
+        self.assertTrue(result["timed_out"])
+        self.assertEqual(self.rows("id = ?", qid)[0]["status"], "timeout")
+        in_thread = [x["content"] for x in self.fake.messages(msg["id"])]
+        reminders = [c for c in in_thread if c.startswith("Reminder (attempt")]
+        self.assertEqual([c.split(":")[0] for c in reminders], ["Reminder (attempt 2 of 3)", "Reminder (attempt 3 of 3)"])
+        self.assertTrue(any("timed out" in c for c in in_thread), in_thread)
+        # One question message, one thread: the reminders went into it.
+        self.assertEqual(len(self.posted_with(question)), 1)
+
+    def test_discord_down_then_recovering_delivers_the_question(self):
+        sid, _ = self.session()
+        m = self.mcp(sid)
+        # DiscordMaxRetries=1: each post gives up after two 503s; the core tries again later.
+        self.fake.fail(status=503, count=6, path="/channels/" + CHANNEL + "/messages")
+        question = "After the outage? " + sb.unique("q")
+        qid, call_id, msg = self.ask(m, question, timeout_seconds=600)
+        self.assertGreaterEqual(len([r for r in self.fake.requests() if r["status"] == 503]), 6)
+        self.fake.inject(msg["id"], "delivered", username="bob")
+        self.assertEqual(m.wait(call_id)["result"]["response"], "delivered")
+        self.assertEqual(len(self.posted_with(question)), 1)
+
+    def test_kill9_while_pending_reply_while_down_restart_answers_once(self):
+        sid, path = self.session()
+        m = self.mcp(sid)
+        question = "Survive a crash? " + sb.unique("q")
+        qid, _, msg = self.ask(m, question, timeout_seconds=600)
+        self.daemon.kill9()
+        self.fake.inject(msg["id"], "answered while you were down", username="carol")
+        posts_before = len([r for r in self.fake.requests() if r["method"] == "POST"])
+        self.daemon.start()
+        sb.wait_state(path, "idle", "running")
+        result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
+        self.assertEqual((result["response"], result["timed_out"], result["answered_by"]["surface"]),
+                         ("answered while you were down", False, "discord"))
+        # Nothing posted again: not the question, not its thread.
+        self.assertEqual(len(self.posted_with(question)), 1)
+        self.assertEqual(len([c for c in self.fake.control("channels") if c["id"] == msg["id"]]), 1)
+        again = [r for r in self.fake.requests()[posts_before:] if r["method"] == "POST"
+                 and not r["path"].startswith(f"/api/v10/channels/{msg['id']}/")]
+        self.assertEqual([r["body"] for r in again if question in json.dumps(r["body"])], [])
+
+    def http_answers(self):
+        from test_httpd import Httpd, curl
+        httpd = Httpd()
+        self.addCleanup(httpd.stop)
+        token = httpd.token(sb.unique("d"))
+        out = ""
+        for path in ("/api/v1/questions", "/api/v1/sessions", "/api/v1/questions?all=true"):
+            status, _, text = curl("GET", path, token, None, url=httpd.url)
+            out += f"{status} {text}\n"
+        return out
+
+    def test_zz_the_token_appears_nowhere(self):
+        # After the others: the journal, the store, every D-Bus property, ccdockerctl's answers.
+        sid, path = self.session()
+        m = self.mcp(sid)
+        m.ok("human.notify", {"message": "token check " + sb.unique("t")})
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.daemon.state_dir, "ccdockerd.db"), timeout=5)
+        try:
+            dump = "\n".join(db.iterdump())
+        finally:
+            db.close()
+        texts = {
+            "journal": sb.run("journalctl", "-D", sb.env("CCDOCKER_JOURNAL_DIR"), "--no-pager", "-o", "export",
+                              check=False).stdout,
+            "store": dump,
+            "manager properties": sb.busctl("introspect", "org.ccdocker1", "/org/ccdocker1", check=False).stdout,
+            "session properties": sb.busctl("introspect", "org.ccdocker1", path, check=False).stdout,
+            "ctl": self.tq.ctl("questions", "--all", "--json").stdout + self.tq.ctl("status", sid, check=False).stdout,
+            "daemon log": self.daemon.log(),
+            "http": self.http_answers(),
+        }
+        for where, text in texts.items():
+            self.assertNotIn(TOKEN, text, where)
+            self.assertNotIn(TOKEN[-16:], text, where)
+        self.assertIn(sid, texts["session properties"] + texts["ctl"])
+
+
 if __name__ == "__main__":
     unittest.main()
