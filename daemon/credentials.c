@@ -130,8 +130,10 @@ bool credential_is_model(const char *name) {
 }
 
 /* The value without surrounding whitespace, checked to fit in a header: 1 with *ret set, 0 when it is
- * empty. */
-static int model_credential_clean(const char *source, const char *value, char **ret) {
+ * empty. what names the credential in the messages ("model credential"), source where it came from;
+ * never the value. */
+static int credential_clean(
+        const char *what, const char *source, const char *value, size_t max, char **ret) {
         size_t len;
         const char *s = value;
 
@@ -141,16 +143,21 @@ static int model_credential_clean(const char *source, const char *value, char **
                 len--;
         if (len == 0)
                 return 0;
-        if (len > MODEL_CREDENTIAL_MAX)
-                return log_error_errno(EINVAL, "The model credential from %s is too long.", source);
+        if (len > max)
+                return log_error_errno(EINVAL, "The %s from %s is too long.", what, source);
         for (size_t i = 0; i < len; i++)
                 if ((unsigned char) s[i] <= 0x20 || (unsigned char) s[i] >= 0x7f)
                         return log_error_errno(
                                 EINVAL,
-                                "The model credential from %s has spaces or control characters in it.",
+                                "The %s from %s has spaces or control characters in it.",
+                                what,
                                 source);
         *ret = strndup(s, len);
         return *ret ? 1 : -ENOMEM;
+}
+
+static int model_credential_clean(const char *source, const char *value, char **ret) {
+        return credential_clean("model credential", source, value, MODEL_CREDENTIAL_MAX, ret);
 }
 
 static int model_credential_read_file(const char *dir, const char *name, char **ret) {
@@ -223,28 +230,6 @@ int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_
         return 0;
 }
 
-/* The token without surrounding whitespace: 1 with *ret set, 0 when empty, -EINVAL (logged, naming
- * source and never the value) when it cannot be a header's value. */
-static int discord_token_clean(const char *source, const char *value, size_t max, char **ret) {
-        const char *s = value + strspn(value, " \t\r\n");
-        size_t len = strlen(s);
-
-        while (len > 0 && strchr(" \t\r\n", s[len - 1]))
-                len--;
-        if (len == 0)
-                return 0;
-        if (len > max)
-                return log_error_errno(EINVAL, "The Discord bot token from %s is too long.", source);
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char) s[i] <= 0x20 || (unsigned char) s[i] >= 0x7f)
-                        return log_error_errno(
-                                EINVAL,
-                                "The Discord bot token from %s has spaces or control characters in it.",
-                                source);
-        *ret = strndup(s, len);
-        return *ret ? 1 : -ENOMEM;
-}
-
 int discord_token_load(const char *credentials_dir, size_t max, char **ret) {
         char *value = NULL, *e;
         int r = 0;
@@ -260,7 +245,7 @@ int discord_token_load(const char *credentials_dir, size_t max, char **ret) {
                         return -ENOMEM;
                 r = credential_read(credentials_dir, DISCORD_TOKEN_CREDENTIAL, max + 62, &buf, &len);
                 if (r >= 0) {
-                        r = discord_token_clean(path, buf, max, &value);
+                        r = credential_clean("Discord bot token", path, buf, max, &value);
                         explicit_bzero(buf, len);
                         free(buf);
                 } else if (r == -ENOENT)
@@ -273,7 +258,7 @@ int discord_token_load(const char *credentials_dir, size_t max, char **ret) {
         }
         e = getenv(DISCORD_TOKEN_ENV);
         if (r >= 0 && !value && e)
-                r = discord_token_clean(DISCORD_TOKEN_ENV, e, max, &value);
+                r = credential_clean("Discord bot token", DISCORD_TOKEN_ENV, e, max, &value);
         /* Whichever was used, the variable does not stay in the daemon's environment (nor its children's).
          */
         if (e)

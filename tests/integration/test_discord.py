@@ -113,39 +113,28 @@ class Probe:
             return 0
         return self.next_event("started", cmd["tag"])["r"]
 
-    def next_event(self, kind, tag, timeout=60):
-        key = (kind, tag)
+    def _pump(self, done, what, timeout):
+        """Reads events into self.events until done() gives one."""
         deadline = time.monotonic() + timeout
-        while key not in self.events:
+        while (found := done()) is None:
             try:
                 ev = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"discord-probe: no {kind} {tag} in {timeout} s: {self.stderr()[-2000:]}")
+                raise AssertionError(f"discord-probe: no {what} in {timeout} s: {self.stderr()[-2000:]}")
             if ev is None:
                 raise AssertionError(f"discord-probe exited ({self.proc.wait()}): {self.stderr()[-2000:]}")
             if ev["event"] == "bug":
                 raise AssertionError(f"discord-probe: {ev['what']}")
             self.events.setdefault((ev["event"], ev.get("tag")), ev)
-        return self.events.pop(key)
+        return found
+
+    def next_event(self, kind, tag, timeout=60):
+        return self._pump(lambda: self.events.pop((kind, tag), None), f"{kind} {tag}", timeout)
 
     def result(self, tag, timeout=60):
-        for kind in ("posted", "reply"):
-            if (kind, tag) in self.events:
-                return self.events.pop((kind, tag))
-        deadline = time.monotonic() + timeout
-        while True:
-            for kind in ("posted", "reply"):
-                if (kind, tag) in self.events:
-                    return self.events.pop((kind, tag))
-            try:
-                ev = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"discord-probe: no outcome of {tag} in {timeout} s: {self.stderr()[-2000:]}")
-            if ev is None:
-                raise AssertionError(f"discord-probe exited ({self.proc.wait()}): {self.stderr()[-2000:]}")
-            if ev["event"] == "bug":
-                raise AssertionError(f"discord-probe: {ev['what']}")
-            self.events.setdefault((ev["event"], ev.get("tag")), ev)
+        """The outcome of tag: its posted or reply event."""
+        return self._pump(lambda: self.events.pop(("posted", tag), None) or self.events.pop(("reply", tag), None),
+                          f"outcome of {tag}", timeout)
 
     def pending(self, tag):
         """Whether tag has no outcome yet (after a round trip through the probe)."""
