@@ -24,29 +24,6 @@
 /* What one ListQuestions answers at most, newest first. */
 #define LIST_MAX 200
 
-static int find_session(
-        sd_bus *bus,
-        const char *path,
-        const char *interface,
-        void *userdata,
-        void **found,
-        sd_bus_error *error) {
-        Manager *m = userdata;
-        sd_bus_message *message = sd_bus_get_current_message(bus);
-        Session *s = manager_get_session_by_path(m, path);
-        uid_t uid;
-
-        if (!s)
-                return 0;
-        /* As session-dbus.c's: the methods authorise themselves; reading is for those who see it. */
-        if (m->config.mode == DAEMON_SYSTEM && message &&
-            !streq_ptr(sd_bus_message_get_interface(message), SESSION_INTERFACE) &&
-            (bus_message_caller_uid(message, &uid) < 0 || !manager_caller_sees(m, uid, s)))
-                return 0;
-        *found = s;
-        return 1;
-}
-
 /* Answer's options: surface ("dbus", "ctl" or "http"; default "dbus") and who (the answerer as the
  * caller knows it, such as an HTTP token's name), each a string. */
 static int read_answer(
@@ -315,7 +292,13 @@ int questions_dbus_attach(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "could not publish the Manager's questions: %m");
         r = sd_bus_add_fallback_vtable(
-                m->bus, NULL, SESSION_PATH, SESSION_INTERFACE, session_questions_vtable, find_session, m);
+                m->bus,
+                NULL,
+                SESSION_PATH,
+                SESSION_INTERFACE,
+                session_questions_vtable,
+                session_object_find,
+                m);
         if (r < 0)
                 return log_error_errno(r, "could not publish the Sessions' questions: %m");
         return 0;

@@ -81,7 +81,7 @@ static void on_message(redisAsyncContext *ac, void *reply, void *privdata) {
         redisReply *rep = reply;
         _cleanup_(json_decrefp) json_t *msg = NULL;
         char session_id[128];
-        const char *id, *text;
+        const char *id, *text, *who;
         CoreError e;
         int k;
 
@@ -99,21 +99,16 @@ static void on_message(redisAsyncContext *ac, void *reply, void *privdata) {
                 return;
         id = json_string_value(json_object_get(msg, "interaction_id"));
         text = json_string_value(json_object_get(msg, "text"));
+        who = json_string_value(json_object_get(msg, "who"));
+        if (who && (strlen(who) == 0 || strlen(who) > 128))
+                who = NULL;
         if (!id || !text) {
                 log_info(
                         "session %s: an answer on Redis without interaction_id or text was ignored",
                         session_id);
                 return;
         }
-        k = questions_answer(
-                r->questions,
-                session_id,
-                id,
-                text,
-                "redis",
-                json_string_value(json_object_get(msg, "who")),
-                (uid_t) -1,
-                &e);
+        k = questions_answer(r->questions, session_id, id, text, "redis", who, (uid_t) -1, &e);
         if (k < 0)
                 /* Nobody to answer on a channel: said in the log, and the record has the winner. */
                 log_info("session %s: an answer on Redis was refused: %s", session_id, e.message);

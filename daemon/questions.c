@@ -1032,6 +1032,32 @@ static int interaction_create(Questions *q, Interaction **ret, StoreInteraction 
         return 0;
 }
 
+/* The fields every new record has: attempt 1, created now. */
+static int record_new(
+        StoreInteraction *rec,
+        Session *s,
+        const char *id,
+        const char *type,
+        const char *text,
+        const char *status,
+        const char *priority) {
+        *rec = (StoreInteraction){
+                .id = strdup(id),
+                .session_id = strdup(s->id),
+                .type = strdup(type),
+                .message = strdup(text),
+                .status = strdup(status),
+                .priority = strdup(priority),
+                .attempt = 1,
+                .created_usec = now_usec(CLOCK_REALTIME),
+        };
+        if (!rec->id || !rec->session_id || !rec->type || !rec->message || !rec->status || !rec->priority) {
+                store_interaction_done(rec);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 static bool notice_allowed(Questions *q, Session *s) {
         NoticeLimit *n;
 
@@ -1097,24 +1123,13 @@ static int call_notify(Session *s, json_t *params, ChannelCall *call) {
         r = new_id(id);
         if (r < 0)
                 return call_error(call, CHANNEL_ERROR_FAILED, "could not make an id: %s", strerror(-r));
-        rec = (StoreInteraction){
-                .id = strdup(id),
-                .session_id = strdup(s->id),
-                .type = strdup("notification"),
-                .message = strdup(text),
-                /* With nobody to post it to, it is done once stored: the surfaces list it. */
-                .status = strdup(q->sink ? "pending" : "completed"),
-                .priority = strdup(priority),
-                .attempt = 1,
-                .max_attempts = 1,
-                .created_usec = now_usec(CLOCK_REALTIME),
-                .handed_over = true,
-                .posted = !q->sink,
-        };
-        if (!rec.id || !rec.session_id || !rec.type || !rec.message || !rec.status || !rec.priority) {
-                store_interaction_done(&rec);
+        /* With nobody to post it to, it is done once stored: the surfaces list it. */
+        r = record_new(&rec, s, id, "notification", text, q->sink ? "pending" : "completed", priority);
+        if (r < 0)
                 return call_error(call, CHANNEL_ERROR_FAILED, "out of memory");
-        }
+        rec.max_attempts = 1;
+        rec.handed_over = true;
+        rec.posted = !q->sink;
         r = interaction_create(q, &i, &rec);
         if (r < 0)
                 return call_error(
@@ -1165,7 +1180,6 @@ static int call_ask(Session *s, json_t *params, ChannelCall *call) {
         char id[37];
         unsigned n;
         CoreError e;
-        uint64_t now;
         int r;
 
         r = parse_ask(q, params, &a, &e);
@@ -1191,28 +1205,17 @@ static int call_ask(Session *s, json_t *params, ChannelCall *call) {
         r = new_id(id);
         if (r < 0)
                 return call_error(call, CHANNEL_ERROR_FAILED, "could not make an id: %s", strerror(-r));
-        now = now_usec(CLOCK_REALTIME);
-        rec = (StoreInteraction){
-                .id = strdup(id),
-                .session_id = strdup(s->id),
-                .type = strdup(a.kind),
-                .message = strdup(a.text),
-                .status = strdup("pending"),
-                .priority = strdup(a.priority),
-                .attempt = 1,
-                .max_attempts = a.max_attempts,
-                .timeout_sec = a.timeout_sec,
-                .created_usec = now,
-                .deadline_usec = now + (uint64_t) a.timeout_sec * USEC_PER_SEC,
-                .tool_json = TAKE_PTR(tool),
-                .late_delivery = a.late_delivery ? strdup(a.late_delivery) : NULL,
-                .posted = false,
-        };
-        if (!rec.id || !rec.session_id || !rec.type || !rec.message || !rec.status || !rec.priority ||
-            (a.late_delivery && !rec.late_delivery)) {
+        r = record_new(&rec, s, id, a.kind, a.text, "pending", a.priority);
+        if (r >= 0 && a.late_delivery && !(rec.late_delivery = strdup(a.late_delivery)))
+                r = -ENOMEM;
+        if (r < 0) {
                 store_interaction_done(&rec);
                 return call_error(call, CHANNEL_ERROR_FAILED, "out of memory");
         }
+        rec.max_attempts = a.max_attempts;
+        rec.timeout_sec = a.timeout_sec;
+        rec.deadline_usec = rec.created_usec + (uint64_t) a.timeout_sec * USEC_PER_SEC;
+        rec.tool_json = TAKE_PTR(tool);
         r = interaction_create(q, &i, &rec);
         if (r < 0)
                 return call_error(
@@ -1326,6 +1329,21 @@ int questions_session_of(Questions *q, const char *id, char **ret_session_id) {
         return 0;
 }
 
+/* The refusal of an answer to a question that has its outcome: answered (and where), or timed out. */
+static int already_closed(CoreError *e, const StoreInteraction *rec) {
+        bool timed_out = streq(rec->status, "timeout");
+
+        return core_error(
+                e,
+                -EALREADY,
+                CORE_ERROR_BAD_STATE,
+                "question %s was already %s%s%s",
+                rec->id,
+                timed_out ? "closed: it timed out" : "answered",
+                rec->answered_surface && !timed_out ? " on " : "",
+                rec->answered_surface && !timed_out ? rec->answered_surface : "");
+}
+
 int questions_answer(
         Questions *q,
         const char *session_id,
@@ -1348,16 +1366,7 @@ int questions_answer(
                 r = id ? store_interaction_load(q->manager->store, id, &rec) : 0;
                 if (r > 0 && !streq(rec.type, "notification") &&
                     (!session_id || streq(rec.session_id, session_id)))
-                        return core_error(
-                                e,
-                                -EALREADY,
-                                CORE_ERROR_BAD_STATE,
-                                "question %s was already %s%s%s",
-                                id,
-                                streq(rec.status, "timeout") ? "closed: it timed out" : "answered",
-                                rec.answered_surface && !streq(rec.status, "timeout") ? " on " : "",
-                                rec.answered_surface && !streq(rec.status, "timeout") ? rec.answered_surface
-                                                                                      : "");
+                        return already_closed(e, &rec);
                 return core_error(
                         e,
                         -ENOENT,
@@ -1368,16 +1377,7 @@ int questions_answer(
                         strempty(session_id));
         }
         if (!streq(i->rec.status, "pending"))
-                return core_error(
-                        e,
-                        -EALREADY,
-                        CORE_ERROR_BAD_STATE,
-                        "question %s was already %s%s%s",
-                        id,
-                        streq(i->rec.status, "timeout") ? "closed: it timed out" : "answered",
-                        i->rec.answered_surface && !streq(i->rec.status, "timeout") ? " on " : "",
-                        i->rec.answered_surface && !streq(i->rec.status, "timeout") ? i->rec.answered_surface
-                                                                                    : "");
+                return already_closed(e, &i->rec);
         n = text ? utf8_chars(text) : 0;
         if (n < 1 || n > QUESTIONS_TEXT_MAX)
                 return core_error(

@@ -496,6 +496,7 @@ static void hook_heartbeat(void *userdata);
 static json_t *hook_hello(void *userdata, const char *role, char **error) {
         Session *s = userdata;
         _cleanup_(json_decrefp) json_t *config = NULL;
+        json_t *result;
 
         if (streq(role, "init")) {
                 s->init_connected = true;
@@ -511,20 +512,7 @@ static json_t *hook_hello(void *userdata, const char *role, char **error) {
                 return NULL;
         }
         log_info("session %s: %s connected to the channel", s->id, role);
-        if (streq(role, "mcp"))
-                return json_pack(
-                        "{s:i, s:s, s:I, s:O, s:I}",
-                        "protocol",
-                        1,
-                        "session_id",
-                        s->id,
-                        "last_seq",
-                        (json_int_t) s->last_seq,
-                        "config",
-                        config,
-                        "question_timeout_min",
-                        (json_int_t) s->manager->config.question_min_timeout_sec);
-        return json_pack(
+        result = json_pack(
                 "{s:i, s:s, s:I, s:O}",
                 "protocol",
                 1,
@@ -534,6 +522,18 @@ static json_t *hook_hello(void *userdata, const char *role, char **error) {
                 (json_int_t) s->last_seq,
                 "config",
                 config);
+        /* What ccdocker-mcp validates ask_user's timeout_seconds against (docs/channel.md). */
+        if (result && streq(role, "mcp") &&
+            json_object_set_new(
+                    result,
+                    "question_timeout_min",
+                    json_integer((json_int_t) s->manager->config.question_min_timeout_sec)) < 0) {
+                json_decref(result);
+                result = NULL;
+        }
+        if (!result)
+                *error = strdup("out of memory");
+        return result;
 }
 
 /* Stamped with the loop's time, the clock the periodic check reads too: a heartbeat handled in the same

@@ -26,7 +26,7 @@
 #define SESSION_PATH "/org/ccdocker1/session"
 #define SESSION_INTERFACE "org.ccdocker1.Session"
 
-static int session_object_find(
+int session_object_find(
         sd_bus *bus,
         const char *path,
         const char *interface,

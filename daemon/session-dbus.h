@@ -21,6 +21,16 @@ int session_authorize(
         session_authorized_t next,
         sd_bus_error *error);
 
+/* The Session objects' find function: s for a session the caller may read (its methods authorise
+ * themselves), 0 otherwise. For the other vtables on the Session interface. */
+int session_object_find(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        void *userdata,
+        void **found,
+        sd_bus_error *error);
+
 /* questions-dbus.c: ListQuestions, Answer and the question signals on the Session objects, and the
  * Manager's ListQuestions and AnswerQuestion. */
 int questions_dbus_attach(Manager *m);

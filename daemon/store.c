@@ -105,8 +105,9 @@ static const char *const migrations[] = {
         "WHERE seq IS NOT NULL;",
         /* 5 -> 6: notices and questions for a human (SPEC.md 2.7.6, daemon/questions.c), with what a
          * question needs to outlive a restart: the deadline of its attempt, where Discord has it, who
-         * answered, and whether the answer reached the session. */
-        "CREATE TABLE discord_interactions ("
+         * answered, and whether the answer reached the session. IF NOT EXISTS: a store whose version
+         * was set back (a test forging an older store) keeps its table. */
+        "CREATE TABLE IF NOT EXISTS discord_interactions ("
         "  id TEXT PRIMARY KEY NOT NULL,"
         "  session_id TEXT NOT NULL,"
         "  interaction_type TEXT NOT NULL CHECK (interaction_type IN ('notification', 'question', 'permission')),"
@@ -130,8 +131,8 @@ static const char *const migrations[] = {
         "  posted INTEGER NOT NULL,"
         "  reply_cursor TEXT"
         ") STRICT;"
-        "CREATE INDEX discord_interactions_by_session ON discord_interactions(session_id, created_at);"
-        "CREATE INDEX discord_interactions_open ON discord_interactions(status, handed_over);",
+        "CREATE INDEX IF NOT EXISTS discord_interactions_by_session ON discord_interactions(session_id, created_at);"
+        "CREATE INDEX IF NOT EXISTS discord_interactions_open ON discord_interactions(status, handed_over);",
 };
 
 #define STORE_SCHEMA_VERSION ((int) ELEMENTSOF(migrations))

@@ -56,42 +56,16 @@ static int on_listed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
         return 0;
 }
 
-static void list_in_scope(Request *req) {
-        _cleanup_free_ char *path = NULL;
+/* ListQuestions of the object path (the Manager's, or the session's) with all=true's pending_only. */
+static void list_questions(Request *req, const char *path, const char *interface) {
         int r;
 
-        r = sd_bus_path_encode(SESSION_PATH_PREFIX, req->id, &path);
-        if (r >= 0)
-                r = sd_bus_call_method_async(
-                        req->server->bus,
-                        &req->slot,
-                        BUS_NAME,
-                        path,
-                        SESSION_INTERFACE,
-                        "ListQuestions",
-                        on_listed,
-                        req,
-                        "b",
-                        !streq_ptr(request_arg(req, "all"), "true"));
-        if (r < 0)
-                request_reply_bus_error(req, NULL, r);
-}
-
-void route_questions(Request *req) {
-        request_check_scope(req, list_in_scope);
-}
-
-void route_all_questions(Request *req) {
-        int r;
-
-        /* The scope of each question's session is checked in the reply; the parents of sessions made
-         * through this token are in the cache from their creation. */
         r = sd_bus_call_method_async(
                 req->server->bus,
                 &req->slot,
                 BUS_NAME,
-                MANAGER_PATH,
-                MANAGER_INTERFACE,
+                path,
+                interface,
                 "ListQuestions",
                 on_listed,
                 req,
@@ -99,6 +73,25 @@ void route_all_questions(Request *req) {
                 !streq_ptr(request_arg(req, "all"), "true"));
         if (r < 0)
                 request_reply_bus_error(req, NULL, r);
+}
+
+static void list_in_scope(Request *req) {
+        _cleanup_free_ char *path = NULL;
+
+        if (sd_bus_path_encode(SESSION_PATH_PREFIX, req->id, &path) < 0)
+                request_reply_bus_error(req, NULL, -ENOMEM);
+        else
+                list_questions(req, path, SESSION_INTERFACE);
+}
+
+void route_questions(Request *req) {
+        request_check_scope(req, list_in_scope);
+}
+
+void route_all_questions(Request *req) {
+        /* The scope of each question's session is checked in the reply; the parents of sessions made
+         * through this token are in the cache from their creation. */
+        list_questions(req, MANAGER_PATH, MANAGER_INTERFACE);
 }
 
 static int on_answered(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {

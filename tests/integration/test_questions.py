@@ -10,9 +10,11 @@ import os
 import shutil
 import socket
 import sqlite3
+import subprocess
 import unittest
 
 import sandbox as sb
+import test_child_channel
 
 DAEMON = None
 RUNTIME = None
@@ -73,42 +75,23 @@ def redis_command(*words):
     return reply
 
 
-class Mcp:
-    """A client of a session's channel with role "mcp": what ccdocker-mcp is to the daemon."""
+class Mcp(test_child_channel.Mcp):
+    """test_child_channel's client of a session's channel with role "mcp", on this module's runtime
+    directory, keeping the notifications (human.waiting) it reads and the hello's result."""
 
-    def __init__(self, sid):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = os.path.join(RUNTIME, "sessions", sid, "session.sock")
-        sb.wait_until(lambda: os.path.exists(path), 30, what=f"the channel socket of {sid}")
-        sb.wait_until(lambda: self._connect(path), 30, what=f"a connection to the channel of {sid}")
-        self.sock.settimeout(60)
-        self.buf = b""
-        self.next_id = 0
-        self.answers = {}
+    def __init__(self, sid, runtime=None):
         self.notifications = []
-        hello = self.call("hello", {"role": "mcp", "protocol": 1})
-        assert hello["result"]["session_id"] == sid, hello
-        self.hello = hello["result"]
+        test_child_channel.RUNTIME = runtime or RUNTIME
+        super().__init__(sid)
 
-    def _connect(self, path):
-        try:
-            self.sock.connect(path)
-            return True
-        except (ConnectionRefusedError, FileNotFoundError):
-            self.sock.close()
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            return False
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, method, params):
-        self.next_id += 1
-        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        return self.next_id
+    def call(self, method, params=None):
+        msg = super().call(method, params)
+        if method == "hello":
+            self.hello = msg["result"]
+        return msg
 
     def wait(self, id_):
+        # The base's reading, with the messages that have no id (notifications) kept apart.
         while id_ not in self.answers:
             while b"\n" not in self.buf:
                 chunk = self.sock.recv(65536)
@@ -117,24 +100,11 @@ class Mcp:
                 self.buf += chunk
             line, self.buf = self.buf.split(b"\n", 1)
             msg = json.loads(line)
-            if "id" not in msg:
+            if "id" in msg:
+                self.answers[msg["id"]] = msg
+            else:
                 self.notifications.append(msg)
-                continue
-            self.answers[msg.get("id")] = msg
         return self.answers.pop(id_)
-
-    def call(self, method, params=None):
-        return self.wait(self.send(method, params or {}))
-
-    def ok(self, method, params=None):
-        msg = self.call(method, params)
-        assert "result" in msg, f"{method} {params}: {msg}"
-        return msg["result"]
-
-    def error(self, method, params=None):
-        msg = self.call(method, params)
-        assert "error" in msg, f"{method} {params}: expected an error, got {msg}"
-        return msg["error"]["code"], msg["error"]["message"]
 
 
 def audit(message_id, sid):
@@ -232,20 +202,44 @@ class QuestionsTest(unittest.TestCase):
         self.assertIn("on ctl", rec[-1]["MESSAGE"])
         self.assertEqual(rec[-1]["CALLER_UID"], str(os.getuid()))
 
-    def test_ask_answered_on_dbus(self):
+    def test_ask_answered_on_dbus_with_its_signals(self):
         sid, path = self.session()
         m = self.mcp(sid)
-        qid, call_id = self.ask(m, sid, timeout_seconds=600)
+        log = os.path.join(DAEMON.state_dir, f"monitor-{sid}.json")
+        with open(log, "w") as out:
+            monitor = subprocess.Popen(
+                ["busctl", "--user", "--json=short", "monitor",
+                 f"--match=type='signal',path='{path}',interface='org.ccdocker1.Session'"], stdout=out,
+                stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (monitor.kill(), monitor.wait()))
+
+        def signals():
+            with open(log) as f:
+                return [(j["member"], j["payload"]["data"]) for j in map(json.loads, filter(None, f.read().splitlines()))
+                        if j.get("type") == "signal"]
+        # The monitor listens once a signal it matches arrives: throwaway questions of a second each.
+        sb.wait_until(lambda: (m.ok("human.ask", {"question": "warm-up", "timeout_seconds": 1, "max_attempts": 1}),
+                               signals())[1], 20, what="the monitor to listen")
+        qid, call_id = self.ask(m, sid, question="Which colour?", timeout_seconds=600)
+        sb.wait_until(lambda: ("QuestionAsked", [qid, "question", "Which colour?"]) in signals(), 10,
+                      what="QuestionAsked")
         sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Answer", "ssa{sv}", qid, "blue", "1",
                   "who", "s", "alice")
         result = m.wait(call_id)["result"]
         self.assertEqual((result["response"], result["answered_by"]["surface"]), ("blue", "dbus"))
         self.assertIn("alice", result["answered_by"]["who"])
+        sb.wait_until(lambda: ("QuestionClosed", [qid, "answered"]) in signals(), 10, what="QuestionClosed")
 
     def test_ask_answered_on_redis(self):
+        from test_child_channel import PSubscriber
         sid, _ = self.session()
         m = self.mcp(sid)
+        notices = PSubscriber(f"session:{sid}:questions")
+        self.addCleanup(notices.close)
         qid, call_id = self.ask(m, sid, timeout_seconds=600)
+        asked = notices.until(lambda ch, msg: msg["type"] == "question", "the question's notice")[-1][1]
+        self.assertEqual((asked["interaction_id"], asked["kind"], asked["status"], asked["message"]),
+                         (qid, "question", "pending", "Deploy now?"))
         # Not an answer: ignored. Another session's channel: ignored.
         redis_command("PUBLISH", f"session:{sid}:control", json.dumps({"type": "stop"}))
         redis_command("PUBLISH", "session:someone-else:control",
@@ -256,6 +250,8 @@ class QuestionsTest(unittest.TestCase):
         self.assertEqual((result["response"], result["answered_by"]["surface"]), ("from redis", "redis"))
         [row] = rows("id = ?", qid)
         self.assertEqual(row["answered_surface"], "redis")
+        closed = notices.until(lambda ch, msg: msg["type"] == "question_closed", "the answer's notice")[-1][1]
+        self.assertEqual((closed["interaction_id"], closed["status"], closed["answered_by"]), (qid, "answered", "redis"))
 
     def test_ask_answered_over_http_in_the_token_scope_only(self):
         from test_httpd import Httpd, curl
@@ -383,6 +379,10 @@ class QuestionsTest(unittest.TestCase):
         ctl("answer", qid, "later")
         [row] = rows("id = ?", qid)
         self.assertEqual((row["status"], row["handed_over"]), ("answered", 0))
+        # Kept for whoever comes for it, and still the first answer.
+        again = ctl("answer", qid, "sooner", check=False)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("already answered on ctl", again.stderr)
         result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
         self.assertEqual((result["response"], result["timed_out"]), ("later", False))
         sb.wait_until(lambda: rows("id = ?", qid)[0]["handed_over"] == 1, 10, what="the record handed over")
@@ -423,6 +423,67 @@ class QuestionsTest(unittest.TestCase):
         result = self.mcp(sid).ok("human.wait", {"interaction_id": qid})
         self.assertTrue(result["timed_out"])
         self.assertEqual(rows("id = ?", qid)[0]["status"], "timeout")
+
+
+
+class SystemModeQuestionsTest(unittest.TestCase):
+    """ccdockerd --system with the real polkitd: an unprivileged caller (uid 65534) may neither see
+    nor answer root's questions; root may."""
+
+    NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.runtime = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-questions-system-runtime")
+        cls.daemon = sb.Daemon(unit="ccdockerd-questions-system-test.service", mode="--system", settings={
+            "SystemdBus": "user", "RuntimeDirectory": cls.runtime, "HeartbeatTimeoutSec": "0"},
+            extra_env={"DBUS_SYSTEM_BUS_ADDRESS": sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS")})
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+        cls.daemon.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop()
+        shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
+
+    def busctl(self, *args, as_nobody=False, check=True):
+        argv = ["busctl", "--address=" + sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS"), "--json=short", *args]
+        return sb.run(*(self.NOBODY if as_nobody else []), *argv, check=check)
+
+    def test_unprivileged_caller_may_not_answer_or_list_roots_questions(self):
+        p = self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "CreateSession",
+                        "a{sv}", "0")
+        sid, path = json.loads(p.stdout)["data"]
+        self.addCleanup(self.busctl, "call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true",
+                        check=False)
+        sb.wait_until(lambda: json.loads(self.busctl("get-property", "org.ccdocker1", path, "org.ccdocker1.Session",
+                                                     "State").stdout)["data"] == "idle", 60, what="idle")
+        m = Mcp(sid, runtime=self.runtime)
+        self.addCleanup(m.close)
+        call_id = m.send("human.ask", {"question": "Root's question?", "timeout_seconds": 600})
+
+        def listed(as_nobody):
+            p = self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "ListQuestions", "b",
+                            "true", as_nobody=as_nobody)
+            return json.loads(json.loads(p.stdout)["data"][0])
+        qid = sb.wait_until(lambda: listed(False), 10, what="the question")[0]["interaction_id"]
+        self.assertEqual(listed(True), [], "another owner's questions are not listed")
+
+        for args in (("/org/ccdocker1", "org.ccdocker1.Manager", "AnswerQuestion"),
+                     (path, "org.ccdocker1.Session", "Answer")):
+            p = self.busctl("call", "org.ccdocker1", *args, "ssa{sv}", qid, "yes", "0", as_nobody=True, check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("org.ccdocker1.manage-sessions", p.stderr)
+        denied = sb.wait_until(lambda: [r for r in sb.journal("MESSAGE_ID=c2962f7914b0421cae356094e82b5bf0",
+                                                              f"CCDOCKER_SESSION={sid}", "CALLER_UID=65534")], 10,
+                               what="the denial records")
+        self.assertTrue(any("Answer" in r["MESSAGE"] for r in denied))
+        self.assertEqual(listed(False)[0]["status"], "pending")
+
+        self.busctl("call", "org.ccdocker1", "/org/ccdocker1", "org.ccdocker1.Manager", "AnswerQuestion", "ssa{sv}",
+                    qid, "root says yes", "0")
+        result = m.wait(call_id)["result"]
+        self.assertEqual((result["response"], result["answered_by"]["who"]), ("root says yes", "uid 0"))
 
 
 if __name__ == "__main__":

@@ -504,7 +504,7 @@ static void test_store_migration_finds_the_latest_results_of_an_older_store(void
         assert_int_equal(
                 sqlite3_exec(
                         db,
-                        "DROP TABLE session_results; DROP TABLE discord_interactions; PRAGMA user_version = 4;"
+                        "DROP TABLE session_results; PRAGMA user_version = 4;"
                         /* a: its latest result is not its last event */
                         "INSERT INTO events VALUES ('a', 1, 1, '{\"type\":\"result\",\"n\":1}');"
                         "INSERT INTO events VALUES ('a', 2, 2, '{\"type\":\"result\",\"n\":2}');"
