@@ -528,6 +528,9 @@ class DiscordDaemonTest(unittest.TestCase):
         result = m.wait(call_id)["result"]
         self.assertTrue(result["timed_out"])
         self.assertEqual(self.rows("id = ?", qid)[0]["status"], "timeout")
+        # The word that it timed out follows the answer to the asker: wait for it.
+        sb.wait_until(lambda: any("timed out" in x["content"] for x in self.fake.messages(msg["id"])), 30,
+                      what="the timeout said in the thread")
         in_thread = [x["content"] for x in self.fake.messages(msg["id"])]
         reminders = [c for c in in_thread if c.startswith("Reminder (attempt")]
         self.assertEqual([c.split(":")[0] for c in reminders], ["Reminder (attempt 2 of 3)", "Reminder (attempt 3 of 3)"])
