@@ -11,10 +11,14 @@
 #include "cleanup.h"
 #include "config-build.h"
 #include "config.h"
+#include "credentials.h"
+#include "discord.h"
 #include "log.h"
 #include "manager-dbus.h"
 #include "manager.h"
 #include "oom.h"
+#include "questions.h"
+#include "time-util.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG_FILE "/etc/ccdocker/ccdockerd.conf"
@@ -57,6 +61,33 @@ static int parse_level(const char *s) {
         return -EINVAL;
 }
 
+/* The Discord sink, when DiscordChannelID= is set (docs/discord.md): without a token that is a
+ * configuration error, as a channel nobody can post in would leave every question unanswered there. */
+static int discord_setup(Manager *m, const char *token, Discord **ret) {
+        const DaemonConfig *c = &m->config;
+
+        *ret = NULL;
+        if (isempty(c->discord_channel_id)) {
+                if (token)
+                        log_info("A Discord bot token is set but DiscordChannelID= is not: Discord is off.");
+                return 0;
+        }
+        if (!token)
+                return log_error_errno(
+                        EINVAL,
+                        "DiscordChannelID= is set but there is no bot token (credential discord-bot-token or DISCORD_BOT_TOKEN).");
+        return discord_new(
+                m->event,
+                &(DiscordConfig){
+                        .api_url = c->discord_api_url,
+                        .channel_id = c->discord_channel_id,
+                        .token = token,
+                        .max_retries = c->discord_max_retries,
+                        .poll_usec = (uint64_t) c->discord_poll_interval_sec * USEC_PER_SEC,
+                },
+                ret);
+}
+
 int main(int argc, char *argv[]) {
         enum { ARG_USER = 0x100, ARG_SYSTEM, ARG_CONFIG, ARG_SET, ARG_LOG_LEVEL, ARG_VERSION };
         static const struct option options[] = {
@@ -69,7 +100,11 @@ int main(int argc, char *argv[]) {
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
         };
+        /* Before m: freed after it, as the questions core holds its sink until then. */
+        _cleanup_(discord_freep) Discord *discord = NULL;
         _cleanup_(manager_freep) Manager *m = NULL;
+        HumanSink discord_sink;
+        char *discord_token = NULL;
         DaemonConfig config = {};
         const char *config_file = NULL;
         char **sets = NULL;
@@ -155,6 +190,13 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
+        /* The bot token leaves the environment at once, whether Discord is configured or not. */
+        r = discord_token_load(getenv("CREDENTIALS_DIRECTORY"), DISCORD_TOKEN_MAX, &discord_token);
+        if (r < 0) {
+                config_done(&config);
+                return EXIT_FAILURE;
+        }
+
         /* sd-event handles these; they must be blocked first. SIGCHLD: the forked workers of async.c
          * are watched with sd_event_add_child(). */
         sigemptyset(&mask);
@@ -172,6 +214,16 @@ int main(int argc, char *argv[]) {
         }
         /* The D-Bus API sits on the core: the core tells it what changed through this table only. */
         m->publisher = &manager_dbus_publisher;
+        r = discord_setup(m, discord_token, &discord);
+        if (discord_token)
+                explicit_bzero(discord_token, strlen(discord_token));
+        discord_token = mfree(discord_token);
+        if (r < 0)
+                return EXIT_FAILURE;
+        if (discord) {
+                discord_sink = discord_human_sink(discord);
+                questions_set_sink(m->questions, &discord_sink);
+        }
         r = oom_watch_start(m->event);
         if (r >= 0)
                 r = manager_startup(m);

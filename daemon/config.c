@@ -20,6 +20,7 @@
 
 #include "cleanup.h"
 #include "curl-glue.h"
+#include "discord.h"
 #include "log.h"
 #include "model-prices.h"
 #include "podman.h"
@@ -552,6 +553,40 @@ static int parse_url(void *field, const char *key, const char *value, const char
         return 0;
 }
 
+/* ---- Discord's keys ---- */
+
+/* A channel id: a snowflake (decimal digits, 64 bits); empty: no Discord. */
+static int parse_snowflake(void *field, const char *key, const char *value, const char *where) {
+        char *s = NULL, **p = field;
+
+        if (!isempty(value)) {
+                if (!discord_snowflake_parse(value, NULL))
+                        return log_error_errno(
+                                EINVAL,
+                                "%s%s must be a Discord channel id (decimal digits, like 1234567890123456789), got '%s'",
+                                where,
+                                key,
+                                value);
+                s = strdup(value);
+                if (!s)
+                        return log_oom();
+        }
+        free(*p);
+        *p = s;
+        return 0;
+}
+
+static int parse_discord_retries(void *field, const char *key, const char *value, const char *where) {
+        unsigned *p = field;
+        uint64_t v;
+
+        if (safe_atou64(value, &v) < 0 || v > 100)
+                return log_error_errno(
+                        EINVAL, "%s%s must be a whole number from 0 to 100, got '%s'", where, key, value);
+        *p = (unsigned) v;
+        return 0;
+}
+
 static int parse_prices(void *field, const char *key, const char *value, const char *where) {
         ModelPrice *prices = NULL;
         size_t n = 0;
@@ -632,6 +667,12 @@ static const struct {
         { "DefaultMcpServers", parse_mcp_server_names, offsetof(DaemonConfig, default_mcp_servers) },
         { "SharedDirectory", parse_optional_path, offsetof(DaemonConfig, shared_dir) },
         { "SharedReadOnly", parse_bool, offsetof(DaemonConfig, shared_read_only) },
+        { "DiscordChannelID", parse_snowflake, offsetof(DaemonConfig, discord_channel_id) },
+        { "DiscordAPIURL", parse_url, offsetof(DaemonConfig, discord_api_url) },
+        { "DiscordMaxRetries", parse_discord_retries, offsetof(DaemonConfig, discord_max_retries) },
+        { "DiscordPollIntervalSec",
+          parse_positive_unsigned,
+          offsetof(DaemonConfig, discord_poll_interval_sec) },
         { "DiscordQuestionTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, question_timeout_sec) },
         { "QuestionMinTimeoutSec", parse_positive_u64, offsetof(DaemonConfig, question_min_timeout_sec) },
         { "MaxPendingQuestionsPerSession",
@@ -806,6 +847,8 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
                 .model_max_in_flight = 4,
                 .model_requests_per_minute = 50,
                 .model_queue_max = 256,
+                .discord_max_retries = DISCORD_MAX_RETRIES_DEFAULT,
+                .discord_poll_interval_sec = DISCORD_POLL_INTERVAL_SEC_DEFAULT,
                 .question_timeout_sec = 1800,
                 .question_min_timeout_sec = 60,
                 .max_pending_questions = 16,
@@ -825,8 +868,9 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
         c->model_prices = strdup("*=3/15");
         c->github_mcp_url = strdup("https://api.githubcopilot.com/mcp/");
         c->default_mcp_servers = strv_new_from("cc-docker", NULL);
+        c->discord_api_url = strdup(DISCORD_API_URL_DEFAULT);
         if (!c->systemd_bus || !c->default_image || !c->prompt_deny_patterns || !c->model_upstream_url ||
-            !c->model_prices || !c->github_mcp_url || !c->default_mcp_servers) {
+            !c->model_prices || !c->github_mcp_url || !c->default_mcp_servers || !c->discord_api_url) {
                 config_done(c);
                 return log_oom();
         }
@@ -879,6 +923,8 @@ void config_done(DaemonConfig *c) {
         c->github_mcp_url = mfree(c->github_mcp_url);
         c->default_mcp_servers = strv_free(c->default_mcp_servers);
         c->shared_dir = mfree(c->shared_dir);
+        c->discord_channel_id = mfree(c->discord_channel_id);
+        c->discord_api_url = mfree(c->discord_api_url);
 }
 
 /* ---- the file ---- */

@@ -64,6 +64,11 @@ typedef struct DaemonConfig {
         /* /shared in every session (SPEC.md 3.3): a host directory shared across sessions. */
         char *shared_dir;      /* NULL: none, the image's empty /shared */
         bool shared_read_only; /* bound read-only rather than read-write */
+        /* Discord (docs/discord.md). */
+        char *discord_channel_id;     /* NULL: no Discord; notices and questions use the other surfaces */
+        char *discord_api_url;        /* https://discord.com/api/v10; tests point it at the fake */
+        unsigned discord_max_retries; /* 5xx or network failures of one post before it waits for later */
+        unsigned discord_poll_interval_sec; /* between two reads of a question's thread */
         /* Asking a human (docs/channel.md, human.*; daemon/questions.c). */
         uint64_t question_timeout_sec;     /* DiscordQuestionTimeoutSec: default wait of one attempt */
         uint64_t question_min_timeout_sec; /* QuestionMinTimeoutSec: the least timeout_seconds */

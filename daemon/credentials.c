@@ -125,12 +125,15 @@ bool credential_is_model(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(model_sources); i++)
                 if (model_sources[i].file && streq_ptr(name, model_sources[i].file))
                         return true;
-        return false;
+        /* The Discord bot token is the daemon's too: never a session's secret. */
+        return streq_ptr(name, DISCORD_TOKEN_CREDENTIAL);
 }
 
 /* The value without surrounding whitespace, checked to fit in a header: 1 with *ret set, 0 when it is
- * empty. */
-static int model_credential_clean(const char *source, const char *value, char **ret) {
+ * empty. what names the credential in the messages ("model credential"), source where it came from;
+ * never the value. */
+static int credential_clean(
+        const char *what, const char *source, const char *value, size_t max, char **ret) {
         size_t len;
         const char *s = value;
 
@@ -140,16 +143,21 @@ static int model_credential_clean(const char *source, const char *value, char **
                 len--;
         if (len == 0)
                 return 0;
-        if (len > MODEL_CREDENTIAL_MAX)
-                return log_error_errno(EINVAL, "The model credential from %s is too long.", source);
+        if (len > max)
+                return log_error_errno(EINVAL, "The %s from %s is too long.", what, source);
         for (size_t i = 0; i < len; i++)
                 if ((unsigned char) s[i] <= 0x20 || (unsigned char) s[i] >= 0x7f)
                         return log_error_errno(
                                 EINVAL,
-                                "The model credential from %s has spaces or control characters in it.",
+                                "The %s from %s has spaces or control characters in it.",
+                                what,
                                 source);
         *ret = strndup(s, len);
         return *ret ? 1 : -ENOMEM;
+}
+
+static int model_credential_clean(const char *source, const char *value, char **ret) {
+        return credential_clean("model credential", source, value, MODEL_CREDENTIAL_MAX, ret);
 }
 
 static int model_credential_read_file(const char *dir, const char *name, char **ret) {
@@ -219,5 +227,45 @@ int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_
 
         *ret_kind = kind;
         *ret_value = value;
+        return 0;
+}
+
+int discord_token_load(const char *credentials_dir, size_t max, char **ret) {
+        char *value = NULL, *e;
+        int r = 0;
+
+        if (!ret)
+                return -EINVAL;
+        if (!isempty(credentials_dir)) {
+                _cleanup_free_ char *path = NULL;
+                char *buf = NULL;
+                size_t len = 0;
+
+                if (asprintf(&path, "%s/%s", credentials_dir, DISCORD_TOKEN_CREDENTIAL) < 0)
+                        return -ENOMEM;
+                r = credential_read(credentials_dir, DISCORD_TOKEN_CREDENTIAL, max + 62, &buf, &len);
+                if (r >= 0) {
+                        r = credential_clean("Discord bot token", path, buf, max, &value);
+                        explicit_bzero(buf, len);
+                        free(buf);
+                } else if (r == -ENOENT)
+                        r = 0;
+                else if (r == -EFBIG || r == -EBADMSG)
+                        r = log_error_errno(
+                                EINVAL, "The credential %s is too long or has a NUL byte in it.", path);
+                else
+                        r = log_error_errno(r, "Failed to read the credential %s: %m", path);
+        }
+        e = getenv(DISCORD_TOKEN_ENV);
+        if (r >= 0 && !value && e)
+                r = credential_clean("Discord bot token", DISCORD_TOKEN_ENV, e, max, &value);
+        /* Whichever was used, the variable does not stay in the daemon's environment (nor its children's).
+         */
+        if (e)
+                explicit_bzero(e, strlen(e));
+        (void) unsetenv(DISCORD_TOKEN_ENV);
+        if (r < 0)
+                return r;
+        *ret = value;
         return 0;
 }

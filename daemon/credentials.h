@@ -27,7 +27,8 @@ int credential_read(const char *dir, const char *name, size_t max, char **ret, s
  * -ENOENT when dir does not exist. */
 int credential_list(const char *dir, char ***ret);
 
-/* Whether a credential file is the model proxy's, not a session secret. */
+/* Whether a credential file is the daemon's own (the model proxy's, or the Discord bot token), not a
+ * session secret. */
 bool credential_is_model(const char *name);
 
 /* The credential the daemon adds to model calls: the first of the credential files
@@ -37,3 +38,12 @@ bool credential_is_model(const char *name);
  * control characters or spaces, or longer than MODEL_CREDENTIAL_MAX, is refused (-EINVAL, the message
  * names the source, not the value). None found: 0 with MODEL_CREDENTIAL_NONE and *ret_value NULL. */
 int model_credential_load(const char *credentials_dir, ModelCredentialKind *ret_kind, char **ret_value);
+
+/* The Discord bot token (docs/discord.md): the credential file credentials_dir/discord-bot-token
+ * (credentials_dir may be NULL), else the variable DISCORD_BOT_TOKEN, which is then removed from the
+ * environment with its value wiped in it. Surrounding whitespace is dropped; a value longer than max or
+ * with spaces or control characters is refused (-EINVAL, the message names the source, never the value).
+ * None: 0 and *ret NULL. The caller wipes *ret. */
+#define DISCORD_TOKEN_CREDENTIAL "discord-bot-token"
+#define DISCORD_TOKEN_ENV "DISCORD_BOT_TOKEN"
+int discord_token_load(const char *credentials_dir, size_t max, char **ret);

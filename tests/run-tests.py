@@ -137,7 +137,7 @@ def main():
             run_unittest("integration-asan", os.path.join(SRC, "tests", "integration"), tally, args.only,
                          modules=["test_runtime", "test_daemon", "test_daemon_polkit", "test_ctl", "test_session_io", "test_mcp",
                                   "test_child_channel", "test_httpd", "test_model_proxy", "test_daemon_loop",
-                                  "test_hostile", "test_questions"])
+                                  "test_hostile", "test_questions", "test_discord"])
         finally:
             os.environ.clear()
             os.environ.update(saved)
