@@ -28,6 +28,7 @@ import http.server
 import unittest
 
 import sandbox as sb
+from test_model_session import call, result  # Session method calls, GetResult
 
 DAEMON = None
 MODEL = None
@@ -146,15 +147,6 @@ def tearDownModule():
     shutil.rmtree(SHARED, ignore_errors=True)
 
 
-def call(path, method, *args, check=True):
-    return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
-
-
-def result(path, timeout=300):
-    status, text, error, _ = json.loads(call(path, "GetResult", "bu", "true", str(timeout)).stdout)["data"]
-    return status, text, error
-
-
 def events_of(path):
     return [json.loads(data) for _, _, data in json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0]]
 
@@ -194,7 +186,7 @@ class ServersTest(unittest.TestCase):
 
         sid, path = self.create("prompt", "s", "FS-SQLITE: read the note, list /shared, use the database",
                                 "workspace", "s", ws, "mcp_servers", "as", ["cc-docker", "filesystem", "sqlite"])
-        status, text, error = result(path)
+        status, text, error = result(path, timeout=300)
         events = events_of(path)
         self.assertEqual((status, text, error), ("completed", "filesystem and sqlite answered", ""),
                          json.dumps(events)[-4000:])
@@ -240,7 +232,7 @@ class ServersTest(unittest.TestCase):
                                 "allowed_hosts", "as", [f"127.0.0.1:{page.port}"],
                                 # The page's certificate is a throwaway one no CA signed.
                                 "environment", "a{ss}", {"PLAYWRIGHT_MCP_IGNORE_HTTPS_ERRORS": "true"})
-        status, text, error = result(path)
+        status, text, error = result(path, timeout=300)
         events = events_of(path)
         self.assertEqual((status, text, error), ("completed", "playwright answered", ""),
                          json.dumps(events)[-4000:])
