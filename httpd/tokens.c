@@ -405,3 +405,22 @@ int token_store_has_session(TokenStore *s, int64_t token_id, const char *session
                 return 0;
         return sqlite_error(s, rc, "checking a session of a token");
 }
+
+int token_store_has_id(TokenStore *s, int64_t id) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s)
+                return -EINVAL;
+        rc = sqlite3_prepare_v2(s->db, "SELECT 1 FROM tokens WHERE id = ?1", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 1, id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        return sqlite_error(s, rc, "looking up a token by id");
+}

@@ -46,6 +46,8 @@ void token_info_free_many(TokenInfo *t, size_t n);
 
 /* The id of the token with this text: -ENOENT for an unknown (or revoked) token. Marks it used. */
 int token_store_lookup(TokenStore *s, const char *token, int64_t *ret_id);
+/* > 0 if a token of this id is in the store (not revoked), 0 if not. */
+int token_store_has_id(TokenStore *s, int64_t id);
 /* Records that token id created session_id (POST /sessions, spawn). */
 int token_store_add_session(TokenStore *s, int64_t token_id, const char *session_id);
 /* > 0 if token id created session_id, 0 if not. */
