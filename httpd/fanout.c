@@ -230,67 +230,69 @@ static void feed_eof(Feed *f) {
                 feed_end(f, "internal error");
 }
 
-/* Reads what the fd has; returns false if the feed ended or went to its EOF handling. */
+/* Reads one chunk and hands out its lines; true if there may be more to read now. */
 static bool feed_read(Feed *f) {
-        for (unsigned round = 0; round < 16; round++) {
-                size_t scanned, start = 0;
-                ssize_t k;
+        size_t scanned, start = 0;
+        ssize_t k;
 
-                if (f->line_cap - f->line_len < READ_CHUNK) {
-                        size_t cap = f->line_cap ? f->line_cap * 2 : 2 * READ_CHUNK;
-                        char *p;
+        if (f->line_cap - f->line_len < READ_CHUNK) {
+                size_t cap = f->line_cap ? f->line_cap * 2 : 2 * READ_CHUNK;
+                char *p;
 
-                        if (cap > LINE_MAX_BYTES + READ_CHUNK) {
-                                log_warning("session %s: an Attach line is too long.", f->id);
-                                feed_end(f, "internal error");
-                                return false;
-                        }
-                        p = realloc(f->line, cap);
-                        if (!p) {
-                                feed_end(f, "internal error");
-                                return false;
-                        }
-                        f->line = p;
-                        f->line_cap = cap;
-                }
-                k = read(f->fd, f->line + f->line_len, f->line_cap - f->line_len);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0 && errno == EAGAIN)
-                        return true;
-                if (k <= 0) {
-                        f->line_len = 0;
-                        feed_eof(f);
+                if (cap > LINE_MAX_BYTES + READ_CHUNK) {
+                        log_warning("session %s: an Attach line is too long.", f->id);
+                        feed_end(f, "internal error");
                         return false;
                 }
-                scanned = f->line_len;
-                f->line_len += (size_t) k;
-                for (char *nl; (nl = memchr(f->line + scanned, '\n', f->line_len - scanned));) {
-                        size_t end = (size_t) (nl - f->line);
-
-                        *nl = '\0';
-                        feed_line(f, f->line + start, end - start);
-                        start = scanned = end + 1;
+                p = realloc(f->line, cap);
+                if (!p) {
+                        feed_end(f, "internal error");
+                        return false;
                 }
-                if (start > 0) {
-                        memmove(f->line, f->line + start, f->line_len - start);
-                        f->line_len -= start;
-                }
-                if ((size_t) k < READ_CHUNK)
-                        return true;
+                f->line = p;
+                f->line_cap = cap;
         }
-        return true;
+        do
+                k = read(f->fd, f->line + f->line_len, READ_CHUNK);
+        while (k < 0 && errno == EINTR);
+        if (k < 0 && errno == EAGAIN)
+                return false;
+        if (k <= 0) {
+                f->line_len = 0;
+                feed_eof(f);
+                return false;
+        }
+        scanned = f->line_len;
+        f->line_len += (size_t) k;
+        for (char *nl; (nl = memchr(f->line + scanned, '\n', f->line_len - scanned));) {
+                size_t end = (size_t) (nl - f->line);
+
+                *nl = '\0';
+                feed_line(f, f->line + start, end - start);
+                start = scanned = end + 1;
+        }
+        if (start > 0) {
+                memmove(f->line, f->line + start, f->line_len - start);
+                f->line_len -= start;
+        }
+        return (size_t) k == READ_CHUNK;
 }
 
 static int on_feed_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Feed *f = userdata;
 
         f->busy++;
-        (void) feed_read(f);
-        /* Each stream sends its share of the batch once. */
-        for (size_t i = 0; i < f->n_streams; i++)
-                if (f->streams[i])
-                        (void) stream_flush(f->streams[i]);
+        /* A chunk at a time, each sent on before the next is read: a burst after a stall is queued for a
+         * client only as far as its socket does not take it. */
+        for (unsigned round = 0; round < 16; round++) {
+                bool more = feed_read(f);
+
+                for (size_t i = 0; i < f->n_streams; i++)
+                        if (f->streams[i])
+                                (void) stream_flush(f->streams[i]);
+                if (!more || f->fd < 0)
+                        break;
+        }
         f->busy--;
         feed_compact(f);
         feed_maybe_free(f);

@@ -402,6 +402,12 @@ static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len) 
 
         if (st->ended || seq <= st->last_seq)
                 return 0;
+        /* What the client's socket takes does not count: send before judging. */
+        if (st->websocket && stream_queued(st) + len > st->server->limits.stream_queue &&
+            wslay_event_want_write(st->ctx) && wslay_event_send(st->ctx) < 0) {
+                ws_close(st);
+                return -ECONNRESET;
+        }
         /* An event larger than the queue still goes to a client that has read everything. */
         if (stream_queued(st) > 0 && stream_queued(st) + len > st->server->limits.stream_queue) {
                 (void) stream_drop_slow(st);
