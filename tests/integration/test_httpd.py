@@ -590,7 +590,7 @@ class HttpdTest(unittest.TestCase):
             doc = yaml.safe_load(f)
         ops = [(p, m) for p, item in doc["paths"].items() for m in item if m in ("get", "post", "delete", "patch")]
         # Every route of the server is documented (probing what is not: 404 for an authenticated client).
-        self.assertEqual(len(ops), 13)
+        self.assertEqual(len(ops), 14)
         self.assertEqual(curl("GET", "/api/v1/sessions/" + NOBODY + "/else", self.token)[0], 404)
 
         def example(p, m):
