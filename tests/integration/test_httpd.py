@@ -161,12 +161,13 @@ def free_port():
 class Httpd:
     """ccdocker-httpd of the build under test, on a free loopback port, with a token store of its own."""
 
-    def __init__(self, extra_args=()):
+    def __init__(self, extra_args=(), binary=None):
         self.dir = tempfile.mkdtemp(prefix="ccdocker-httpd-")
         self.tokens = os.path.join(self.dir, "tokens.db")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.binary = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "httpd", "ccdocker-httpd")
+        # Another build's (bench/http compares two).
+        self.binary = binary or os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "httpd", "ccdocker-httpd")
         self.log_path = os.path.join(self.dir, "httpd.log")
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
