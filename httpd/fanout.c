@@ -314,6 +314,25 @@ static int feed_watch(Feed *f, int fd) {
         return sd_event_source_set_priority(f->io, SD_EVENT_PRIORITY_NORMAL + 1);
 }
 
+/* The first Attach failed: its error (m, or NULL for an unreadable reply) answers every waiting request,
+ * and the feed goes. */
+static void feed_refuse(Feed *f, sd_bus_message *m) {
+        feed_unmap(f);
+        while (f->waiting) {
+                Request *req = f->waiting;
+
+                f->waiting = req->feed_next;
+                req->feed_next = NULL;
+                req->feed = NULL;
+                if (m)
+                        request_reply_bus_error(
+                                req, sd_bus_message_get_error(m), sd_bus_message_get_errno(m));
+                else
+                        request_reply_error(req, 502, "daemon_error", "ccdockerd sent an unexpected reply");
+        }
+        feed_maybe_free(f);
+}
+
 static int on_attached(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Feed *f = userdata;
         int fd, r;
@@ -321,18 +340,7 @@ static int on_attached(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
         f->slot = sd_bus_slot_unref(f->slot);
         if (sd_bus_message_is_method_error(m, NULL)) {
                 if (!f->attached) {
-                        /* The first Attach: its error is the answer of every waiting request. */
-                        feed_unmap(f);
-                        while (f->waiting) {
-                                Request *req = f->waiting;
-
-                                f->waiting = req->feed_next;
-                                req->feed_next = NULL;
-                                req->feed = NULL;
-                                request_reply_bus_error(
-                                        req, sd_bus_message_get_error(m), sd_bus_message_get_errno(m));
-                        }
-                        feed_maybe_free(f);
+                        feed_refuse(f, m);
                         return 0;
                 }
                 feed_end(f, "session gone");
@@ -345,17 +353,7 @@ static int on_attached(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
                 log_warning_errno(r, "session %s: cannot follow the Attach fd: %m", f->id);
                 feed_close_fd(f);
                 if (!f->attached) {
-                        feed_unmap(f);
-                        while (f->waiting) {
-                                Request *req = f->waiting;
-
-                                f->waiting = req->feed_next;
-                                req->feed_next = NULL;
-                                req->feed = NULL;
-                                request_reply_error(
-                                        req, 502, "daemon_error", "ccdockerd sent an unexpected reply");
-                        }
-                        feed_maybe_free(f);
+                        feed_refuse(f, NULL);
                         return 0;
                 }
                 feed_end(f, "internal error");

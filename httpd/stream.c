@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
 #include <stdio.h>
@@ -679,6 +681,8 @@ static void on_upgrade(
         st->urh = urh;
         st->sock = sock;
         stream_link(st);
+        /* Each event is a small frame sent at once: Nagle would hold one back until the last is acked. */
+        (void) setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
         (void) sd_event_now(st->server->event, CLOCK_MONOTONIC, &st->last_recv_usec);
 
         if (extra_in_size > 0) {

@@ -7,9 +7,6 @@
  * not stream. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <nettle/base16.h>
-#include <nettle/base64.h>
-#include <nettle/sha2.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,10 +18,9 @@
 #include "util.h"
 
 #define TICKET_PREFIX "cct_"
-#define HASH_HEX_LEN BASE16_ENCODE_LENGTH(SHA256_DIGEST_SIZE)
 
 typedef struct Ticket {
-        char hash[HASH_HEX_LEN + 1]; /* the key */
+        char hash[TOKEN_HASH_HEX_LENGTH + 1]; /* the key */
         int64_t token_id;
         uint64_t deadline_usec;
 } Ticket;
@@ -32,17 +28,6 @@ typedef struct Ticket {
 struct Tickets {
         Hashmap *by_hash;
 };
-
-static void ticket_hash(const char *text, char ret[static HASH_HEX_LEN + 1]) {
-        struct sha256_ctx ctx;
-        uint8_t digest[SHA256_DIGEST_SIZE];
-
-        sha256_init(&ctx);
-        sha256_update(&ctx, strlen(text), (const uint8_t *) text);
-        sha256_digest(&ctx, sizeof digest, digest);
-        base16_encode_update(ret, sizeof digest, digest);
-        ret[HASH_HEX_LEN] = '\0';
-}
 
 int tickets_new(Tickets **ret) {
         Tickets *t = calloc(1, sizeof(Tickets));
@@ -87,14 +72,14 @@ static unsigned tickets_expire(Tickets *t, uint64_t now, int64_t token_id) {
 }
 
 int tickets_take(Server *s, const char *text, int64_t *ret_token_id) {
-        char hash[HASH_HEX_LEN + 1];
+        char hash[TOKEN_HASH_HEX_LENGTH + 1];
         Ticket *k;
         int64_t id;
         bool valid;
 
-        if (!startswith(text, TICKET_PREFIX) || strlen(text) > 64)
+        if (!startswith(text, TICKET_PREFIX) || strlen(text) != TOKEN_LENGTH)
                 return -ENOENT;
-        ticket_hash(text, hash);
+        token_hash_hex(text, hash);
         k = hashmap_remove(s->tickets->by_hash, hash);
         if (!k)
                 return -ENOENT;
@@ -113,10 +98,7 @@ int tickets_take(Server *s, const char *text, int64_t *ret_token_id) {
 void route_stream_ticket(Request *req) {
         Server *s = req->server;
         uint64_t now = now_usec(CLOCK_MONOTONIC);
-        struct base64_encode_ctx ctx;
-        uint8_t bytes[32];
-        char text[sizeof TICKET_PREFIX + BASE64_ENCODE_LENGTH(32) + 4];
-        size_t n;
+        char text[TOKEN_LENGTH + 1];
         Ticket *k;
         int r;
 
@@ -132,26 +114,18 @@ void route_stream_ticket(Request *req) {
                         TICKETS_MAX);
                 return;
         }
-        r = random_bytes(bytes, sizeof bytes);
+        r = token_random_text(TICKET_PREFIX, text);
         if (r < 0) {
                 request_reply_error(req, 500, "internal", "no random bytes: %s", strerror(-r));
                 return;
         }
-        memcpy(text, TICKET_PREFIX, strlen(TICKET_PREFIX));
-        base64url_encode_init(&ctx);
-        n = base64_encode_update(&ctx, text + strlen(TICKET_PREFIX), sizeof bytes, bytes);
-        n += base64_encode_final(&ctx, text + strlen(TICKET_PREFIX) + n);
-        n += strlen(TICKET_PREFIX);
-        while (n > 0 && text[n - 1] == '=')
-                n--;
-        text[n] = '\0';
 
         k = calloc(1, sizeof(Ticket));
         if (!k) {
                 request_reply_error(req, 500, "internal", "out of memory");
                 return;
         }
-        ticket_hash(text, k->hash);
+        token_hash_hex(text, k->hash);
         k->token_id = req->token_id;
         k->deadline_usec = now + s->limits.ticket_ttl_usec;
         r = hashmap_put(s->tickets->by_hash, k->hash, k);

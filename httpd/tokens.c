@@ -183,8 +183,11 @@ static void hash_hex(const char *text, char ret[static BASE16_ENCODE_LENGTH(SHA2
         ret[BASE16_ENCODE_LENGTH(sizeof d)] = '\0';
 }
 
-/* TOKEN_PREFIX and 32 random bytes in base64url without its padding. */
-static int random_token(char ret[static TOKEN_LENGTH + 1]) {
+void token_hash_hex(const char *text, char ret[static TOKEN_HASH_HEX_LENGTH + 1]) {
+        hash_hex(text, ret);
+}
+
+int token_random_text(const char *prefix, char ret[static TOKEN_LENGTH + 1]) {
         struct base64_encode_ctx ctx;
         uint8_t b[32];
         char text[BASE64_ENCODE_LENGTH(sizeof b) + BASE64_ENCODE_FINAL_LENGTH];
@@ -200,9 +203,9 @@ static int random_token(char ret[static TOKEN_LENGTH + 1]) {
         n_text += base64_encode_final(&ctx, text + n_text);
         while (n_text > 0 && text[n_text - 1] == '=')
                 n_text--;
-        assert(strlen(TOKEN_PREFIX) + n_text == TOKEN_LENGTH);
-        memcpy(ret, TOKEN_PREFIX, strlen(TOKEN_PREFIX));
-        memcpy(ret + strlen(TOKEN_PREFIX), text, n_text);
+        assert(strlen(prefix) + n_text == TOKEN_LENGTH);
+        memcpy(ret, prefix, strlen(prefix));
+        memcpy(ret + strlen(prefix), text, n_text);
         ret[TOKEN_LENGTH] = '\0';
         return 0;
 }
@@ -221,7 +224,7 @@ int token_store_create(TokenStore *s, const char *name, char **ret_token) {
         token = malloc(TOKEN_LENGTH + 1);
         if (!token)
                 return -ENOMEM;
-        r = random_token(token);
+        r = token_random_text(TOKEN_PREFIX, token);
         if (r < 0)
                 return r;
         hash_hex(token, hash);

@@ -20,6 +20,12 @@ typedef struct TokenInfo {
 #define TOKEN_PREFIX "ccd_"
 #define TOKEN_LENGTH (4 + 43)
 
+/* The hex SHA-256 under which a token (or a stream ticket, httpd/tickets.c) is kept. */
+#define TOKEN_HASH_HEX_LENGTH 64
+void token_hash_hex(const char *text, char ret[static TOKEN_HASH_HEX_LENGTH + 1]);
+/* prefix (4 characters) and 32 random bytes in base64url without its padding: TOKEN_LENGTH characters. */
+int token_random_text(const char *prefix, char ret[static TOKEN_LENGTH + 1]);
+
 /* A token name: 1-64 characters of [A-Za-z0-9._-]. */
 bool token_name_is_valid(const char *name);
 
