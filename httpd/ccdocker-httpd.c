@@ -52,6 +52,9 @@ static void help(void) {
                "                      Live sessions one token may have created (default 16)\n"
                "  --body-timeout=SEC  A request's body must be complete this long after its\n"
                "                      headers (default 30), however it trickles in\n"
+               "  --stream-queue=SIZE Bytes queued for one stream client (default 8M, at least\n"
+               "                      64K); a client that falls further behind is dropped\n"
+               "  --ticket-ttl=SEC    How long a stream ticket may wait to be used (default 30)\n"
                "  -h --help           Show this help\n"
                "  --version           Show the version\n"
                "\n"
@@ -162,6 +165,8 @@ int main(int argc, char *argv[]) {
                 ARG_MAX_BODY_MEMORY,
                 ARG_BODY_TIMEOUT,
                 ARG_MAX_PER_TOKEN,
+                ARG_STREAM_QUEUE,
+                ARG_TICKET_TTL,
         };
         static const struct option options[] = {
                 { "listen", required_argument, NULL, ARG_LISTEN },
@@ -174,6 +179,8 @@ int main(int argc, char *argv[]) {
                 { "max-body-memory", required_argument, NULL, ARG_MAX_BODY_MEMORY },
                 { "body-timeout", required_argument, NULL, ARG_BODY_TIMEOUT },
                 { "max-sessions-per-token", required_argument, NULL, ARG_MAX_PER_TOKEN },
+                { "stream-queue", required_argument, NULL, ARG_STREAM_QUEUE },
+                { "ticket-ttl", required_argument, NULL, ARG_TICKET_TTL },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -262,6 +269,22 @@ int main(int argc, char *argv[]) {
                         }
                         limits.body_timeout_usec = v * 1000000ULL;
                         break;
+                case ARG_STREAM_QUEUE:
+                        if (parse_size(optarg, &v) < 0 || v < 64U * 1024U || v > 1024ULL * 1024U * 1024U) {
+                                log_error("--stream-queue: '%s' is not a size from 64K to 1G.", optarg);
+                                return EXIT_FAILURE;
+                        }
+                        limits.stream_queue = v;
+                        break;
+                case ARG_TICKET_TTL:
+                        if (safe_atou64(optarg, &v) < 0 || v == 0 || v > 3600) {
+                                log_error(
+                                        "--ticket-ttl: '%s' is not a number of seconds from 1 to 3600.",
+                                        optarg);
+                                return EXIT_FAILURE;
+                        }
+                        limits.ticket_ttl_usec = v * 1000000ULL;
+                        break;
                 default:
                         return EXIT_FAILURE;
                 }
@@ -305,7 +328,9 @@ int main(int argc, char *argv[]) {
         if (r >= 0)
                 r = user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus);
         if (r >= 0)
-                r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
+                /* Above HTTP: a GET answered from the property cache comes after every signal that had
+                 * arrived with it (httpd/cache.c). */
+                r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL - 1);
         if (r < 0) {
                 log_error_errno(r, "Failed to connect to the %s bus: %m", user ? "user" : "system");
                 return EXIT_FAILURE;

@@ -10,6 +10,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "hashmap.h"
 #include "mhd-event.h"
 #include "tokens.h"
 
@@ -29,6 +30,8 @@ typedef struct ServerLimits {
         uint64_t max_body_memory;            /* --max-body-memory: bytes of bodies across connections */
         uint64_t body_timeout_usec;          /* --body-timeout: from the headers to the body's last byte */
         unsigned max_sessions_per_token;     /* --max-sessions-per-token: live sessions a token created */
+        uint64_t stream_queue;               /* --stream-queue: bytes waiting for one stream client */
+        uint64_t ticket_ttl_usec;            /* --ticket-ttl: how long a stream ticket is good for */
 } ServerLimits;
 
 #define SERVER_LIMITS_DEFAULT                                          \
@@ -36,7 +39,15 @@ typedef struct ServerLimits {
                          .max_connections_per_client = 256U,           \
                          .max_body_memory = 64ULL * 1024ULL * 1024ULL, \
                          .body_timeout_usec = 30ULL * 1000000ULL,      \
-                         .max_sessions_per_token = 16U })
+                         .max_sessions_per_token = 16U,                \
+                         .stream_queue = 8ULL * 1024ULL * 1024ULL,     \
+                         .ticket_ttl_usec = 30ULL * 1000000ULL })
+
+/* Stream tickets waiting to be used, at most, in all and per token. */
+#define TICKETS_MAX 4096U
+#define TICKETS_MAX_PER_TOKEN 64U
+/* The WebSocket subprotocol a browser offers beside bearer.TOKEN, and the one echoed. */
+#define WS_PROTOCOL "ccdocker.v1"
 
 /* Calls that wait on systemd or podman (CreateSession, SpawnChild, Stop). */
 #define SLOW_CALL_USEC (120ULL * 1000000ULL)
@@ -45,6 +56,9 @@ typedef struct Server Server;
 typedef struct Request Request;
 typedef struct Metrics Metrics;
 typedef struct ParentCache ParentCache;
+typedef struct SessionCache SessionCache;
+typedef struct Tickets Tickets;
+typedef struct Feed Feed;
 
 typedef void (*request_handler_t)(Request *req);
 
@@ -68,6 +82,9 @@ struct Server {
         MhdEvent mhd_event;
         TokenStore *tokens;
         ParentCache *parents;
+        SessionCache *sessions; /* GET's answers (cache.c) */
+        Hashmap *feeds;         /* Feed by session id: one Attach per watched session (fanout.c) */
+        Tickets *tickets;       /* stream tickets (tickets.c) */
         Metrics *metrics;
         struct Stream *streams; /* live WebSocket and SSE streams, to close at exit */
         Request *waiting;       /* suspended requests, waiting for the daemon */
@@ -107,6 +124,9 @@ struct Request {
         int attach_fd;
         uint64_t since;
         bool websocket, streaming;
+        const char *ws_protocol; /* the subprotocol to echo (static text), or NULL */
+        Feed *feed;              /* the feed it waits for while that attaches */
+        Request *feed_next;      /* in Feed.waiting */
 };
 
 /* server.c */
@@ -156,10 +176,55 @@ int body_to_spawn_options(json_t *body, sd_bus_message *m, char *ret_message, si
 int body_prompt(json_t *body, const char **ret_prompt, char *ret_message, size_t size);
 
 /* stream.c */
+/* The token of a bearer.TOKEN entry in a Sec-WebSocket-Protocol list, copied to ret; NULL if none. */
+const char *websocket_protocol_bearer(const char *value, char *ret, size_t size);
 /* GET .../stream once the session is known to be in scope: WebSocket or SSE. */
 void stream_start(Request *req);
 void stream_free(struct Stream *st);
 unsigned stream_count(Server *s, bool websocket);
+
+/* routes.c: sets the keys of o for the properties in the a{sv} at m. */
+int session_json_update(sd_bus_message *m, json_t *o);
+
+/* cache.c: the sessions' properties, kept by the daemon's signals. */
+int session_cache_new(sd_bus *bus, SessionCache **ret);
+SessionCache *session_cache_free(SessionCache *c);
+/* The cached object (borrowed), or NULL. */
+json_t *session_cache_get(SessionCache *c, const char *id);
+/* Puts (replaces) the object of a GetAll reply; takes a reference of its own. */
+int session_cache_put(SessionCache *c, const char *id, json_t *session);
+void session_cache_stats(SessionCache *c, uint64_t *ret_hits, uint64_t *ret_misses, size_t *ret_size);
+
+/* fanout.c: one Attach per watched session, its lines handed to every stream of the session. */
+/* A stream request (scope checked, handshake valid): joins the session's feed, attaching it first if
+ * there is none; calls stream_attached() or replies with the error. */
+void feed_request(Request *req);
+/* The request went away while it waited for its feed. */
+void feed_forget_request(Request *req);
+/* Subscribes st (its own last seq in stream_last_seq()); st catches up by itself when the feed is ahead. */
+int feed_add(Feed *f, struct Stream *st);
+void feed_remove(Feed *f, struct Stream *st);
+uint64_t feed_last_seq(Feed *f);
+bool feed_ended(Feed *f);
+unsigned feed_count(Server *s);
+void feeds_free(Server *s);
+
+/* stream.c, for fanout.c */
+/* The feed has the fd: build the stream for req and answer it (101 or the SSE response). */
+void stream_attached(Request *req, Feed *f);
+/* One Attach line (NUL-terminated at len) for st; < 0 if st was freed. */
+int stream_line(struct Stream *st, uint64_t seq, const char *line, size_t len);
+/* After a batch of lines: send what is queued; < 0 if st was freed. */
+int stream_flush(struct Stream *st);
+/* The session ended (or the feed failed): st ends once it has everything. May free st. */
+void stream_feed_ended(struct Stream *st, const char *reason);
+
+/* tickets.c: single-use stream tickets (POST /api/v1/stream-tickets). */
+int tickets_new(Tickets **ret);
+Tickets *tickets_free(Tickets *t);
+/* The token id of a ticket, which is used up: -ENOENT for an unknown, used or expired one. */
+int tickets_take(Server *s, const char *ticket, int64_t *ret_token_id);
+void route_stream_ticket(Request *req);
 
 /* metrics.c */
 int metrics_new(Metrics **ret);

@@ -211,6 +211,23 @@ char *metrics_render(Server *s, sd_bus_message *sessions) {
                 "ccdocker_httpd_events_sent_total{transport=\"sse\"} %" PRIu64 "\n",
                 m->events_ws,
                 m->events_sse);
+        uint64_t hits, misses;
+        size_t cached;
+        session_cache_stats(s->sessions, &hits, &misses, &cached);
+        fprintf(f,
+                "# HELP ccdocker_httpd_session_feeds Sessions followed now, each through one Session.Attach.\n"
+                "# TYPE ccdocker_httpd_session_feeds gauge\nccdocker_httpd_session_feeds %u\n"
+                "# HELP ccdocker_httpd_session_cache_entries Sessions whose properties are cached.\n"
+                "# TYPE ccdocker_httpd_session_cache_entries gauge\nccdocker_httpd_session_cache_entries %zu\n"
+                "# HELP ccdocker_httpd_session_cache_total GET /api/v1/sessions/{id} answered from the cache "
+                "(hit) or by GetAll (miss).\n"
+                "# TYPE ccdocker_httpd_session_cache_total counter\n"
+                "ccdocker_httpd_session_cache_total{result=\"hit\"} %" PRIu64 "\n"
+                "ccdocker_httpd_session_cache_total{result=\"miss\"} %" PRIu64 "\n",
+                feed_count(s),
+                cached,
+                hits,
+                misses);
         fprintf(f,
                 "# HELP ccdocker_httpd_spawns_total Child sessions spawned through POST /api/v1/sessions/{id}/spawn.\n"
                 "# TYPE ccdocker_httpd_spawns_total counter\nccdocker_httpd_spawns_total %" PRIu64 "\n",

@@ -123,15 +123,10 @@ static const struct {
         { "BudgetExhaustedReason", "budget_exhausted", 's' },
 };
 
-static int session_json(sd_bus_message *m, json_t **ret) {
-        _cleanup_(json_decrefp) json_t *o = json_object();
+/* Sets the keys of o for the properties in the a{sv} at m (GetAll's reply, PropertiesChanged's changes);
+ * leaves the others as they are. */
+int session_json_update(sd_bus_message *m, json_t *o) {
         int r;
-
-        if (!o)
-                return -ENOMEM;
-        for (size_t i = 0; i < ELEMENTSOF(session_keys); i++)
-                if (json_object_set_new(o, session_keys[i].key, json_null()) < 0)
-                        return -ENOMEM;
 
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
         if (r < 0)
@@ -210,7 +205,19 @@ static int session_json(sd_bus_message *m, json_t **ret) {
                 if (r < 0)
                         return r;
         }
-        r = sd_bus_message_exit_container(m);
+        return sd_bus_message_exit_container(m);
+}
+
+static int session_json(sd_bus_message *m, json_t **ret) {
+        _cleanup_(json_decrefp) json_t *o = json_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(session_keys); i++)
+                if (json_object_set_new(o, session_keys[i].key, json_null()) < 0)
+                        return -ENOMEM;
+        r = session_json_update(m, o);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(o);
@@ -229,6 +236,8 @@ static int on_get_all(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
                 reply_bad_reply(req, r);
                 return 0;
         }
+        /* The newest state: whatever the cache held was sent before this reply. */
+        (void) session_cache_put(req->server->sessions, req->id, o);
         /* POST /sessions and .../spawn answer 201 with the new session. */
         request_reply_json(req, req->status ?: 200, o);
         return 0;
@@ -236,6 +245,17 @@ static int on_get_all(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 
 static void get_session(Request *req) {
         call(req, NULL, "org.freedesktop.DBus.Properties", "GetAll", on_get_all, 0, "s", SESSION_INTERFACE);
+}
+
+/* GET: from the property cache (httpd/cache.c) when it holds the session, else GetAll, which fills it. */
+static void get_session_cached(Request *req) {
+        json_t *o = session_cache_get(req->server->sessions, req->id);
+
+        if (!o) {
+                get_session(req);
+                return;
+        }
+        request_reply_json(req, 200, json_incref(o));
 }
 
 /* ---- the list (ListSessions) ---- */
@@ -484,7 +504,7 @@ static void route_spawn(Request *req) {
 /* ---- one session ---- */
 
 static void route_get(Request *req) {
-        request_check_scope(req, get_session);
+        request_check_scope(req, get_session_cached);
 }
 
 static void get_stopped_session(Request *req);
@@ -920,7 +940,7 @@ static const char *const args_list[] = { "state", "parent", NULL };
 static const char *const args_delete[] = { "force", NULL };
 static const char *const args_output[] = { "since", "limit", NULL };
 static const char *const args_result[] = { "wait", "timeout", NULL };
-static const char *const args_stream[] = { "since", NULL };
+static const char *const args_stream[] = { "since", "ticket", NULL };
 static const char *const args_questions[] = { "all", NULL };
 
 const Route routes[] = {
@@ -940,6 +960,7 @@ const Route routes[] = {
         { "GET", "/api/v1/sessions/{id}/questions", route_questions, false, false, args_questions },
         { "GET", "/api/v1/questions", route_all_questions, false, false, args_questions },
         { "POST", "/api/v1/sessions/{id}/questions/{id}/answer", route_answer, false, true, NULL },
+        { "POST", "/api/v1/stream-tickets", route_stream_ticket, false, false, NULL },
 };
 
 const size_t n_routes = ELEMENTSOF(routes);

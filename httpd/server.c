@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -31,6 +32,7 @@ static void request_free(Request *req) {
                 return;
         req->server->body_memory -= req->body_reserved;
         sd_bus_slot_unref(req->slot);
+        feed_forget_request(req);
         sd_event_source_disable_unref(req->timer);
         sd_event_source_disable_unref(req->body_deadline);
         stream_free(req->stream);
@@ -258,10 +260,26 @@ static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char 
         return MHD_NO;
 }
 
-/* Authorization: Bearer TOKEN; -ENOENT if absent or unknown. */
+static bool route_is_stream(int route) {
+        return route >= 0 && endswith(routes[route].pattern, "/stream");
+}
+
+/* Authorization: Bearer TOKEN; on the stream route also a browser's ways (docs/api.md, "Streams from a
+ * browser"): Sec-WebSocket-Protocol: bearer.TOKEN, or ?ticket= from POST /api/v1/stream-tickets, used up
+ * here. -ENOENT if absent or unknown. */
 static int request_authenticate(Request *req) {
         const char *h = request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), *token;
+        char buf[128];
 
+        if (!h && route_is_stream(req->route)) {
+                const char *protocols = request_header(req, "Sec-WebSocket-Protocol"), *ticket;
+
+                if (protocols && websocket_protocol_bearer(protocols, buf, sizeof buf))
+                        return token_store_lookup(req->server->tokens, buf, &req->token_id);
+                ticket = request_arg(req, "ticket");
+                if (ticket)
+                        return tickets_take(req->server, ticket, &req->token_id);
+        }
         if (!h)
                 return -ENOENT;
         token = startswith(h, "Bearer ");
@@ -271,12 +289,49 @@ static int request_authenticate(Request *req) {
         return token_store_lookup(req->server->tokens, token, &req->token_id);
 }
 
+typedef struct QueryToken {
+        const char *name;
+} QueryToken;
+
+static enum MHD_Result find_query_token(
+        void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        static const char *const names[] = { "token", "access_token", "bearer", "authorization", NULL };
+        QueryToken *q = cls;
+
+        for (const char *const *n = names; *n; n++)
+                if (strcasecmp(key, *n) == 0) {
+                        q->name = key;
+                        return MHD_NO;
+                }
+        if ((value && startswith(value, TOKEN_PREFIX)) || startswith(key, TOKEN_PREFIX)) {
+                q->name = key;
+                return MHD_NO;
+        }
+        return MHD_YES;
+}
+
 /* On the headers alone: the route, the token, the query arguments. Sets the reply if the request is
  * refused. */
 static void request_admit(Request *req) {
         const Route *route;
         bool other_method;
+        QueryToken query = {};
         int r;
+
+        /* URLs are logged (here, by proxies, in browser histories): a token in one is refused outright. */
+        (void) MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, find_query_token, &query);
+        if (query.name) {
+                metrics_refusal(req->server->metrics, "token_in_query");
+                request_reply_error(
+                        req,
+                        400,
+                        "token_in_query",
+                        "a token in the URL (query argument '%.32s') is refused: URLs are logged. Send it as "
+                        "Authorization: Bearer, as the WebSocket subprotocol bearer.TOKEN beside " WS_PROTOCOL
+                        ", or get a stream ticket from POST /api/v1/stream-tickets; consider the token exposed",
+                        query.name);
+                return;
+        }
 
         r = find_route(req->method, req->path, &req->id, &other_method);
         if (r == -ENOMEM) {
@@ -584,6 +639,12 @@ Server *server_free(Server *s) {
         if (s->mhd)
                 MHD_stop_daemon(s->mhd);
         parent_cache_free(s->parents);
+        if (s->feeds) {
+                feeds_free(s);
+                hashmap_free(s->feeds);
+        }
+        session_cache_free(s->sessions);
+        tickets_free(s->tickets);
         metrics_free(s->metrics);
         sd_bus_unref(s->bus);
         sd_event_unref(s->event);
@@ -614,6 +675,12 @@ int server_new(
         r = parent_cache_new(&s->parents);
         if (r >= 0)
                 r = metrics_new(&s->metrics);
+        if (r >= 0)
+                r = session_cache_new(bus, &s->sessions);
+        if (r >= 0)
+                r = tickets_new(&s->tickets);
+        if (r >= 0)
+                r = (s->feeds = hashmap_new()) ? 0 : -ENOMEM;
         if (r < 0)
                 return r;
 

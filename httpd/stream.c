@@ -1,18 +1,23 @@
 /* GET /api/v1/sessions/{id}/stream: a session's events, live, as WebSocket text frames (wslay on the
  * socket libmicrohttpd hands over after the 101) or as Server-Sent Events for clients that accept
- * text/event-stream. Both read the daemon's Session.Attach fd, JSON lines of {"seq","time","data"}, and
- * send each line as it is, one event per frame. ?since=SEQ (or SSE's Last-Event-ID) starts after SEQ, and
- * seq never goes backwards on a stream, so a client that reconnects with the last seq it saw loses
- * nothing and gets nothing twice. When the daemon drops our fd early (it never waits for a reader) while
- * the session is live, the stream attaches again after the last seq; when the session ends, the stream
- * ends (WebSocket close 1000, SSE "event: end"). A client that does not read is dropped once
- * STREAM_MAX_QUEUE bytes wait for it, so it costs a bounded buffer here and nothing in the daemon.
- * WebSocket clients are pinged every PING_INTERVAL and dropped after PING_TIMEOUT of silence; SSE streams
- * get a comment line as often, which is how a client that went away is noticed. */
+ * text/event-stream. Every stream of a session takes its lines from the session's one Feed (fanout.c, one
+ * Session.Attach) and sends each line as it is, one event per frame. ?since=SEQ (or SSE's Last-Event-ID)
+ * starts after SEQ, and seq never goes backwards on a stream, so a client that reconnects with the last seq
+ * it saw loses nothing and gets nothing twice: a stream whose since is behind its feed first catches up
+ * from GetOutput, a page at a time as its client reads, and takes the feed's lines once it has reached
+ * them. When the session ends, the stream ends (WebSocket close 1000, SSE "event: end"). Each stream
+ * queues at most --stream-queue bytes for its client; a client that does not read that fast is dropped
+ * (WebSocket close 1008 with "reconnect with since", SSE "event: end" with reason "too slow"), so it costs
+ * a bounded buffer here and nothing to the other clients or the daemon. WebSocket clients are pinged every
+ * PING_INTERVAL and dropped after PING_TIMEOUT of silence; SSE streams get a comment line as often, which
+ * is how a client that went away is noticed. The WebSocket handshake echoes the subprotocol WS_PROTOCOL
+ * when offered, never the bearer.TOKEN offered beside it (server.c authenticates with that). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
 #include <stdio.h>
@@ -27,17 +32,13 @@
 #include "log.h"
 #include "util.h"
 
-#define STREAM_MAX_QUEUE (8U * 1024U * 1024U)
-/* An Attach line carries one event of up to 8 MiB with its escaping and wrapper. */
-#define LINE_MAX_BYTES (64U * 1024U * 1024U)
+/* GetOutput pages of a stream that catches up; the next is asked for when less than half the queue waits. */
+#define CATCHUP_PAGE 500U
 #define PING_INTERVAL_USEC (20ULL * 1000000ULL)
 #define PING_TIMEOUT_USEC (50ULL * 1000000ULL)
 #define CLOSE_TIMEOUT_USEC (5ULL * 1000000ULL)
-/* Attach again at once after an fd that brought events; after one that brought none, wait this long, and
- * give up after this many in a row (the session's State is late to say it ended). */
-#define REATTACH_DELAY_USEC (100ULL * 1000ULL)
-#define REATTACH_TRIES 50U
-#define READ_CHUNK 65536U
+/* A dropped slow client has this long to read what it has and the close frame. */
+#define SLOW_CLOSE_TIMEOUT_USEC (30ULL * 1000000ULL)
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -48,16 +49,14 @@ typedef struct Stream {
         char *id;
         bool websocket;
 
-        /* The Attach fd and the line being read from it. */
-        int fd;
-        sd_event_source *attach_io;
-        char *line;
-        size_t line_len, line_cap;
-        uint64_t last_seq;
-        bool got_event;
-        unsigned empty_tries;
-        sd_bus_slot *slot;
-        sd_event_source *retry_timer;
+        /* The session's feed, and where this stream is in it. */
+        Feed *feed;
+        uint64_t last_seq; /* the last seq queued for the client */
+        bool live;         /* the client is there (upgraded, or the SSE response is out) */
+        bool catching_up;  /* behind the feed: reading GetOutput pages */
+        bool page_wanted;  /* the next page waits for the client to read */
+        sd_bus_slot *page_slot;
+        const char *end_reason; /* the feed ended: end once caught up */
         bool ended;
 
         sd_event_source *ping_timer;
@@ -80,10 +79,11 @@ typedef struct Stream {
         bool done, failed;
 } Stream;
 
-static void stream_attach(Stream *st);
 static void ws_close(Stream *st);
 static int ws_update(Stream *st);
 static void sse_wake(Stream *st);
+static int stream_end(Stream *st, const char *reason);
+static int catchup_next(Stream *st);
 
 unsigned stream_count(Server *s, bool websocket) {
         unsigned n = 0;
@@ -116,18 +116,21 @@ static void stream_unlink(Stream *st) {
         st->linked = false;
 }
 
-static void stream_close_attach(Stream *st) {
-        st->attach_io = sd_event_source_disable_unref(st->attach_io);
-        st->fd = safe_close(st->fd);
+static void stream_leave_feed(Stream *st) {
+        Feed *f = st->feed;
+
+        st->feed = NULL;
+        st->page_slot = sd_bus_slot_unref(st->page_slot);
+        st->page_wanted = false;
+        if (f)
+                feed_remove(f, st);
 }
 
 void stream_free(Stream *st) {
         if (!st)
                 return;
         stream_unlink(st);
-        stream_close_attach(st);
-        sd_bus_slot_unref(st->slot);
-        sd_event_source_disable_unref(st->retry_timer);
+        stream_leave_feed(st);
         sd_event_source_disable_unref(st->ping_timer);
         sd_event_source_disable_unref(st->sock_io);
         sd_event_source_disable_unref(st->close_timer);
@@ -138,18 +141,33 @@ void stream_free(Stream *st) {
                 server_kick(st->server);
         }
         free(st->extra);
-        free(st->line);
         free(st->out);
         free(st->id);
         free(st);
 }
 
+/* Bytes queued for the client. */
+static size_t stream_queued(Stream *st) {
+        if (st->websocket)
+                return st->ctx ? wslay_event_get_queued_msg_length(st->ctx) : 0;
+        return st->out_end - st->out_start;
+}
+
+/* The client read: a stream that catches up asks for its next page once half its queue is free. */
+static void stream_drained(Stream *st) {
+        /* On failure, tried again when the client reads more. */
+        if (st->page_wanted && stream_queued(st) < st->server->limits.stream_queue / 2)
+                st->page_wanted = catchup_next(st) < 0;
+}
+
 /* ---- SSE ---- */
 
-static int sse_append(Stream *st, const char *a, size_t a_len, const char *b, size_t b_len, const char *c) {
+/* force: beyond the queue's bound (the last words of a dropped stream). */
+static int sse_append_full(
+        Stream *st, const char *a, size_t a_len, const char *b, size_t b_len, const char *c, bool force) {
         size_t c_len = strlen(c), need = a_len + b_len + c_len;
 
-        if (st->out_end - st->out_start + need > STREAM_MAX_QUEUE)
+        if (!force && st->out_end - st->out_start + need > st->server->limits.stream_queue)
                 return -ENOBUFS;
         if (st->out_start > 0 && st->out_end + need > st->out_cap) {
                 memmove(st->out, st->out + st->out_start, st->out_end - st->out_start);
@@ -175,6 +193,10 @@ static int sse_append(Stream *st, const char *a, size_t a_len, const char *b, si
         return 0;
 }
 
+static int sse_append(Stream *st, const char *a, size_t a_len, const char *b, size_t b_len, const char *c) {
+        return sse_append_full(st, a, a_len, b, b_len, c, false);
+}
+
 static void sse_wake(Stream *st) {
         if (!st->suspended)
                 return;
@@ -185,7 +207,7 @@ static void sse_wake(Stream *st) {
 
 static void sse_fail(Stream *st) {
         st->done = st->failed = true;
-        stream_close_attach(st);
+        stream_leave_feed(st);
         sse_wake(st);
 }
 
@@ -202,6 +224,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 st->out_start += n;
                 if (st->out_start == st->out_end)
                         st->out_start = st->out_end = 0;
+                stream_drained(st);
                 return (ssize_t) n;
         }
         if (st->done)
@@ -282,6 +305,7 @@ static int ws_update(Stream *st) {
                 ws_close(st);
                 return -ECONNRESET;
         }
+        stream_drained(st);
         if (wslay_event_want_read(st->ctx))
                 events |= EPOLLIN;
         if (wslay_event_want_write(st->ctx))
@@ -328,20 +352,70 @@ static void stream_drop(Stream *st, const char *why) {
                 sse_fail(st);
 }
 
-/* One line of the Attach stream: {"seq":N,...}. Returns < 0 if the stream was freed. */
-static int stream_event(Stream *st, const char *line, size_t len) {
-        const char *p = startswith(line, "{\"seq\":");
+/* The client does not read as fast as the session writes: it leaves the feed, and its stream ends with
+ * what is queued, then a WebSocket close 1008 (sent ahead of the queued frames it will never get) or an SSE
+ * end event naming the reason. The client reconnects with the last seq it got. Returns < 0 if freed. */
+static int stream_drop_slow(Stream *st) {
+        static const char reason[] = "too slow: reconnect with since=<the last seq you got>";
+
+        log_notice(
+                "session %s: dropping a %s client after seq %" PRIu64 ": more than %" PRIu64
+                " bytes wait for it.",
+                st->id,
+                st->websocket ? "WebSocket" : "SSE",
+                st->last_seq,
+                st->server->limits.stream_queue);
+        metrics_refusal(st->server->metrics, "slow_client");
+        st->ended = true;
+        stream_leave_feed(st);
+        if (st->websocket) {
+                if (wslay_event_queue_close(st->ctx, 1008, (const uint8_t *) reason, strlen(reason)) != 0 ||
+                    sd_event_add_time_relative(
+                            st->server->event,
+                            &st->close_timer,
+                            CLOCK_MONOTONIC,
+                            SLOW_CLOSE_TIMEOUT_USEC,
+                            0,
+                            on_close_timeout,
+                            st) < 0) {
+                        ws_close(st);
+                        return -ENOBUFS;
+                }
+                return 0;
+        }
+        _cleanup_free_ char *data = NULL;
+        if (asprintf(
+                    &data,
+                    "event: end\ndata: {\"reason\":\"too slow\",\"last_seq\":%" PRIu64 "}\n\n",
+                    st->last_seq) < 0 ||
+            sse_append_full(st, data, strlen(data), "", 0, "", true) < 0) {
+                sse_fail(st);
+                return -ENOMEM;
+        }
+        st->done = true;
+        sse_wake(st);
+        return 0;
+}
+
+/* One event for the client, queued within the bound. Returns < 0 if the stream was freed or dropped. */
+static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len) {
         char seqbuf[32];
-        uint64_t seq;
         int r;
 
-        if (!p)
+        if (st->ended || seq <= st->last_seq)
                 return 0;
-        seq = strtoull(p, NULL, 10);
-        if (seq <= st->last_seq)
-                return 0; /* already sent: a replay after attaching again */
+        /* What the client's socket takes does not count: send before judging. */
+        if (st->websocket && stream_queued(st) + len > st->server->limits.stream_queue &&
+            wslay_event_want_write(st->ctx) && wslay_event_send(st->ctx) < 0) {
+                ws_close(st);
+                return -ECONNRESET;
+        }
+        /* An event larger than the queue still goes to a client that has read everything. */
+        if (stream_queued(st) > 0 && stream_queued(st) + len > st->server->limits.stream_queue) {
+                (void) stream_drop_slow(st);
+                return -ENOBUFS;
+        }
         st->last_seq = seq;
-        st->got_event = true;
 
         if (st->websocket) {
                 struct wslay_event_msg msg = {
@@ -350,10 +424,6 @@ static int stream_event(Stream *st, const char *line, size_t len) {
                         .msg_length = len,
                 };
 
-                if (wslay_event_get_queued_msg_length(st->ctx) + len > STREAM_MAX_QUEUE) {
-                        stream_drop(st, "it does not read");
-                        return -ENOBUFS;
-                }
                 if (wslay_event_queue_msg(st->ctx, &msg) != 0) {
                         ws_close(st);
                         return -EIO;
@@ -365,20 +435,36 @@ static int stream_event(Stream *st, const char *line, size_t len) {
         snprintf(seqbuf, sizeof seqbuf, "id: %" PRIu64 "\ndata: ", seq);
         r = sse_append(st, seqbuf, strlen(seqbuf), line, len, "\n\n");
         if (r < 0) {
-                stream_drop(st, r == -ENOBUFS ? "it does not read" : "out of memory");
+                stream_drop(st, "out of memory");
                 return r;
         }
         metrics_event_sent(st->server->metrics, false);
         return 0;
 }
 
-static void stream_end(Stream *st, const char *reason) {
+int stream_line(Stream *st, uint64_t seq, const char *line, size_t len) {
+        /* Until it is live or while it catches up, the stream takes its events from elsewhere. */
+        if (!st->live || st->catching_up)
+                return 0;
+        return stream_event(st, seq, line, len);
+}
+
+int stream_flush(Stream *st) {
+        if (!st->live)
+                return 0;
+        if (st->websocket)
+                return ws_update(st);
+        sse_wake(st);
+        return 0;
+}
+
+static int stream_end(Stream *st, const char *reason) {
         st->ended = true;
-        stream_close_attach(st);
+        stream_leave_feed(st);
         if (st->websocket) {
                 if (wslay_event_queue_close(st->ctx, 1000, (const uint8_t *) reason, strlen(reason)) != 0) {
                         ws_close(st);
-                        return;
+                        return -ECONNRESET;
                 }
                 (void) sd_event_add_time_relative(
                         st->server->event,
@@ -388,8 +474,7 @@ static void stream_end(Stream *st, const char *reason) {
                         0,
                         on_close_timeout,
                         st);
-                (void) ws_update(st);
-                return;
+                return ws_update(st);
         }
         _cleanup_free_ char *data = NULL;
         if (asprintf(
@@ -397,186 +482,131 @@ static void stream_end(Stream *st, const char *reason) {
                     "event: end\ndata: {\"reason\":\"%s\",\"last_seq\":%" PRIu64 "}\n\n",
                     reason,
                     st->last_seq) < 0 ||
-            sse_append(st, data, strlen(data), "", 0, "") < 0) {
+            sse_append_full(st, data, strlen(data), "", 0, "", true) < 0) {
                 sse_fail(st);
-                return;
+                return 0;
         }
         st->done = true;
         sse_wake(st);
-}
-
-static int on_retry(sd_event_source *source, uint64_t usec, void *userdata) {
-        Stream *st = userdata;
-
-        st->retry_timer = sd_event_source_disable_unref(st->retry_timer);
-        stream_attach(st);
         return 0;
 }
 
-static int on_state(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Stream *st = userdata;
-        const char *state = NULL;
-
-        st->slot = sd_bus_slot_unref(st->slot);
-        if (sd_bus_message_is_method_error(m, NULL) || sd_bus_message_read(m, "v", "s", &state) < 0) {
-                stream_end(st, "session gone");
-                return 0;
-        }
-        if (streq(state, "stopped") || streq(state, "failed")) {
-                stream_end(st, "session ended");
-                return 0;
-        }
-        if (st->got_event) {
-                st->empty_tries = 0;
-                stream_attach(st);
-                return 0;
-        }
-        if (++st->empty_tries > REATTACH_TRIES) {
-                stream_end(st, "session ended");
-                return 0;
-        }
-        if (sd_event_add_time_relative(
-                    st->server->event,
-                    &st->retry_timer,
-                    CLOCK_MONOTONIC,
-                    REATTACH_DELAY_USEC,
-                    0,
-                    on_retry,
-                    st) < 0)
-                stream_end(st, "internal error");
-        return 0;
+void stream_feed_ended(Stream *st, const char *reason) {
+        st->end_reason = reason;
+        if (st->live && !st->catching_up && !st->ended)
+                (void) stream_end(st, reason);
 }
 
-/* The Attach fd ended: the session ended, or the daemon dropped us. */
-static void stream_attach_eof(Stream *st) {
-        _cleanup_free_ char *path = NULL;
+/* Caught up (or the store has nothing more): the feed's lines from here on, or the end. */
+static void stream_joined(Stream *st) {
+        st->catching_up = false;
+        if (st->end_reason && !st->ended)
+                (void) stream_end(st, st->end_reason);
+}
+
+static int on_page(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Stream *st = userdata;
+        uint64_t seq, time;
+        const char *data;
+        unsigned n = 0;
         int r;
 
-        stream_close_attach(st);
-        r = sd_bus_path_encode(SESSION_PATH_PREFIX, st->id, &path);
-        if (r >= 0)
-                r = sd_bus_call_method_async(
-                        st->server->bus,
-                        &st->slot,
-                        BUS_NAME,
-                        path,
-                        "org.freedesktop.DBus.Properties",
-                        "Get",
-                        on_state,
-                        st,
-                        "ss",
-                        SESSION_INTERFACE,
-                        "State");
-        if (r < 0)
-                stream_end(st, "internal error");
-}
+        st->page_slot = sd_bus_slot_unref(st->page_slot);
+        if (sd_bus_message_is_method_error(m, NULL)) {
+                if (st->end_reason)
+                        (void) stream_end(st, st->end_reason);
+                else
+                        stream_drop(st, "its session's events cannot be read");
+                return 0;
+        }
+        r = sd_bus_message_enter_container(m, 'a', "(tts)");
+        while (r >= 0 && (r = sd_bus_message_read(m, "(tts)", &seq, &time, &data)) > 0) {
+                _cleanup_free_ char *line = NULL;
+                int k;
 
-static int on_attach_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        Stream *st = userdata;
-
-        for (unsigned round = 0; round < 16; round++) {
-                ssize_t k;
-                size_t scanned;
-
-                if (st->line_cap - st->line_len < READ_CHUNK) {
-                        size_t cap = st->line_cap ? st->line_cap * 2 : 2 * READ_CHUNK;
-                        char *p;
-
-                        if (cap > LINE_MAX_BYTES + READ_CHUNK) {
-                                stream_drop(st, "an event line is too long");
-                                return 0;
-                        }
-                        p = realloc(st->line, cap);
-                        if (!p) {
-                                stream_drop(st, "out of memory");
-                                return 0;
-                        }
-                        st->line = p;
-                        st->line_cap = cap;
-                }
-                k = read(st->fd, st->line + st->line_len, st->line_cap - st->line_len);
-                if (k < 0 && errno == EINTR)
+                n++;
+                if (seq <= st->last_seq)
                         continue;
-                if (k < 0 && errno == EAGAIN)
-                        break;
-                if (k <= 0) {
-                        stream_attach_eof(st);
+                /* The line as Attach writes it (daemon/events-subscribers.c: line_prefix). */
+                k = asprintf(
+                        &line, "{\"seq\":%" PRIu64 ",\"time\":%" PRIu64 ",\"data\":%s}", seq, time, data);
+                if (k < 0) {
+                        stream_drop(st, "out of memory");
                         return 0;
                 }
-
-                scanned = st->line_len;
-                st->line_len += (size_t) k;
-                size_t start = 0;
-                for (char *nl; (nl = memchr(st->line + scanned, '\n', st->line_len - scanned));) {
-                        size_t end = (size_t) (nl - st->line);
-
-                        *nl = '\0';
-                        if (stream_event(st, st->line + start, end - start) < 0)
-                                return 0;
-                        start = scanned = end + 1;
-                }
-                if (start > 0) {
-                        memmove(st->line, st->line + start, st->line_len - start);
-                        st->line_len -= start;
-                }
-                if ((size_t) k < READ_CHUNK)
-                        break;
+                if (stream_event(st, seq, line, (size_t) k) < 0)
+                        return 0; /* dropped */
         }
-
-        if (st->websocket)
-                (void) ws_update(st);
-        else
-                sse_wake(st);
+        if (r < 0) {
+                stream_drop(st, "ccdockerd sent an unexpected reply");
+                return 0;
+        }
+        if (stream_flush(st) < 0)
+                return 0;
+        if (st->ended)
+                return 0;
+        /* Joined when it has what the feed has handed out. An empty page below the feed would mean the
+         * store lost events: the stream joins and the gap is the store's. */
+        if (n == 0 || !st->feed || st->last_seq >= feed_last_seq(st->feed)) {
+                if (n > 0 && st->feed && !feed_ended(st->feed) && st->last_seq < feed_last_seq(st->feed))
+                        log_warning(
+                                "session %s: the store has nothing after seq %" PRIu64 ", the stream "
+                                "had %" PRIu64,
+                                st->id,
+                                st->last_seq,
+                                feed_last_seq(st->feed));
+                if (n == 0 || !st->end_reason) {
+                        stream_joined(st);
+                        return 0;
+                }
+        }
+        if (stream_queued(st) >= st->server->limits.stream_queue / 2)
+                st->page_wanted = true;
+        else if (catchup_next(st) < 0)
+                stream_drop(st, "its session's events cannot be read");
         return 0;
 }
 
-static int stream_watch_attach(Stream *st) {
-        int r;
-
-        r = sd_event_add_io(st->server->event, &st->attach_io, st->fd, EPOLLIN, on_attach_io, st);
-        if (r < 0)
-                return r;
-        return sd_event_source_set_priority(st->attach_io, SD_EVENT_PRIORITY_NORMAL + 1);
-}
-
-static int on_reattached(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Stream *st = userdata;
-        int fd, r;
-
-        st->slot = sd_bus_slot_unref(st->slot);
-        if (sd_bus_message_is_method_error(m, NULL) || sd_bus_message_read(m, "h", &fd) < 0) {
-                stream_end(st, "session gone");
-                return 0;
-        }
-        st->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (st->fd < 0 || fcntl(st->fd, F_SETFL, O_NONBLOCK) < 0 || (r = stream_watch_attach(st)) < 0) {
-                stream_end(st, "internal error");
-                return 0;
-        }
-        st->got_event = false;
-        return 0;
-}
-
-static void stream_attach(Stream *st) {
+/* Asks for the next page; < 0 if it cannot (nothing freed). */
+static int catchup_next(Stream *st) {
         _cleanup_free_ char *path = NULL;
         int r;
 
-        st->line_len = 0;
         r = sd_bus_path_encode(SESSION_PATH_PREFIX, st->id, &path);
         if (r >= 0)
                 r = sd_bus_call_method_async(
                         st->server->bus,
-                        &st->slot,
+                        &st->page_slot,
                         BUS_NAME,
                         path,
                         SESSION_INTERFACE,
-                        "Attach",
-                        on_reattached,
+                        "GetOutput",
+                        on_page,
                         st,
-                        "t",
-                        st->last_seq);
+                        "tu",
+                        st->last_seq,
+                        CATCHUP_PAGE);
         if (r < 0)
-                stream_end(st, "internal error");
+                log_warning_errno(r, "session %s: cannot ask for the stream's next events: %m", st->id);
+        return r;
+}
+
+/* The client is there: take the feed's lines, after catching up if the feed is ahead. */
+static int stream_go_live(Stream *st) {
+        st->live = true;
+        if (!st->feed)
+                return 0; /* a stream of no session (tests/fuzz/fuzz-websocket.c) */
+        if (feed_last_seq(st->feed) > st->last_seq) {
+                st->catching_up = true;
+                if (catchup_next(st) < 0) {
+                        stream_drop(st, "its session's events cannot be read");
+                        return -EIO; /* a WebSocket is freed, an SSE stream ends */
+                }
+                return 0;
+        }
+        if (st->end_reason)
+                return stream_end(st, st->end_reason);
+        return 0;
 }
 
 static int on_ping(sd_event_source *source, uint64_t usec, void *userdata) {
@@ -607,7 +637,7 @@ static int on_ping(sd_event_source *source, uint64_t usec, void *userdata) {
 
 /* ---- the start: Attach, then upgrade or answer with SSE ---- */
 
-static Stream *stream_new(Request *req, int fd) {
+static Stream *stream_new(Request *req, Feed *f) {
         Stream *st = calloc(1, sizeof(Stream));
 
         if (!st)
@@ -616,15 +646,15 @@ static Stream *stream_new(Request *req, int fd) {
                 .server = req->server,
                 .id = strdup(req->id),
                 .websocket = req->websocket,
-                .fd = fd,
                 .last_seq = req->since,
                 .sock = -EBADF,
         };
-        if (!st->id) {
-                safe_close(fd);
+        if (!st->id || (f && feed_add(f, st) < 0)) {
+                free(st->id);
                 free(st);
                 return NULL;
         }
+        st->feed = f;
         return st;
 }
 
@@ -651,6 +681,8 @@ static void on_upgrade(
         st->urh = urh;
         st->sock = sock;
         stream_link(st);
+        /* Each event is a small frame sent at once: Nagle would hold one back until the last is acked. */
+        (void) setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
         (void) sd_event_now(st->server->event, CLOCK_MONOTONIC, &st->last_recv_usec);
 
         if (extra_in_size > 0) {
@@ -673,8 +705,6 @@ static void on_upgrade(
 
         r = sd_event_add_io(st->server->event, &st->sock_io, sock, EPOLLIN, on_ws_io, st);
         if (r >= 0)
-                r = stream_watch_attach(st);
-        if (r >= 0)
                 r = sd_event_add_time_relative(
                         st->server->event,
                         &st->ping_timer,
@@ -689,6 +719,8 @@ static void on_upgrade(
                 return;
         }
         log_debug("session %s: WebSocket client attached after seq %" PRIu64 ".", st->id, st->last_seq);
+        if (stream_go_live(st) < 0)
+                return; /* freed */
         if (st->extra_len > 0)
                 on_ws_io(st->sock_io, sock, EPOLLIN, st);
 }
@@ -707,29 +739,15 @@ static int websocket_accept(
         return 0;
 }
 
-static int on_attached(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Request *req = userdata;
+void stream_attached(Request *req, Feed *f) {
         struct MHD_Response *response;
         Stream *st;
-        int fd, r;
+        int r;
 
-        req->slot = sd_bus_slot_unref(req->slot);
-        if (sd_bus_message_is_method_error(m, NULL)) {
-                request_reply_bus_error(req, sd_bus_message_get_error(m), sd_bus_message_get_errno(m));
-                return 0;
-        }
-        r = sd_bus_message_read(m, "h", &fd);
-        if (r >= 0)
-                fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (r < 0 || fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
-                safe_close(fd);
-                request_reply_error(req, 502, "daemon_error", "ccdockerd sent an unexpected reply");
-                return 0;
-        }
-        st = stream_new(req, fd);
+        st = stream_new(req, f);
         if (!st) {
                 request_reply_error(req, 500, "internal", "out of memory");
-                return 0;
+                return;
         }
 
         if (req->websocket) {
@@ -739,16 +757,19 @@ static int on_attached(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
                 response = MHD_create_response_for_upgrade(on_upgrade, st);
                 if (!response ||
                     MHD_add_response_header(response, MHD_HTTP_HEADER_UPGRADE, "websocket") != MHD_YES ||
-                    MHD_add_response_header(response, "Sec-WebSocket-Accept", accept) != MHD_YES) {
+                    MHD_add_response_header(response, "Sec-WebSocket-Accept", accept) != MHD_YES ||
+                    (req->ws_protocol &&
+                     MHD_add_response_header(response, "Sec-WebSocket-Protocol", req->ws_protocol) !=
+                             MHD_YES)) {
                         if (response)
                                 MHD_destroy_response(response);
                         stream_free(st);
                         request_reply_error(req, 500, "internal", "out of memory");
-                        return 0;
+                        return;
                 }
                 req->stream = st; /* freed with the request unless the upgrade happens */
                 request_reply_response(req, MHD_HTTP_SWITCHING_PROTOCOLS, response);
-                return 0;
+                return;
         }
 
         st->connection = req->connection;
@@ -756,28 +777,21 @@ static int on_attached(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
         if (!response) {
                 stream_free(st);
                 request_reply_error(req, 500, "internal", "out of memory");
-                return 0;
+                return;
         }
         (void) MHD_add_response_header(response, "Content-Type", "text/event-stream");
         (void) MHD_add_response_header(response, "Cache-Control", "no-store");
         (void) MHD_add_response_header(response, "X-Accel-Buffering", "no");
         stream_link(st);
-        r = stream_watch_attach(st);
-        if (r >= 0)
-                r = sd_event_add_time_relative(
-                        st->server->event,
-                        &st->ping_timer,
-                        CLOCK_MONOTONIC,
-                        PING_INTERVAL_USEC,
-                        0,
-                        on_ping,
-                        st);
+        r = sd_event_add_time_relative(
+                st->server->event, &st->ping_timer, CLOCK_MONOTONIC, PING_INTERVAL_USEC, 0, on_ping, st);
         if (r < 0)
                 st->done = st->failed = true;
         /* A first comment line, so the client sees the stream open before the first event. */
         (void) sse_append(st, ": ccdocker-httpd\n\n", 18, "", 0, "");
         request_reply_response(req, 200, response);
-        return 0;
+        if (!st->failed)
+                (void) stream_go_live(st);
 }
 
 static bool header_has_token(const char *value, const char *token) {
@@ -793,11 +807,34 @@ static bool header_has_token(const char *value, const char *token) {
         return false;
 }
 
+/* The token of a bearer.TOKEN entry of a Sec-WebSocket-Protocol list, copied to ret (at most size - 1
+ * characters); NULL if there is none. */
+const char *websocket_protocol_bearer(const char *value, char *ret, size_t size) {
+        for (const char *p = value; p && *p;) {
+                size_t n;
+
+                p += strspn(p, " \t,");
+                n = strcspn(p, " \t,");
+                if (n > 7 && strncmp(p, "bearer.", 7) == 0 && n - 7 < size) {
+                        memcpy(ret, p + 7, n - 7);
+                        ret[n - 7] = '\0';
+                        return ret;
+                }
+                p += n;
+        }
+        return NULL;
+}
+
+static bool websocket_protocol_token(const char *value) {
+        char token[128];
+
+        return websocket_protocol_bearer(value, token, sizeof token) != NULL;
+}
+
 void stream_start(Request *req) {
         const char *upgrade = request_header(req, MHD_HTTP_HEADER_UPGRADE);
         const char *accept = request_header(req, MHD_HTTP_HEADER_ACCEPT);
         const char *since = request_arg(req, "since"), *last_id = request_header(req, "Last-Event-ID");
-        int r;
 
         req->streaming = true;
         req->since = 0;
@@ -826,6 +863,21 @@ void stream_start(Request *req) {
                         }
                         return;
                 }
+                /* RFC 6455 4.2.2: the server echoes at most one of the subprotocols offered, and a browser
+                 * that offered some fails the connection if none is echoed. bearer.TOKEN is a credential,
+                 * never echoed (nor logged), so a browser offers WS_PROTOCOL beside it. */
+                const char *protocols = request_header(req, "Sec-WebSocket-Protocol");
+                if (protocols && header_has_token(protocols, WS_PROTOCOL))
+                        req->ws_protocol = WS_PROTOCOL;
+                else if (protocols && websocket_protocol_token(protocols)) {
+                        request_reply_error(
+                                req,
+                                400,
+                                "invalid_argument",
+                                "a WebSocket that offers bearer.TOKEN must offer the subprotocol " WS_PROTOCOL
+                                " beside it (the one echoed: the token is never sent back)");
+                        return;
+                }
                 req->websocket = true;
         } else if (accept && strstr(accept, "text/event-stream")) {
                 /* EventSource sends the last id it saw when it reconnects by itself. */
@@ -843,22 +895,7 @@ void stream_start(Request *req) {
                 return;
         }
 
-        _cleanup_free_ char *path = NULL;
-        r = sd_bus_path_encode(SESSION_PATH_PREFIX, req->id, &path);
-        if (r >= 0)
-                r = sd_bus_call_method_async(
-                        req->server->bus,
-                        &req->slot,
-                        BUS_NAME,
-                        path,
-                        SESSION_INTERFACE,
-                        "Attach",
-                        on_attached,
-                        req,
-                        "t",
-                        req->since);
-        if (r < 0)
-                request_reply_bus_error(req, NULL, r);
+        feed_request(req);
 }
 
 void server_stop_streams(Server *s) {

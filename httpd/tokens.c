@@ -183,8 +183,11 @@ static void hash_hex(const char *text, char ret[static BASE16_ENCODE_LENGTH(SHA2
         ret[BASE16_ENCODE_LENGTH(sizeof d)] = '\0';
 }
 
-/* TOKEN_PREFIX and 32 random bytes in base64url without its padding. */
-static int random_token(char ret[static TOKEN_LENGTH + 1]) {
+void token_hash_hex(const char *text, char ret[static TOKEN_HASH_HEX_LENGTH + 1]) {
+        hash_hex(text, ret);
+}
+
+int token_random_text(const char *prefix, char ret[static TOKEN_LENGTH + 1]) {
         struct base64_encode_ctx ctx;
         uint8_t b[32];
         char text[BASE64_ENCODE_LENGTH(sizeof b) + BASE64_ENCODE_FINAL_LENGTH];
@@ -200,9 +203,9 @@ static int random_token(char ret[static TOKEN_LENGTH + 1]) {
         n_text += base64_encode_final(&ctx, text + n_text);
         while (n_text > 0 && text[n_text - 1] == '=')
                 n_text--;
-        assert(strlen(TOKEN_PREFIX) + n_text == TOKEN_LENGTH);
-        memcpy(ret, TOKEN_PREFIX, strlen(TOKEN_PREFIX));
-        memcpy(ret + strlen(TOKEN_PREFIX), text, n_text);
+        assert(strlen(prefix) + n_text == TOKEN_LENGTH);
+        memcpy(ret, prefix, strlen(prefix));
+        memcpy(ret + strlen(prefix), text, n_text);
         ret[TOKEN_LENGTH] = '\0';
         return 0;
 }
@@ -221,7 +224,7 @@ int token_store_create(TokenStore *s, const char *name, char **ret_token) {
         token = malloc(TOKEN_LENGTH + 1);
         if (!token)
                 return -ENOMEM;
-        r = random_token(token);
+        r = token_random_text(TOKEN_PREFIX, token);
         if (r < 0)
                 return r;
         hash_hex(token, hash);
@@ -404,4 +407,23 @@ int token_store_has_session(TokenStore *s, int64_t token_id, const char *session
         if (rc == SQLITE_DONE)
                 return 0;
         return sqlite_error(s, rc, "checking a session of a token");
+}
+
+int token_store_has_id(TokenStore *s, int64_t id) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (!s)
+                return -EINVAL;
+        rc = sqlite3_prepare_v2(s->db, "SELECT 1 FROM tokens WHERE id = ?1", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 1, id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        return sqlite_error(s, rc, "looking up a token by id");
 }

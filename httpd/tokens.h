@@ -20,6 +20,12 @@ typedef struct TokenInfo {
 #define TOKEN_PREFIX "ccd_"
 #define TOKEN_LENGTH (4 + 43)
 
+/* The hex SHA-256 under which a token (or a stream ticket, httpd/tickets.c) is kept. */
+#define TOKEN_HASH_HEX_LENGTH 64
+void token_hash_hex(const char *text, char ret[static TOKEN_HASH_HEX_LENGTH + 1]);
+/* prefix (4 characters) and 32 random bytes in base64url without its padding: TOKEN_LENGTH characters. */
+int token_random_text(const char *prefix, char ret[static TOKEN_LENGTH + 1]);
+
 /* A token name: 1-64 characters of [A-Za-z0-9._-]. */
 bool token_name_is_valid(const char *name);
 
@@ -46,6 +52,8 @@ void token_info_free_many(TokenInfo *t, size_t n);
 
 /* The id of the token with this text: -ENOENT for an unknown (or revoked) token. Marks it used. */
 int token_store_lookup(TokenStore *s, const char *token, int64_t *ret_id);
+/* > 0 if a token of this id is in the store (not revoked), 0 if not. */
+int token_store_has_id(TokenStore *s, int64_t id);
 /* Records that token id created session_id (POST /sessions, spawn). */
 int token_store_add_session(TokenStore *s, int64_t token_id, const char *session_id);
 /* > 0 if token id created session_id, 0 if not. */

@@ -4,7 +4,8 @@
  * message length limit, the answers to pings and close frames, the close). stream.c is built into this
  * target (its functions are static), with the rest of ccdocker-httpd's core linked: the input's first half
  * arrives as extra_in, the second on the socket, and the loop runs until the stream is idle or closed. The
- * Attach fd is a pipe that stays silent. */
+ * stream has no feed (fanout.c), so no events; the pipe that was its Attach fd stays only to keep the
+ * target's shape. The header parser of Sec-WebSocket-Protocol (bearer.TOKEN) gets the input too. */
 #include "../../httpd/stream.c"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -35,10 +36,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size > 128 * 1024)
                 return 0;
+        {
+                char token[128], *value = strndup((const char *) data, size);
+
+                if (!value)
+                        abort();
+                (void) websocket_protocol_bearer(value, token, sizeof token);
+                free(value);
+        }
         if (pipe2(attach, O_CLOEXEC | O_NONBLOCK) < 0 ||
             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
                 abort();
-        st = stream_new(&req, attach[0]);
+        /* No feed: the Attach side is fanout.c's now, and this target is about the client's bytes. */
+        st = stream_new(&req, NULL);
         if (!st)
                 abort();
 
@@ -69,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 stream_free(server.streams);
         while (sd_event_run(event, 0) > 0)
                 ;
+        safe_close(attach[0]);
         safe_close(attach[1]);
         safe_close(sv[0]);
         safe_close(sv[1]);
