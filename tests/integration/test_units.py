@@ -21,8 +21,35 @@ import sandbox as sb
 UNITS = os.path.join(sb.SRC, "units")
 SHIPPED = ("ccdockerd.service", "ccdocker-httpd.service", "ccdocker-httpd.socket")
 # systemd's 0-10 exposure of each service as shipped today (systemd 252): a change that raises it
-# fails here and must lower the figure back or raise it with a reason.
-EXPOSURE_MAX = {"ccdockerd.service": 1.5, "ccdocker-httpd.service": 1.1}
+# fails here and must lower the figure back or raise it with a reason. ccdockerd's rose from 1.3 to
+# 2.3 when it got the network for its upstreams (issue 15: the model upstream, the egress proxies'
+# hosts, Discord): PrivateNetwork= 0.5, AF_INET/AF_INET6 0.3 and no IPAddressDeny=any 0.2, exactly
+# the three settings in NETWORK below; nothing else was given up.
+EXPOSURE_MAX = {"ccdockerd.service": 2.3, "ccdocker-httpd.service": 1.1}
+NETWORK = {"PrivateNetwork=", "RestrictAddressFamilies=~AF_(INET|INET6)", "IPAddressDeny="}
+# The checks systemd-analyze security finds open in each shipped service, each with its reason in the
+# unit ("Left out, and why"): one more fails the test, so no hardening is dropped unnoticed, whatever the
+# total.
+OPEN_CHECKS = {
+    "ccdockerd.service": NETWORK | {
+        "SystemCallFilter=~@privileged",  # chown() for the workspaces
+        "RootDirectory=/RootImage=",
+        "User=/DynamicUser=",  # root: transient units of the system manager, rootful podman's socket
+        "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",  # emptying the workspaces' trees
+        "CapabilityBoundingSet=~CAP_(CHOWN|FSETID|SETFCAP)",  # handing a workspace to the session user
+        "RestrictAddressFamilies=~AF_UNIX",  # the bus, podman, journald, the channel sockets
+        "ProtectHome=",  # read-only: host workspaces may lie below /home
+        "ProtectProc=",  # sd-bus reads callers' /proc/PID
+        "ProcSubset=",
+        "PrivateUsers=",
+        "DeviceAllow=",  # char-rtc:r, from ProtectClock=
+    },
+    "ccdocker-httpd.service": NETWORK | {
+        "RootDirectory=/RootImage=",
+        "RestrictAddressFamilies=~AF_UNIX",
+        "DeviceAllow=",
+    },
+}
 
 
 def analyze_root():
@@ -87,6 +114,8 @@ class UnitAnalyzeTest(unittest.TestCase):
                       end=" ", flush=True)
                 self.assertLessEqual(float(level.group(1)), most)
                 self.assertEqual(p.returncode, 0, p.stderr)
+                open_checks = set(re.findall(r"^✗ (\S+)", p.stdout, re.M))
+                self.assertEqual(open_checks - OPEN_CHECKS[name], set(), "hardening given up in " + name)
 
     def test_ccdockerd_runs_on_the_system_bus_and_notifies(self):
         with open(os.path.join(UNITS, "ccdockerd.service")) as f:
@@ -246,9 +275,10 @@ class ShippedUnitsRunTest(unittest.TestCase):
         sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "false")
         self.assertEqual(sb.wait_state(path, "stopped", "failed"), "stopped")
 
-        # systemd's rating of the units as loaded and running here (as root: User= is dropped).
-        for unit in (self.SERVICE, self.DAEMON):
-            self.assertLessEqual(self.exposure(unit), 2.0)
+        # systemd's rating of the units as loaded and running here (as root: User= is dropped). The
+        # daemon's is 1.0 above the HTTP service's bound for the network it has (EXPOSURE_MAX above).
+        for unit, most in ((self.SERVICE, 2.0), (self.DAEMON, 2.5)):
+            self.assertLessEqual(self.exposure(unit), most)
 
 
 if __name__ == "__main__":
