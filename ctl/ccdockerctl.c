@@ -80,6 +80,7 @@
 
 /* Global options. */
 static bool arg_user = false;
+static bool arg_bus_set = false; /* --user or --system given: no picking (pick_bus) */
 static bool arg_json = false;
 
 /* create */
@@ -168,7 +169,8 @@ static void help(void) {
         printf("ccdockerctl [OPTIONS...] COMMAND [ARGS...]\n"
                "\n"
                "Control ccdockerd, the daemon that runs Claude Code sessions in containers, over its\n"
-               "D-Bus API (org.ccdocker1 on the system bus, or with --user on the user bus).\n"
+               "D-Bus API: org.ccdocker1 on the system bus, or on the user bus when only the user\n"
+               "bus has one (ccdockerd --user); --system or --user picks the bus.\n"
                "\n"
                "Commands:\n"
                "  create [CREATE OPTIONS...]  Create and start a session and print its ID\n"
@@ -203,8 +205,8 @@ static void help(void) {
                "Options (before or after the command):\n"
                "  -h --help                   Show this help and exit\n"
                "     --version                Show the version and exit\n"
-               "     --system                 Talk to ccdockerd on the system bus (the default)\n"
-               "     --user                   Talk to ccdockerd on the calling user's bus\n"
+               "     --system                 Talk to ccdockerd on the system bus only\n"
+               "     --user                   Talk to ccdockerd on the calling user's bus only\n"
                "     --json                   Print JSON instead of text\n"
                "\n"
                "Create options, for create and run (absent ones take the daemon's defaults; values\n"
@@ -361,9 +363,11 @@ static int parse_common_option(int c) {
                 return -ECANCELED;
         case ARG_USER:
                 arg_user = true;
+                arg_bus_set = true;
                 return 1;
         case ARG_SYSTEM:
                 arg_user = false;
+                arg_bus_set = true;
                 return 1;
         case ARG_JSON:
                 arg_json = true;
@@ -564,10 +568,40 @@ static const char *bus_error_text(const sd_bus_error *error, int r) {
         return strerror(r < 0 ? -r : r);
 }
 
+/* Without --system or --user: the system bus when a ccdockerd holds org.ccdocker1 there, else the user
+ * bus when one holds it there (a workstation or the sandbox, where only ccdockerd --user runs), else
+ * the system bus, whose error then says what is missing. */
+static void pick_bus(void) {
+        for (int user = 0; user <= 1; user++) {
+                _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                int has = 0;
+
+                if ((user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus)) < 0 ||
+                    sd_bus_call_method(
+                            bus,
+                            "org.freedesktop.DBus",
+                            "/org/freedesktop/DBus",
+                            "org.freedesktop.DBus",
+                            "NameHasOwner",
+                            NULL,
+                            &reply,
+                            "s",
+                            BUS_NAME) < 0 ||
+                    sd_bus_message_read(reply, "b", &has) < 0 || !has)
+                        continue;
+                arg_user = user;
+                return;
+        }
+        arg_user = false;
+}
+
 static int connect_bus(sd_bus **ret) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
 
+        if (!arg_bus_set)
+                pick_bus();
         r = arg_user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus);
         if (r < 0)
                 return log_error_errno(

@@ -332,6 +332,19 @@ TEST_SESSION_COMMAND = (
     "while :; do sleep 0.2; done'")
 
 
+def sandbox_daemon_aside():
+    """Stops the sandbox's own ccdockerd --user (tools/ccdocker-dev up starts it for people to play
+    with), which holds org.ccdocker1 on the session bus that a test's own daemon needs; `up` starts
+    it again. Its PID file goes too, so that down never signals a PID that is no longer its."""
+    unit = os.environ.get("CCDOCKER_SANDBOX_DAEMON_UNIT")
+    if unit and systemctl("is-active", unit, check=False).stdout.strip() in ("active", "activating", "reloading"):
+        systemctl("stop", unit, check=False)
+        try:
+            os.unlink(os.path.join(env("CCDOCKER_RUN_DIR"), "pids", "daemon.pid"))
+        except FileNotFoundError:
+            pass
+
+
 class Daemon:
     """ccdockerd run as a transient unit of the sandbox's user manager, so that it can be killed
     and restarted like the real service."""
@@ -353,6 +366,8 @@ class Daemon:
         self.binary = os.path.join(env("CCDOCKER_BUILD_DIR"), "daemon", "ccdockerd")
 
     def start(self):
+        if self.mode == "--user":
+            sandbox_daemon_aside()
         systemctl("reset-failed", self.unit, check=False)
         # The settings go through a configuration file: systemd expands $VARIABLES in ExecStart
         # arguments, which would mangle the session command.

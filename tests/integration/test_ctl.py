@@ -312,5 +312,71 @@ class CtlDaemonTest(unittest.TestCase):
             self.assertIn("0000deadbeef", p.stderr)
 
 
+def ctl_nobus(*args, system_bus=None):
+    """ccdockerctl ARGS... without --user: it picks the bus. system_bus is DBUS_SYSTEM_BUS_ADDRESS
+    (None: unset, so the system bus is the machine's, which has no ccdockerd here)."""
+    environ = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
+    if system_bus:
+        environ["DBUS_SYSTEM_BUS_ADDRESS"] = system_bus
+    return subprocess.run([ctl_path(), *args], capture_output=True, text=True, timeout=120, env=environ)
+
+
+class CtlBusPickTest(unittest.TestCase):
+    """Without --system or --user, ccdockerctl talks to the system bus's ccdockerd if there is one,
+    else to the user bus's; --system and --user always win."""
+
+    def user_session(self):
+        p = ctl("create")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        sid = p.stdout.strip()
+        self.addCleanup(ctl, "remove", sid)
+        self.addCleanup(ctl, "stop", sid, "--force")
+        return sid
+
+    def ids(self, p):
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return {o["id"] for o in json.loads(p.stdout)}
+
+    def test_help_says_which_bus_it_talks_to(self):
+        out = ctl_nobus("--help").stdout
+        self.assertIn("on the user bus when only the user\nbus has one", out)
+        self.assertIn("--system or --user picks the bus", out)
+
+    def test_without_an_option_it_picks_the_user_bus_when_no_system_daemon_runs(self):
+        sid = self.user_session()
+        self.assertIn(sid, self.ids(ctl_nobus("list", "--json")))
+        # A system bus that answers but has no ccdockerd on it (the sandbox's stand-in).
+        self.assertIn(sid, self.ids(ctl_nobus("list", "--json", system_bus=sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS"))))
+
+    def test_explicit_system_wins_over_a_user_daemon(self):
+        self.user_session()
+        p = ctl_nobus("--system", "list", system_bus=sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS"))
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("org.ccdocker1", p.stderr)
+
+    def test_a_system_daemon_is_picked_first_and_explicit_user_still_wins(self):
+        address = sb.env("CCDOCKER_SYSTEM_BUS_ADDRESS")
+        system = sb.Daemon(unit="ccdockerd-ctl-system-test.service", mode="--system",
+                           settings={"SystemdBus": "user"}, extra_env={"DBUS_SYSTEM_BUS_ADDRESS": address})
+        shutil.rmtree(system.state_dir, ignore_errors=True)
+        system.start()
+        self.addCleanup(shutil.rmtree, system.state_dir, True)
+        self.addCleanup(system.stop)
+        sid = self.user_session()
+        p = sb.run("busctl", "--address=" + address, "--json=short", "call", "org.ccdocker1", "/org/ccdocker1",
+                   "org.ccdocker1.Manager", "CreateSession", "a{sv}", "0")
+        system_sid, path = json.loads(p.stdout)["data"]
+        self.addCleanup(sb.run, "busctl", "--address=" + address, "call", "org.ccdocker1", path,
+                        "org.ccdocker1.Session", "Remove", check=False)
+        self.addCleanup(sb.run, "busctl", "--address=" + address, "call", "org.ccdocker1", path,
+                        "org.ccdocker1.Session", "Stop", "b", "true", check=False)
+        picked = self.ids(ctl_nobus("list", "--json", system_bus=address))
+        self.assertIn(system_sid, picked)
+        self.assertNotIn(sid, picked)
+        user = ctl_nobus("--user", "list", "--json", system_bus=address)
+        self.assertIn(sid, self.ids(user))
+        self.assertNotIn(system_sid, self.ids(user))
+
+
 if __name__ == "__main__":
     unittest.main()

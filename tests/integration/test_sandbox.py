@@ -2,7 +2,10 @@
 shape of a session (a container from the session image inside a transient unit whose cgroup
 limits bind it)."""
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -181,6 +184,92 @@ class TeardownTest(unittest.TestCase):
                              f"cgroup {h}/{cg} is left after down")
         self.assertFalse(os.path.exists(os.path.join(dev_dir, "run")))
         self.assertEqual(open("/proc/1/cgroup").read(), before)
+
+
+def dev_tool(*args, env=None, timeout=300):
+    return subprocess.run([os.path.join(sb.SRC, "tools", "ccdocker-dev"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class SandboxDaemonTest(unittest.TestCase):
+    """What `up` starts for a person to play with: ccdockerd --user as a unit of the manager and the
+    scripted model, so that `exec -- ccdockerctl --user run "hello"` works right after `up`."""
+
+    def test_ctl_run_hello_works_right_after_up(self):
+        # up again: a test's own daemon may have stopped the sandbox's (sandbox_daemon_aside).
+        up = dev_tool("up")
+        self.assertEqual(up.returncode, 0, up.stderr)
+        unit = sb.env("CCDOCKER_SANDBOX_DAEMON_UNIT")
+        run_dir = sb.env("CCDOCKER_RUN_DIR")
+        with open(os.path.join(run_dir, "pids", "daemon.pid")) as f:
+            self.assertEqual(int(f.read()), int(sb.unit_show(unit, "MainPID")["MainPID"]))
+        p = dev_tool("exec", "--", "ccdockerctl", "--user", "run", "hello")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("Hello from cc-docker!", p.stdout)
+        # The model saw the daemon's credential (the placeholder, or the person's own), never the
+        # container's: the scripted model logs a hash of the x-api-key it got.
+        with open(os.path.join(run_dir, "sandbox-daemon", "credential.env")) as f:
+            creds = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        self.assertEqual(os.stat(os.path.join(run_dir, "sandbox-daemon", "credential.env")).st_mode & 0o077, 0)
+        with open(os.path.join(run_dir, "logs", "model-requests.jsonl")) as f:
+            reqs = [json.loads(line) for line in f if line.strip()]
+        self.assertTrue(reqs, "the scripted model got no request")
+        got = reqs[-1]["credential_sha256"]
+        want = {hashlib.sha256(v.encode()).hexdigest() for v in creds.values()}
+        self.assertTrue(set(got.values()) & want, f"the model got {got}, not the daemon's credential")
+
+    def test_a_tests_own_daemon_steps_the_sandboxs_aside(self):
+        up = dev_tool("up")
+        self.assertEqual(up.returncode, 0, up.stderr)
+        unit = sb.env("CCDOCKER_SANDBOX_DAEMON_UNIT")
+        self.assertEqual(sb.systemctl("is-active", unit, check=False).stdout.strip(), "active")
+        daemon = sb.Daemon(unit="ccdockerd-aside-test.service")
+        self.addCleanup(shutil.rmtree, daemon.state_dir, True)
+        daemon.start()
+        self.addCleanup(daemon.stop)
+        self.assertEqual(sb.systemctl("is-active", unit, check=False).stdout.strip(), "inactive")
+        owner = sb.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                          "GetConnectionUnixProcessID", "s", "org.ccdocker1").stdout
+        self.assertEqual(json.loads(owner)["data"][0], daemon.main_pid())
+
+
+class SandboxDaemonCredentialTest(unittest.TestCase):
+    """A second, throw-away sandbox: the person's ANTHROPIC_API_KEY reaches the sandbox's daemon
+    through a private file, not its command line, and down stops the daemon and the model by PID."""
+
+    def test_the_persons_credential_reaches_the_daemon_and_down_stops_it(self):
+        dev_dir = tempfile.mkdtemp(prefix="ccdocker-dev3-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", dev_dir])
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CCDOCKER_", "CONTAINER", "XDG_RUNTIME_DIR", "DBUS_SESSION", "ANTHROPIC_",
+                                    "CLAUDE_CODE_OAUTH"))}
+        env["CCDOCKER_DEV_DIR"] = dev_dir
+        key = "sk-ant-test-" + sb.unique("key")
+        env["ANTHROPIC_API_KEY"] = key
+        self.addCleanup(dev_tool, "down", env=env)
+        up = dev_tool("up", env=env)
+        self.assertEqual(up.returncode, 0, up.stderr)
+        pids = {}
+        for name in ("daemon", "model"):
+            with open(os.path.join(dev_dir, "run", "pids", name + ".pid")) as f:
+                pids[name] = int(f.read())
+        cred = os.path.join(dev_dir, "run", "sandbox-daemon", "credential.env")
+        self.assertEqual(os.stat(cred).st_mode & 0o777, 0o600)
+        with open(cred) as f:
+            self.assertEqual(f.read(), f"ANTHROPIC_API_KEY={key}\n")
+        # The daemon got it in its environment, read it, and wiped the value (daemon/credentials.c).
+        with open(f"/proc/{pids['daemon']}/environ", "rb") as f:
+            self.assertIn(b"ANTHROPIC_API_KEY=", f.read().split(b"\0"))
+        with open(f"/proc/{pids['daemon']}/cmdline", "rb") as f:
+            self.assertNotIn(key.encode(), f.read())
+        show = dev_tool("exec", "--", "systemctl", "--user", "show", "ccdockerd-sandbox.service", env=env).stdout
+        self.assertNotIn(key, show)
+        with open(f"/proc/{pids['model']}/cmdline", "rb") as f:
+            self.assertIn(b"scripted-model.py", f.read())
+        down = dev_tool("down", env=env)
+        self.assertEqual(down.returncode, 0, down.stderr)
+        for name, pid in pids.items():
+            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"{name} ({pid}) still runs after down")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,7 @@ class ShippedUnitsRunTest(unittest.TestCase):
                    f"ExecStart={build}/daemon/ccdockerd --user --config={conf}",
                    f"BindReadOnlyPaths={bus} {notify} {podman} {cls.work} {build}")
         sb.systemctl("daemon-reload")
+        sb.sandbox_daemon_aside()  # the shipped unit takes org.ccdocker1 on the same bus
 
     @classmethod
     def dropin(cls, unit, *lines):
