@@ -372,11 +372,14 @@ class ModelProxyTest(unittest.TestCase):
                    ("GET", "/v1/models", None),
                    ("POST", "/v1/complete", "{}"),
                    ("POST", "/v1/messages/", message_body())]
-        conn = probe.connection()
         for method, path, body in attacks:
+            # A connection each: a refusal may close the connection before its body is read, and the
+            # next request on it would then race that close.
+            conn = probe.connection()
             conn.request(method, path + "?beta=true", body=body, headers=client_headers())
             resp = conn.getresponse()
             answer = json.loads(resp.read())
+            conn.close()
             self.assertEqual(resp.status, 403, (method, path, answer))
             self.assertEqual(answer["type"], "error")
             self.assertEqual(answer["error"]["type"], "permission_error")
@@ -384,9 +387,11 @@ class ModelProxyTest(unittest.TestCase):
             self.assertIn("only POST /v1/messages and POST /v1/messages/count_tokens", answer["error"]["message"])
         # The right path with another method: 405.
         for method in ("GET", "DELETE", "PUT"):
+            conn = probe.connection()
             conn.request(method, "/v1/messages", headers=client_headers())
             resp = conn.getresponse()
             answer = json.loads(resp.read())
+            conn.close()
             self.assertEqual(resp.status, 405, answer)
             self.assertIn("POST /v1/messages", answer["error"]["message"])
         conn.close()

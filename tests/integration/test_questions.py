@@ -301,8 +301,12 @@ class QuestionsTest(unittest.TestCase):
         qid, call_id = self.ask(m, sid, timeout_seconds=1, max_attempts=2)
         result = m.wait(call_id)["result"]
         self.assertEqual(result, {"interaction_id": qid, "response": "", "timed_out": True, "answered_by": None})
+        # One human.waiting at once, naming the request (so a caller knows the id before anything can
+        # go wrong), then one per new attempt.
         self.assertEqual([(n["method"], n["params"]["attempt"]) for n in m.notifications],
-                         [("human.waiting", 2)])
+                         [("human.waiting", 1), ("human.waiting", 2)])
+        self.assertEqual(m.notifications[0]["params"].get("request_id"), call_id)
+        self.assertEqual(m.notifications[0]["params"]["interaction_id"], qid)
         [row] = rows("id = ?", qid)
         self.assertEqual((row["status"], row["attempt"]), ("timeout", 2))
         sb.wait_until(lambda: len([r for r in audit(MSG_TIMEOUT, sid) if qid in r["MESSAGE"]]) == 2, 10,

@@ -89,11 +89,13 @@ class SessionIOTest(unittest.TestCase):
         self.assertEqual([e[0] for e in events], list(range(1, len(events) + 1)))
         types = [e[2].get("type") for e in events]
         self.assertEqual(types[0], "system")
+        # The SessionStart hook's events may come first; the CLI's own init follows them.
+        init = next(e[2] for e in events if e[2].get("subtype") == "init")
         # Claude Code loaded the MCP server of the generated .mcp.json (SPEC.md 10, Phase 0).
         with open(os.path.join(sb.session_prop(path, "Workspace"), ".mcp.json")) as f:
             self.assertIn("cc-docker", json.load(f)["mcpServers"])
         self.assertIn({"name": "cc-docker", "status": "connected"},
-                      [{"name": m["name"], "status": m["status"]} for m in events[0][2]["mcp_servers"]])
+                      [{"name": m["name"], "status": m["status"]} for m in init["mcp_servers"]])
         self.assertIn("assistant", types)
         self.assertEqual(types[-1], "result")
         self.assertEqual(sb.session_prop(path, "State"), "idle")
