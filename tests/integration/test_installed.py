@@ -115,12 +115,16 @@ class InstalledSystemTest(unittest.TestCase):
         base_tar = self.base_image_tar(cache)
         claude = os.path.join(sb.env("CCDOCKER_NPM_DIR"), "node_modules", "@anthropic-ai", "claude-code-linux-x64",
                               "claude")
+        # The image's Node.js and MCP servers, as tools/ccdocker-dev image installed them (the booted
+        # system has no network for ccdocker-build-image's own npm ci).
+        modules = os.path.join(sb.env("CCDOCKER_DEV_DIR"), "cache", "npm-image", "node_modules")
 
         self.step("boot it")
         self.name = sb.unique("ccdocker-installed")
         sb.run("podman", "run", "-d", "--name", self.name, "--hostname", "installed", "--systemd=always",
                "--privileged", "--cgroupns=private", "--network=none",
                "-v", f"{pkgdir}:/opt/test/debs:ro", "-v", f"{claude}:/opt/test/claude:ro",
+               "-v", f"{modules}:/opt/test/node_modules:ro",
                "-v", f"{base_tar}:/opt/test/base.tar:ro",
                "-v", f"{os.path.join(sb.FIXTURES, 'scripted-model.py')}:/opt/test/scripted-model.py:ro",
                "-v", f"{os.path.join(cache, 'containers')}:/var/lib/containers",
@@ -165,7 +169,8 @@ class InstalledSystemTest(unittest.TestCase):
 
         self.step("the session image, built with the packaged ccdocker-build-image")
         base = self.sh("podman load -q -i /opt/test/base.tar").stdout.strip().split("Loaded image: ")[-1].strip()
-        self.sh(f"ccdocker-build-image --base {base} --claude-code /opt/test/claude", timeout=1800)
+        self.sh(f"ccdocker-build-image --base {base} --claude-code /opt/test/claude "
+                "--node-modules /opt/test/node_modules", timeout=1800)
         self.sh("podman image exists localhost/ccdocker-session:latest")
 
         self.step("the scripted model on loopback, the credential by LoadCredential=, ccdockerctl run")
