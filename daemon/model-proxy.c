@@ -66,6 +66,21 @@ static enum MHD_Result request_queue_answer(ProxyRequest *req) {
         return ret;
 }
 
+/* A refusal made from the headers alone is sent at once only when the body is large or of unknown
+ * length. A small declared body is read (and dropped) first: answering before it leaves the client
+ * writing into a connection that closes, and it then sees a reset instead of the refusal. */
+static bool refusal_waits_for_body(struct MHD_Connection *connection, const ProxyRequest *req) {
+        const char *cl;
+        uint64_t length;
+
+        if (req->status == 413)
+                return false;
+        cl = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (!cl || safe_atou64(cl, &length) < 0)
+                return false;
+        return length > 0 && length <= MODEL_PROXY_REFUSED_BODY_DRAIN;
+}
+
 static enum MHD_Result on_access(
         void *cls,
         struct MHD_Connection *connection,
@@ -142,7 +157,7 @@ static enum MHD_Result on_access(
                                         "cc-docker: the request body is larger than %u bytes",
                                         MODEL_PROXY_BODY_MAX);
                 }
-                if (req->response)
+                if (req->response && !refusal_waits_for_body(connection, req))
                         return request_queue_answer(req);
                 return MHD_YES;
         }
@@ -176,6 +191,8 @@ static enum MHD_Result on_access(
 
         if (req->queued)
                 return MHD_YES;
+        if (req->response) /* a refusal that waited for its body */
+                return request_queue_answer(req);
         if (req->state == REQUEST_READING) {
                 req->received_usec = now_usec(CLOCK_MONOTONIC);
                 proxy_request_start(req);

@@ -403,6 +403,30 @@ class ModelProxyTest(unittest.TestCase):
         self.assertGreaterEqual(probe.stderr().count("is not forwarded"), len(attacks))
         self.assert_no_secret(probe, model)
 
+    def test_a_refusal_waits_for_a_small_body(self):
+        """A refused call's small body is read before the refusal is sent: a client that writes its
+        headers, then its body a moment later, gets the 403 instead of a reset connection."""
+        model, probe = self.start({"steps": [], "default": {"text": "ok"}})
+        body = json.dumps({"requests": [{"custom_id": "x" * 4000}]}).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in client_headers().items())
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(probe.socket)
+        s.sendall(f"POST /v1/messages/batches HTTP/1.1\r\nHost: m\r\n{head}"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode())
+        time.sleep(0.5)  # the old proxy answered and closed in here
+        s.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        s.close()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403"), answer[:200])
+        self.assertIn(b"/v1/messages/batches", answer)
+        self.assertEqual(model.requests(main_only=False), [])
+
     def test_concurrent_calls_cannot_overrun_a_budget(self):
         """Ten calls at once against a budget of 3000 tokens, each reserving its body and max_tokens
         (about 4,100): the used total stays within the budget plus one call's reservation (before, all
