@@ -43,8 +43,8 @@
 #define SLOW_CLOSE_TIMEOUT_USEC (30ULL * 1000000ULL)
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-/* Queued frames handed to one sendmsg(): one, for now. */
-#define WS_IOV_MAX 1U
+/* Queued frames handed to one sendmsg(): what a turn of the loop queued goes in one system call. */
+#define WS_IOV_MAX 64U
 
 /* A WebSocket text frame (header and payload, unmasked as a server sends it), built once per event and
  * shared by every stream that queues it. */
