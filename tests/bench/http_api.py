@@ -102,7 +102,8 @@ http.createServer((req, res) => { res.writeHead(200, { 'Content-Type': 'applicat
 """
 
 # argv: JSON {url, token, clients, total, timeout_ms, ready_file}. Each client reads until seq total;
-# writes to out_file {missing, repeated, disorder, errors, lat: [us of every event >= 2], loop_p99_us, cpu_us}. The
+# writes to out_file {missing, repeated, disorder, errors, lat: [us of every event >= 2], seqs: [their seqs],
+# loop_p99_us, cpu_us}. The
 # clients are split over --procs such processes (one node process parsing 100,000 messages/s is a
 # bound of its own); loop_p99_us is the process's own event-loop delay (how late it ran a callback that
 # was due), the part of a latency that is the client's, and cpu_us what it used.
@@ -110,7 +111,7 @@ FANOUT = r"""
 const WebSocket = require('ws');
 const { performance, monitorEventLoopDelay } = require('perf_hooks');
 const o = JSON.parse(process.argv[2]);
-const lat = [];
+const lat = [], seqs = [];
 let done = 0, ready = 0, missing = 0, repeated = 0, disorder = 0, errors = [];
 const now_us = () => (performance.timeOrigin + performance.now()) * 1000;
 const loop = monitorEventLoopDelay({ resolution: 1 });
@@ -119,7 +120,7 @@ function finish() {
   loop.disable();
   const cpu = cpu0 ? process.cpuUsage(cpu0) : { user: 0, system: 0 };
   require('fs').writeFileSync(o.out_file, JSON.stringify({
-    missing, repeated, disorder, errors, lat: lat.map(Math.round),
+    missing, repeated, disorder, errors, lat: lat.map(Math.round), seqs,
     loop_p99_us: Math.round(loop.percentile(99) / 1000), cpu_us: cpu.user + cpu.system }));
   process.exit(0);
 }
@@ -136,7 +137,7 @@ for (let i = 0; i < o.clients; i++) {
     if (seen.has(seq)) repeated++; else seen.add(seq);
     if (seq <= last) disorder++;
     last = seq;
-    if (seq >= 2) lat.push(arrived - t);
+    if (seq >= 2) { lat.push(arrived - t); seqs.push(seq); }
     if (seq >= o.total) {
       for (let k = o.since + 1; k <= o.total; k++) if (!seen.has(k)) missing++;
       ws.close();
@@ -271,7 +272,7 @@ def main():
         open(go, "w").close()
         merged = {"events": 0, "missing": 0, "repeated": 0, "disorder": 0, "errors": [], "loop_p99_us": 0,
                   "cpu_us": 0}
-        lat = []
+        lat, lat_seqs = [], []
         for i, fan in enumerate(fans):
             out, err = fan.communicate(timeout=args.seconds + 180)
             if fan.returncode != 0:
@@ -279,6 +280,7 @@ def main():
             with open(os.path.join(tmp, f"out.{i}")) as f:
                 r = json.load(f)
             lat += r["lat"]
+            lat_seqs += r["seqs"]
             for k in ("missing", "repeated", "disorder", "errors", "cpu_us"):
                 merged[k] += r[k]
             merged["loop_p99_us"] = max(merged["loop_p99_us"], r["loop_p99_us"])
@@ -286,14 +288,19 @@ def main():
         if perf:
             perf.send_signal(2)
             perf.wait(timeout=60)
-        lat.sort()
-        merged["events"] = len(lat)
+        ordered = sorted(lat)
+        merged["events"] = len(ordered)
         for k, q in (("p50_us", 0.5), ("p99_us", 0.99)):
-            merged[k] = lat[min(len(lat) - 1, int(len(lat) * q))] if lat else 0
-        merged["max_us"] = lat[-1] if lat else 0
+            merged[k] = ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0
+        merged["max_us"] = ordered[-1] if ordered else 0
         figs["fanout"] = merged
         sb.wait_until(lambda: attach.count() >= total - 1, 60, 0.1, what="the Attach subscriber")
         figs["attach"] = attach.latencies()
+        # Each delivery against the Attach baseline's for the same event: what the machine did to both (the
+        # emitter, the daemon, a stall of everything) cancels, what is httpd's and its clients' stays.
+        by_seq = {q: a - t for q, t, a in zip(attach.seqs, attach.times, attach.arrivals)}
+        paired = sorted(x - by_seq[q] for x, q in zip(lat, lat_seqs) if q in by_seq)
+        figs["paired"] = paired
         attach.stop(wait=5)
         f = figs["fanout"]
         if f["missing"] or f["repeated"] or f["disorder"] or f["errors"]:
@@ -350,6 +357,10 @@ def main():
         print(f"  {'baseline: one ccdockerctl attach':<42} p50 {p50 / 1000:6.2f} ms   p99 {p99 / 1000:6.2f} ms   "
               f"max {a[-1] / 1000:6.2f} ms")
         print(f"  ws p99 / attach p99: {f['p99_us'] / max(p99, 1):.2f} (issue 18 target <= 2)")
+    d = figs.get("paired")
+    if d:
+        print(f"  {'ws minus attach, the same event':<42} p50 {d[len(d) // 2] / 1000:6.2f} ms   "
+              f"p99 {d[min(len(d) - 1, int(len(d) * 0.99))] / 1000:6.2f} ms   (what httpd and its clients add)")
     for line in figs.get("metrics", []):
         print(f"  {line}")
     for p in problems:
