@@ -53,15 +53,7 @@ struct Request {
 
         char *url;              /* upstream */
         const char *credential; /* the server's header, borrowed from the session */
-        struct curl_slist *upstream_headers;
-
-        CURL *easy;
-        bool transfer;
-        long upstream_status;
-        bool answering;
-        SessionHttpHeader *headers;
-        size_t n_headers;
-        SessionHttpStream stream; /* the answer passed on: stream.done once the upstream is */
+        SessionHttpUpstream up; /* the transfer and the answer (up.stream.done once the upstream is) */
 };
 
 struct McpRemote {
@@ -155,15 +147,6 @@ char *mcp_remote_upstream_url(const char *target, const char *name, const char *
         return ret;
 }
 
-static bool header_in(const char *name, const char *const *list, size_t n) {
-        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
-                return true;
-        for (size_t i = 0; i < n; i++)
-                if (strcasecmp(name, list[i]) == 0)
-                        return true;
-        return false;
-}
-
 bool mcp_remote_request_header_forwarded(const char *name) {
         static const char *const dropped[] = {
                 "host",   "content-length",  "connection", "keep-alive", "transfer-encoding",
@@ -171,7 +154,7 @@ bool mcp_remote_request_header_forwarded(const char *name) {
                 "cookie", "accept-encoding", "origin",
         };
 
-        return !header_in(name, dropped, ELEMENTSOF(dropped));
+        return session_http_header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 bool mcp_remote_response_header_forwarded(const char *name) {
@@ -180,7 +163,7 @@ bool mcp_remote_response_header_forwarded(const char *name) {
                 "te",         "trailer",    "upgrade",           "set-cookie",
         };
 
-        return !header_in(name, dropped, ELEMENTSOF(dropped));
+        return session_http_header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 /* ---- requests ---- */
@@ -194,20 +177,11 @@ static Request *request_ref(Request *req) {
         return req;
 }
 
-static void request_reset_answer(Request *req) {
-        session_http_headers_free(req->headers, req->n_headers);
-        req->headers = NULL;
-        req->n_headers = 0;
-        req->upstream_status = 0;
-        req->answering = false;
-        req->stream.start = req->stream.end = 0;
-}
-
 static void request_cancel_transfer(Request *req) {
-        if (!req->transfer)
+        if (!req->up.transfer)
                 return;
-        curl_glue_remove(req->proxy->glue, req->easy);
-        req->transfer = false;
+        curl_glue_remove(req->proxy->glue, req->up.easy);
+        req->up.transfer = false;
         req->n_ref--; /* the transfer's reference; another is always held by the caller */
 }
 
@@ -216,15 +190,8 @@ static Request *request_unref(Request *req) {
                 return NULL;
         if (req->proxy)
                 LIST_REMOVE(req->proxy->requests, req);
-        if (req->easy) {
-                if (req->transfer && req->proxy)
-                        curl_glue_remove(req->proxy->glue, req->easy);
-                curl_easy_cleanup(req->easy);
-        }
         session_http_request_release(&req->http);
-        session_http_stream_done(&req->stream);
-        request_reset_answer(req);
-        curl_slist_free_all(req->upstream_headers);
+        session_http_upstream_done(&req->up, req->proxy ? req->proxy->glue : NULL);
         free(req->url);
         free(req->method);
         free(req->server);
@@ -283,7 +250,7 @@ static void request_fail(Request *req, unsigned status, const char *format, ...)
         body = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         session_http_request_answer(&req->http, status, body);
-        req->stream.done = true;
+        req->up.stream.done = true;
         request_log(req, LOG_WARNING, message ?: "refused");
         request_wake(req);
 }
@@ -291,8 +258,7 @@ static void request_fail(Request *req, unsigned status, const char *format, ...)
 static ssize_t on_response_read(void *cls, uint64_t pos, char *buf, size_t max) {
         Request *req = cls;
 
-        return session_http_stream_read(
-                &req->stream, &req->http, req->transfer ? req->easy : NULL, MCP_REMOTE_BUFFER_MAX, buf, max);
+        return session_http_upstream_read(&req->up, &req->http, MCP_REMOTE_BUFFER_MAX, buf, max);
 }
 
 static void on_response_free(void *cls) {
@@ -304,10 +270,10 @@ static void on_upstream_headers(Request *req) {
         struct MHD_Response *response;
 
         response = session_http_stream_response(
-                req->headers,
-                req->n_headers,
+                req->up.headers,
+                req->up.n_headers,
                 req->method,
-                req->upstream_status,
+                req->up.status,
                 mcp_remote_response_header_forwarded,
                 on_response_read,
                 req,
@@ -318,28 +284,19 @@ static void on_upstream_headers(Request *req) {
                 return;
         }
         request_ref(req); /* the response's */
-        if (req->http.response)
-                MHD_destroy_response(req->http.response);
-        req->http.response = response;
-        req->answering = true;
-        req->http.status = (unsigned) req->upstream_status;
+        session_http_upstream_answer(&req->up, &req->http, response);
         request_wake(req);
 }
 
 static size_t on_upstream_header(char *buffer, size_t size, size_t nitems, void *userdata) {
         Request *req = userdata;
         size_t n = size * nitems;
-        long status;
         int r;
 
-        r = session_http_header_line(
-                buffer, n, &req->headers, &req->n_headers, RESPONSE_HEADERS_MAX, &status);
+        r = session_http_upstream_header(&req->up, buffer, n, RESPONSE_HEADERS_MAX);
         if (r < 0)
                 return 0;
-        if (r == SESSION_HTTP_HEADER_STATUS) {
-                request_reset_answer(req);
-                req->upstream_status = status;
-        } else if (r == SESSION_HTTP_HEADER_END && req->upstream_status >= 200 && !req->answering)
+        if (r == SESSION_HTTP_HEADER_END && req->up.status >= 200 && !req->up.answering)
                 on_upstream_headers(req);
         return n;
 }
@@ -348,9 +305,9 @@ static size_t on_upstream_write(char *ptr, size_t size, size_t nmemb, void *user
         Request *req = userdata;
         size_t n = size * nmemb, r;
 
-        if (!req->answering || !req->http.connection)
+        if (!req->up.answering || !req->http.connection)
                 return n; /* nobody to give it to */
-        r = session_http_stream_write(&req->stream, MCP_REMOTE_BUFFER_MAX, ptr, n);
+        r = session_http_stream_write(&req->up.stream, MCP_REMOTE_BUFFER_MAX, ptr, n);
         if (r == n)
                 request_wake(req);
         return r;
@@ -359,8 +316,8 @@ static size_t on_upstream_write(char *ptr, size_t size, size_t nmemb, void *user
 static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
         Request *req = userdata;
 
-        req->transfer = false;
-        if (!req->answering) {
+        req->up.transfer = false;
+        if (!req->up.answering) {
                 if (req->http.connection)
                         request_fail(
                                 req,
@@ -369,8 +326,8 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
                                 req->server,
                                 curl_easy_strerror(result));
         } else {
-                req->stream.done = true;
-                req->stream.result = result;
+                req->up.stream.done = true;
+                req->up.stream.result = result;
                 request_log(
                         req,
                         result == CURLE_OK ? LOG_INFO : LOG_WARNING,
@@ -416,13 +373,13 @@ static int request_start(Request *req) {
                 r = session_http_slist_add(&hc.list, "Expect:");
         if (r >= 0 && !hc.has_content_type)
                 r = session_http_slist_add(&hc.list, "Content-Type:");
-        req->upstream_headers = hc.list;
+        req->up.request_headers = hc.list;
         if (r < 0)
                 return r;
 
         r = session_http_easy_new(
                 req->url,
-                req->upstream_headers,
+                req->up.request_headers,
                 on_upstream_header,
                 on_upstream_write,
                 req,
@@ -432,7 +389,7 @@ static int request_start(Request *req) {
                 &easy);
         if (r < 0)
                 return r;
-        req->easy = easy;
+        req->up.easy = easy;
         /* The proxy's environment is not the session's: no proxy of the daemon's own. */
         if (curl_easy_setopt(easy, CURLOPT_PROXY, "") != CURLE_OK)
                 return -EINVAL;
@@ -440,7 +397,7 @@ static int request_start(Request *req) {
         if (r < 0)
                 return r;
         request_ref(req); /* the transfer's */
-        req->transfer = true;
+        req->up.transfer = true;
         return 0;
 }
 
@@ -530,7 +487,7 @@ static void on_start(SessionHttpRequest *http) {
 static void on_completed(SessionHttpRequest *http, bool complete) {
         Request *req = request_of(http);
 
-        if (req->transfer) {
+        if (req->up.transfer) {
                 request_ref(req);
                 request_cancel_transfer(req); /* the client went away: so does the request */
                 request_unref(req);
@@ -572,11 +529,11 @@ McpRemoteSession *mcp_remote_session_free(McpRemoteSession *s) {
                 req->session = NULL;
                 req->credential = NULL;
                 request_cancel_transfer(req);
-                if (req->http.connection && !req->http.queued && !req->answering)
+                if (req->http.connection && !req->http.queued && !req->up.answering)
                         request_fail(req, 503, "cc-docker: the session ended");
                 else {
-                        req->stream.done = true;
-                        req->stream.result = CURLE_ABORTED_BY_CALLBACK;
+                        req->up.stream.done = true;
+                        req->up.stream.result = CURLE_ABORTED_BY_CALLBACK;
                         request_wake(req);
                 }
                 request_unref(req);
@@ -662,8 +619,8 @@ McpRemote *mcp_remote_free(McpRemote *p) {
                 request_cancel_transfer(req);
                 if (req->http.connection && !req->http.queued && !req->http.response)
                         request_fail(req, 503, "cc-docker: the MCP forward is stopping");
-                req->stream.done = true;
-                req->stream.result = CURLE_ABORTED_BY_CALLBACK;
+                req->up.stream.done = true;
+                req->up.stream.result = CURLE_ABORTED_BY_CALLBACK;
                 request_wake(req);
                 request_unref(req);
         }

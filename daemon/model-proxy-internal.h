@@ -41,20 +41,13 @@ struct ProxyRequest {
         ModelAdmissionEntry admission; /* in the admission queue while REQUEST_QUEUED */
 
         char *method, *target, *path;
-        struct curl_slist *upstream_headers;
 
         bool complete; /* the answer (http.response: the proxy's own, or the upstream's) went whole */
 
-        /* upstream */
-        CURL *easy;
-        bool transfer; /* easy is added to the multi handle */
+        /* upstream: the transfer, this attempt's answer (up.answering: being passed on) */
+        SessionHttpUpstream up;
         unsigned attempts;
-        long upstream_status;
-        bool retrying;  /* this attempt's answer is thrown away; the request is retried */
-        bool answering; /* this attempt's answer is being passed on */
-        SessionHttpHeader *headers;
-        size_t n_headers;
-        SessionHttpStream stream; /* the answer passed on: stream.done once the upstream is */
+        bool retrying; /* this attempt's answer is thrown away; the request is retried */
         ModelUsageParser usage;
 
         uint64_t received_usec, done_usec;

@@ -106,7 +106,7 @@ static void on_completed(SessionHttpRequest *http, bool complete) {
 
         req->complete = complete;
         proxy_request_dequeue(req);
-        if (req->transfer) {
+        if (req->up.transfer) {
                 /* The client went away: so does the call. */
                 proxy_request_cancel_transfer(req);
                 model_admission_pump(&p->admission);
@@ -147,10 +147,10 @@ ModelProxySession *model_proxy_session_free(ModelProxySession *s) {
                 if (req->state == REQUEST_QUEUED) {
                         proxy_request_dequeue(req);
                         proxy_request_fail(req, 503, "api_error", NULL, "cc-docker: the session ended");
-                } else if (req->transfer) {
+                } else if (req->up.transfer) {
                         proxy_request_cancel_transfer(req);
-                        req->stream.done = true;
-                        req->stream.result = CURLE_ABORTED_BY_CALLBACK;
+                        req->up.stream.done = true;
+                        req->up.stream.result = CURLE_ABORTED_BY_CALLBACK;
                         req->state = REQUEST_DONE;
                         if (!req->http.response && !req->http.queued)
                                 proxy_request_fail(
@@ -240,14 +240,14 @@ ModelProxy *model_proxy_free(ModelProxy *p) {
         LIST_FOREACH_SAFE(req, next, p->requests) {
                 proxy_request_ref(req);
                 proxy_request_dequeue(req);
-                if (req->transfer)
+                if (req->up.transfer)
                         proxy_request_cancel_transfer(req);
                 if (req->http.connection && !req->http.queued && !req->http.response)
                         proxy_request_fail(
                                 req, 503, "api_error", NULL, "cc-docker: the model proxy is stopping");
-                if (!req->stream.done) {
-                        req->stream.done = true;
-                        req->stream.result = CURLE_ABORTED_BY_CALLBACK;
+                if (!req->up.stream.done) {
+                        req->up.stream.done = true;
+                        req->up.stream.result = CURLE_ABORTED_BY_CALLBACK;
                 }
                 proxy_request_wake(req);
                 proxy_request_unref(req);

@@ -68,17 +68,14 @@ ProxyRequest *proxy_request_ref(ProxyRequest *req) {
         return req;
 }
 
-static void request_reset_answer(ProxyRequest *req) {
-        session_http_headers_free(req->headers, req->n_headers);
-        req->headers = NULL;
-        req->n_headers = 0;
-        req->upstream_status = 0;
-        req->answering = false;
-        req->stream.done = false;
-        req->stream.paused = false;
-        req->stream.start = req->stream.end = 0;
+static void request_reset_usage(ProxyRequest *req) {
         model_usage_parser_done(&req->usage);
         model_usage_parser_init(&req->usage, MODEL_USAGE_NONE);
+}
+
+static void request_reset_answer(ProxyRequest *req) {
+        session_http_upstream_reset(&req->up);
+        request_reset_usage(req);
 }
 
 ProxyRequest *proxy_request_unref(ProxyRequest *req) {
@@ -87,15 +84,9 @@ ProxyRequest *proxy_request_unref(ProxyRequest *req) {
 
         if (req->proxy)
                 LIST_REMOVE(req->proxy->requests, req);
-        if (req->easy) {
-                if (req->transfer && req->proxy)
-                        curl_glue_remove(req->proxy->glue, req->easy);
-                curl_easy_cleanup(req->easy);
-        }
         session_http_request_release(&req->http);
-        session_http_stream_done(&req->stream);
-        request_reset_answer(req);
-        curl_slist_free_all(req->upstream_headers);
+        session_http_upstream_done(&req->up, req->proxy ? req->proxy->glue : NULL);
+        model_usage_parser_done(&req->usage);
         free(req->method);
         free(req->target);
         free(req->path);
@@ -160,10 +151,10 @@ void proxy_request_fail(
 void proxy_request_cancel_transfer(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
 
-        if (!req->transfer)
+        if (!req->up.transfer)
                 return;
-        curl_glue_remove(p->glue, req->easy);
-        req->transfer = false;
+        curl_glue_remove(p->glue, req->up.easy);
+        req->up.transfer = false;
         model_admission_end(&p->admission, &req->admission);
         proxy_request_unref(req); /* the transfer's reference */
 }
@@ -283,13 +274,7 @@ void proxy_request_record(ProxyRequest *req) {
 static ssize_t on_response_read(void *cls, uint64_t pos, char *buf, size_t max) {
         ProxyRequest *req = cls;
 
-        return session_http_stream_read(
-                &req->stream,
-                &req->http,
-                req->transfer ? req->easy : NULL,
-                MODEL_PROXY_BUFFER_MAX,
-                buf,
-                max);
+        return session_http_upstream_read(&req->up, &req->http, MODEL_PROXY_BUFFER_MAX, buf, max);
 }
 
 static void on_response_free(void *cls) {
@@ -307,15 +292,15 @@ static void on_upstream_headers(ProxyRequest *req) {
         struct MHD_Response *response;
         uint64_t wait = 0;
 
-        for (size_t i = 0; i < req->n_headers; i++) {
-                if (strcasecmp(req->headers[i].name, "content-type") == 0)
-                        content_type = req->headers[i].value;
-                else if (strcasecmp(req->headers[i].name, "retry-after") == 0)
-                        retry_after = req->headers[i].value;
+        for (size_t i = 0; i < req->up.n_headers; i++) {
+                if (strcasecmp(req->up.headers[i].name, "content-type") == 0)
+                        content_type = req->up.headers[i].value;
+                else if (strcasecmp(req->up.headers[i].name, "retry-after") == 0)
+                        retry_after = req->up.headers[i].value;
         }
 
-        if ((req->upstream_status == 429 || req->upstream_status == 529) &&
-            req->attempts <= MODEL_PROXY_MAX_RETRIES && req->http.connection) {
+        if ((req->up.status == 429 || req->up.status == 529) && req->attempts <= MODEL_PROXY_MAX_RETRIES &&
+            req->http.connection) {
                 if (!retry_after || model_parse_retry_after(retry_after, &wait) < 0)
                         wait = USEC_PER_SEC << (req->attempts - 1); /* 1 s, 2 s, 4 s */
                 if (wait <= (uint64_t) MODEL_PROXY_RETRY_AFTER_MAX_SEC * USEC_PER_SEC) {
@@ -329,7 +314,7 @@ static void on_upstream_headers(ProxyRequest *req) {
                                 LOG_INFO,
                                 "upstream answered %ld, admission paused for %" PRIu64
                                 " ms; retrying (attempt %u)",
-                                req->upstream_status,
+                                req->up.status,
                                 wait / 1000,
                                 req->attempts + 1);
                         return;
@@ -337,10 +322,10 @@ static void on_upstream_headers(ProxyRequest *req) {
         }
 
         response = session_http_stream_response(
-                req->headers,
-                req->n_headers,
+                req->up.headers,
+                req->up.n_headers,
                 req->method,
-                req->upstream_status,
+                req->up.status,
                 model_response_header_forwarded,
                 on_response_read,
                 req,
@@ -354,28 +339,21 @@ static void on_upstream_headers(ProxyRequest *req) {
         proxy_request_ref(req); /* the response's reference */
 
         model_usage_parser_init(&req->usage, model_usage_format_for(content_type));
-        if (req->http.response)
-                MHD_destroy_response(req->http.response);
-        req->http.response = response;
-        req->answering = true;
-        req->http.status = (unsigned) req->upstream_status;
+        session_http_upstream_answer(&req->up, &req->http, response);
         proxy_request_wake(req);
 }
 
 static size_t on_upstream_header(char *buffer, size_t size, size_t nitems, void *userdata) {
         ProxyRequest *req = userdata;
         size_t n = size * nitems;
-        long status;
         int r;
 
-        r = session_http_header_line(
-                buffer, n, &req->headers, &req->n_headers, RESPONSE_HEADERS_MAX, &status);
+        r = session_http_upstream_header(&req->up, buffer, n, RESPONSE_HEADERS_MAX);
         if (r < 0)
                 return 0; /* fails the transfer */
-        if (r == SESSION_HTTP_HEADER_STATUS) {
-                request_reset_answer(req);
-                req->upstream_status = status;
-        } else if (r == SESSION_HTTP_HEADER_END && req->upstream_status >= 200)
+        if (r == SESSION_HTTP_HEADER_STATUS)
+                request_reset_usage(req);
+        else if (r == SESSION_HTTP_HEADER_END && req->up.status >= 200)
                 on_upstream_headers(req);
         return n;
 }
@@ -384,11 +362,11 @@ static size_t on_upstream_write(char *ptr, size_t size, size_t nmemb, void *user
         ProxyRequest *req = userdata;
         size_t n = size * nmemb, r;
 
-        if (!req->answering || req->state == REQUEST_DONE)
+        if (!req->up.answering || req->state == REQUEST_DONE)
                 return n; /* thrown away: a retried 429, or nobody to give it to */
 
         /* Bounded: a client that does not read pauses the transfer. */
-        r = session_http_stream_write(&req->stream, MODEL_PROXY_BUFFER_MAX, ptr, n);
+        r = session_http_stream_write(&req->up.stream, MODEL_PROXY_BUFFER_MAX, ptr, n);
         if (r != n)
                 return r;
 
@@ -481,11 +459,11 @@ static int request_build_upstream(ProxyRequest *req) {
                 curl_slist_free_all(hc.list);
                 return r;
         }
-        req->upstream_headers = hc.list;
+        req->up.request_headers = hc.list;
 
         r = session_http_easy_new(
                 url,
-                req->upstream_headers,
+                req->up.request_headers,
                 on_upstream_header,
                 on_upstream_write,
                 req,
@@ -495,7 +473,7 @@ static int request_build_upstream(ProxyRequest *req) {
                 &easy);
         if (r < 0)
                 return r;
-        req->easy = easy;
+        req->up.easy = easy;
         if (curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
             curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_SEC) != CURLE_OK)
                 return -EINVAL;
@@ -506,7 +484,7 @@ static int request_send(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
         int r;
 
-        if (!req->easy) {
+        if (!req->up.easy) {
                 r = request_build_upstream(req);
                 if (r < 0)
                         return r;
@@ -514,11 +492,11 @@ static int request_send(ProxyRequest *req) {
 
         request_reset_answer(req);
         req->retrying = false;
-        r = curl_glue_add(p->glue, req->easy, on_upstream_done, req);
+        r = curl_glue_add(p->glue, req->up.easy, on_upstream_done, req);
         if (r < 0)
                 return r;
         proxy_request_ref(req); /* the transfer's reference */
-        req->transfer = true;
+        req->up.transfer = true;
         req->state = REQUEST_UPSTREAM;
         req->attempts++;
         return 0;
@@ -528,13 +506,13 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
         ProxyRequest *req = userdata;
         ModelProxy *p = req->proxy;
 
-        req->transfer = false;
+        req->up.transfer = false;
         model_admission_end(&p->admission, &req->admission);
 
         if (req->retrying && req->http.connection && req->state == REQUEST_UPSTREAM &&
             request_enqueue(req, true) >= 0) {
                 /* Back to the front of its session's queue: it was admitted before the rest. */
-        } else if (req->state == REQUEST_UPSTREAM && !req->answering) {
+        } else if (req->state == REQUEST_UPSTREAM && !req->up.answering) {
                 /* Nothing came back: no connection, or the upstream hung up before its headers. */
                 request_log(req, LOG_WARNING, "upstream call failed: %s", curl_easy_strerror(result));
                 proxy_request_fail(
@@ -551,8 +529,8 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
                                 LOG_WARNING,
                                 "upstream answer cut short: %s",
                                 curl_easy_strerror(result));
-                req->stream.done = true;
-                req->stream.result = result;
+                req->up.stream.done = true;
+                req->up.stream.result = result;
                 req->state = REQUEST_DONE;
                 req->done_usec = now_usec(CLOCK_MONOTONIC);
                 proxy_request_wake(req);
@@ -715,16 +693,6 @@ void proxy_request_start(ProxyRequest *req) {
 
 /* ---- headers, targets, retry-after ---- */
 
-/* Whether name is forwarded: no hop-by-hop or proxy- header, none of dropped. */
-static bool header_forwarded(const char *name, const char *const *dropped, size_t n_dropped) {
-        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
-                return false;
-        for (size_t i = 0; i < n_dropped; i++)
-                if (strcasecmp(name, dropped[i]) == 0)
-                        return false;
-        return true;
-}
-
 bool model_request_header_forwarded(const char *name) {
         static const char *const dropped[] = {
                 "host",           "content-length",    "connection",
@@ -734,7 +702,7 @@ bool model_request_header_forwarded(const char *name) {
                 "anthropic-beta",
         };
 
-        return header_forwarded(name, dropped, ELEMENTSOF(dropped));
+        return session_http_header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 bool model_response_header_forwarded(const char *name) {
@@ -743,7 +711,7 @@ bool model_response_header_forwarded(const char *name) {
                 "te",         "trailer",    "upgrade",
         };
 
-        return header_forwarded(name, dropped, ELEMENTSOF(dropped));
+        return session_http_header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 static bool beta_list_has(const char *list, const char *item) {

@@ -560,6 +560,15 @@ void session_http_headers_free(SessionHttpHeader *headers, size_t n) {
         free(headers);
 }
 
+bool session_http_header_forwarded(const char *name, const char *const *dropped, size_t n_dropped) {
+        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
+                return false;
+        for (size_t i = 0; i < n_dropped; i++)
+                if (strcasecmp(name, dropped[i]) == 0)
+                        return false;
+        return true;
+}
+
 int session_http_header_line(
         const char *buffer,
         size_t n,
@@ -698,6 +707,57 @@ ssize_t session_http_stream_read(
 void session_http_stream_done(SessionHttpStream *s) {
         s->buf = mfree(s->buf);
         s->start = s->end = s->allocated = 0;
+}
+
+void session_http_upstream_reset(SessionHttpUpstream *u) {
+        session_http_headers_free(u->headers, u->n_headers);
+        u->headers = NULL;
+        u->n_headers = 0;
+        u->status = 0;
+        u->answering = false;
+        u->stream.done = false;
+        u->stream.paused = false;
+        u->stream.start = u->stream.end = 0;
+}
+
+void session_http_upstream_done(SessionHttpUpstream *u, CurlGlue *glue) {
+        if (u->easy) {
+                if (u->transfer && glue)
+                        curl_glue_remove(glue, u->easy);
+                curl_easy_cleanup(u->easy);
+                u->easy = NULL;
+        }
+        u->transfer = false;
+        session_http_upstream_reset(u);
+        curl_slist_free_all(u->request_headers);
+        u->request_headers = NULL;
+        session_http_stream_done(&u->stream);
+}
+
+int session_http_upstream_header(SessionHttpUpstream *u, const char *buffer, size_t n, size_t max) {
+        long status;
+        int r;
+
+        r = session_http_header_line(buffer, n, &u->headers, &u->n_headers, max, &status);
+        if (r == SESSION_HTTP_HEADER_STATUS) {
+                session_http_upstream_reset(u);
+                u->status = status;
+        }
+        return r;
+}
+
+void session_http_upstream_answer(
+        SessionHttpUpstream *u, SessionHttpRequest *req, struct MHD_Response *response) {
+        if (req->response)
+                MHD_destroy_response(req->response);
+        req->response = response;
+        req->status = (unsigned) u->status;
+        u->answering = true;
+}
+
+ssize_t session_http_upstream_read(
+        SessionHttpUpstream *u, SessionHttpRequest *req, size_t max, char *buf, size_t size) {
+        return session_http_stream_read(&u->stream, req, u->transfer ? u->easy : NULL, max, buf, size);
 }
 
 /* ---- the call upstream ---- */

@@ -16,6 +16,8 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "curl-glue.h"
+
 /* A refused request's declared body up to this size is read (and dropped) before the refusal is sent:
  * answering before it leaves the client writing into a connection that closes, and it then sees a reset
  * instead of the refusal. A larger or chunked body is refused at once. */
@@ -101,6 +103,8 @@ typedef struct SessionHttpHeader {
 } SessionHttpHeader;
 
 void session_http_headers_free(SessionHttpHeader *headers, size_t n);
+/* Whether a header named name crosses the proxy: not empty, no proxy- header, none of dropped. */
+bool session_http_header_forwarded(const char *name, const char *const *dropped, size_t n_dropped);
 
 typedef enum SessionHttpHeaderLine {
         SESSION_HTTP_HEADER_FIELD,  /* a header, kept (or dropped past max) */
@@ -138,6 +142,32 @@ typedef struct SessionHttpStream {
         bool done;   /* the upstream is done: the stream ends once the buffer is drained */
         CURLcode result;
 } SessionHttpStream;
+
+/* The upstream side of a request: the transfer, its answer's status and headers, and the stream. */
+typedef struct SessionHttpUpstream {
+        CURL *easy;
+        bool transfer; /* easy is added to the multi handle */
+        struct curl_slist *request_headers;
+        long status;
+        bool answering; /* the answer is being passed on */
+        SessionHttpHeader *headers;
+        size_t n_headers;
+        SessionHttpStream stream;
+} SessionHttpUpstream;
+
+/* Forgets the answer so far (before an attempt): its status, headers and what is buffered. */
+void session_http_upstream_reset(SessionHttpUpstream *u);
+/* Frees it all; a running transfer is taken out of glue first. */
+void session_http_upstream_done(SessionHttpUpstream *u, CurlGlue *glue);
+/* A line from curl's header callback (session_http_header_line(), at most max headers): a status line
+ * resets the answer and sets its status. */
+int session_http_upstream_header(SessionHttpUpstream *u, const char *buffer, size_t n, size_t max);
+/* response (session_http_stream_response()) becomes req's answer, with the upstream's status. */
+void session_http_upstream_answer(
+        SessionHttpUpstream *u, SessionHttpRequest *req, struct MHD_Response *response);
+/* libmicrohttpd's content reader over u's stream (session_http_stream_read()). */
+ssize_t session_http_upstream_read(
+        SessionHttpUpstream *u, SessionHttpRequest *req, size_t max, char *buf, size_t size);
 
 /* curl's write callback, into a buffer bounded at max (an empty one takes any piece, so progress is
  * always made): n, CURL_WRITEFUNC_PAUSE (paused; curl hands the piece over again on resumption), or 0
