@@ -8,34 +8,18 @@
 
 #include "curl-glue.h"
 #include "log.h"
-#include "mhd-event.h"
 #include "model-admission.h"
 #include "model-proxy.h"
+#include "session-http.h"
 
-typedef struct ProxyConn ProxyConn;
 typedef struct ProxyRequest ProxyRequest;
-
-/* One accepted connection; libmicrohttpd owns its fd. */
-struct ProxyConn {
-        ModelProxy *proxy;
-        ModelProxySession *session; /* NULL once the session is gone */
-        int fd;
-        bool started; /* libmicrohttpd announced it (its socket context points here) */
-        char *target; /* the raw request target of the request being read (URI log callback) */
-        ProxyConn *prev, *next;
-};
 
 struct ModelProxySession {
         ModelProxy *proxy;
         char *id;
-        char *socket_path;
-        int listen_fd;
-        sd_event_source *listen_source;
-        unsigned n_connections;
+        SessionHttpSocket *socket; /* model.sock, its connections (session-http.c) */
         ModelSessionTotals totals;
-        ModelReservation reserved;            /* of its admitted calls not yet recorded */
-        int (*admit)(int fd, void *userdata); /* who may connect (model_proxy_session_set_admit()) */
-        void *admit_userdata;
+        ModelReservation reserved; /* of its admitted calls not yet recorded */
         ModelProxySession *prev, *next;
 };
 
@@ -46,46 +30,24 @@ typedef enum RequestState {
         REQUEST_DONE,     /* the answer is decided (streamed or an error); no transfer waits */
 } RequestState;
 
-typedef struct Header {
-        char *name, *value;
-} Header;
-
 struct ProxyRequest {
         unsigned n_ref;
         ModelProxy *proxy;
         ModelProxySession *session; /* NULL once the session is gone */
         char *session_id;
-        struct MHD_Connection *connection; /* NULL once libmicrohttpd is done with the request */
+        SessionHttpRequest http; /* its connection, body and answer not yet queued */
         RequestState state;
-        bool suspended;
         ProxyRequest *prev, *next;     /* the proxy's requests */
         ModelAdmissionEntry admission; /* in the admission queue while REQUEST_QUEUED */
 
         char *method, *target, *path;
-        char *body;
-        size_t body_len;
-        struct curl_slist *upstream_headers;
 
-        /* The answer: an error of the proxy's own, or the upstream's. */
-        struct MHD_Response *response;
-        unsigned status;
-        bool queued; /* response handed to libmicrohttpd */
-        bool complete;
+        bool complete; /* the answer (http.response: the proxy's own, or the upstream's) went whole */
 
-        /* upstream */
-        CURL *easy;
-        bool transfer; /* easy is added to the multi handle */
+        /* upstream: the transfer, this attempt's answer (up.answering: being passed on) */
+        SessionHttpUpstream up;
         unsigned attempts;
-        long upstream_status;
-        bool retrying;  /* this attempt's answer is thrown away; the request is retried */
-        bool answering; /* this attempt's answer is being passed on */
-        Header *headers;
-        size_t n_headers;
-        bool upstream_done;
-        CURLcode upstream_result;
-        bool paused;
-        char *buf;
-        size_t buf_start, buf_end, buf_allocated;
+        bool retrying; /* this attempt's answer is thrown away; the request is retried */
         ModelUsageParser usage;
 
         uint64_t received_usec, done_usec;
@@ -97,8 +59,7 @@ struct ProxyRequest {
 struct ModelProxy {
         sd_event *event;
         CurlGlue *glue;
-        struct MHD_Daemon *mhd;
-        MhdEvent mhd_event;
+        SessionHttp *http;
 
         char *base_url;
         ModelCredentialKind credential_kind;
@@ -111,7 +72,6 @@ struct ModelProxy {
 
         ModelAdmission admission;
         ProxyRequest *requests;
-        ProxyConn *conns;
         ModelProxySession *sessions;
 };
 
@@ -126,17 +86,18 @@ struct ModelProxy {
                 NULL)
 
 static inline void proxy_mhd_kick(ModelProxy *p) {
-        mhd_event_kick(&p->mhd_event);
+        session_http_kick(p->http);
 }
 
 /* model-request.c */
 
-/* A request libmicrohttpd started on connection (conn: the accepted connection it came on, or NULL),
- * in p's list, with one reference, the connection's. */
+/* A request libmicrohttpd started on connection (session: the one of the socket it came on, or NULL;
+ * target: its raw request target, or NULL for url), in p's list, with one reference, the connection's. */
 ProxyRequest *proxy_request_new(
         ModelProxy *p,
         struct MHD_Connection *connection,
-        ProxyConn *conn,
+        ModelProxySession *session,
+        const char *target,
         const char *url,
         const char *method);
 ProxyRequest *proxy_request_ref(ProxyRequest *req);

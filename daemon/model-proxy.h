@@ -35,13 +35,11 @@
 #define MODEL_OAUTH_BETA "oauth-2025-04-20"
 
 /* Bounds. */
-#define MODEL_PROXY_BODY_MAX (32U * 1024 * 1024)      /* a request body (the API's own limit) */
-#define MODEL_PROXY_REFUSED_BODY_DRAIN (1024U * 1024) /* read before a refusal is sent (see model-proxy.c) \
-                                                       */
-#define MODEL_PROXY_BUFFER_MAX (256U * 1024)          /* response bytes held for a slow client */
-#define MODEL_PROXY_MAX_RETRIES 3                     /* upstream 429/529 retried by the proxy */
-#define MODEL_PROXY_RETRY_AFTER_MAX_SEC 60            /* a longer retry-after is passed to the client */
-#define MODEL_PROXY_CONNECTIONS_MAX 32                /* open connections per session */
+#define MODEL_PROXY_BODY_MAX (32U * 1024 * 1024) /* a request body (the API's own limit) */
+#define MODEL_PROXY_BUFFER_MAX (256U * 1024)     /* response bytes held for a slow client */
+#define MODEL_PROXY_MAX_RETRIES 3                /* upstream 429/529 retried by the proxy */
+#define MODEL_PROXY_RETRY_AFTER_MAX_SEC 60       /* a longer retry-after is passed to the client */
+#define MODEL_PROXY_CONNECTIONS_MAX 32           /* open connections per session */
 
 typedef struct ModelProxy ModelProxy;
 typedef struct ModelProxySession ModelProxySession;

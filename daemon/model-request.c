@@ -24,7 +24,6 @@
 #include "util.h"
 
 #define RESPONSE_HEADERS_MAX 128 /* upstream answer headers kept */
-#define CONNECT_TIMEOUT_SEC 30L  /* to reach upstream */
 #define LOW_SPEED_TIME_SEC 600L  /* an upstream silent this long is given up (paused ones are not) */
 
 static void request_reserve(ModelProxySession *s, const ModelReservation *r, int sign);
@@ -34,7 +33,8 @@ static void request_reserve(ModelProxySession *s, const ModelReservation *r, int
 ProxyRequest *proxy_request_new(
         ModelProxy *p,
         struct MHD_Connection *connection,
-        ProxyConn *conn,
+        ModelProxySession *session,
+        const char *target,
         const char *url,
         const char *method) {
         ProxyRequest *req;
@@ -45,8 +45,8 @@ ProxyRequest *proxy_request_new(
         *req = (ProxyRequest){
                 .n_ref = 1,
                 .proxy = p,
-                .session = conn ? conn->session : NULL,
-                .connection = connection,
+                .session = session,
+                .http.connection = connection,
                 .state = REQUEST_READING,
                 .received_usec = now_usec(CLOCK_MONOTONIC),
         };
@@ -54,7 +54,7 @@ ProxyRequest *proxy_request_new(
 
         req->session_id = strdup(req->session ? req->session->id : "-");
         req->method = strdup(method);
-        req->target = conn && conn->target ? TAKE_PTR(conn->target) : strdup(url);
+        req->target = strdup(target ?: url);
         if (!req->session_id || !req->method || !req->target)
                 return proxy_request_unref(req);
         req->path = strndup(req->target, strcspn(req->target, "?"));
@@ -68,20 +68,14 @@ ProxyRequest *proxy_request_ref(ProxyRequest *req) {
         return req;
 }
 
-static void request_reset_answer(ProxyRequest *req) {
-        for (size_t i = 0; i < req->n_headers; i++) {
-                free(req->headers[i].name);
-                free(req->headers[i].value);
-        }
-        req->headers = mfree(req->headers);
-        req->n_headers = 0;
-        req->upstream_status = 0;
-        req->answering = false;
-        req->upstream_done = false;
-        req->paused = false;
-        req->buf_start = req->buf_end = 0;
+static void request_reset_usage(ProxyRequest *req) {
         model_usage_parser_done(&req->usage);
         model_usage_parser_init(&req->usage, MODEL_USAGE_NONE);
+}
+
+static void request_reset_answer(ProxyRequest *req) {
+        session_http_upstream_reset(&req->up);
+        request_reset_usage(req);
 }
 
 ProxyRequest *proxy_request_unref(ProxyRequest *req) {
@@ -90,17 +84,9 @@ ProxyRequest *proxy_request_unref(ProxyRequest *req) {
 
         if (req->proxy)
                 LIST_REMOVE(req->proxy->requests, req);
-        if (req->easy) {
-                if (req->transfer && req->proxy)
-                        curl_glue_remove(req->proxy->glue, req->easy);
-                curl_easy_cleanup(req->easy);
-        }
-        if (req->response)
-                MHD_destroy_response(req->response);
-        request_reset_answer(req);
-        curl_slist_free_all(req->upstream_headers);
-        free(req->buf);
-        free(req->body);
+        session_http_request_release(&req->http);
+        session_http_upstream_done(&req->up, req->proxy ? req->proxy->glue : NULL);
+        model_usage_parser_done(&req->usage);
         free(req->method);
         free(req->target);
         free(req->path);
@@ -109,10 +95,7 @@ ProxyRequest *proxy_request_unref(ProxyRequest *req) {
 }
 
 void proxy_request_wake(ProxyRequest *req) {
-        if (req->suspended && req->connection) {
-                req->suspended = false;
-                MHD_resume_connection(req->connection);
-        }
+        session_http_request_resume(&req->http);
         if (req->proxy)
                 proxy_mhd_kick(req->proxy);
 }
@@ -157,16 +140,10 @@ void proxy_request_fail(
         body = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
 
-        if (req->response)
-                MHD_destroy_response(req->response);
-        req->response = MHD_create_response_from_buffer(
-                body ? strlen(body) : 0, body ?: (char *) "", MHD_RESPMEM_MUST_COPY);
-        if (req->response) {
-                (void) MHD_add_response_header(req->response, "Content-Type", "application/json");
+        session_http_request_answer(&req->http, status, body);
+        if (req->http.response)
                 for (size_t i = 0; extra && extra[i] && extra[i + 1]; i += 2)
-                        (void) MHD_add_response_header(req->response, extra[i], extra[i + 1]);
-        }
-        req->status = status;
+                        (void) MHD_add_response_header(req->http.response, extra[i], extra[i + 1]);
         req->state = REQUEST_DONE;
         proxy_request_wake(req);
 }
@@ -174,10 +151,10 @@ void proxy_request_fail(
 void proxy_request_cancel_transfer(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
 
-        if (!req->transfer)
+        if (!req->up.transfer)
                 return;
-        curl_glue_remove(p->glue, req->easy);
-        req->transfer = false;
+        curl_glue_remove(p->glue, req->up.easy);
+        req->up.transfer = false;
         model_admission_end(&p->admission, &req->admission);
         proxy_request_unref(req); /* the transfer's reference */
 }
@@ -209,15 +186,15 @@ void proxy_request_record(ProxyRequest *req) {
                         MODEL_USAGE_DEPTH_MAX);
         /* The model the client asked for, for an answer that names none (the proxy's own answers). */
         model_usage_parser_init(&scan, MODEL_USAGE_JSON);
-        if (!req->usage.model[0] && req->body_len > 0)
-                (void) model_usage_read_json(&scan, req->body, req->body_len);
+        if (!req->usage.model[0] && req->http.body_len > 0)
+                (void) model_usage_read_json(&scan, req->http.body, req->http.body_len);
 
         call = (ModelCall){
                 .session_id = req->session_id,
                 .method = strempty(req->method),
                 .path = strempty(req->path),
                 .model = req->usage.model[0] ? req->usage.model : scan.model,
-                .status = req->queued ? req->status : 0,
+                .status = req->http.queued ? req->http.status : 0,
                 .complete = req->complete,
                 .upstream = req->attempts > 0,
                 .attempts = req->attempts,
@@ -296,32 +273,8 @@ void proxy_request_record(ProxyRequest *req) {
 
 static ssize_t on_response_read(void *cls, uint64_t pos, char *buf, size_t max) {
         ProxyRequest *req = cls;
-        size_t n = req->buf_end - req->buf_start;
 
-        if (n > 0) {
-                if (n > max)
-                        n = max;
-                memcpy(buf, req->buf + req->buf_start, n);
-                req->buf_start += n;
-                if (req->buf_start == req->buf_end)
-                        req->buf_start = req->buf_end = 0;
-                /* Drained enough: let curl go on (it may hand over what it holds right here). */
-                if (req->paused && req->transfer &&
-                    req->buf_end - req->buf_start <= MODEL_PROXY_BUFFER_MAX / 2) {
-                        req->paused = false;
-                        (void) curl_easy_pause(req->easy, CURLPAUSE_CONT);
-                }
-                return (ssize_t) n;
-        }
-        if (req->upstream_done) {
-                if (req->upstream_result != CURLE_OK)
-                        return MHD_CONTENT_READER_END_WITH_ERROR;
-                return MHD_CONTENT_READER_END_OF_STREAM;
-        }
-        /* Nothing yet: wait off libmicrohttpd's loop until curl brings more. */
-        req->suspended = true;
-        MHD_suspend_connection(req->connection);
-        return 0;
+        return session_http_upstream_read(&req->up, &req->http, MODEL_PROXY_BUFFER_MAX, buf, max);
 }
 
 static void on_response_free(void *cls) {
@@ -335,21 +288,19 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata);
 /* The headers of an upstream answer are in: retry it, or start passing it on. */
 static void on_upstream_headers(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
-        const char *content_length = NULL, *content_type = NULL, *retry_after = NULL;
+        const char *content_type = NULL, *retry_after = NULL;
         struct MHD_Response *response;
-        uint64_t size = MHD_SIZE_UNKNOWN, wait = 0;
+        uint64_t wait = 0;
 
-        for (size_t i = 0; i < req->n_headers; i++) {
-                if (strcasecmp(req->headers[i].name, "content-length") == 0)
-                        content_length = req->headers[i].value;
-                else if (strcasecmp(req->headers[i].name, "content-type") == 0)
-                        content_type = req->headers[i].value;
-                else if (strcasecmp(req->headers[i].name, "retry-after") == 0)
-                        retry_after = req->headers[i].value;
+        for (size_t i = 0; i < req->up.n_headers; i++) {
+                if (strcasecmp(req->up.headers[i].name, "content-type") == 0)
+                        content_type = req->up.headers[i].value;
+                else if (strcasecmp(req->up.headers[i].name, "retry-after") == 0)
+                        retry_after = req->up.headers[i].value;
         }
 
-        if ((req->upstream_status == 429 || req->upstream_status == 529) &&
-            req->attempts <= MODEL_PROXY_MAX_RETRIES && req->connection) {
+        if ((req->up.status == 429 || req->up.status == 529) && req->attempts <= MODEL_PROXY_MAX_RETRIES &&
+            req->http.connection) {
                 if (!retry_after || model_parse_retry_after(retry_after, &wait) < 0)
                         wait = USEC_PER_SEC << (req->attempts - 1); /* 1 s, 2 s, 4 s */
                 if (wait <= (uint64_t) MODEL_PROXY_RETRY_AFTER_MAX_SEC * USEC_PER_SEC) {
@@ -363,23 +314,22 @@ static void on_upstream_headers(ProxyRequest *req) {
                                 LOG_INFO,
                                 "upstream answered %ld, admission paused for %" PRIu64
                                 " ms; retrying (attempt %u)",
-                                req->upstream_status,
+                                req->up.status,
                                 wait / 1000,
                                 req->attempts + 1);
                         return;
                 }
         }
 
-        if (content_length && !streq(req->method, "HEAD") && req->upstream_status != 204 &&
-            req->upstream_status != 304) {
-                uint64_t v;
-
-                if (safe_atou64(content_length, &v) >= 0)
-                        size = v;
-        }
-
-        response =
-                MHD_create_response_from_callback(size, 16 * 1024, on_response_read, req, on_response_free);
+        response = session_http_stream_response(
+                req->up.headers,
+                req->up.n_headers,
+                req->method,
+                req->up.status,
+                model_response_header_forwarded,
+                on_response_read,
+                req,
+                on_response_free);
         if (!response) {
                 proxy_request_cancel_transfer(req);
                 proxy_request_fail(
@@ -387,103 +337,38 @@ static void on_upstream_headers(ProxyRequest *req) {
                 return;
         }
         proxy_request_ref(req); /* the response's reference */
-        for (size_t i = 0; i < req->n_headers; i++)
-                if (model_response_header_forwarded(req->headers[i].name))
-                        (void) MHD_add_response_header(
-                                response, req->headers[i].name, req->headers[i].value);
 
         model_usage_parser_init(&req->usage, model_usage_format_for(content_type));
-        if (req->response)
-                MHD_destroy_response(req->response);
-        req->response = response;
-        req->answering = true;
-        req->status = (unsigned) req->upstream_status;
+        session_http_upstream_answer(&req->up, &req->http, response);
         proxy_request_wake(req);
 }
 
 static size_t on_upstream_header(char *buffer, size_t size, size_t nitems, void *userdata) {
         ProxyRequest *req = userdata;
-        size_t n = size * nitems, len = n;
-        const char *colon;
-        Header *nh;
+        size_t n = size * nitems;
+        int r;
 
-        while (len > 0 && (buffer[len - 1] == '\n' || buffer[len - 1] == '\r'))
-                len--;
-
-        if (len >= 5 && strncmp(buffer, "HTTP/", 5) == 0) {
-                /* A status line starts a new header block (after a 1xx). */
-                const char *sp = memchr(buffer, ' ', len);
-
-                request_reset_answer(req);
-                req->upstream_status = sp ? strtol(sp + 1, NULL, 10) : 0;
-                return n;
-        }
-        if (len == 0) {
-                if (req->upstream_status >= 200)
-                        on_upstream_headers(req);
-                return n;
-        }
-
-        colon = memchr(buffer, ':', len);
-        if (!colon || colon == buffer || req->n_headers >= RESPONSE_HEADERS_MAX)
-                return n;
-        nh = reallocarray(req->headers, req->n_headers + 1, sizeof(Header));
-        if (!nh)
+        r = session_http_upstream_header(&req->up, buffer, n, RESPONSE_HEADERS_MAX);
+        if (r < 0)
                 return 0; /* fails the transfer */
-        req->headers = nh;
-        {
-                const char *v = colon + 1;
-                size_t vlen = len - (size_t) (v - buffer);
-
-                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
-                        v++;
-                        vlen--;
-                }
-                req->headers[req->n_headers].name = strndup(buffer, (size_t) (colon - buffer));
-                req->headers[req->n_headers].value = strndup(v, vlen);
-        }
-        if (!req->headers[req->n_headers].name || !req->headers[req->n_headers].value) {
-                free(req->headers[req->n_headers].name);
-                free(req->headers[req->n_headers].value);
-                return 0;
-        }
-        req->n_headers++;
+        if (r == SESSION_HTTP_HEADER_STATUS)
+                request_reset_usage(req);
+        else if (r == SESSION_HTTP_HEADER_END && req->up.status >= 200)
+                on_upstream_headers(req);
         return n;
 }
 
 static size_t on_upstream_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
         ProxyRequest *req = userdata;
-        size_t n = size * nmemb, used = req->buf_end - req->buf_start;
+        size_t n = size * nmemb, r;
 
-        if (!req->answering || req->state == REQUEST_DONE)
+        if (!req->up.answering || req->state == REQUEST_DONE)
                 return n; /* thrown away: a retried 429, or nobody to give it to */
 
-        /* Bounded: a client that does not read pauses the transfer (curl keeps this piece and hands it
-         * over again on resumption). An empty buffer takes any piece, so progress is always made. */
-        if (used > 0 && used + n > MODEL_PROXY_BUFFER_MAX) {
-                req->paused = true;
-                return CURL_WRITEFUNC_PAUSE;
-        }
-
-        if (req->buf_start > 0 && req->buf_end + n > req->buf_allocated) {
-                memmove(req->buf, req->buf + req->buf_start, used);
-                req->buf_start = 0;
-                req->buf_end = used;
-        }
-        if (req->buf_end + n > req->buf_allocated) {
-                size_t a = req->buf_allocated ?: 16384;
-                char *b;
-
-                while (a < req->buf_end + n)
-                        a *= 2;
-                b = realloc(req->buf, a);
-                if (!b)
-                        return 0;
-                req->buf = b;
-                req->buf_allocated = a;
-        }
-        memcpy(req->buf + req->buf_end, ptr, n);
-        req->buf_end += n;
+        /* Bounded: a client that does not read pauses the transfer. */
+        r = session_http_stream_write(&req->up.stream, MODEL_PROXY_BUFFER_MAX, ptr, n);
+        if (r != n)
+                return r;
 
         model_usage_parser_feed(&req->usage, ptr, n);
         proxy_request_wake(req);
@@ -539,15 +424,6 @@ static enum MHD_Result on_request_header(
         return MHD_YES;
 }
 
-static int slist_add(struct curl_slist **list, const char *line) {
-        struct curl_slist *l = curl_slist_append(*list, line);
-
-        if (!l)
-                return -ENOMEM;
-        *list = l;
-        return 0;
-}
-
 static int request_build_upstream(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
         HeaderCollect hc = {};
@@ -558,7 +434,7 @@ static int request_build_upstream(ProxyRequest *req) {
         if (asprintf(&url, "%s%s", p->base_url, req->target) < 0)
                 return -ENOMEM;
 
-        (void) MHD_get_connection_values(req->connection, MHD_HEADER_KIND, on_request_header, &hc);
+        (void) MHD_get_connection_values(req->http.connection, MHD_HEADER_KIND, on_request_header, &hc);
         r = hc.r;
         if (r >= 0) {
                 beta = p->credential_kind == MODEL_CREDENTIAL_OAUTH
@@ -570,64 +446,45 @@ static int request_build_upstream(ProxyRequest *req) {
         if (r >= 0 && beta && asprintf(&beta_line, "anthropic-beta: %s", beta) < 0)
                 r = -ENOMEM;
         if (r >= 0 && beta_line)
-                r = slist_add(&hc.list, beta_line);
+                r = session_http_slist_add(&hc.list, beta_line);
         if (r >= 0 && p->credential_header)
-                r = slist_add(&hc.list, p->credential_header);
+                r = session_http_slist_add(&hc.list, p->credential_header);
         /* No "Expect: 100-continue" round trip, and no form content type curl would make up. */
         if (r >= 0)
-                r = slist_add(&hc.list, "Expect:");
+                r = session_http_slist_add(&hc.list, "Expect:");
         if (r >= 0 && !hc.has_content_type)
-                r = slist_add(&hc.list, "Content-Type:");
+                r = session_http_slist_add(&hc.list, "Content-Type:");
         free(hc.beta);
         if (r < 0) {
                 curl_slist_free_all(hc.list);
                 return r;
         }
-        req->upstream_headers = hc.list;
+        req->up.request_headers = hc.list;
 
-        easy = curl_easy_init();
-        if (!easy)
-                return -ENOMEM;
-        req->easy = easy;
-
-        if (curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->upstream_headers) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_upstream_header) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_HEADERDATA, req) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_upstream_write) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_WRITEDATA, req) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_SEC) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_SEC) != CURLE_OK ||
-            curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
-#if LIBCURL_VERSION_NUM >= 0x075500
-            curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK
-#else
-            curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK
-#endif
-        )
+        r = session_http_easy_new(
+                url,
+                req->up.request_headers,
+                on_upstream_header,
+                on_upstream_write,
+                req,
+                req->method,
+                req->http.body,
+                req->http.body_len,
+                &easy);
+        if (r < 0)
+                return r;
+        req->up.easy = easy;
+        if (curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+            curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_SEC) != CURLE_OK)
                 return -EINVAL;
-
-        if (streq(req->method, "GET"))
-                r = curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) == CURLE_OK ? 0 : -EINVAL;
-        else if (streq(req->method, "HEAD"))
-                r = curl_easy_setopt(easy, CURLOPT_NOBODY, 1L) == CURLE_OK ? 0 : -EINVAL;
-        else if (
-                curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ?: "") != CURLE_OK ||
-                curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len) !=
-                        CURLE_OK ||
-                (!streq(req->method, "POST") &&
-                 curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK))
-                r = -EINVAL;
-        return r;
+        return 0;
 }
 
 static int request_send(ProxyRequest *req) {
         ModelProxy *p = req->proxy;
         int r;
 
-        if (!req->easy) {
+        if (!req->up.easy) {
                 r = request_build_upstream(req);
                 if (r < 0)
                         return r;
@@ -635,11 +492,11 @@ static int request_send(ProxyRequest *req) {
 
         request_reset_answer(req);
         req->retrying = false;
-        r = curl_glue_add(p->glue, req->easy, on_upstream_done, req);
+        r = curl_glue_add(p->glue, req->up.easy, on_upstream_done, req);
         if (r < 0)
                 return r;
         proxy_request_ref(req); /* the transfer's reference */
-        req->transfer = true;
+        req->up.transfer = true;
         req->state = REQUEST_UPSTREAM;
         req->attempts++;
         return 0;
@@ -649,13 +506,13 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
         ProxyRequest *req = userdata;
         ModelProxy *p = req->proxy;
 
-        req->transfer = false;
+        req->up.transfer = false;
         model_admission_end(&p->admission, &req->admission);
 
-        if (req->retrying && req->connection && req->state == REQUEST_UPSTREAM &&
+        if (req->retrying && req->http.connection && req->state == REQUEST_UPSTREAM &&
             request_enqueue(req, true) >= 0) {
                 /* Back to the front of its session's queue: it was admitted before the rest. */
-        } else if (req->state == REQUEST_UPSTREAM && !req->answering) {
+        } else if (req->state == REQUEST_UPSTREAM && !req->up.answering) {
                 /* Nothing came back: no connection, or the upstream hung up before its headers. */
                 request_log(req, LOG_WARNING, "upstream call failed: %s", curl_easy_strerror(result));
                 proxy_request_fail(
@@ -672,8 +529,8 @@ static void on_upstream_done(CURL *easy, CURLcode result, void *userdata) {
                                 LOG_WARNING,
                                 "upstream answer cut short: %s",
                                 curl_easy_strerror(result));
-                req->upstream_done = true;
-                req->upstream_result = result;
+                req->up.stream.done = true;
+                req->up.stream.result = result;
                 req->state = REQUEST_DONE;
                 req->done_usec = now_usec(CLOCK_MONOTONIC);
                 proxy_request_wake(req);
@@ -764,7 +621,7 @@ void proxy_request_start(ProxyRequest *req) {
                 ModelReservation reserve;
 
                 model_call_reservation(
-                        req->path, req->body, req->body_len, p->prices, p->n_prices, &reserve);
+                        req->path, req->http.body, req->http.body_len, p->prices, p->n_prices, &reserve);
                 verdict = p->budget(req->session_id, &reserve, &reason, p->userdata);
                 if (verdict == MODEL_BUDGET_BUSY) {
                         static const char *extra[] = {
@@ -836,16 +693,6 @@ void proxy_request_start(ProxyRequest *req) {
 
 /* ---- headers, targets, retry-after ---- */
 
-/* Whether name is forwarded: no hop-by-hop or proxy- header, none of dropped. */
-static bool header_forwarded(const char *name, const char *const *dropped, size_t n_dropped) {
-        if (isempty(name) || strncasecmp(name, "proxy-", 6) == 0)
-                return false;
-        for (size_t i = 0; i < n_dropped; i++)
-                if (strcasecmp(name, dropped[i]) == 0)
-                        return false;
-        return true;
-}
-
 bool model_request_header_forwarded(const char *name) {
         static const char *const dropped[] = {
                 "host",           "content-length",    "connection",
@@ -855,7 +702,7 @@ bool model_request_header_forwarded(const char *name) {
                 "anthropic-beta",
         };
 
-        return header_forwarded(name, dropped, ELEMENTSOF(dropped));
+        return session_http_header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 bool model_response_header_forwarded(const char *name) {
@@ -864,7 +711,7 @@ bool model_response_header_forwarded(const char *name) {
                 "te",         "trailer",    "upgrade",
         };
 
-        return header_forwarded(name, dropped, ELEMENTSOF(dropped));
+        return session_http_header_forwarded(name, dropped, ELEMENTSOF(dropped));
 }
 
 static bool beta_list_has(const char *list, const char *item) {

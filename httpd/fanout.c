@@ -148,6 +148,7 @@ static void feed_end(Feed *f, const char *reason) {
 /* One line: to every stream of the feed. */
 static void feed_line(Feed *f, const char *line, size_t len) {
         const char *p = startswith(line, "{\"seq\":");
+        WsFrame *frame = NULL; /* the WebSocket frame, built once for all the streams that take it */
         uint64_t seq;
 
         if (!p)
@@ -159,7 +160,8 @@ static void feed_line(Feed *f, const char *line, size_t len) {
         f->got_event = true;
         for (size_t i = 0; i < f->n_streams; i++)
                 if (f->streams[i])
-                        (void) stream_line(f->streams[i], seq, line, len);
+                        (void) stream_line(f->streams[i], seq, line, len, &frame);
+        ws_frame_unref(frame);
 }
 
 static int on_state(sd_bus_message *m, void *userdata, sd_bus_error *ret_error);

@@ -212,8 +212,12 @@ void feeds_free(Server *s);
 /* stream.c, for fanout.c */
 /* The feed has the fd: build the stream for req and answer it (101 or the SSE response). */
 void stream_attached(Request *req, Feed *f);
-/* One Attach line (NUL-terminated at len) for st; < 0 if st was freed. */
-int stream_line(struct Stream *st, uint64_t seq, const char *line, size_t len);
+/* One Attach line (NUL-terminated at len) for st; < 0 if st was freed. *frame (NULL at first) is the
+ * line's WebSocket frame, built by the first stream that needs it and shared by the others; the caller
+ * drops it with ws_frame_unref() once the line is handed out. */
+typedef struct WsFrame WsFrame;
+int stream_line(struct Stream *st, uint64_t seq, const char *line, size_t len, WsFrame **frame);
+void ws_frame_unref(WsFrame *fr);
 /* After a batch of lines: send what is queued; < 0 if st was freed. */
 int stream_flush(struct Stream *st);
 /* The session ended (or the feed failed): st ends once it has everything. May free st. */

@@ -20,11 +20,13 @@
 #include <netinet/tcp.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <wslay/wslay.h>
 
 #include "cleanup.h"
@@ -41,6 +43,16 @@
 #define SLOW_CLOSE_TIMEOUT_USEC (30ULL * 1000000ULL)
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+/* Queued frames handed to one sendmsg(): what a turn of the loop queued goes in one system call. */
+#define WS_IOV_MAX 64U
+
+/* A WebSocket text frame (header and payload, unmasked as a server sends it), built once per event and
+ * shared by every stream that queues it. */
+struct WsFrame {
+        unsigned n_ref;
+        size_t len;
+        uint8_t data[];
+};
 
 typedef struct Stream {
         Server *server;
@@ -66,7 +78,13 @@ typedef struct Stream {
         struct MHD_UpgradeResponseHandle *urh;
         int sock;
         sd_event_source *sock_io;
-        wslay_event_context_ptr ctx;
+        wslay_event_context_ptr ctx; /* reads, and the control frames (pong, ping, close) */
+        /* The data frames queued for the client, a ring: frames[(head + i) % cap]; frame_off bytes of the
+         * first are sent, and nothing else may go until it is whole. wslay only sends between frames. */
+        WsFrame **frames;
+        size_t frames_head, frames_n, frames_cap, frame_off;
+        size_t frames_bytes;      /* of the queued frames, whole */
+        const char *close_reason; /* close 1000 with it once the queue is out */
         char *extra;
         size_t extra_len, extra_off;
         sd_event_source *close_timer;
@@ -91,6 +109,40 @@ unsigned stream_count(Server *s, bool websocket) {
         for (Stream *st = s->streams; st; st = st->next)
                 n += st->websocket == websocket;
         return n;
+}
+
+static WsFrame *ws_frame_new(const char *payload, size_t len) {
+        size_t header = len < 126 ? 2 : len <= 0xffff ? 4 : 10;
+        WsFrame *fr = malloc(offsetof(WsFrame, data) + header + len);
+
+        if (!fr)
+                return NULL;
+        fr->n_ref = 1;
+        fr->len = header + len;
+        fr->data[0] = 0x81; /* FIN, text */
+        if (header == 2)
+                fr->data[1] = (uint8_t) len;
+        else if (header == 4) {
+                fr->data[1] = 126;
+                fr->data[2] = (uint8_t) (len >> 8);
+                fr->data[3] = (uint8_t) len;
+        } else {
+                fr->data[1] = 127;
+                for (unsigned i = 0; i < 8; i++)
+                        fr->data[2 + i] = (uint8_t) ((uint64_t) len >> (56 - 8 * i));
+        }
+        memcpy(fr->data + header, payload, len);
+        return fr;
+}
+
+static WsFrame *ws_frame_ref(WsFrame *fr) {
+        fr->n_ref++;
+        return fr;
+}
+
+void ws_frame_unref(WsFrame *fr) {
+        if (fr && --fr->n_ref == 0)
+                free(fr);
 }
 
 static void stream_link(Stream *st) {
@@ -136,6 +188,9 @@ void stream_free(Stream *st) {
         sd_event_source_disable_unref(st->close_timer);
         if (st->ctx)
                 wslay_event_context_free(st->ctx);
+        for (size_t i = 0; i < st->frames_n; i++)
+                ws_frame_unref(st->frames[(st->frames_head + i) % st->frames_cap]);
+        free(st->frames);
         if (st->urh) {
                 (void) MHD_upgrade_action(st->urh, MHD_UPGRADE_ACTION_CLOSE);
                 server_kick(st->server);
@@ -149,7 +204,8 @@ void stream_free(Stream *st) {
 /* Bytes queued for the client. */
 static size_t stream_queued(Stream *st) {
         if (st->websocket)
-                return st->ctx ? wslay_event_get_queued_msg_length(st->ctx) : 0;
+                return st->frames_bytes - st->frame_off +
+                        (st->ctx ? wslay_event_get_queued_msg_length(st->ctx) : 0);
         return st->out_end - st->out_start;
 }
 
@@ -296,19 +352,130 @@ static void ws_on_msg(
         /* Clients have nothing to say on this stream; wslay answers pings and close frames itself. */
 }
 
+static int ws_queue_frame(Stream *st, WsFrame *fr) {
+        if (st->frames_n == st->frames_cap) {
+                size_t cap = st->frames_cap ? st->frames_cap * 2 : 64;
+                WsFrame **p = malloc(cap * sizeof(WsFrame *));
+
+                if (!p)
+                        return -ENOMEM;
+                for (size_t i = 0; i < st->frames_n; i++)
+                        p[i] = st->frames[(st->frames_head + i) % st->frames_cap];
+                free(st->frames);
+                st->frames = p;
+                st->frames_cap = cap;
+                st->frames_head = 0;
+        }
+        st->frames[(st->frames_head + st->frames_n) % st->frames_cap] = fr;
+        st->frames_n++;
+        st->frames_bytes += fr->len;
+        return 0;
+}
+
+static void ws_pop_frame(Stream *st) {
+        WsFrame *fr = st->frames[st->frames_head];
+
+        st->frames_bytes -= fr->len;
+        st->frames_head = (st->frames_head + 1) % st->frames_cap;
+        st->frames_n--;
+        st->frame_off = 0;
+        ws_frame_unref(fr);
+}
+
+/* Drops the queued frames but one begun (it must go whole before a close frame). */
+static void ws_drop_frames(Stream *st) {
+        size_t keep = st->frame_off > 0 ? 1 : 0;
+
+        while (st->frames_n > keep) {
+                size_t last = (st->frames_head + st->frames_n - 1) % st->frames_cap;
+
+                st->frames_bytes -= st->frames[last]->len;
+                ws_frame_unref(st->frames[last]);
+                st->frames_n--;
+        }
+}
+
+/* Writes queued frames, up to WS_IOV_MAX in one sendmsg(): 1 when the queue is out, 0 when the socket
+ * is full, < 0 on error. */
+static int ws_write_frames(Stream *st) {
+        struct iovec iov[WS_IOV_MAX];
+        struct msghdr mh = { .msg_iov = iov };
+        size_t n = 0;
+        ssize_t k;
+
+        while (n < st->frames_n && n < WS_IOV_MAX) {
+                WsFrame *fr = st->frames[(st->frames_head + n) % st->frames_cap];
+                size_t off = n == 0 ? st->frame_off : 0;
+
+                iov[n++] = (struct iovec){ .iov_base = fr->data + off, .iov_len = fr->len - off };
+        }
+        mh.msg_iovlen = n;
+        do
+                k = sendmsg(st->sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        for (size_t left = (size_t) k; left > 0 && st->frames_n > 0;) {
+                size_t rest = st->frames[st->frames_head]->len - st->frame_off;
+
+                if (left < rest) {
+                        st->frame_off += left;
+                        break;
+                }
+                left -= rest;
+                ws_pop_frame(st);
+        }
+        if (st->frames_n == 0)
+                return 1;
+        return st->frame_off == 0 && n == WS_IOV_MAX ? 1 : 0;
+}
+
+/* Sends what can go, in an order that never splits a frame: the data frame begun, then wslay's
+ * control frames, then the other data frames; a close waiting for the queue goes once it is out, and
+ * nothing goes after a close. */
+static int ws_send_pending(Stream *st) {
+        for (;;) {
+                int r;
+
+                if (st->frame_off == 0 && wslay_event_want_write(st->ctx)) {
+                        if (wslay_event_send(st->ctx) < 0)
+                                return -ECONNRESET;
+                        if (wslay_event_want_write(st->ctx))
+                                return 0; /* the socket is full */
+                }
+                if (wslay_event_get_close_sent(st->ctx)) {
+                        ws_drop_frames(st);
+                        if (st->frames_n == 0)
+                                return 0;
+                } else if (st->frames_n == 0) {
+                        if (!st->close_reason)
+                                return 0;
+                        r = wslay_event_queue_close(
+                                st->ctx, 1000, (const uint8_t *) st->close_reason, strlen(st->close_reason));
+                        st->close_reason = NULL;
+                        if (r != 0)
+                                return -ECONNRESET;
+                        continue;
+                }
+                r = ws_write_frames(st);
+                if (r <= 0)
+                        return r;
+        }
+}
+
 /* Sends what can be sent, and watches the socket for what wslay wants next; closes when it wants
  * nothing more (both close frames went) or the peer is gone. */
 static int ws_update(Stream *st) {
         uint32_t events = 0;
 
-        if (wslay_event_want_write(st->ctx) && wslay_event_send(st->ctx) < 0) {
+        if (ws_send_pending(st) < 0) {
                 ws_close(st);
                 return -ECONNRESET;
         }
         stream_drained(st);
         if (wslay_event_want_read(st->ctx))
                 events |= EPOLLIN;
-        if (wslay_event_want_write(st->ctx))
+        if (wslay_event_want_write(st->ctx) || st->frames_n > 0)
                 events |= EPOLLOUT;
         if (events == 0) {
                 ws_close(st);
@@ -369,6 +536,8 @@ static int stream_drop_slow(Stream *st) {
         st->ended = true;
         stream_leave_feed(st);
         if (st->websocket) {
+                ws_drop_frames(st); /* the close goes ahead of them */
+                st->close_reason = NULL;
                 if (wslay_event_queue_close(st->ctx, 1008, (const uint8_t *) reason, strlen(reason)) != 0 ||
                     sd_event_add_time_relative(
                             st->server->event,
@@ -397,8 +566,9 @@ static int stream_drop_slow(Stream *st) {
         return 0;
 }
 
-/* One event for the client, queued within the bound. Returns < 0 if the stream was freed or dropped. */
-static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len) {
+/* One event for the client, queued within the bound; a WebSocket takes the frame *shared (built by the
+ * first stream that needs it, when shared is not NULL). Returns < 0 if the stream was freed or dropped. */
+static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len, WsFrame **shared) {
         char seqbuf[32];
         int r;
 
@@ -406,7 +576,7 @@ static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len) 
                 return 0;
         /* What the client's socket takes does not count: send before judging. */
         if (st->websocket && stream_queued(st) + len > st->server->limits.stream_queue &&
-            wslay_event_want_write(st->ctx) && wslay_event_send(st->ctx) < 0) {
+            ws_send_pending(st) < 0) {
                 ws_close(st);
                 return -ECONNRESET;
         }
@@ -418,13 +588,16 @@ static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len) 
         st->last_seq = seq;
 
         if (st->websocket) {
-                struct wslay_event_msg msg = {
-                        .opcode = WSLAY_TEXT_FRAME,
-                        .msg = (const uint8_t *) line,
-                        .msg_length = len,
-                };
+                WsFrame *fr = shared && *shared ? ws_frame_ref(*shared) : ws_frame_new(line, len);
 
-                if (wslay_event_queue_msg(st->ctx, &msg) != 0) {
+                if (!fr) {
+                        ws_close(st);
+                        return -EIO;
+                }
+                if (shared && !*shared)
+                        *shared = ws_frame_ref(fr);
+                if (ws_queue_frame(st, fr) < 0) {
+                        ws_frame_unref(fr);
                         ws_close(st);
                         return -EIO;
                 }
@@ -442,11 +615,11 @@ static int stream_event(Stream *st, uint64_t seq, const char *line, size_t len) 
         return 0;
 }
 
-int stream_line(Stream *st, uint64_t seq, const char *line, size_t len) {
+int stream_line(Stream *st, uint64_t seq, const char *line, size_t len, WsFrame **frame) {
         /* Until it is live or while it catches up, the stream takes its events from elsewhere. */
         if (!st->live || st->catching_up)
                 return 0;
-        return stream_event(st, seq, line, len);
+        return stream_event(st, seq, line, len, frame);
 }
 
 int stream_flush(Stream *st) {
@@ -462,10 +635,8 @@ static int stream_end(Stream *st, const char *reason) {
         st->ended = true;
         stream_leave_feed(st);
         if (st->websocket) {
-                if (wslay_event_queue_close(st->ctx, 1000, (const uint8_t *) reason, strlen(reason)) != 0) {
-                        ws_close(st);
-                        return -ECONNRESET;
-                }
+                /* After the frames queued: close 1000 goes once they are out (ws_send_pending()). */
+                st->close_reason = reason;
                 (void) sd_event_add_time_relative(
                         st->server->event,
                         &st->close_timer,
@@ -534,7 +705,7 @@ static int on_page(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
                         stream_drop(st, "out of memory");
                         return 0;
                 }
-                if (stream_event(st, seq, line, (size_t) k) < 0)
+                if (stream_event(st, seq, line, (size_t) k, NULL) < 0)
                         return 0; /* dropped */
         }
         if (r < 0) {

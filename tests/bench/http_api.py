@@ -22,7 +22,12 @@ Nothing passes or fails on time (the targets, 10,000 requests/s and p99 under 20
 subscribers, are printed beside the figures); the exit status is 1 only if something broke. Run it
 in the sandbox:
 
-    tools/ccdocker-dev exec -- /usr/bin/python3 tests/bench/http_api.py [--conns 32] [--seconds 5] [--clients 100] [--rate 1000] [--httpd BINARY]
+    tools/ccdocker-dev exec -- /usr/bin/python3 tests/bench/http_api.py [--conns 32] [--seconds 5] [--clients 100] [--rate 1000] [--httpd BINARY] [--procs N] [--only fanout]
+
+The fan-out's clients are split over --procs node processes (one per 25 clients by default, at most 4): a
+single node process parsing 100 clients' 100,000 messages/s was itself most of the latency measured. Each
+reports its own event-loop delay p99, printed beside the figure, so what is the client's can be told from
+what is httpd's.
 """
 
 import argparse
@@ -97,21 +102,29 @@ http.createServer((req, res) => { res.writeHead(200, { 'Content-Type': 'applicat
 """
 
 # argv: JSON {url, token, clients, total, timeout_ms, ready_file}. Each client reads until seq total;
-# prints {ok, missing, repeated, disorder, p50_us, p99_us, max_us, events} over all clients' events >= 2.
+# writes to out_file {missing, repeated, disorder, errors, lat: [us of every event >= 2], seqs: [their seqs],
+# loop_p99_us, cpu_us}. The
+# clients are split over --procs such processes (one node process parsing 100,000 messages/s is a
+# bound of its own); loop_p99_us is the process's own event-loop delay (how late it ran a callback that
+# was due), the part of a latency that is the client's, and cpu_us what it used.
 FANOUT = r"""
 const WebSocket = require('ws');
-const { performance } = require('perf_hooks');
+const { performance, monitorEventLoopDelay } = require('perf_hooks');
 const o = JSON.parse(process.argv[2]);
-const lat = [];
+const lat = [], seqs = [];
 let done = 0, ready = 0, missing = 0, repeated = 0, disorder = 0, errors = [];
 const now_us = () => (performance.timeOrigin + performance.now()) * 1000;
+const loop = monitorEventLoopDelay({ resolution: 1 });
+let cpu0 = null;
 function finish() {
-  lat.sort((a, b) => a - b);
-  const p = (q) => lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(lat.length * q))]) : null;
-  console.log(JSON.stringify({ events: lat.length, missing, repeated, disorder, errors,
-                               p50_us: p(0.5), p99_us: p(0.99), max_us: lat.length ? Math.round(lat[lat.length - 1]) : null }));
+  loop.disable();
+  const cpu = cpu0 ? process.cpuUsage(cpu0) : { user: 0, system: 0 };
+  require('fs').writeFileSync(o.out_file, JSON.stringify({
+    missing, repeated, disorder, errors, lat: lat.map(Math.round), seqs,
+    loop_p99_us: Math.round(loop.percentile(99) / 1000), cpu_us: cpu.user + cpu.system }));
   process.exit(0);
 }
+require('fs').watchFile(o.go_file, { interval: 50 }, () => { if (!cpu0) { cpu0 = process.cpuUsage(); loop.enable(); } });
 for (let i = 0; i < o.clients; i++) {
   const seen = new Set(); let last = 0;
   const ws = new WebSocket(o.url, { headers: { Authorization: 'Bearer ' + o.token } });
@@ -124,7 +137,7 @@ for (let i = 0; i < o.clients; i++) {
     if (seen.has(seq)) repeated++; else seen.add(seq);
     if (seq <= last) disorder++;
     last = seq;
-    if (seq >= 2) lat.push(arrived - t);
+    if (seq >= 2) { lat.push(arrived - t); seqs.push(seq); }
     if (seq >= o.total) {
       for (let k = o.since + 1; k <= o.total; k++) if (!seen.has(k)) missing++;
       ws.close();
@@ -154,6 +167,13 @@ def load(tmp, url, token, conns, seconds, expect=200):
     return r
 
 
+def cpu_of(pid):
+    """The user and system CPU seconds process pid used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write(tmp, name, text):
     with open(os.path.join(tmp, name), "w") as f:
         f.write(text)
@@ -166,7 +186,13 @@ def main():
     ap.add_argument("--clients", type=int, default=100, help="WebSocket subscribers of the fan-out (100)")
     ap.add_argument("--rate", type=float, default=1000, help="events/s of the fan-out (1000)")
     ap.add_argument("--httpd", default=None, help="the ccdocker-httpd binary (default: the build's)")
+    ap.add_argument("--procs", type=int, default=0,
+                    help="node processes the WebSocket clients are split over (default: one per 25 clients, at most 4)")
+    ap.add_argument("--only", choices=("all", "requests", "fanout"), default="all", help="which part to run (all)")
+    ap.add_argument("--perf", default=None, metavar="FILE",
+                    help="record ccdocker-httpd with perf (linux-perf) during the fan-out, into FILE")
     args = ap.parse_args()
+    procs = max(1, min(args.clients, args.procs or min(4, (args.clients + 24) // 25)))
 
     run_dir = sb.env("CCDOCKER_RUN_DIR")
     base = tempfile.mkdtemp(prefix="ccdocker-bench-http-", dir=run_dir)
@@ -207,34 +233,74 @@ def main():
             raise AssertionError(open(os.path.join(ws, "error")).read())
         body = th.curl("GET", f"/api/v1/sessions/{sid}", token)[2]
 
-        print(f"requests: {args.conns} keep-alive connections, {args.seconds:.0f} s each ...", flush=True)
-        port = th.free_port()
-        trivial = node(os.path.join(tmp, "trivial.js"), str(port), body)
-        trivial.stdout.readline()
-        figs["trivial"] = load(tmp, f"http://127.0.0.1:{port}/", None, args.conns, args.seconds)
-        figs["404"] = load(tmp, f"{httpd.url}/api/v1/nothing", token, args.conns, args.seconds, expect=404)
-        figs["get"] = load(tmp, f"{httpd.url}/api/v1/sessions/{sid}", token, args.conns, args.seconds)
-        for k in ("404", "get"):
-            if figs[k]["errors"]:
-                problems.append(f"{k}: {figs[k]['errors']} requests got another status")
+        if args.only != "fanout":
+            print(f"requests: {args.conns} keep-alive connections, {args.seconds:.0f} s each ...", flush=True)
+            port = th.free_port()
+            trivial = node(os.path.join(tmp, "trivial.js"), str(port), body)
+            trivial.stdout.readline()
+            figs["trivial"] = load(tmp, f"http://127.0.0.1:{port}/", None, args.conns, args.seconds)
+            figs["404"] = load(tmp, f"{httpd.url}/api/v1/nothing", token, args.conns, args.seconds, expect=404)
+            figs["get"] = load(tmp, f"{httpd.url}/api/v1/sessions/{sid}", token, args.conns, args.seconds)
+            for k in ("404", "get"):
+                if figs[k]["errors"]:
+                    problems.append(f"{k}: {figs[k]['errors']} requests got another status")
+        if args.only == "requests":
+            open(os.path.join(ws, "go"), "w").close()
+            raise StopIteration
 
-        print(f"fanout: {args.rate:.0f} events/s for {args.seconds:.0f} s to {args.clients} WebSocket clients ...",
-              flush=True)
-        ready = os.path.join(tmp, "ready")
-        fan = node(os.path.join(tmp, "fanout.js"), json.dumps({
-            "url": httpd.url.replace("http:", "ws:") + f"/api/v1/sessions/{sid}/stream?since=1", "token": token,
-            "clients": args.clients, "total": total, "since": 1, "timeout_ms": int((args.seconds + 120) * 1000),
-            "ready_file": ready}))
+        print(f"fanout: {args.rate:.0f} events/s for {args.seconds:.0f} s to {args.clients} WebSocket clients "
+              f"in {procs} node processes ...", flush=True)
+        fans, readies = [], []
+        go = os.path.join(ws, "go")
+        for i in range(procs):
+            n = args.clients // procs + (1 if i < args.clients % procs else 0)
+            readies.append(os.path.join(tmp, f"ready.{i}"))
+            fans.append(node(os.path.join(tmp, "fanout.js"), json.dumps({
+                "url": httpd.url.replace("http:", "ws:") + f"/api/v1/sessions/{sid}/stream?since=1", "token": token,
+                "clients": n, "total": total, "since": 1, "timeout_ms": int((args.seconds + 120) * 1000),
+                "ready_file": readies[i], "go_file": go, "out_file": os.path.join(tmp, f"out.{i}")})))
         attach = ev.Subscriber("Attach", ["ccdockerctl", "--user", "--json", "attach", sid, "--since", "1"])
-        sb.wait_until(lambda: os.path.exists(ready) or fan.poll() is not None, 60, 0.05, what="the subscribers")
+        sb.wait_until(lambda: all(os.path.exists(r) for r in readies) or any(f.poll() is not None for f in fans),
+                      60, 0.05, what="the subscribers")
         time.sleep(0.5)
-        open(os.path.join(ws, "go"), "w").close()
-        out, err = fan.communicate(timeout=args.seconds + 180)
-        if fan.returncode != 0:
-            raise AssertionError(f"the fan-out client failed: {err}")
-        figs["fanout"] = json.loads(out)
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "-g", "-p", str(httpd.proc.pid), "-o",
+                                     args.perf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        cpu0 = cpu_of(httpd.proc.pid)
+        open(go, "w").close()
+        merged = {"events": 0, "missing": 0, "repeated": 0, "disorder": 0, "errors": [], "loop_p99_us": 0,
+                  "cpu_us": 0}
+        lat, lat_seqs = [], []
+        for i, fan in enumerate(fans):
+            out, err = fan.communicate(timeout=args.seconds + 180)
+            if fan.returncode != 0:
+                raise AssertionError(f"the fan-out client failed: {err}")
+            with open(os.path.join(tmp, f"out.{i}")) as f:
+                r = json.load(f)
+            lat += r["lat"]
+            lat_seqs += r["seqs"]
+            for k in ("missing", "repeated", "disorder", "errors", "cpu_us"):
+                merged[k] += r[k]
+            merged["loop_p99_us"] = max(merged["loop_p99_us"], r["loop_p99_us"])
+        merged["httpd_cpu_s"] = cpu_of(httpd.proc.pid) - cpu0
+        if perf:
+            perf.send_signal(2)
+            perf.wait(timeout=60)
+        ordered = sorted(lat)
+        merged["events"] = len(ordered)
+        for k, q in (("p50_us", 0.5), ("p99_us", 0.99)):
+            merged[k] = ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0
+        merged["max_us"] = ordered[-1] if ordered else 0
+        figs["fanout"] = merged
         sb.wait_until(lambda: attach.count() >= total - 1, 60, 0.1, what="the Attach subscriber")
         figs["attach"] = attach.latencies()
+        # Each delivery against the Attach baseline's for the same event: what the machine did to both (the
+        # emitter, the daemon, a stall of everything) cancels, what is httpd's and its clients' stays.
+        by_seq = {q: a - t for q, t, a in zip(attach.seqs, attach.times, attach.arrivals)}
+        paired = sorted(x - by_seq[q] for x, q in zip(lat, lat_seqs) if q in by_seq)
+        figs["paired"] = paired
         attach.stop(wait=5)
         f = figs["fanout"]
         if f["missing"] or f["repeated"] or f["disorder"] or f["errors"]:
@@ -246,6 +312,8 @@ def main():
         metrics = th.curl("GET", "/metrics", token)[2]
         figs["metrics"] = [line for line in metrics.splitlines()
                            if line.startswith("ccdocker_httpd_events_sent_total")]
+    except StopIteration:
+        pass
     finally:
         if trivial:
             trivial.kill()
@@ -259,26 +327,40 @@ def main():
 
     print()
     print(f"bench/http: {os.cpu_count()} CPUs; {time.monotonic() - t_start:.0f} s in all; {httpd.binary}")
-    print(f"GET with keep-alive, {args.conns} connections, {args.seconds:.0f} s each (target 10,000 requests/s)")
-    for key, name in (("trivial", "baseline: trivial node server"), ("404", "baseline: ccdocker-httpd 404 (no D-Bus)"),
-                      ("get", "GET /api/v1/sessions/{id}")):
-        r = figs[key]
-        print(f"  {name:<42} {r['rate']:>9,.0f} req/s   p50 {r['p50_us'] / 1000:6.2f} ms   "
-              f"p99 {r['p99_us'] / 1000:6.2f} ms")
-    print(f"  GET / trivial baseline: {figs['get']['rate'] / figs['trivial']['rate']:.2f}; "
-          f"GET / httpd 404: {figs['get']['rate'] / figs['404']['rate']:.2f} (issue 18 target >= 0.7)")
+    if "get" in figs:
+        print(f"GET with keep-alive, {args.conns} connections, {args.seconds:.0f} s each (target 10,000 requests/s)")
+        for key, name in (("trivial", "baseline: trivial node server"),
+                          ("404", "baseline: ccdocker-httpd 404 (no D-Bus)"), ("get", "GET /api/v1/sessions/{id}")):
+            r = figs[key]
+            print(f"  {name:<42} {r['rate']:>9,.0f} req/s   p50 {r['p50_us'] / 1000:6.2f} ms   "
+                  f"p99 {r['p99_us'] / 1000:6.2f} ms")
+        print(f"  GET / trivial baseline: {figs['get']['rate'] / figs['trivial']['rate']:.2f}; "
+              f"GET / httpd 404: {figs['get']['rate'] / figs['404']['rate']:.2f} (issue 18 target >= 0.7)")
+    if "fanout" not in figs:
+        for p in problems:
+            print(f"PROBLEM: {p}")
+        return 1 if problems else 0
     f = figs["fanout"]
     a = figs["attach"]
     print(f"WebSocket fan-out, {args.rate:.0f} events/s for {args.seconds:.0f} s, {args.clients} clients "
           f"(target p99 under 20 ms)")
     print(f"  {'ws via ccdocker-httpd':<42} p50 {f['p50_us'] / 1000:6.2f} ms   p99 {f['p99_us'] / 1000:6.2f} ms   "
           f"max {f['max_us'] / 1000:6.2f} ms   ({f['events']} deliveries)")
+    print(f"  {'ccdocker-httpd CPU':<42} {f['httpd_cpu_s'] / max(f['events'], 1) * 1e6:6.2f} us per delivery "
+          f"({f['httpd_cpu_s'] / args.seconds:.2f} cores while the events came)")
+    print(f"  {'the clients themselves':<42} {procs} node processes: event-loop delay p99 "
+          f"{f['loop_p99_us'] / 1000:6.2f} ms (the part of a latency that is the client's), "
+          f"CPU {f['cpu_us'] / 1e6 / args.seconds:.2f} cores")
     if a:
         a = sorted(a)
         p50, p99 = a[len(a) // 2], a[min(len(a) - 1, int(len(a) * 0.99))]
         print(f"  {'baseline: one ccdockerctl attach':<42} p50 {p50 / 1000:6.2f} ms   p99 {p99 / 1000:6.2f} ms   "
               f"max {a[-1] / 1000:6.2f} ms")
         print(f"  ws p99 / attach p99: {f['p99_us'] / max(p99, 1):.2f} (issue 18 target <= 2)")
+    d = figs.get("paired")
+    if d:
+        print(f"  {'ws minus attach, the same event':<42} p50 {d[len(d) // 2] / 1000:6.2f} ms   "
+              f"p99 {d[min(len(d) - 1, int(len(d) * 0.99))] / 1000:6.2f} ms   (what httpd and its clients add)")
     for line in figs.get("metrics", []):
         print(f"  {line}")
     for p in problems:

@@ -222,6 +222,41 @@ class RemoteMcpTest(unittest.TestCase):
         self.assertTrue(fs_lines, cmdlines)
         self.assertTrue(any(line.rstrip().endswith("/workspace /tmp") for line in fs_lines), fs_lines)
 
+    def test_a_refusal_waits_for_a_small_body(self):
+        """A request refused from its headers alone (PUT is not MCP streamable HTTP) with a small body:
+        the body is read before the 405 is sent, so a client that writes its headers, then its body a
+        moment later, gets the refusal instead of a broken pipe (the model proxy's rule, shared through
+        daemon/session-http.c)."""
+        sid, path = self.create("prompt", "s", "say hi", "secrets", "as", ["GITHUB_TOKEN"])
+        self.assertEqual(result(path)[0], "completed")
+        probe = r"""
+import json, socket, sys, time
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x" * 4000}).encode()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect("/run/ccdocker/mcp.sock")
+s.sendall(b"PUT /github HTTP/1.1\r\nHost: m\r\nContent-Type: application/json\r\n"
+          b"Content-Length: %d\r\n\r\n" % len(body))
+time.sleep(0.5)  # the old forward answered and closed in here
+try:
+    s.sendall(body)
+except OSError as e:
+    print("send failed: %s" % e)
+    sys.exit(0)
+answer = b""
+while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    answer += chunk
+sys.stdout.write(answer.decode(errors="replace"))
+"""
+        before = len(UPSTREAM.requests("/mcp"))
+        answer = sb.run("podman", "exec", f"ccdocker-{sid}", "python3", "-c", probe).stdout
+        self.assertTrue(answer.startswith("HTTP/1.1 405"), answer[:300])
+        self.assertIn("POST, GET and DELETE", answer)
+        self.assertEqual(len(UPSTREAM.requests("/mcp")), before)
+
     def test_bad_overrides_are_refused_naming_the_field(self):
         cases = [
             ({"x": {"type": "websocket", "url": "http://127.0.0.1:1/x"}}, (), "'mcp_overrides.x.type'"),
