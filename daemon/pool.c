@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "manager.h"
+#include "session-end.h"
 #include "session.h"
 #include "time-util.h"
 #include "unit.h"
@@ -30,8 +31,17 @@
 /* A member that ended before it was ready (no image, podman down): the next one waits this long. */
 #define POOL_BACKOFF_USEC (10 * USEC_PER_SEC)
 
+/* A handed-over session's timeout_seconds (below, "deadlines"). */
+typedef struct Deadline {
+        Pool *pool;
+        char id[13];
+        sd_event_source *timer; /* CLOCK_REALTIME */
+        struct Deadline *next;
+} Deadline;
+
 struct Pool {
         Manager *manager;
+        Deadline *deadlines;
         Session **members; /* started, starting, or ending and not yet cleaned up */
         size_t n_members;
         sd_event_source *timer;
@@ -187,6 +197,128 @@ static int pool_clean_leftovers(Manager *m) {
         return 0;
 }
 
+/* ---- deadlines ----
+ *
+ * systemd (252 here) cannot change RuntimeMaxSec= of a running unit ("Cannot set property
+ * RuntimeMaxUSec"), so a member's unit is started without one and a handed-over session's
+ * timeout_seconds is kept here: a CLOCK_REALTIME timer at its creation time plus the timeout, which ends
+ * it the way a unit's RuntimeMaxSec would (failed, session_end_describe()'s timeout reason, unit
+ * killed). A marker <StateDirectory>/pool-deadlines/<id> keeps it over a restart: pool_new() arms the
+ * timers again from the stored sessions' creation time and config. */
+
+static char *deadline_marker(Manager *m, const char *id) {
+        char *p;
+
+        return asprintf(&p, "%s/pool-deadlines%s%s", m->config.state_dir, id ? "/" : "", strempty(id)) < 0
+                ? NULL
+                : p;
+}
+
+static void deadline_free(Deadline *d) {
+        sd_event_source_disable_unref(d->timer);
+        free(d);
+}
+
+static void deadline_drop(Pool *p, Deadline *d) {
+        _cleanup_free_ char *marker = deadline_marker(p->manager, d->id);
+
+        for (Deadline **i = &p->deadlines; *i; i = &(*i)->next)
+                if (*i == d) {
+                        *i = d->next;
+                        break;
+                }
+        if (marker && unlink(marker) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "pool: could not remove %s: %m", marker);
+        deadline_free(d);
+}
+
+static int on_deadline(sd_event_source *source, uint64_t usec, void *userdata) {
+        Deadline *d = userdata;
+        Pool *p = d->pool;
+        Session *s = manager_get_session(p->manager, d->id);
+
+        if (s && !session_state_is_final(s->state)) {
+                _cleanup_free_ char *reason = NULL;
+                SessionState next;
+
+                reason = session_end_describe(
+                        &(SessionEndFacts){ .stop_uid = (uid_t) -1,
+                                            .memory = s->config ? s->config->memory : 0,
+                                            .timeout_sec = s->config ? s->config->timeout_sec : 0 },
+                        &(UnitState){ .result = "timeout", .exists = true },
+                        false,
+                        &next);
+                log_info("session %s: its timeout_seconds passed", s->id);
+                session_fail_and_stop(s, reason ?: "timeout");
+        }
+        deadline_drop(p, d);
+        return 0;
+}
+
+static int pool_arm_deadline(Pool *p, Session *s) {
+        Deadline *d;
+        uint64_t at;
+        int r;
+
+        if (!s->config || s->config->timeout_sec == 0)
+                return 0;
+        at = add_sat(s->created_usec, s->config->timeout_sec * USEC_PER_SEC);
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->pool = p;
+        memcpy(d->id, s->id, sizeof(d->id) - 1);
+        r = sd_event_add_time(p->manager->event, &d->timer, CLOCK_REALTIME, at, 0, on_deadline, d);
+        if (r < 0) {
+                free(d);
+                return r;
+        }
+        (void) sd_event_source_set_description(d->timer, "pool-deadline");
+        d->next = p->deadlines;
+        p->deadlines = d;
+        return 0;
+}
+
+/* A handed-over session's deadline, and its marker for a restart. */
+static int pool_add_deadline(Pool *p, Session *s) {
+        _cleanup_free_ char *dir = deadline_marker(p->manager, NULL),
+                            *marker = deadline_marker(p->manager, s->id);
+        int fd, r;
+
+        if (!s->config || s->config->timeout_sec == 0)
+                return 0;
+        if (!dir || !marker)
+                return -ENOMEM;
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return r;
+        fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        close(fd);
+        return pool_arm_deadline(p, s);
+}
+
+static void pool_load_deadlines(Pool *p) {
+        _cleanup_free_ char *dir = deadline_marker(p->manager, NULL);
+        DIR *d;
+
+        if (!dir || !(d = opendir(dir)))
+                return;
+        for (struct dirent *de; (de = readdir(d));) {
+                Session *s;
+
+                if (!session_id_is_valid(de->d_name))
+                        continue;
+                s = manager_get_session(p->manager, de->d_name);
+                if (s && !session_state_is_final(s->state) && pool_arm_deadline(p, s) >= 0)
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+                        log_warning_errno(errno, "pool: could not remove %s/%s: %m", dir, de->d_name);
+        }
+        closedir(d);
+}
+
 /* ---- members ---- */
 
 static bool member_ready(const Session *s) {
@@ -205,6 +337,7 @@ static int pool_add_member(Pool *p) {
         c = session_config_new_default(&m->config);
         if (!c)
                 return -ENOMEM;
+        c->timeout_sec = 0; /* its unit has no RuntimeMaxSec: the caller's is a deadline (above) */
         r = session_new(m, &c, (uid_t) -1, NULL, &s);
         if (r < 0)
                 return r;
@@ -289,19 +422,20 @@ int pool_new(Manager *m, Pool **ret) {
         r = pool_clean_leftovers(m);
         if (r < 0)
                 log_warning_errno(r, "pool: could not look for what a previous daemon's pool left: %m");
-        if (m->config.pool_size == 0) {
-                *ret = NULL;
-                return 0;
-        }
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
         p->manager = m;
+        /* Also with PoolSize=0: sessions handed over before a restart keep their deadlines. */
+        pool_load_deadlines(p);
         r = sd_event_add_time(m->event, &p->timer, CLOCK_MONOTONIC, 0, 0, on_pool_tick, p);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(p->timer, "pool");
-        log_info("pool: keeping %u session(s) started", m->config.pool_size);
+        if (m->config.pool_size == 0)
+                (void) sd_event_source_set_enabled(p->timer, SD_EVENT_OFF);
+        else
+                log_info("pool: keeping %u session(s) started", m->config.pool_size);
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -310,6 +444,12 @@ Pool *pool_free(Pool *p) {
         if (!p)
                 return NULL;
         sd_event_source_disable_unref(p->timer);
+        while (p->deadlines) {
+                Deadline *d = p->deadlines;
+
+                p->deadlines = d->next;
+                deadline_free(d); /* the marker stays: the next start arms it again */
+        }
         for (size_t i = 0; i < p->n_members; i++) {
                 Session *s = p->members[i];
 
@@ -344,7 +484,7 @@ void pool_member_changed(Session *s) {
 }
 
 void pool_shutdown(Pool *p) {
-        if (!p || p->stopping)
+        if (!p || p->stopping || p->manager->config.pool_size == 0)
                 return;
         p->stopping = true;
         for (size_t i = 0; i < p->n_members; i++) {
@@ -447,6 +587,10 @@ static void on_limits_set(int r, const sd_bus_error *error, void *userdata) {
                         session_fail_and_stop(
                                 s, h->error ?: "could not apply the session's limits to its unit");
                 else {
+                        r = s->manager->pool ? pool_add_deadline(s->manager->pool, s) : -ENOMEDIUM;
+                        if (r < 0)
+                                log_warning_errno(
+                                        r, "session %s: could not keep its timeout_seconds: %m", s->id);
                         session_set_state(s, SESSION_IDLE, NULL);
                         session_deliver_next(s);
                 }
@@ -459,8 +603,6 @@ static void on_limits_set(int r, const sd_bus_error *error, void *userdata) {
 int pool_handover_start(Session *s) {
         const SessionConfig *c = s->config;
         HandOver *h;
-        uint64_t now = now_usec(CLOCK_MONOTONIC),
-                 age = now > s->pool_active_usec ? now - s->pool_active_usec : 0;
         int r;
 
         /* Recorded as the caller's (manager_create_session()): no longer the pool's to clean. */
@@ -471,8 +613,8 @@ int pool_handover_start(Session *s) {
                 return -ENOMEM;
         h->session = session_ref(s);
 
-        /* The slice first (it caps the session and what it spawns), then the unit; RuntimeMaxSec counts
-         * from the unit's start, which was the pool's: the time it waited there is added. */
+        /* The slice first (it caps the session and what it spawns), then the unit. Its timeout_seconds is
+         * a deadline of the pool's, once both are set (above). */
         UnitLimits limits[] = {
                 { .name = s->slice,
                   .memory_max = c->memory,
@@ -483,9 +625,6 @@ int pool_handover_start(Session *s) {
                         .memory_max = c->memory,
                         .cpu_millis = c->cpu_millis,
                         .tasks_max = c->tasks,
-                        .set_runtime_max = true,
-                        .runtime_max_usec = c->timeout_sec > 0 ? add_sat(c->timeout_sec * USEC_PER_SEC, age)
-                                                               : UINT64_MAX,
                 },
         };
         for (size_t i = 0; i < ELEMENTSOF(limits); i++) {

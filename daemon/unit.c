@@ -1165,8 +1165,6 @@ int unit_set_limits(sd_bus *bus, const UnitLimits *limits, unit_done_t cb, void 
                 r = sd_bus_message_open_container(m, 'a', "(sv)");
         if (r >= 0)
                 r = append_limits(m, limits->memory_max, limits->cpu_millis, limits->tasks_max);
-        if (r >= 0 && limits->set_runtime_max)
-                r = sd_bus_message_append(m, "(sv)", "RuntimeMaxUSec", "t", limits->runtime_max_usec);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
