@@ -30,6 +30,9 @@
 #define POOL_TICK_STOPPING_USEC (50 * USEC_PER_MSEC)
 /* A member that ended before it was ready (no image, podman down): the next one waits this long. */
 #define POOL_BACKOFF_USEC (10 * USEC_PER_SEC)
+/* After a hand-over the next member waits this long: its start (container, init, the CLI: a second of
+ * CPU) would otherwise compete with the first answer of the session just handed over. */
+#define POOL_REFILL_DELAY_USEC (5 * USEC_PER_SEC)
 
 /* A handed-over session's timeout_seconds (below, "deadlines"). */
 typedef struct Deadline {
@@ -555,7 +558,8 @@ int pool_take(Pool *p, SessionConfig **config, uid_t uid, Session *parent, Sessi
         s->pooled = false;
         s->pool_handover = true;
         log_info("session %s: handed over from the warm pool", s->id);
-        pool_schedule(p, 0); /* refilled at once */
+        p->next_fill_usec = now_usec(CLOCK_MONOTONIC) + POOL_REFILL_DELAY_USEC;
+        pool_schedule(p, POOL_REFILL_DELAY_USEC);
         *ret = s;
         return 1;
 }

@@ -94,7 +94,7 @@ def pool_members(daemon):
         return set()
 
 
-def wait_pool_ready(daemon):
+def wait_pool_ready(daemon, settle):
     """A pool member whose CLI runs, then a moment for the CLI to finish its own start (untimed)."""
     def probe():
         for sid in pool_members(daemon):
@@ -103,14 +103,14 @@ def wait_pool_ready(daemon):
                 return sid
         return None
     sid = sb.wait_until(probe, 300, 0.2, what="a started session in the pool")
-    time.sleep(2)
+    time.sleep(settle)
     return sid
 
 
-def time_sessions(n, daemon, pooled):
+def time_sessions(n, daemon, pooled, settle=2.0):
     first, follow, served = [], [], 0
     for _ in range(n):
-        member = wait_pool_ready(daemon) if pooled else None
+        member = wait_pool_ready(daemon, settle) if pooled else None
         start = time.monotonic()
         sid, path = sb.create_session("prompt", "s", "say hello")
         wait_result(path, "hello")
@@ -144,6 +144,8 @@ def run_daemon(model, pool_size, fn):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=5, help="runs of each (default 5)")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds a pool member's CLI is given after it runs, before a pooled run (default 2)")
     args = ap.parse_args()
 
     model = sb.ScriptedModel(SCRIPT)
@@ -151,7 +153,7 @@ def main():
         time_bare(1, model)  # the CLI's binary into the page cache
         bare = time_bare(args.n, model)
         cold, follow_cold, _ = run_daemon(model, 0, lambda d: time_sessions(args.n, d, False))
-        pooled, follow_pooled, served = run_daemon(model, 1, lambda d: time_sessions(args.n, d, True))
+        pooled, follow_pooled, served = run_daemon(model, 1, lambda d: time_sessions(args.n, d, True, args.settle))
     finally:
         model.stop()
     version = subprocess.run([claude_bin(), "--version"], capture_output=True, text=True).stdout.strip()
