@@ -161,6 +161,7 @@ def main():
     def row(name, v):
         print(f"{name:<44} p50 {percentile(v, 50) * 1000:7.0f} ms   p95 {percentile(v, 95) * 1000:7.0f} ms   "
               f"mean {statistics.mean(v) * 1000:7.0f} ms")
+        print(f"  runs (ms): {' '.join(str(round(x * 1000)) for x in v)}")
 
     def ratio(name, v, target):
         print(f"  ratio ({name} / bare) p50 {percentile(v, 50) / percentile(bare, 50):.2f}   "
