@@ -410,6 +410,14 @@ static int on_pool_tick(sd_event_source *source, uint64_t usec, void *userdata) 
                 p->members[k++] = s;
         }
         p->n_members = k;
+        /* Deadlines of sessions that ended or went before their timeout: one each, not a day's worth. */
+        for (Deadline *d = p->deadlines, *next; d; d = next) {
+                Session *s = manager_get_session(p->manager, d->id);
+
+                next = d->next;
+                if (!s || session_state_is_final(s->state))
+                        deadline_drop(p, d);
+        }
         if (!p->stopping && now >= p->next_fill_usec)
                 pool_fill(p);
         if (p->stopping && p->n_members == 0)
