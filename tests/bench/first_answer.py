@@ -78,7 +78,9 @@ def time_bare(n, model):
 
 
 def call(path, method, *args):
-    return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args)
+    # busctl's own 25 s call timeout would end a GetResult wait on a loaded machine first.
+    return sb.run("busctl", "--user", "--json=short", "--timeout=320", "call", "org.ccdocker1", path,
+                  "org.ccdocker1.Session", method, *args, timeout=330)
 
 
 def wait_result(path, want):
