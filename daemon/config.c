@@ -519,6 +519,26 @@ static int parse_positive_unsigned(void *field, const char *key, const char *val
         return 0;
 }
 
+/* PoolSize=: 0 (no pool) to CONFIG_POOL_SIZE_MAX. */
+static int parse_pool_size(void *field, const char *key, const char *value, const char *where) {
+        unsigned *p = field;
+        uint64_t v;
+        int r;
+
+        r = safe_atou64(value, &v);
+        if (r < 0 || v > CONFIG_POOL_SIZE_MAX)
+                return log_error_errno(
+                        EINVAL,
+                        "%s%s must be a whole number from 0 to %u, got '%s'",
+                        where,
+                        key,
+                        CONFIG_POOL_SIZE_MAX,
+                        value);
+
+        *p = (unsigned) v;
+        return 0;
+}
+
 static int parse_bool(void *field, const char *key, const char *value, const char *where) {
         bool *p = field;
         int r;
@@ -653,6 +673,7 @@ static const struct {
         { "MaxOutputEvents", parse_positive_unsigned, offsetof(DaemonConfig, max_output_events) },
         { "MaxAttachPerSession", parse_positive_unsigned, offsetof(DaemonConfig, max_attach) },
         { "EndedSessionRetentionSec", parse_seconds, offsetof(DaemonConfig, ended_retention_sec) },
+        { "PoolSize", parse_pool_size, offsetof(DaemonConfig, pool_size) },
         { "ModelUpstreamURL", parse_url, offsetof(DaemonConfig, model_upstream_url) },
         { "ModelMaxInFlight", parse_positive_unsigned, offsetof(DaemonConfig, model_max_in_flight) },
         { "ModelMaxInFlightPerSession",

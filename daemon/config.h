@@ -51,6 +51,7 @@ typedef struct DaemonConfig {
         unsigned max_output_events;      /* events one GetOutput answers at most */
         unsigned max_attach;             /* Attach subscribers of one session at once */
         uint64_t ended_retention_sec;    /* an ended session is removed this long after it ended; 0: kept */
+        unsigned pool_size;              /* warm pool members kept started (pool.c); 0: no pool */
         /* The model proxy (docs/model-proxy.md). */
         char *model_upstream_url;                 /* http(s)://..., the Messages API the proxy forwards to */
         unsigned model_max_in_flight;             /* calls upstream at once, for the credential */
@@ -104,6 +105,8 @@ int config_parse_cpus(const char *s, uint64_t *ret_millis);
 
 /* Enough for any value of the two formatters below, with the NUL. */
 #define CONFIG_FORMAT_MAX 32
+/* The most PoolSize= may keep started (daemon/pool.c). */
+#define CONFIG_POOL_SIZE_MAX 16
 
 /* The shortest exact form parse_size() reads back: 4294967296 -> "4G", 1536 -> "1536", 1048576 -> "1M". */
 const char *config_format_size(uint64_t bytes, char buf[static CONFIG_FORMAT_MAX]);

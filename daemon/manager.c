@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "hashmap.h"
 #include "log.h"
+#include "pool.h"
 #include "session-budget.h"
 #include "time-util.h"
 #include "unit.h"
@@ -56,6 +57,7 @@ Manager *manager_free(Manager *m) {
         json_decref(m->notices);
         /* Before the sessions: its waiters hold channel calls of theirs. */
         m->questions = questions_free(m->questions);
+        m->pool = pool_free(m->pool);
         for (size_t i = 0; i < m->n_sessions; i++) {
                 /* Watches hold plain pointers to their session: drop them before the sessions. */
                 m->sessions[i]->unit_watch = sd_bus_slot_unref(m->sessions[i]->unit_watch);
@@ -507,7 +509,9 @@ int manager_create_session(
         if (r < 0)
                 return r;
 
-        r = session_new(m, config, uid, parent, &s);
+        r = pool_take(m->pool, config, uid, parent, &s); /* 1: a started session was handed over */
+        if (r == 0)
+                r = session_new(m, config, uid, parent, &s);
         if (r >= 0)
                 r = manager_add_session(m, s);
         if (r < 0)
@@ -676,6 +680,10 @@ int manager_startup(Manager *m) {
         r = questions_load(m->questions);
         if (r < 0)
                 return r;
+        /* After the stored sessions: what a pool left before a restart is cleaned, never adopted. */
+        r = pool_new(m, &m->pool);
+        if (r < 0)
+                return log_error_errno(r, "could not set up the warm pool: %m");
 
         r = sd_bus_request_name(m->bus, "org.ccdocker1", 0);
         if (r < 0)
@@ -766,6 +774,7 @@ static int on_exit_signal(sd_event_source *source, const struct signalfd_siginfo
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down; sessions keep running.");
         for (size_t i = 0; i < m->n_sessions; i++)
                 session_wake_waiters(m->sessions[i]);
+        pool_shutdown(m->pool); /* the pool's sessions are no one's: they stop, the shutdown waits */
         r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         if (r >= 0) {
                 m->shutdown_deadline = now + 5 * USEC_PER_SEC;

@@ -13,6 +13,7 @@
 #include "hashmap.h"
 #include "model-proxy.h"
 #include "podman.h"
+#include "pool.h"
 #include "questions.h"
 #include "secrets.h"
 #include "session.h"
@@ -78,6 +79,7 @@ struct Manager {
         uint64_t shutdown_deadline;
 
         Questions *questions; /* notices and questions for a human (questions.c) */
+        Pool *pool;           /* the warm pool (pool.c); NULL with PoolSize=0 */
 };
 
 int manager_new(DaemonConfig *config, Manager **ret);

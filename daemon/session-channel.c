@@ -84,7 +84,7 @@ void session_deliver_next(Session *s) {
         int r;
 
         if (!p || p->sent || !s->channel || !channel_has_init(s->channel) ||
-            session_state_is_final(s->state) || session_budget_holds(s))
+            session_state_is_final(s->state) || session_budget_holds(s) || s->pool_handover)
                 return;
         r = channel_send_prompt(s->channel, p->message_id, p->text);
         if (r < 0) {

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "manager.h"
 #include "oom.h"
+#include "pool.h"
 #include "session-end.h"
 #include "session-remote.h"
 #include "time-util.h"
@@ -283,7 +284,7 @@ static void session_save(Session *s) {
         SessionRecord rec;
         int r;
 
-        if (s->removed)
+        if (s->removed || s->pooled)
                 return;
         session_to_record(s, &rec, &json);
         r = store_save_session(s->manager->store, &rec);
@@ -322,6 +323,10 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
         s->state = state;
         if (session_state_is_final(state))
                 s->ended_usec = now_usec(CLOCK_REALTIME);
+        if (s->pooled) {
+                pool_member_changed(s); /* not a user's session yet: nothing stored, audited or sent */
+                return;
+        }
 
         r = store_record_state(s->manager->store, s->id, name, reason, now_usec(CLOCK_REALTIME));
         if (r < 0)
@@ -360,6 +365,8 @@ void session_set_state(Session *s, SessionState state, const char *reason) {
 }
 
 void session_mark_changed(Session *s, unsigned changes) {
+        if (s->pooled)
+                return;
         s->changed |= changes;
         manager_queue_publish(s->manager, s);
 }
@@ -367,7 +374,7 @@ void session_mark_changed(Session *s, unsigned changes) {
 void session_notify(Session *s, const char *suffix, json_t *msg) {
         _cleanup_free_ char *channel = NULL;
 
-        if (!msg)
+        if (!msg || s->pooled)
                 return;
         if (asprintf(&channel, "session:%s:%s", s->id, suffix) < 0)
                 return (void) log_oom();
@@ -1125,6 +1132,9 @@ static int session_open_channel(Session *s) {
 int session_start(Session *s) {
         _cleanup_free_ char *reason = NULL;
         int r;
+
+        if (s->pool_handover)
+                return pool_handover_start(s); /* started already: its limits go on the unit */
 
         r = session_make_workspace(s);
         if (r < 0) {

@@ -123,6 +123,13 @@ struct Session {
         uint64_t refusals_unaudited;
         uint64_t log_dropped; /* ... dropped since the last one logged */
 
+        /* The warm pool (pool.c). A member (pooled) is in no registry, store, list or Redis channel;
+         * handed over, it waits (pool_handover: no prompt goes out) until its caller's limits are on the
+         * unit. */
+        bool pooled;
+        bool pool_handover;
+        uint64_t pool_active_usec; /* CLOCK_MONOTONIC: when its unit was seen active */
+
         /* Publishing (manager.c): what changed since the last flush. */
         unsigned changed; /* SessionChange */
         bool publish_queued;

@@ -1140,3 +1140,46 @@ int unit_watch(sd_bus *bus, const char *name, unit_state_t cb, void *userdata, s
         *ret_slot = TAKE_PTR(slot);
         return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------
+ * SetUnitProperties on a running unit: the warm pool's hand-over (pool.c) gives a started session the
+ * limits its caller asked for. */
+
+int unit_set_limits(sd_bus *bus, const UnitLimits *limits, unit_done_t cb, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        UnitCall *c;
+        int r;
+
+        if (!bus || !limits || !cb || !unit_name_is_valid(limits->name))
+                return -EINVAL;
+        register_systemd_errors();
+
+        r = sd_bus_message_new_method_call(
+                bus, &m, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER, "SetUnitProperties");
+        if (r < 0)
+                return r;
+        /* runtime = true: the change is for this run of the unit, not written to /etc. */
+        r = sd_bus_message_append(m, "sb", limits->name, 1);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "(sv)");
+        if (r >= 0)
+                r = append_limits(m, limits->memory_max, limits->cpu_millis, limits->tasks_max);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->cb = cb;
+        c->userdata = userdata;
+        r = sd_bus_call_async(bus, &slot, m, unit_call_on_reply, c, 0);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
+        (void) sd_bus_slot_set_destroy_callback(slot, unit_call_destroy);
+        return sd_bus_slot_set_floating(slot, 1);
+}

@@ -82,3 +82,16 @@ int unit_watch(sd_bus *bus, const char *name, unit_state_t cb, void *userdata, s
 /* One asynchronous read of the current state (exists = false when the unit is not loaded). A failed read
  * still calls cb, with state->error set. */
 int unit_get_state(sd_bus *bus, const char *name, unit_state_t cb, void *userdata);
+
+/* What unit_set_limits() changes on a running unit (0: left as it is). Not RuntimeMaxSec: systemd 252
+ * refuses to change it on a running unit. */
+typedef struct UnitLimits {
+        const char *name;
+        uint64_t memory_max; /* bytes */
+        uint64_t cpu_millis;
+        uint64_t tasks_max;
+} UnitLimits;
+
+/* SetUnitProperties(name, runtime, ...) with MemoryMax, CPUQuotaPerSecUSec and TasksMax;
+ * cb once systemd answered. */
+int unit_set_limits(sd_bus *bus, const UnitLimits *limits, unit_done_t cb, void *userdata);

@@ -1155,7 +1155,7 @@ static int read_field(
         }
 }
 
-static SessionConfig *session_config_new_default(const DaemonConfig *dc) {
+SessionConfig *session_config_new_default(const DaemonConfig *dc) {
         _cleanup_(session_config_freep) SessionConfig *c = NULL;
 
         c = calloc(1, sizeof(SessionConfig));

@@ -33,6 +33,10 @@ int validate_prompt(const DaemonConfig *dc, const char *method, const char *prom
 int session_config_from_bus(
         sd_bus_message *m, const DaemonConfig *dc, SessionConfig **ret, sd_bus_error *error);
 
+/* A config with the daemon's defaults and nothing asked for: what CreateSession with an empty a{sv} gets
+ * (the warm pool's sessions are made from it). NULL when out of memory. */
+SessionConfig *session_config_new_default(const DaemonConfig *dc);
+
 /* Ceilings of CreateSession's list fields. */
 #define SESSION_ALLOWED_HOSTS_MAX 64
 #define SESSION_MCP_OVERRIDES_MAX (64 * 1024)
