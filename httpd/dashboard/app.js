@@ -111,15 +111,21 @@ function treeNode(s, now) {
       `tree ${count(tokensOf(u, 'tree_'))} tok · ${money(u.tree_cost_usd)}`) : null,
   s.budget_exhausted ? el('span', { class: 'limit', title: s.budget_exhausted }, 'budget used up') : null,
   s.state_reason ? el('div', { class: 'reason muted' }, s.state_reason) : null);
-  row.addEventListener('click', () => select(s.id));
-  row.addEventListener('keydown', (e) => { if (e.key === 'Enter') select(s.id); });
   const li = el('li', { dataset: { id: s.id, state: s.state } }, row);
   if (kids.length) li.append(el('ul', {}, kids.map((k) => treeNode(k, now))));
   return li;
 }
 
-function renderTree() {
+let treeKey = '';
+function renderTree(force = false) {
   const now = Date.now();
+  // Rebuilt only when what it shows changed, so that a click or a focus is not lost to a re-render.
+  const key = JSON.stringify([state.filter, state.selected, Math.floor(now / 30000),
+    state.questions.map((q) => [q.interaction_id, q.status]),
+    [...state.sessions.values()].map((s) => [s.id, s.parent_id, s.state, s.state_reason, s.usage, s.budget_exhausted,
+      s.children, s.task_type])]);
+  if (key === treeKey && !force) return;
+  treeKey = key;
   const roots = [...state.sessions.values()]
     .filter((s) => !s.parent_id || !state.sessions.has(s.parent_id))
     .sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
@@ -254,7 +260,12 @@ function questionItem(q, withSession) {
     answerForm(q, false));
 }
 
+let questionsKey = '';
 function renderQuestions() {
+  // Rebuilt only when the list changed: an answer being typed is not wiped by other updates.
+  const key = JSON.stringify(state.questions.map((q) => [q.interaction_id, q.status]));
+  if (key === questionsKey) return;
+  questionsKey = key;
   const pending = state.questions.filter((q) => q.status === 'pending' && q.type !== 'notification');
   $('questions').replaceChildren(...pending.map((q) => questionItem(q, true)));
   if (!pending.length) $('questions').append(el('li', { class: 'muted' }, 'Nothing is waiting.'));
@@ -271,6 +282,7 @@ function closeSocket() {
   if (state.socket) {
     state.socket.onclose = null;
     state.socket.onmessage = null;
+    state.socket.onopen = null;
     state.socket.close(1000, 'closed by the page');
     state.socket = null;
   }
@@ -280,7 +292,8 @@ function connect(id) {
   const gen = state.generation;
   const ws = sessionSocket(id, state.lastSeq);
   state.socket = ws;
-  $('stream-status').textContent = 'following…';
+  $('stream-status').textContent = 'connecting…';
+  ws.onopen = () => { $('stream-status').textContent = 'live: new events appear as they are stored'; };
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);
     if (state.selected !== id || ev.seq <= state.lastSeq) return; // never twice
@@ -329,6 +342,7 @@ function select(id) {
   renderSoon();
 }
 
+let sessionQuestionsKey = '';
 function renderSession() {
   const s = state.selected && state.sessions.get(state.selected);
   $('session').hidden = !state.selected;
@@ -355,6 +369,9 @@ function renderSession() {
   $('remove').disabled = !ended;
   $('prompt-form').querySelector('button').disabled = ended;
   const qs = pendingOf(s.id);
+  const key = JSON.stringify([s.id, qs.map((q) => q.interaction_id)]);
+  if (key === sessionQuestionsKey) return;
+  sessionQuestionsKey = key;
   $('session-questions').replaceChildren(...qs.map((q) => el('div', { class: 'question type-' + q.type,
     dataset: { qid: q.interaction_id } }, el('p', { class: 'message' }, q.message || ''), answerForm(q, true))));
 }
@@ -463,6 +480,9 @@ function wire() {
     r.addEventListener('change', () => { state.filter = r.value; renderSoon(); });
   }
   $('create-form').addEventListener('submit', create);
+  const nodeOf = (e) => e.target.closest('#tree .node');
+  $('tree').addEventListener('click', (e) => { const n = nodeOf(e); if (n) select(n.dataset.id); });
+  $('tree').addEventListener('keydown', (e) => { const n = nodeOf(e); if (n && e.key === 'Enter') select(n.dataset.id); });
   $('prompt-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const id = state.selected;
@@ -491,7 +511,7 @@ function wire() {
   });
   window.addEventListener('hashchange', fromHash);
   // Ages move on; the data does not need asking for again.
-  setInterval(renderTree, 30000);
+  setInterval(() => renderTree(), 30000);
 }
 
 wire();

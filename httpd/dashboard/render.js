@@ -70,7 +70,7 @@ export function renderEvent(ev) {
       body.append(el('span', { class: 'muted' },
         d.subtype === 'init'
           ? `started${d.model ? `: ${d.model}` : ''}${Array.isArray(d.tools) ? `, ${d.tools.length} tools` : ''}`
-          : `system: ${d.subtype || ''}`));
+          : `${d.subtype || 'system'}${d.hook_name ? `: ${d.hook_name}` : ''}${d.outcome ? ` (${d.outcome})` : ''}`));
       break;
     case 'assistant':
     case 'user': {
