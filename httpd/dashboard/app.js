@@ -41,7 +41,7 @@ async function call(method, path, body) {
     return await api(method, path, body);
   } catch (e) {
     if (e instanceof AuthError && gen === state.generation) {
-      showSignin(`Signed out: the token was refused (${e.message}). It may be wrong or revoked.`);
+      showSignin(`Signed out: ${e.message} (the token is wrong or was revoked).`);
     }
     throw e;
   }
@@ -209,7 +209,7 @@ async function followTree() {
   } catch (e) {
     if (gen !== state.generation) return;
     if (e instanceof AuthError) {
-      showSignin('Signed out: the token was refused. It may be wrong or revoked.');
+      showSignin('Signed out: the live updates were refused (the token is wrong or was revoked).');
       return;
     }
     $('live-status').textContent = `no live updates: ${e.message}; retrying`;
