@@ -11,7 +11,6 @@
 
 #include "dashboard-files.h"
 #include "httpd.h"
-#include "log.h"
 #include "util.h"
 
 #define CSP_BASE                                                                                            \
@@ -57,7 +56,7 @@ static void reply_file(Request *req, const char *name) {
                 response = MHD_create_response_from_buffer(
                         sizeof missing - 1, (void *) missing, MHD_RESPMEM_PERSISTENT);
                 if (!response) {
-                        log_oom();
+                        request_reply_error(req, 500, "internal", "out of memory");
                         return;
                 }
                 (void) MHD_add_response_header(response, "Content-Type", "text/plain; charset=utf-8");
@@ -67,7 +66,7 @@ static void reply_file(Request *req, const char *name) {
         }
         response = MHD_create_response_from_buffer(f->size, (void *) f->data, MHD_RESPMEM_PERSISTENT);
         if (!response) {
-                log_oom();
+                request_reply_error(req, 500, "internal", "out of memory");
                 return;
         }
         (void) MHD_add_response_header(response, "Content-Type", f->content_type);
