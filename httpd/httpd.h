@@ -59,6 +59,7 @@ typedef struct ParentCache ParentCache;
 typedef struct SessionCache SessionCache;
 typedef struct Tickets Tickets;
 typedef struct Feed Feed;
+typedef struct Events Events;
 
 typedef void (*request_handler_t)(Request *req);
 
@@ -87,6 +88,7 @@ struct Server {
         Tickets *tickets;       /* stream tickets (tickets.c) */
         Metrics *metrics;
         struct Stream *streams; /* live WebSocket and SSE streams, to close at exit */
+        Events *events;         /* GET /api/v1/events (events.c), made on first use */
         Request *waiting;       /* suspended requests, waiting for the daemon */
         bool exiting;
         ServerLimits limits;
@@ -239,3 +241,20 @@ void metrics_spawn(Metrics *m);
 void metrics_refusal(Metrics *m, const char *reason);
 /* The Prometheus text; sessions is ListSessions' reply (or NULL). */
 char *metrics_render(Server *s, sd_bus_message *sessions);
+
+/* events.c: GET /api/v1/events, the changes to every session in scope (the dashboard's tree). */
+void route_events(Request *req);
+/* Ends every client of /api/v1/events (before libmicrohttpd stops). */
+void events_stop(Server *s);
+Events *events_free(Events *e);
+unsigned events_count(Server *s);
+
+/* usage.c: the Usage property (the variant at m) as o's "usage". */
+int session_json_usage(sd_bus_message *m, json_t *o);
+
+/* routes-remove.c: POST /api/v1/sessions/{id}/remove. */
+void route_remove(Request *req);
+
+/* dashboard.c: the web dashboard's static files (docs/dashboard.md). */
+void route_dashboard_index(Request *req);
+void route_dashboard_file(Request *req);

@@ -197,7 +197,9 @@ int session_json_update(sd_bus_message *m, json_t *o) {
                         for (char **c = children; r >= 0 && c && *c; c++)
                                 if (json_array_append_new(a, json_string(*c)) < 0)
                                         return -ENOMEM;
-                } else
+                } else if (streq(name, "Usage") && streq(contents, "a{sv}"))
+                        r = session_json_usage(m, o);
+                else
                         r = sd_bus_message_skip(m, "v");
                 if (r < 0)
                         return r;
@@ -961,6 +963,10 @@ const Route routes[] = {
         { "GET", "/api/v1/questions", route_all_questions, false, false, args_questions },
         { "POST", "/api/v1/sessions/{id}/questions/{id}/answer", route_answer, false, true, NULL },
         { "POST", "/api/v1/stream-tickets", route_stream_ticket, false, false, NULL },
+        { "GET", "/api/v1/events", route_events, false, false, NULL },
+        { "POST", "/api/v1/sessions/{id}/remove", route_remove, false, false, NULL },
+        { "GET", "/", route_dashboard_index, true, false, NULL },
+        { "GET", "/dashboard/{id}", route_dashboard_file, true, false, NULL },
 };
 
 const size_t n_routes = ELEMENTSOF(routes);

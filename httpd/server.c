@@ -630,6 +630,7 @@ Server *server_free(Server *s) {
                 return NULL;
         /* libmicrohttpd must not be stopped with suspended connections: answer what waits. */
         server_stop_streams(s);
+        events_stop(s);
         while (s->waiting)
                 request_reply_error(s->waiting, 503, "unavailable", "ccdocker-httpd is stopping");
         if (s->mhd)
@@ -638,6 +639,7 @@ Server *server_free(Server *s) {
         mhd_event_detach(&s->mhd_event);
         if (s->mhd)
                 MHD_stop_daemon(s->mhd);
+        events_free(s->events);
         parent_cache_free(s->parents);
         if (s->feeds) {
                 feeds_free(s);

@@ -591,7 +591,7 @@ class HttpdTest(unittest.TestCase):
             doc = yaml.safe_load(f)
         ops = [(p, m) for p, item in doc["paths"].items() for m in item if m in ("get", "post", "delete", "patch")]
         # Every route of the server is documented (probing what is not: 404 for an authenticated client).
-        self.assertEqual(len(ops), 17)
+        self.assertEqual(len(ops), 19)
         self.assertEqual(curl("GET", "/api/v1/sessions/" + NOBODY + "/else", self.token)[0], 404)
 
         def example(p, m):
@@ -622,6 +622,9 @@ class HttpdTest(unittest.TestCase):
         order = [op for op in ops if op not in (("/api/v1/sessions/{id}", "delete"),
                                                 ("/api/v1/sessions/{id}/stream", "get"),
                                                 ("/api/v1/sessions", "post"),
+                                                # the dashboard's: a stream, and one for an ended session
+                                                ("/api/v1/events", "get"),
+                                                ("/api/v1/sessions/{id}/remove", "post"),
                                                 # answered in tests/integration/test_questions.py
                                                 ("/api/v1/sessions/{id}/questions/{qid}/answer", "post"))]
         for p, m in order:
@@ -642,6 +645,9 @@ class HttpdTest(unittest.TestCase):
         self.assertIn("event: end", text)
         self.assertEqual(call("/api/v1/sessions/{id}/stream", "get", sid)[0], 406)
         self.assertEqual(call("/api/v1/sessions/{id}/stream", "get", NOBODY)[0], 404)
+        self.assertEqual(call("/api/v1/events", "get", "")[0], 406)  # tests/integration/test_dashboard.py follows it
+        self.assertEqual(call("/api/v1/sessions/{id}/remove", "post", NOBODY)[0], 404)
+        self.assertEqual(call("/api/v1/sessions/{id}/remove", "post", sid)[0], 200)
         for raw in ('{"config": {"memory": []}}', "x" * (2 << 20)):
             status, hdrs, text = curl("POST", "/api/v1/sessions", self.token, raw=raw)
             check_response(doc, "/api/v1/sessions", "post", status, hdrs, text)

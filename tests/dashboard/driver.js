@@ -1,0 +1,75 @@
+// A headless Chromium (Debian's /usr/bin/chromium, never a download) driven by playwright-core for
+// tests/integration/test_dashboard.py. It reads one JSON command per line on stdin and answers one JSON
+// line on stdout: {"id", "ok": true, "value"} or {"id", "ok": false, "error"}. It records every request
+// the page makes and every console message and page error, so that a test can check that nothing was
+// fetched from an injected URL and nothing ran.
+'use strict';
+const readline = require('readline');
+const { chromium } = require('playwright-core');
+
+// The test's function source as a function (in Node, never in the page, whose CSP forbids eval).
+// eslint-disable-next-line no-new-func
+const fn = (source) => new Function(`return (${source});`)();
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    // As root, Chromium refuses its own sandbox; the page's security does not rest on it.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1480, height: 900 } });
+  const page = await context.newPage();
+  const requests = [];
+  const messages = [];
+  page.on('request', (r) => requests.push(r.url()));
+  page.on('console', (m) => messages.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => messages.push(`pageerror: ${e.message}`));
+  page.on('dialog', (d) => { messages.push(`dialog: ${d.message()}`); d.dismiss(); });
+
+  const ops = {
+    goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
+    reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
+    fill: (c) => page.fill(c.selector, c.value),
+    click: (c) => page.click(c.selector),
+    select: (c) => page.selectOption(c.selector, c.value),
+    wait: (c) => page.waitForSelector(c.selector, { state: c.state || 'visible', timeout: c.timeout || 30000 })
+      .then(() => true),
+    // expr: a function's source ("(arg) => ..."), run in the page with arg (until: until it returns
+    // something truthy). Made into a function here, in Node: playwright sends its source to the page.
+    until: (c) => page.waitForFunction(fn(c.expr), c.arg ?? null, { timeout: c.timeout || 30000, polling: 200 })
+      .then((h) => h.jsonValue()),
+    eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
+    text: (c) => page.textContent(c.selector),
+    screenshot: (c) => page.screenshot({ path: c.path, fullPage: !!c.full }).then(() => c.path),
+    requests: () => requests.slice(),
+    messages: () => messages.slice(),
+    url: () => page.url(),
+    close: async () => { await browser.close(); setImmediate(() => process.exit(0)); return true; },
+  };
+
+  const rl = readline.createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    let c;
+    try {
+      c = JSON.parse(line);
+    } catch (e) {
+      continue;
+    }
+    let reply;
+    try {
+      if (!ops[c.op]) throw new Error(`no op ${c.op}`);
+      const value = await ops[c.op](c);
+      reply = { id: c.id, ok: true, value: value === undefined ? null : value };
+    } catch (e) {
+      reply = { id: c.id, ok: false, error: String(e && e.message ? e.message : e) };
+    }
+    process.stdout.write(`${JSON.stringify(reply)}\n`);
+  }
+  await browser.close();
+}
+
+main().catch((e) => {
+  process.stderr.write(`driver: ${e.stack || e}\n`);
+  process.exit(1);
+});
