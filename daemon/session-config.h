@@ -34,6 +34,7 @@ typedef struct SessionConfig {
         char *prompt;         /* an initial prompt (validated like SendPrompt's), or NULL; not stored */
         char *context;        /* a child's: the JSON object its parent gave (spawn_child), or NULL */
         char *slice;          /* the session's slice (set by the daemon, not by callers) */
+        char *runtime;        /* "podman" or "docker" (runtime.h; set by the daemon); NULL: podman */
         char **secrets;       /* the names of the secrets asked for (granted once created), or NULL */
         char **allowed_hosts; /* what the egress proxy lets the session reach (egress-proxy.h entries) */
         /* Claude Code's configuration (SPEC.md 8.2, 8.3); NULL: ccdocker-init's defaults. */
