@@ -168,25 +168,6 @@ int docker_unit_cgroup(const char *root, const char *slice, const char *unit, ch
 
 /* ---- the create body ---- */
 
-/* "KEY=value" entries as an object (labels); entries without '=' are skipped, a later one wins. */
-static json_t *labels_object(char **l) {
-        _cleanup_(json_decrefp) json_t *o = json_object();
-
-        if (!o)
-                return NULL;
-        for (char **e = l; e && *e; e++) {
-                const char *eq = strchr(*e, '=');
-                _cleanup_free_ char *name = NULL;
-
-                if (!eq)
-                        continue;
-                name = strndup(*e, eq - *e);
-                if (!name || json_object_set_new(o, name, json_string(eq + 1)) < 0)
-                        return NULL;
-        }
-        return TAKE_PTR(o);
-}
-
 static int append_bind(json_t *mounts, const char *source, const char *target, bool read_only) {
         /* rprivate: nothing mounted later on the host side propagates in. Docker's bind mounts take no
          * nosuid (docs/runtimes.md): no-new-privileges and no capabilities keep a setuid file inert. */
@@ -221,7 +202,7 @@ int docker_container_spec_to_json(const PodmanContainerSpec *p, const char *secr
 
         mounts = json_array();
         env = json_array();
-        labels = labels_object(p->labels);
+        labels = podman_assignments_to_object(p->labels);
         if (!mounts || !env || !labels ||
             asprintf(&user, "%u:%u", (unsigned) p->uid, (unsigned) p->gid) < 0 ||
             asprintf(

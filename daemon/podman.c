@@ -667,6 +667,10 @@ static json_t *json_object_of_assignments(char **l) {
         return TAKE_PTR(o);
 }
 
+json_t *podman_assignments_to_object(char **l) {
+        return json_object_of_assignments(l);
+}
+
 int podman_container_spec_to_json(const PodmanContainerSpec *p, json_t **ret) {
         _cleanup_(json_decrefp) json_t *spec = NULL, *mounts = NULL, *env = NULL, *labels = NULL;
         _cleanup_free_ char *user = NULL;

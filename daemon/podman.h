@@ -123,6 +123,10 @@ typedef struct PodmanContainerSpec {
         const char *cgroup_parent;
 } PodmanContainerSpec;
 
+/* "KEY=value" entries (labels, environment) as a JSON object; entries without '=' are skipped, a later
+ * one wins. NULL on ENOMEM. */
+json_t *podman_assignments_to_object(char **l);
+
 /* libpod's SpecGenerator JSON for spec, for podman_container_create(). -EINVAL for a spec without a
  * name, image, network, workspace, channel_dir or home; -ENOMEM. */
 int podman_container_spec_to_json(const PodmanContainerSpec *spec, json_t **ret);
