@@ -18,7 +18,7 @@ import unittest
 
 import sandbox as sb
 
-SECRET_VALUE = "ghp_runtime_contract_5d0c1e"
+SECRET_VALUE = "tok_runtime_contract_5d0c1e"
 MCP = "mcp__cc-docker__"
 SPAWN = MCP + "spawn_child"
 RESULT = MCP + "get_child_result"
@@ -111,9 +111,9 @@ class RuntimeContract:
             "RuntimeDirectory": cls.runtime_dir,
             "MaxMemory": "2G",
             "AllowHostNetwork": "yes",
-            "AllowedSecrets": "GITHUB_TOKEN",
+            "AllowedSecrets": "API_TOKEN",
             "HeartbeatTimeoutSec": "0",
-        }, extra_env={"CC_SECRET_GITHUB_TOKEN": SECRET_VALUE})
+        }, extra_env={"CC_SECRET_API_TOKEN": SECRET_VALUE})
         shutil.rmtree(cls.daemon.state_dir, ignore_errors=True)
         cls.daemon.start()
 
@@ -145,21 +145,29 @@ class RuntimeContract:
                       what=f"unit {unit} to be unloaded")
 
     def running_pid(self, sid):
-        return self.api.inspect(f"ccdocker-{sid}")["State"]["Pid"]
+        """The container's first process, once it runs (idle may come as soon as the unit is active)."""
+        def pid():
+            state = self.api.inspect(f"ccdocker-{sid}")["State"]
+            return state["Pid"] if state.get("Running") else None
+        try:
+            return sb.wait_until(pid, 30, what=f"container ccdocker-{sid} to run")
+        except AssertionError as e:
+            unit = f"ccdocker-session-{sid}.service"
+            raise AssertionError(f"{e}\n{sb.journal(f'_SYSTEMD_UNIT={unit}', output='cat')[-2000:]}")
 
     # -- the contract --------------------------------------------------------------------------
 
     def test_container_is_hardened_limited_and_in_its_unit(self):
         sid, path = self.create("memory", "s", "256M", "tasks", "u", "64", "cpus", "s", "0.5",
-                                "secrets", "as", ["GITHUB_TOKEN"])
+                                "secrets", "as", ["API_TOKEN"])
         self.assertEqual(sb.wait_state(path, "idle"), "idle", sb.session_prop(path, "StateReason"))
         unit = sb.session_prop(path, "Unit")
         show = sb.unit_show(unit, "MemoryMax", "TasksMax", "ControlGroup", "ActiveState")
         self.assertEqual((show["ActiveState"], show["MemoryMax"], show["TasksMax"]),
                          ("active", str(256 << 20), "64"))
+        pid = self.running_pid(sid)
         info = self.api.inspect(f"ccdocker-{sid}")
         self.assertEqual(sb.session_prop(path, "ContainerId"), info["Id"])
-        pid = info["State"]["Pid"]
 
         # From the kernel, of the container's first process: no capabilities, no new privileges,
         # uid 1000, a read-only root, no network but loopback.
@@ -190,7 +198,7 @@ class RuntimeContract:
             self.assertEqual(f.read().strip(), "64")
 
         # The secret is a 0400 file of the container's user, and nowhere in the runtime's inspect.
-        secret = f"/proc/{pid}/root/run/ccdocker-secrets/GITHUB_TOKEN"
+        secret = f"/proc/{pid}/root/run/ccdocker-secrets/API_TOKEN"
         with open(secret) as f:
             self.assertEqual(f.read().strip(), SECRET_VALUE)
         self.assertEqual((os.stat(secret).st_mode & 0o777, os.stat(secret).st_uid), (0o400, 1000))
@@ -213,6 +221,23 @@ class RuntimeContract:
         sb.systemctl("stop", f"ccdocker-session-{sid}.service")
         self.assertFalse(os.path.exists(f"/proc/{pid}"), "the container's process outlived its unit")
         sb.wait_state(path, "stopped", "failed")
+
+    def test_killing_the_units_processes_kills_the_container(self):
+        # SIGKILL to every process in the unit's cgroup, with no daemon to clean up after it and a
+        # runtime client that cannot pass anything on: only a container inside the unit's cgroup dies.
+        sid, path = self.create()
+        sb.wait_state(path, "idle")
+        pid = self.running_pid(sid)
+        unit = f"ccdocker-session-{sid}.service"
+        self.daemon.kill9()
+        try:
+            sb.systemctl("kill", "--signal=SIGKILL", unit)
+            sb.wait_until(lambda: sb.systemctl("is-active", unit, check=False).stdout.strip() != "active", 30,
+                          what="the unit to end")
+            self.assertFalse(os.path.exists(f"/proc/{pid}"), "the container's process outlived its unit")
+        finally:
+            self.daemon.start()
+        self.assertEqual(sb.wait_state(path, "stopped", "failed"), "failed")
 
     def test_killed_container_ends_failed_with_the_reason(self):
         sid, path = self.create()
@@ -245,6 +270,7 @@ class RuntimeContract:
         gone_sid, gone_path = self.create()
         sb.wait_state(path, "idle")
         sb.wait_state(gone_path, "idle")
+        self.running_pid(sid)
         before = self.api.inspect(f"ccdocker-{sid}")
         self.daemon.kill9()
         self.api.kill(f"ccdocker-{gone_sid}")
