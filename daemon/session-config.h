@@ -55,7 +55,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
  * with errno set (ENOMEM, EINVAL); from_json returns -EBADMSG for text that is not such an object. The
  * JSON is {"workspace":{"type":"ephemeral"|"host","path":...},"image":...,"memory":...,"cpu_millis":...,
  * "tasks":...,"timeout_sec":...,"task_type":...,"environment":{NAME:value},"network":...,"context":{...},
- * "slice":...}; task_type, environment, context and slice are left out when NULL. */
+ * "slice":...,"runtime":...}; task_type, environment, context, slice and runtime are left out when NULL
+ * (a record without "runtime" is podman's). */
 char *session_config_to_json(const SessionConfig *c);
 int session_config_from_json(const char *json, SessionConfig **ret);
 
