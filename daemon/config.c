@@ -243,6 +243,21 @@ static int parse_bus(void *field, const char *key, const char *value, const char
         return 0;
 }
 
+static int parse_runtime(void *field, const char *key, const char *value, const char *where) {
+        char *s, **p = field;
+
+        if (!streq(value, "podman") && !streq(value, "docker"))
+                return log_error_errno(
+                        EINVAL, "%s%s must be \"podman\" or \"docker\", got '%s'", where, key, value);
+
+        s = strdup(value);
+        if (!s)
+                return log_oom();
+        free(*p);
+        *p = s;
+        return 0;
+}
+
 static int parse_path(void *field, const char *key, const char *value, const char *where) {
         char *s, **p = field;
 
@@ -640,6 +655,8 @@ static const struct {
 } config_keys[] = {
         { "SystemdBus", parse_bus, offsetof(DaemonConfig, systemd_bus) },
         { "PodmanSocket", parse_path, offsetof(DaemonConfig, podman_socket) },
+        { "Runtime", parse_runtime, offsetof(DaemonConfig, runtime) },
+        { "DockerSocket", parse_path, offsetof(DaemonConfig, docker_socket) },
         { "StateDirectory", parse_path, offsetof(DaemonConfig, state_dir) },
         { "DefaultImage", parse_image, offsetof(DaemonConfig, default_image) },
         { "SessionCommand", parse_command, offsetof(DaemonConfig, session_command) },
@@ -890,8 +907,11 @@ int config_init(DaemonConfig *c, DaemonMode mode) {
         c->github_mcp_url = strdup("https://api.githubcopilot.com/mcp/");
         c->default_mcp_servers = strv_new_from("cc-docker", NULL);
         c->discord_api_url = strdup(DISCORD_API_URL_DEFAULT);
+        c->runtime = strdup("podman");
+        c->docker_socket = strdup("/run/docker.sock");
         if (!c->systemd_bus || !c->default_image || !c->prompt_deny_patterns || !c->model_upstream_url ||
-            !c->model_prices || !c->github_mcp_url || !c->default_mcp_servers || !c->discord_api_url) {
+            !c->model_prices || !c->github_mcp_url || !c->default_mcp_servers || !c->discord_api_url ||
+            !c->runtime || !c->docker_socket) {
                 config_done(c);
                 return log_oom();
         }
@@ -931,6 +951,8 @@ void config_done(DaemonConfig *c) {
 
         c->systemd_bus = mfree(c->systemd_bus);
         c->podman_socket = mfree(c->podman_socket);
+        c->runtime = mfree(c->runtime);
+        c->docker_socket = mfree(c->docker_socket);
         c->state_dir = mfree(c->state_dir);
         c->default_image = mfree(c->default_image);
         c->session_command = strv_free(c->session_command);

@@ -18,6 +18,8 @@ typedef struct DaemonConfig {
         char *systemd_bus;
         char *podman_socket;         /* libpod REST socket path */
         uint64_t podman_timeout_sec; /* the overall limit of one libpod call */
+        char *runtime;               /* new sessions' container runtime: "podman" or "docker" (runtime.h) */
+        char *docker_socket;         /* Docker Engine's API socket path */
         char *state_dir;             /* ccdockerd.db and ephemeral workspaces live here */
         char *default_image;
         char **session_command; /* NULL: the image's own entrypoint and command; else argv, NULL-ended */

@@ -17,6 +17,7 @@
 #include "manager.h"
 #include "polkit.h"
 #include "session-dbus.h"
+#include "session-runtime.h"
 #include "util.h"
 #include "validate.h"
 #include "workspace.h"
@@ -62,15 +63,17 @@ static void on_image_checked(int r, long status, json_t *reply, const char *erro
                 reply_error(
                         req->message,
                         CCDOCKER_ERROR_NO_SUCH_IMAGE,
-                        "CreateSession: image '%s' does not exist in podman's storage",
-                        image);
+                        "CreateSession: image '%s' does not exist in %s's storage",
+                        image,
+                        runtime_kind_to_string(manager_runtime_kind(m)));
                 return;
         }
         if (r < 0) {
                 reply_error(
                         req->message,
                         SD_BUS_ERROR_FAILED,
-                        "CreateSession: could not ask podman whether image '%s' exists: %s",
+                        "CreateSession: could not ask %s whether image '%s' exists: %s",
+                        runtime_kind_to_string(manager_runtime_kind(m)),
                         image,
                         error ? error : strerror(-r));
                 return;
@@ -159,12 +162,17 @@ static int create_check_secrets(CreateRequest *req) {
 static void create_check_image(CreateRequest *req) {
         int r;
 
-        r = podman_image_exists(req->manager->podman, req->config->image, on_image_checked, req);
+        r = runtime_image_exists(
+                manager_runtime(req->manager, manager_runtime_kind(req->manager)),
+                req->config->image,
+                on_image_checked,
+                req);
         if (r < 0) {
                 reply_error(
                         req->message,
                         SD_BUS_ERROR_FAILED,
-                        "CreateSession: could not reach podman: %s",
+                        "CreateSession: could not reach %s: %s",
+                        runtime_kind_to_string(manager_runtime_kind(req->manager)),
                         strerror(-r));
                 create_request_free(req);
         }

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "pool.h"
 #include "session-budget.h"
+#include "session-runtime.h"
 #include "time-util.h"
 #include "unit.h"
 #include "util.h"
@@ -77,6 +78,7 @@ Manager *manager_free(Manager *m) {
         egress_proxy_free(m->egress);
         model_proxy_free(m->model);
         model_prices_free(m->prices, m->n_prices);
+        manager_free_runtimes(m);
         podman_client_free(m->podman);
         store_close(m->store);
         if (m->systemd_bus != m->bus)
@@ -654,6 +656,10 @@ int manager_startup(Manager *m) {
         r = unit_subscribe(m->systemd_bus);
         if (r < 0)
                 return log_error_errno(r, "could not subscribe to systemd's signals: %m");
+
+        r = manager_start_runtimes(m);
+        if (r < 0)
+                return r;
 
         if (m->publisher && m->publisher->attach) {
                 r = m->publisher->attach(m);

@@ -15,6 +15,7 @@
 #include "podman.h"
 #include "pool.h"
 #include "questions.h"
+#include "runtime.h"
 #include "secrets.h"
 #include "session.h"
 #include "store.h"
@@ -47,6 +48,8 @@ struct Manager {
         sd_bus *systemd_bus; /* where systemd is reached; may be the same bus */
         Store *store;
         PodmanClient *podman;
+        Runtime *runtimes[_RUNTIME_KIND_MAX]; /* session-runtime.h; podman's wraps podman above */
+        char *systemd_cgroup;                 /* the systemd manager's own cgroup (Runtime=docker) */
         EventBus *events;
         SecretStore *secrets;
         EgressProxy *egress;

@@ -66,6 +66,7 @@ struct PodmanClient {
         sd_event *event;
         CurlGlue *glue;
         char *socket_path;
+        char *url_prefix;      /* NULL: PODMAN_URL_PREFIX (docker.c sets Docker Engine's) */
         uint64_t timeout_usec; /* of a whole request */
         PodmanRequest *requests;
 };
@@ -380,7 +381,13 @@ static int podman_request_full(
                 if (!escaped)
                         return -ENOMEM;
         }
-        r = asprintf(&url, PODMAN_URL_PREFIX "%s%s%s", path, strempty(escaped), strempty(suffix));
+        r = asprintf(
+                &url,
+                "%s%s%s%s",
+                c->url_prefix ?: PODMAN_URL_PREFIX,
+                path,
+                strempty(escaped),
+                strempty(suffix));
         curl_free(escaped);
         if (r < 0) {
                 url = NULL;
@@ -500,7 +507,46 @@ PodmanClient *podman_client_free(PodmanClient *c) {
         curl_glue_unref(c->glue);
         sd_event_unref(c->event);
         free(c->socket_path);
+        free(c->url_prefix);
         return mfree(c);
+}
+
+int podman_client_set_url_prefix(PodmanClient *c, const char *prefix) {
+        char *p;
+
+        if (!c || isempty(prefix) || !url_part_is_valid(prefix))
+                return -EINVAL;
+        p = strdup(prefix);
+        if (!p)
+                return -ENOMEM;
+        free(c->url_prefix);
+        c->url_prefix = p;
+        return 0;
+}
+
+int podman_request_name(
+        PodmanClient *c,
+        const char *method,
+        const char *path,
+        const char *name,
+        const char *suffix,
+        json_t *body,
+        bool remove,
+        podman_callback_t cb,
+        void *userdata) {
+        if (isempty(name))
+                return -EINVAL;
+        return podman_request_full(
+                c,
+                method,
+                path,
+                name,
+                suffix,
+                body,
+                NULL,
+                remove ? PODMAN_MODE_REMOVE : PODMAN_MODE_PLAIN,
+                cb,
+                userdata);
 }
 
 int podman_request(
@@ -619,6 +665,10 @@ static json_t *json_object_of_assignments(char **l) {
                         return NULL;
         }
         return TAKE_PTR(o);
+}
+
+json_t *podman_assignments_to_object(char **l) {
+        return json_object_of_assignments(l);
 }
 
 int podman_container_spec_to_json(const PodmanContainerSpec *p, json_t **ret) {

@@ -51,6 +51,22 @@ int podman_request(
         podman_callback_t cb,
         void *userdata);
 
+/* The same client for another API of the same shape: prefix replaces "http://d/v4.0.0/libpod" in every
+ * URL sent from now on (docker.c: "http://d/v1.41", Docker Engine's API). -EINVAL for an empty prefix. */
+int podman_client_set_url_prefix(PodmanClient *c, const char *prefix);
+/* Like podman_request(), with name URL-escaped between path and suffix (suffix may be NULL). remove:
+ * a 404 is success, as for podman_container_remove(). */
+int podman_request_name(
+        PodmanClient *c,
+        const char *method,
+        const char *path,
+        const char *name,
+        const char *suffix,
+        json_t *body,
+        bool remove,
+        podman_callback_t cb,
+        void *userdata);
+
 /* POST /containers/create; on success reply holds "Id". */
 int podman_container_create(PodmanClient *c, json_t *spec, podman_callback_t cb, void *userdata);
 /* GET /containers/{name}/json; 404 arrives as r = -ENOENT. */
@@ -102,7 +118,14 @@ typedef struct PodmanContainerSpec {
         char **command;        /* NULL-ended; NULL: the image's */
         const char *shared;    /* host directory bound at /shared; NULL: none */
         bool shared_read_only; /* ... read-only */
+        /* Docker only (docker.h): the absolute cgroup the container's goes below, the session unit's.
+         * podman finds it itself (split cgroups) and ignores this. */
+        const char *cgroup_parent;
 } PodmanContainerSpec;
+
+/* "KEY=value" entries (labels, environment) as a JSON object; entries without '=' are skipped, a later
+ * one wins. NULL on ENOMEM. */
+json_t *podman_assignments_to_object(char **l);
 
 /* libpod's SpecGenerator JSON for spec, for podman_container_create(). -EINVAL for a spec without a
  * name, image, network, workspace, channel_dir or home; -ENOMEM. */

@@ -22,6 +22,7 @@ SessionConfig *session_config_free(SessionConfig *c) {
         free(c->prompt);
         free(c->context);
         free(c->slice);
+        free(c->runtime);
         strv_free(c->secrets);
         strv_free(c->allowed_hosts);
         strv_free(c->mcp_servers);
@@ -123,6 +124,8 @@ char *session_config_to_json(const SessionConfig *c) {
         }
         if (r >= 0 && c->slice)
                 r = json_set_string(o, "slice", c->slice);
+        if (r >= 0 && c->runtime)
+                r = json_set_string(o, "runtime", c->runtime);
         if (r >= 0)
                 r = json_set_strv(o, "allowed_hosts", c->allowed_hosts);
         if (r >= 0)
@@ -253,6 +256,8 @@ int session_config_from_json(const char *json, SessionConfig **ret) {
                 r = json_get_string(o, "network", false, &c->network);
         if (r >= 0)
                 r = json_get_string(o, "slice", true, &c->slice);
+        if (r >= 0)
+                r = json_get_string(o, "runtime", true, &c->runtime);
         if (r < 0)
                 return r;
         r = json_get_strv(o, "secrets", &c->secrets);

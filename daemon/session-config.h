@@ -34,6 +34,7 @@ typedef struct SessionConfig {
         char *prompt;         /* an initial prompt (validated like SendPrompt's), or NULL; not stored */
         char *context;        /* a child's: the JSON object its parent gave (spawn_child), or NULL */
         char *slice;          /* the session's slice (set by the daemon, not by callers) */
+        char *runtime;        /* "podman" or "docker" (runtime.h; set by the daemon); NULL: podman */
         char **secrets;       /* the names of the secrets asked for (granted once created), or NULL */
         char **allowed_hosts; /* what the egress proxy lets the session reach (egress-proxy.h entries) */
         /* Claude Code's configuration (SPEC.md 8.2, 8.3); NULL: ccdocker-init's defaults. */
@@ -54,7 +55,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(SessionConfig *, session_config_free);
  * with errno set (ENOMEM, EINVAL); from_json returns -EBADMSG for text that is not such an object. The
  * JSON is {"workspace":{"type":"ephemeral"|"host","path":...},"image":...,"memory":...,"cpu_millis":...,
  * "tasks":...,"timeout_sec":...,"task_type":...,"environment":{NAME:value},"network":...,"context":{...},
- * "slice":...}; task_type, environment, context and slice are left out when NULL. */
+ * "slice":...,"runtime":...}; task_type, environment, context, slice and runtime are left out when NULL
+ * (a record without "runtime" is podman's). */
 char *session_config_to_json(const SessionConfig *c);
 int session_config_from_json(const char *json, SessionConfig **ret);
 

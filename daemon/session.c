@@ -33,6 +33,7 @@
 #include "pool.h"
 #include "session-end.h"
 #include "session-remote.h"
+#include "session-runtime.h"
 #include "time-util.h"
 #include "unit.h"
 #include "util.h"
@@ -142,6 +143,11 @@ int session_new(Manager *m, SessionConfig **config, uid_t owner, Session *parent
         }
         s->slice = strdup(s->config->slice);
         if (!s->slice)
+                return -ENOMEM;
+        /* The runtime is recorded with the session: a restarted daemon re-adopts it through this one. */
+        free(s->config->runtime);
+        s->config->runtime = strdup(runtime_kind_to_string(manager_runtime_kind(m)));
+        if (!s->config->runtime)
                 return -ENOMEM;
         s->created_usec = now_usec(CLOCK_REALTIME);
         s->image = strdup(s->config->image);
@@ -440,7 +446,7 @@ static int on_remove_retry(sd_event_source *source, uint64_t usec, void *userdat
         int r;
 
         s->remove_attempts++;
-        r = podman_container_remove(s->manager->podman, s->container_name, on_container_removed, s);
+        r = runtime_container_remove(session_runtime(s), s->container_name, on_container_removed, s);
         if (r < 0) {
                 log_warning_errno(r, "session %s: could not ask podman to remove the container: %m", s->id);
                 session_unref(s);
@@ -484,7 +490,8 @@ static void session_cleanup(Session *s) {
         s->cleaned_up = true;
         s->unit_watch = sd_bus_slot_unref(s->unit_watch);
 
-        r = podman_container_remove(m->podman, s->container_name, on_container_removed, session_ref(s));
+        r = runtime_container_remove(
+                session_runtime(s), s->container_name, on_container_removed, session_ref(s));
         if (r < 0) {
                 session_unref(s);
                 log_warning_errno(r, "session %s: could not ask podman to remove the container: %m", s->id);
@@ -636,7 +643,7 @@ static void session_unit_ended(Session *s, const UnitState *st) {
                         .exec_main_status = st->exec_main_status,
                         .exists = st->exists,
                 };
-                r = podman_container_inspect(s->manager->podman, s->container_name, on_end_inspected, e);
+                r = runtime_container_inspect(session_runtime(s), s->container_name, on_end_inspected, e);
                 if (r >= 0)
                         return;
                 unit_end_free(e);
@@ -734,6 +741,7 @@ static void session_start_service(Session *s) {
                 .stop_timeout_sec = m->config.stop_timeout_sec,
                 .keep_container = true,
         };
+        runtime_unit_spec(session_runtime(s), &spec);
 
         r = session_watch_unit(s);
         if (r < 0)
@@ -857,7 +865,7 @@ static void on_container_created(int r, long status, json_t *reply, const char *
 static json_t *session_container_spec(Session *s) {
         const SessionConfig *c = s->config;
         Manager *m = s->manager;
-        _cleanup_free_ char *id_env = NULL, *label = NULL;
+        _cleanup_free_ char *id_env = NULL, *label = NULL, *cgroup_parent = NULL;
         _cleanup_free_ char **env = NULL; /* borrowed strings */
         _cleanup_(strv_freep) char **objects = NULL;
         _cleanup_free_ PodmanSecretMount *secrets = NULL;
@@ -914,7 +922,11 @@ static json_t *session_container_spec(Session *s) {
                 .shared = m->config.shared_dir,
                 .shared_read_only = m->config.shared_read_only,
         };
-        if (podman_container_spec_to_json(&spec_in, &spec) < 0)
+        if (runtime_kind(session_runtime(s)) == RUNTIME_DOCKER &&
+            session_unit_cgroup(s, &cgroup_parent) < 0) /* Docker's container goes below its unit's cgroup */
+                return NULL;
+        spec_in.cgroup_parent = cgroup_parent;
+        if (runtime_container_spec_to_json(session_runtime(s), &spec_in, &spec) < 0)
                 return NULL;
         return spec;
 }
@@ -944,7 +956,7 @@ static void session_remove_secrets(Session *s) {
                         log_oom();
                         continue;
                 }
-                r = podman_secret_remove(s->manager->podman, object, on_secret_removed, session_ref(s));
+                r = runtime_secret_remove(session_runtime(s), object, on_secret_removed, session_ref(s));
                 if (r < 0) {
                         session_unref(s);
                         log_warning_errno(
@@ -995,8 +1007,8 @@ static int session_create_secrets(Session *s) {
                         return -ENOMEM;
                 if (!value)
                         return -ENOKEY; /* gone since it was granted: the daemon restarted without it */
-                r = podman_secret_create(
-                        s->manager->podman, object, value, on_secret_created, session_ref(s));
+                r = runtime_secret_create(
+                        session_runtime(s), object, value, on_secret_created, session_ref(s));
                 if (r < 0) {
                         session_unref(s);
                         return r;
@@ -1209,7 +1221,7 @@ static void session_create_container(Session *s) {
                 session_fail(s, "out of memory building the container spec");
                 return;
         }
-        r = podman_container_create(s->manager->podman, spec, on_container_created, session_ref(s));
+        r = runtime_container_create(session_runtime(s), spec, on_container_created, session_ref(s));
         if (r < 0) {
                 session_unref(s);
                 if (asprintf(&reason, "could not ask podman to create the container: %s", strerror(-r)) < 0)

@@ -330,6 +330,29 @@ static int append_limits(sd_bus_message *m, uint64_t memory_max, uint64_t cpu_mi
         return 0;
 }
 
+/* Docker's CLI in the unit: `docker start --attach` forwards SIGTERM to the container and exits with its
+ * status, as `podman start --attach` does; the container's processes sit below the unit's cgroup
+ * (HostConfig.CgroupParent), so the unit's final SIGKILL and its limits reach them too. */
+static int append_docker_execs(sd_bus_message *m, const UnitSpec *spec) {
+        const char *docker = spec->docker_path ?: "/usr/bin/docker";
+        _cleanup_free_ char *host = NULL;
+        int r;
+
+        if (asprintf(&host, "unix://%s", spec->docker_socket) < 0)
+                return -ENOMEM;
+        /* clang-format off */
+        char *start_argv[] = { (char *) "docker", (char *) "-H", host, (char *) "start", (char *) "--attach",
+                               (char *) spec->container_name, NULL };
+        char *rm_argv[] = { (char *) "docker", (char *) "-H", host, (char *) "rm", (char *) "--force",
+                            (char *) spec->container_name, NULL };
+        /* clang-format on */
+
+        r = append_exec(m, "ExecStart", docker, false, start_argv);
+        if (r >= 0 && !spec->keep_container)
+                r = append_exec(m, "ExecStopPost", docker, true, rm_argv);
+        return r;
+}
+
 static int build_start_message(sd_bus *bus, const UnitSpec *spec, sd_bus_message **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_free_ char *description = NULL;
@@ -382,14 +405,15 @@ static int build_start_message(sd_bus *bus, const UnitSpec *spec, sd_bus_message
                         return r;
         }
 
-        r = append_exec(m, "ExecStart", podman, false, start_argv);
+        if (spec->docker_socket)
+                r = append_docker_execs(m, spec);
+        else {
+                r = append_exec(m, "ExecStart", podman, false, start_argv);
+                if (r >= 0 && !spec->keep_container)
+                        r = append_exec(m, "ExecStopPost", podman, true, rm_argv);
+        }
         if (r < 0)
                 return r;
-        if (!spec->keep_container) {
-                r = append_exec(m, "ExecStopPost", podman, true, rm_argv);
-                if (r < 0)
-                        return r;
-        }
 
         r = append_limits(m, spec->memory_max, spec->cpu_millis, spec->tasks_max);
         if (r < 0)
@@ -453,6 +477,9 @@ int unit_start(sd_bus *bus, const UnitSpec *spec, unit_done_t cb, void *userdata
             !container_name_is_valid(spec->container_name))
                 return -EINVAL;
         if (spec->podman_path && spec->podman_path[0] != '/')
+                return -EINVAL;
+        if ((spec->docker_path && spec->docker_path[0] != '/') ||
+            (spec->docker_socket && spec->docker_socket[0] != '/'))
                 return -EINVAL;
         register_systemd_errors();
 

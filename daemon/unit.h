@@ -20,6 +20,10 @@ typedef struct UnitSpec {
         uint64_t runtime_max_sec;   /* RuntimeMaxSec; 0 = none */
         uint64_t stop_timeout_sec;  /* TimeoutStopSec: graceful stop, then SIGKILL */
         bool keep_container;        /* no ExecStopPost removal: the caller reads the container's end first */
+        /* Set: a Docker Engine container (runtime.h), run by `docker -H unix://<docker_socket> start
+         * --attach`; the container's cgroup was put below the unit's when it was created. */
+        const char *docker_socket;
+        const char *docker_path; /* NULL: /usr/bin/docker */
 } UnitSpec;
 
 /* A session's slice: its limits cap the session and every session nested below it. */

@@ -15,6 +15,9 @@ show what the MCP server adds. The machines are shared and noisy, so only the ra
 nothing here passes or fails on time. Run it in the sandbox:
 
     tools/ccdocker-dev up && tools/ccdocker-dev exec -- python3 tests/bench/spawn.py -n 20
+
+With --runtime docker the daemon runs Runtime=docker against the sandbox's dockerd (started and
+given the image by `tools/ccdocker-dev docker-up`), and the baseline is a bare `docker run --rm`.
 """
 
 import argparse
@@ -37,8 +40,36 @@ def percentile(values, p):
     return values[k]
 
 
-def time_sessions(n):
-    podman = sb.Podman()
+class DockerApi(sb.Podman):
+    """The same GET as sb.Podman's, of Docker Engine's API."""
+
+    def __init__(self):
+        super().__init__(sb.env("CCDOCKER_DOCKER_SOCKET"))
+
+    def request(self, method, path, body=None, timeout=60):
+        conn = sb._UnixConnection(self.socket_path, timeout=timeout)
+        try:
+            conn.request(method, "/v1.41" + path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+def time_bare_docker(n, image):
+    """A bare `docker run --rm` on the sandbox's dockerd (its default cgroup parent is inside the
+    sandbox's subtree)."""
+    times = []
+    for _ in range(n):
+        start = time.monotonic()
+        subprocess.run(["/usr/bin/docker", "-H", "unix://" + sb.env("CCDOCKER_DOCKER_SOCKET"), "run", "--rm",
+                        "--network=none", image, "/bin/true"], check=True, capture_output=True)
+        times.append(time.monotonic() - start)
+    return times
+
+
+def time_sessions(n, podman=None):
+    podman = podman or sb.Podman()
     times = []
     for _ in range(n):
         start = time.monotonic()
@@ -155,21 +186,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=10, help="sessions (and bare runs) to time (default 10)")
     ap.add_argument("--children", type=int, default=30, help="children to spawn from one parent (default 30)")
+    ap.add_argument("--runtime", choices=("podman", "docker"), default="podman",
+                    help="the daemon's Runtime= and the bare baseline's runtime (default podman)")
     args = ap.parse_args()
     image = os.environ.get("CCDOCKER_SESSION_IMAGE", "localhost/ccdocker-session:dev")
+    if args.runtime == "docker":
+        subprocess.run([os.path.join(sb.SRC, "tools", "ccdocker-dev"), "docker-up"], check=True)
+        api, bare_run, bare_name = DockerApi(), time_bare_docker, "docker run --rm IMAGE /bin/true"
+    else:
+        api, bare_run, bare_name = sb.Podman(), time_bare, "podman run --rm IMAGE /bin/true"
 
     runtime = os.path.join(sb.env("CCDOCKER_RUN_DIR"), "ccdockerd-bench-runtime")
     daemon = sb.Daemon(unit="ccdockerd-bench.service", settings={
         "RuntimeDirectory": runtime, "HeartbeatTimeoutSec": "0",
         # The children are spawned back to back: the per-minute limit is not what is measured here.
-        "MaxSpawnsPerMinute": str(4 * args.children + 10), "MaxSessions": str(4 * args.children + 10)})
+        "MaxSpawnsPerMinute": str(4 * args.children + 10), "MaxSessions": str(4 * args.children + 10),
+        "Runtime": args.runtime, "DockerSocket": sb.env("CCDOCKER_DOCKER_SOCKET")})
     shutil.rmtree(daemon.state_dir, ignore_errors=True)
     daemon.start()
     try:
-        time_bare(1, image)  # warm the image's layers into the page cache for both
-        bare = time_bare(args.n, image)
-        sessions = time_sessions(args.n)
-        to_id, to_running, raw = time_children(args.children, runtime, sb.Podman())
+        bare_run(1, image)  # warm the image's layers into the page cache for both
+        bare = bare_run(args.n, image)
+        sessions = time_sessions(args.n, api)
+        to_id, to_running, raw = time_children(args.children, runtime, api)
     finally:
         daemon.stop()
         shutil.rmtree(daemon.state_dir, ignore_errors=True)
@@ -178,8 +217,8 @@ def main():
         print(f"{name:<34} p50 {percentile(v, 50) * 1000:7.0f} ms   p95 {percentile(v, 95) * 1000:7.0f} ms   "
               f"mean {statistics.mean(v) * 1000:7.0f} ms")
 
-    print(f"bench/spawn: {args.n} runs each, {args.children} children")
-    row("podman run --rm IMAGE /bin/true", bare)
+    print(f"bench/spawn ({args.runtime}): {args.n} runs each, {args.children} children")
+    row(bare_name, bare)
     row("CreateSession -> container running", sessions)
     print(f"ratio (session / bare) p50 {percentile(sessions, 50) / percentile(bare, 50):.2f}   "
           f"p95 {percentile(sessions, 95) / percentile(bare, 95):.2f}   (target: at most 1.5)")

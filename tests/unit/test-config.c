@@ -118,6 +118,8 @@ static void test_config_system_defaults(void **state) {
         assert_true(c->stop_timeout_sec == 10);
         assert_true(c->podman_timeout_sec == 120);
         assert_int_equal(c->max_sessions, 64);
+        assert_string_equal(c->runtime, "podman");
+        assert_string_equal(c->docker_socket, "/run/docker.sock");
         assert_false(c->allow_host_network);
         assert_null(c->workspace_roots);
         assert_int_equal(config_verify(c), 0);
@@ -178,6 +180,10 @@ static void test_config_parses_sizes_and_cpus(void **state) {
         assert_true(c->max_memory == 1ULL << 30);
         assert_int_equal(config_set(c, "PodmanTimeoutSec", "5"), 0);
         assert_true(c->podman_timeout_sec == 5);
+        assert_int_equal(config_set(c, "Runtime", "docker"), 0);
+        assert_string_equal(c->runtime, "docker");
+        assert_int_equal(config_set(c, "DockerSocket", "/srv/docker.sock"), 0);
+        assert_string_equal(c->docker_socket, "/srv/docker.sock");
 }
 
 static void test_config_rejects_bad_values_unchanged(void **state) {
@@ -204,6 +210,10 @@ static void test_config_rejects_bad_values_unchanged(void **state) {
                 { "SystemdBus", "session" },
                 { "StateDirectory", "relative" },
                 { "PodmanSocket", "/run/../etc/x" },
+                { "Runtime", "Docker" },
+                { "Runtime", "crun" },
+                { "Runtime", "" },
+                { "DockerSocket", "docker.sock" },
                 { "DefaultImage", "" },
                 { "DefaultImage", "a b" },
                 { "DefaultImage", "-rm" },
