@@ -157,6 +157,49 @@ static int property_get_usage(
         return r;
 }
 
+/* The limits the session was created with (and its budget as SetBudget left it): "memory" bytes,
+ * "cpu_millis", "tasks", "timeout_sec" (0: none), "budget_usd" and "budget_tokens" (0: none). Empty
+ * for a session whose configuration the daemon no longer has. */
+static int property_get_limits(
+        sd_bus *bus,
+        const char *path,
+        const char *interface,
+        const char *property,
+        sd_bus_message *reply,
+        void *userdata,
+        sd_bus_error *error) {
+        Session *s = userdata;
+        const SessionConfig *c = s->config;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r >= 0 && c)
+                r = sd_bus_message_append(
+                        reply,
+                        "{sv}{sv}{sv}{sv}{sv}{sv}",
+                        "memory",
+                        "t",
+                        c->memory,
+                        "cpu_millis",
+                        "t",
+                        c->cpu_millis,
+                        "tasks",
+                        "t",
+                        c->tasks,
+                        "timeout_sec",
+                        "t",
+                        c->timeout_sec,
+                        "budget_usd",
+                        "d",
+                        c->budget_usd,
+                        "budget_tokens",
+                        "t",
+                        c->budget_tokens);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
 static int property_get_budget(
         sd_bus *bus,
         const char *path,
@@ -777,6 +820,7 @@ static const sd_bus_vtable session_vtable[] = {
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Children", "as", property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Usage", "a{sv}", property_get_usage, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Limits", "a{sv}", property_get_limits, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("BudgetExhausted", "b", property_get_budget, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY(
                 "BudgetExhaustedReason", "s", property_get_budget, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -839,17 +883,17 @@ int session_dbus_attach(Manager *m) {
 void session_dbus_send_changed(Manager *m, Session *s, unsigned changes) {
         static const struct {
                 unsigned change;
-                const char *names[4];
+                const char *names[5];
         } map[] = {
                 { SESSION_CHANGED_STATE,
-                  { "State", "StateReason", "BudgetExhausted", "BudgetExhaustedReason" } },
+                  { "State", "StateReason", "BudgetExhausted", "BudgetExhaustedReason", "Limits" } },
                 { SESSION_CHANGED_CONTAINER, { "ContainerId" } },
                 { SESSION_CHANGED_OUTPUT, { "LastSeq" } },
                 { SESSION_CHANGED_PROMPTS, { "PendingPrompts" } },
                 { SESSION_CHANGED_CHILDREN, { "Children" } },
                 { SESSION_CHANGED_USAGE, { "Usage" } },
         };
-        const char *names[4 * ELEMENTSOF(map) + 1];
+        const char *names[5 * ELEMENTSOF(map) + 1];
         size_t n = 0;
         int r;
 

@@ -250,7 +250,7 @@ Events *events_free(Events *e);
 unsigned events_count(Server *s);
 
 /* usage.c: the Usage property (the variant at m) as o's "usage". */
-int session_json_usage(sd_bus_message *m, json_t *o);
+int session_json_numbers(sd_bus_message *m, json_t *o, const char *key_name);
 
 /* routes-remove.c: POST /api/v1/sessions/{id}/remove. */
 void route_remove(Request *req);

@@ -198,7 +198,9 @@ int session_json_update(sd_bus_message *m, json_t *o) {
                                 if (json_array_append_new(a, json_string(*c)) < 0)
                                         return -ENOMEM;
                 } else if (streq(name, "Usage") && streq(contents, "a{sv}"))
-                        r = session_json_usage(m, o);
+                        r = session_json_numbers(m, o, "usage");
+                else if (streq(name, "Limits") && streq(contents, "a{sv}"))
+                        r = session_json_numbers(m, o, "limits");
                 else
                         r = sd_bus_message_skip(m, "v");
                 if (r < 0)

@@ -1,7 +1,9 @@
-/* The session's Usage property (docs/dbus-api.md: its model calls through the model proxy, its own and
- * its tree's) as the "usage" object of a session's JSON: {"calls": 3, "input_tokens": 1200, ...,
- * "cost_usd": 0.01, "tree_calls": ..., "tree_cost_usd": ...}. Kept current by PropertiesChanged like the
- * other keys (session_json_update() in routes.c calls this). */
+/* A session's a{sv} property of numbers as one object of its JSON (docs/dbus-api.md): Usage as "usage"
+ * (its model calls through the model proxy, its own and its tree's: {"calls": 3, "input_tokens": 1200,
+ * ..., "cost_usd": 0.01, "tree_calls": ..., "tree_cost_usd": ...}) and Limits as "limits" ({"memory":
+ * bytes, "cpu_millis": ..., "tasks": ..., "timeout_sec": ..., "budget_usd": ..., "budget_tokens": ...}).
+ * Kept current by PropertiesChanged like the other keys (session_json_update() in routes.c calls this).
+ * Values of other types are skipped. */
 #define _GNU_SOURCE
 #include <errno.h>
 
@@ -9,7 +11,7 @@
 #include "httpd.h"
 #include "util.h"
 
-int session_json_usage(sd_bus_message *m, json_t *o) {
+int session_json_numbers(sd_bus_message *m, json_t *o, const char *key_name) {
         _cleanup_(json_decrefp) json_t *usage = json_object();
         int r;
 
@@ -67,5 +69,5 @@ int session_json_usage(sd_bus_message *m, json_t *o) {
                 r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return r;
-        return json_object_set(o, "usage", usage) < 0 ? -ENOMEM : 0;
+        return json_object_set(o, key_name, usage) < 0 ? -ENOMEM : 0;
 }

@@ -3,7 +3,7 @@
 // tree (every session in the token's scope) and the selected session's WebSocket for its events; nothing
 // polls. Session output is only ever inserted as text (render.js).
 import { api, ApiError, AuthError, clearToken, followEvents, sessionSocket, setToken, token } from './api.js';
-import { age, count, el, LIVE, money, renderEvent, tokensOf } from './render.js';
+import { age, count, el, limitsOf, LIVE, money, renderEvent, tokensOf } from './render.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -110,6 +110,7 @@ function treeNode(s, now) {
     ? el('span', { class: 'tree-total muted', title: 'this session and its descendants' },
       `tree ${count(tokensOf(u, 'tree_'))} tok · ${money(u.tree_cost_usd)}`) : null,
   s.budget_exhausted ? el('span', { class: 'limit', title: s.budget_exhausted }, 'budget used up') : null,
+  s.limits && Object.keys(s.limits).length ? el('div', { class: 'limits muted' }, limitsOf(s.limits)) : null,
   s.state_reason ? el('div', { class: 'reason muted' }, s.state_reason) : null);
   const li = el('li', { dataset: { id: s.id, state: s.state } }, row);
   if (kids.length) li.append(el('ul', {}, kids.map((k) => treeNode(k, now))));
@@ -123,7 +124,7 @@ function renderTree(force = false) {
   const key = JSON.stringify([state.filter, state.selected, Math.floor(now / 30000),
     state.questions.map((q) => [q.interaction_id, q.status]),
     [...state.sessions.values()].map((s) => [s.id, s.parent_id, s.state, s.state_reason, s.usage, s.budget_exhausted,
-      s.children, s.task_type])]);
+      s.children, s.task_type, s.limits])]);
   if (key === treeKey && !force) return;
   treeKey = key;
   const roots = [...state.sessions.values()]
@@ -360,7 +361,8 @@ function renderSession() {
     ['workspace', s.workspace || ''],
     ['usage', `${u.calls || 0} calls · ${count(tokensOf(u))} tokens · ${money(u.cost_usd)}`],
     ['tree usage', `${u.tree_calls || 0} calls · ${count(tokensOf(u, 'tree_'))} tokens · ${money(u.tree_cost_usd)}`],
-    ['limits', s.budget_exhausted ? `paused: ${s.budget_exhausted}` : 'within its budget'],
+    ['limits', limitsOf(s.limits) || '—'],
+    ['budget', s.budget_exhausted ? `paused: ${s.budget_exhausted}` : 'within its budget'],
     ['queued prompts', String(s.pending_prompts ?? 0)],
   ];
   $('session-meta').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));

@@ -39,6 +39,21 @@ export function tokensOf(u, prefix = '') {
 export const money = (x) => `$${(Number(x) || 0).toFixed(4)}`;
 export const count = (n) => (n >= 10000 ? `${(n / 1000).toFixed(1)}k` : String(n));
 
+const bytes = (n) => (n >= 2 ** 30 ? `${+(n / 2 ** 30).toFixed(1)} GiB` : `${Math.round(n / 2 ** 20)} MiB`);
+
+// The session's Limits property in words: "2 GiB · 2 CPU · 512 tasks · 30m · $1.0000 · 50k tokens".
+export function limitsOf(l) {
+  if (!l || !Object.keys(l).length) return '';
+  const parts = [];
+  if (l.memory) parts.push(bytes(Number(l.memory)));
+  if (l.cpu_millis) parts.push(`${+(Number(l.cpu_millis) / 1000).toFixed(2)} CPU`);
+  if (l.tasks) parts.push(`${l.tasks} tasks`);
+  parts.push(l.timeout_sec ? `timeout ${l.timeout_sec}s` : 'no timeout');
+  if (l.budget_usd) parts.push(`budget ${money(l.budget_usd)}`);
+  if (l.budget_tokens) parts.push(`budget ${count(Number(l.budget_tokens))} tokens`);
+  return parts.join(' · ');
+}
+
 function textOf(content) {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {

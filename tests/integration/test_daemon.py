@@ -117,6 +117,10 @@ class LifecycleTest(DaemonTestCase):
         self.assertEqual(show["TasksMax"], "64")
         self.assertEqual(show["CPUQuotaPerSecUSec"], "500ms")
         self.assertEqual(show["RuntimeMaxUSec"], "10min")
+        # The same limits, as the session's Limits property tells a client.
+        limits = {k: v["data"] for k, v in sb.session_prop(path, "Limits").items()}
+        self.assertEqual(limits, {"memory": 256 * 1024 * 1024, "cpu_millis": 500, "tasks": 64, "timeout_sec": 600,
+                                  "budget_usd": 0.0, "budget_tokens": 0})
 
         info = self.container_of(sid)
         self.assertEqual(sb.session_prop(path, "ContainerId"), info["Id"])

@@ -261,6 +261,9 @@ class DashboardTest(unittest.TestCase):
             jcurl("GET", f"/api/v1/sessions/{pid}", self.token)["usage"]), 60, 0.5, what="the tree's usage")
         self.assertGreater(usage["tree_input_tokens"], usage["input_tokens"])
         self.wait_text(f'#tree .node[data-id="{pid}"] .tree-total', "tree")
+        # Its limits, as created (memory 1G) and as the daemon's defaults filled them in.
+        self.wait_text(f'#tree .node[data-id="{pid}"] .limits', "1 GiB")
+        self.wait_text("#session-meta", "1 GiB")
 
         last = jcurl("GET", f"/api/v1/sessions/{pid}", self.token)["last_seq"]
         b.until("(n) => document.querySelectorAll('#events > li').length >= n", last)

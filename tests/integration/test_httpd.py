@@ -388,6 +388,8 @@ class HttpdTest(unittest.TestCase):
         got = jcurl("GET", f"/api/v1/sessions/{sid}", self.token)
         self.assertEqual((got["id"], got["unit"]), (sid, f"ccdocker-session-{sid}.service"))
         self.assertRegex(got["created_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertEqual((got["limits"]["memory"], got["limits"]["timeout_sec"], got["limits"]["budget_tokens"]),
+                         (1 << 30, 1800, 0), got["limits"])
         listed = jcurl("GET", "/api/v1/sessions", self.token)["sessions"]
         self.assertIn(sid, [x["id"] for x in listed])
         sb.wait_until(lambda: jcurl("GET", f"/api/v1/sessions/{sid}", self.token)["state"] == "idle", 60, 0.2,

@@ -196,6 +196,8 @@ print(json.dumps(out))
         self.assertEqual((status, text), ("completed", "hello through the proxy"), error)
         self.assertFalse(sb.session_prop(path, "BudgetExhausted"))
         self.assertEqual(sb.session_prop(path, "BudgetExhaustedReason"), "")
+        self.assertEqual(sb.session_prop(path, "Limits")["budget_tokens"]["data"], 100000000,
+                         "Limits shows the budget SetBudget set")
         later = [r for r in MODEL.requests(main_only=False)[seen:] if "once more" in (r.get("last_user_text") or "")]
         self.assertTrue(later)
 
