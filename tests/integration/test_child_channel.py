@@ -45,10 +45,19 @@ class Mcp:
     """A client of a session's channel with role "mcp": what ccdocker-mcp is to the daemon."""
 
     def __init__(self, sid):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = os.path.join(RUNTIME, "sessions", sid, "session.sock")
-        sb.wait_until(lambda: os.path.exists(path), 30, what=f"the channel socket of {sid}")
-        self.sock.connect(path)
+
+        # After a daemon restart the socket file is there before the new daemon listens on it
+        # (the ASan daemon is slow to get there): connect once it is refused no more.
+        def connect():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                return s
+            except (ConnectionRefusedError, FileNotFoundError):
+                s.close()
+                return None
+        self.sock = sb.wait_until(connect, 30, 0.1, what=f"the channel socket of {sid} to listen")
         self.sock.settimeout(120)
         self.buf = b""
         self.next_id = 0

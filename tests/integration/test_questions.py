@@ -122,14 +122,7 @@ class QuestionsTest(unittest.TestCase):
         sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", "Stop", "b", "true", check=False)
 
     def mcp(self, sid):
-        # After a daemon restart the session's state comes back from the store before its socket is
-        # bound again (the ASan daemon is slow at it): connect once the socket listens.
-        def connect():
-            try:
-                return Mcp(sid)
-            except (ConnectionRefusedError, FileNotFoundError):
-                return None
-        m = sb.wait_until(connect, 30, 0.1, what=f"session {sid}'s socket to listen")
+        m = Mcp(sid)  # waits for the socket to listen again after a daemon restart
         self.addCleanup(m.close)
         return m
 
