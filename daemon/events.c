@@ -163,6 +163,7 @@ EventBus *event_bus_free(EventBus *b) {
         free(b->redis_socket);
         buffer_done(&b->scratch);
         buffer_done(&b->line);
+        buffer_done(&b->resp);
         free(b->lines);
         free(b->store_events);
         sd_event_unref(b->event);
