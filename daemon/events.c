@@ -254,22 +254,13 @@ static int batch_build(EventBus *b, json_t *events, size_t n) {
         return 0;
 }
 
-static int batch_commit(EventBus *b, const char *session_id, size_t n);
+static int batch_commit(EventBus *b, const char *session_id, size_t n, int built);
 
 int event_bus_append(EventBus *b, const char *session_id, json_t *events) {
-        size_t n;
-        int r;
-
         if (!b || !session_id || !json_is_array(events))
                 return -EINVAL;
-        n = json_array_size(events);
-        if (n == 0)
-                return 0;
-
-        r = batch_build(b, events, n);
-        if (r < 0)
-                return r;
-        return batch_commit(b, session_id, n);
+        return batch_commit(
+                b, session_id, json_array_size(events), batch_build(b, events, json_array_size(events)));
 }
 
 /* Renders text events into the scratch buffer as batch_build() does, their data copied as they are. */
@@ -314,23 +305,21 @@ static int batch_build_text(EventBus *b, const StoreEvent *events, size_t n) {
 }
 
 int event_bus_append_text(EventBus *b, const char *session_id, const StoreEvent *events, size_t n) {
-        int r;
-
         if (!b || !session_id || (!events && n > 0))
                 return -EINVAL;
-        if (n == 0)
-                return 0;
-
-        r = batch_build_text(b, events, n);
-        if (r < 0)
-                return r;
-        return batch_commit(b, session_id, n);
+        return batch_commit(b, session_id, n, batch_build_text(b, events, n));
 }
 
-/* Stores the batch rendered in the scratch buffer, then publishes it. */
-static int batch_commit(EventBus *b, const char *session_id, size_t n) {
+/* Stores the batch of n lines rendered in the scratch buffer (built: what rendering it returned), then
+ * publishes it. */
+static int batch_commit(EventBus *b, const char *session_id, size_t n, int built) {
         BusSession *s;
         int r;
+
+        if (built < 0)
+                return built;
+        if (n == 0)
+                return 0;
 
         /* The store first: it is the truth, and what Redis and the replays are caught up from. */
         r = store_append_events(b->store, session_id, b->store_events, n);
