@@ -16,7 +16,8 @@ the emitter made it. Two subscribers follow the session from before the first me
           p50/p99/max.
 
 Baselines from the same run, so that the figures mean something on a shared, noisy machine: Redis
-PUBLISH and XADD rates with redis-benchmark, a Python unix-socket echo round trip, and the same emitter
+PUBLISH and XADD rates with redis-benchmark, a Python unix-socket echo round trip (flat out, and paced
+at the steady RATE: the machine's own scheduling tail, beside the steady p99), and the same emitter
 against a Python server that only parses and acks (the most the emitter could push with no daemon).
 
 Nothing passes or fails on time (the targets are printed beside the figures); the exit status is 1
@@ -493,6 +494,34 @@ def echo_rate(tmp, seconds=1.0):
         stop_proc(server)
 
 
+def echo_steady(tmp, rate, seconds):
+    """The scheduling tail of this machine now: one line at RATE/s through a unix socket echo (Python
+    both ends), as the steady phase paces its events; [round trip µs] of every line."""
+    path = os.path.join(tmp, "echo-steady.sock")
+    server = start_server(ECHO_SERVER, path)
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        rf = s.makefile("rb")
+        line = PAYLOAD.encode() + b"\n"
+        rtts = []
+        t0 = time.monotonic()
+        for i in range(int(rate * seconds)):
+            d = t0 + i / rate - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+            sent = time.monotonic_ns()
+            s.sendall(line)
+            if rf.readline() != line:
+                raise AssertionError("echo server answered something else")
+            rtts.append((time.monotonic_ns() - sent) // 1000)
+        rf.close()
+        s.close()
+        return rtts
+    finally:
+        stop_proc(server)
+
+
 def emitter_ceiling(tmp, n):
     d = os.path.join(tmp, "ceiling")
     os.mkdir(d)
@@ -514,7 +543,7 @@ def emitter_ceiling(tmp, n):
         stop_proc(server)
 
 
-def baselines(tmp, n):
+def baselines(tmp, n, rate, seconds):
     sock = sb.env("CCDOCKER_REDIS_SOCKET")
     key = "bench:events:baseline"
     b = {}
@@ -524,6 +553,7 @@ def baselines(tmp, n):
                                      "seq", "1", "time", "1", "data", PAYLOAD)
     sb.run(REDIS_CLI, "-s", sock, "DEL", key, check=False)
     b["echo"] = echo_rate(tmp)
+    b["echo_steady"] = echo_steady(tmp, rate, min(seconds, 5))
     b["emitter"] = emitter_ceiling(tmp, n)
     return b
 
@@ -668,7 +698,7 @@ def main():
     try:
         if not args.no_baseline:
             print("baselines ...", flush=True)
-            base_figs = baselines(base, args.n)
+            base_figs = baselines(base, args.n, args.rate, args.seconds)
         daemon = sb.Daemon(unit=UNIT, settings={
             "RedisSocket": sb.env("CCDOCKER_REDIS_SOCKET"),
             "RuntimeDirectory": runtime_dir,
@@ -752,6 +782,8 @@ def main():
                      if lat else ""))
         if base_figs.get("echo"):
             print(f"  {'(unix socket echo round trip, for scale)':<38} {1e3 / base_figs['echo']:7.3f} ms")
+        if base_figs.get("echo_steady"):
+            print(lat_row(f"(echo at {args.rate:.0f}/s, same machine)", base_figs["echo_steady"]))
         if e.get("late_producer"):
             print(f"  the emitter's producer fell more than 1 ms behind its schedule {e['late_producer']} times")
 
@@ -780,6 +812,9 @@ def main():
         summary_rows.append(("steady daemon CPU µs/event", f"{steady['daemon_cpu_s'] / steady['emitter']['events'] * 1e6:.1f}", "", ""))
     if base_figs.get("echo"):
         summary_rows.append(("baseline: unix socket echo ms", f"{1e3 / base_figs['echo']:.3f}", "", ""))
+    if base_figs.get("echo_steady"):
+        summary_rows.append((f"baseline: echo at {args.rate:.0f}/s p99 ms",
+                             f"{percentile(base_figs['echo_steady'], 99) / 1000:.2f}", "", ""))
     if summary_rows:
         print()
         print(f"{'summary':<36} {'measured':>16} {'target':>11} {'ratio':>7}")
