@@ -28,6 +28,7 @@ in the sandbox:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -469,41 +470,46 @@ def stop_proc(proc):
         proc.stdout.close()
 
 
-def echo_rate(tmp, seconds=1.0):
-    path = os.path.join(tmp, "echo.sock")
-    server = start_server(ECHO_SERVER, path)
+@contextlib.contextmanager
+def echo_client(tmp, name):
+    """A connection to a fresh unix socket echo server: yields a function that sends one event line and
+    waits for it to come back."""
+    server = start_server(ECHO_SERVER, os.path.join(tmp, name))
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
+        s.connect(os.path.join(tmp, name))
         rf = s.makefile("rb")
         line = PAYLOAD.encode() + b"\n"
-        n = 0
-        start = time.monotonic()
-        while True:
+
+        def round_trip():
             s.sendall(line)
             if rf.readline() != line:
                 raise AssertionError("echo server answered something else")
+        try:
+            yield round_trip
+        finally:
+            rf.close()
+            s.close()
+    finally:
+        stop_proc(server)
+
+
+def echo_rate(tmp, seconds=1.0):
+    with echo_client(tmp, "echo.sock") as round_trip:
+        n = 0
+        start = time.monotonic()
+        while True:
+            round_trip()
             n += 1
             if n % 256 == 0 and time.monotonic() - start >= seconds:
                 break
-        elapsed = time.monotonic() - start
-        rf.close()
-        s.close()
-        return n / elapsed
-    finally:
-        stop_proc(server)
+        return n / (time.monotonic() - start)
 
 
 def echo_steady(tmp, rate, seconds):
     """The scheduling tail of this machine now: one line at RATE/s through a unix socket echo (Python
     both ends), as the steady phase paces its events; [round trip µs] of every line."""
-    path = os.path.join(tmp, "echo-steady.sock")
-    server = start_server(ECHO_SERVER, path)
-    try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        rf = s.makefile("rb")
-        line = PAYLOAD.encode() + b"\n"
+    with echo_client(tmp, "echo-steady.sock") as round_trip:
         rtts = []
         t0 = time.monotonic()
         for i in range(int(rate * seconds)):
@@ -511,15 +517,9 @@ def echo_steady(tmp, rate, seconds):
             if d > 0:
                 time.sleep(d)
             sent = time.monotonic_ns()
-            s.sendall(line)
-            if rf.readline() != line:
-                raise AssertionError("echo server answered something else")
+            round_trip()
             rtts.append((time.monotonic_ns() - sent) // 1000)
-        rf.close()
-        s.close()
         return rtts
-    finally:
-        stop_proc(server)
 
 
 def emitter_ceiling(tmp, n):
