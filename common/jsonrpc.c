@@ -23,6 +23,8 @@ struct jsonrpc_reader {
         unsigned max_depth; /* jsonrpc_scan()'s limits, 0: none */
         size_t max_values;
         bool skipping; /* dropping the rest of an oversized line; the buffer is empty meanwhile */
+        jsonrpc_line_filter_t filter; /* sees each line before it is parsed; may take it */
+        void *filter_userdata;
 };
 
 /* Fills *e (if not NULL) and returns error. The message may quote jansson's text, which may quote the
@@ -132,6 +134,11 @@ int jsonrpc_scan(const char *s, size_t n, unsigned max_depth, size_t max_values,
         if (ret_values)
                 *ret_values = values;
         return 0;
+}
+
+void jsonrpc_reader_set_filter(struct jsonrpc_reader *r, jsonrpc_line_filter_t filter, void *userdata) {
+        r->filter = filter;
+        r->filter_userdata = userdata;
 }
 
 size_t jsonrpc_reader_pending(const struct jsonrpc_reader *r) {
@@ -244,6 +251,13 @@ int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonr
                                         NULL,
                                         "Message has too many values: at most %zu array elements and object members in a line",
                                         r->max_values);
+                }
+
+                if (r->filter) {
+                        int k = r->filter(line, n, r->filter_userdata);
+
+                        if (k != 0)
+                                return k < 0 ? k : 2;
                 }
 
                 /* JSON_DECODE_ANY: a valid JSON scalar is an invalid request, not a parse error; the

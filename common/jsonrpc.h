@@ -77,6 +77,12 @@ int jsonrpc_reader_feed(struct jsonrpc_reader *r, const void *data, size_t len);
  * blank lines (empty, or only spaces, tabs and "\r") are skipped. */
 int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonrpc_error *ret_err);
 
+/* A line filter: called by jsonrpc_reader_next() with each line that passed the limits, before it is
+ * parsed (line is not NUL-terminated, valid only during the call). 0: parse it as usual; 1: the filter
+ * took it, and jsonrpc_reader_next() returns 2 with *ret_msg untouched; negative: returned as is. */
+typedef int (*jsonrpc_line_filter_t)(const char *line, size_t n, void *userdata);
+void jsonrpc_reader_set_filter(struct jsonrpc_reader *r, jsonrpc_line_filter_t filter, void *userdata);
+
 /* Bytes buffered that do not yet form a complete line: non-zero at end of stream means the peer
  * stopped in the middle of a message. */
 size_t jsonrpc_reader_pending(const struct jsonrpc_reader *r);

@@ -69,6 +69,7 @@ typedef struct Connection {
         bool dropping; /* to be closed: its peer let its output queue overflow */
         ConnectionRole role;
         PendingPrompt *prompts; /* in the order sent */
+        int filter_r;           /* what the last line the fast path took came to (connection_filter()) */
 } Connection;
 
 struct Channel {
@@ -478,6 +479,42 @@ static int method_events(Connection *conn, json_t *params, json_t **ret_result, 
         return *ret_result ? 0 : method_error(e, JSONRPC_INTERNAL_ERROR, "Out of memory");
 }
 
+/* The fast path: an "events" request parsed by channel_events_parse(), answered as method_events() would
+ * answer it. Anything it does not take is parsed and dispatched as usual. */
+static int connection_filter(const char *line, size_t n, void *userdata) {
+        static ChannelEvent events[CHANNEL_MAX_EVENTS_PER_CALL];
+        Connection *conn = userdata;
+        _cleanup_(json_decrefp) json_t *id = NULL, *result = NULL;
+        _cleanup_free_ char *error = NULL;
+        uint64_t acked = 0;
+        size_t n_events = 0;
+        int r;
+
+        /* Before hello, and without the hook, the ordinary path says what is wrong or does the work. */
+        if (!conn->hello || !connection_is_open(conn) || !conn->channel->hooks->events_raw)
+                return 0;
+        r = channel_events_parse(line, n, events, ELEMENTSOF(events), &n_events, &id);
+        if (r <= 0) {
+                conn->filter_r = r;
+                return r < 0 ? 1 : 0;
+        }
+
+        r = conn->channel->hooks->events_raw(conn->channel->userdata, events, n_events, &acked, &error);
+        if (!connection_is_open(conn))
+                r = -ESHUTDOWN;
+        else if (r == -EBADMSG)
+                r = connection_send_error(
+                        conn, id, JSONRPC_INVALID_PARAMS, "%s", error ?: "event sequence gap");
+        else if (r < 0)
+                r = connection_send_error(conn, id, CHANNEL_ERROR_FAILED, "%s", error ?: strerror(-r));
+        else {
+                result = json_pack("{s:I}", "acked", (json_int_t) (acked > INT64_MAX ? INT64_MAX : acked));
+                r = result ? connection_send_result(conn, id, result) : log_oom();
+        }
+        conn->filter_r = r;
+        return 1;
+}
+
 /* ---- ccdocker-mcp's methods: answered by the session, now or later ---- */
 
 struct ChannelCall {
@@ -744,7 +781,9 @@ static int connection_process(Connection *conn) {
                 r = jsonrpc_reader_next(conn->reader, &msg, &e);
                 if (r == 0)
                         return 0;
-                if (r < 0)
+                if (r == 2) /* the fast path took it (connection_filter()) */
+                        r = conn->filter_r;
+                else if (r < 0)
                         r = connection_send_error(conn, NULL, e.code, "%s", e.message);
                 else
                         r = connection_dispatch(conn, msg);
@@ -841,6 +880,7 @@ static int connection_new(Channel *c, int fd) {
         }
         /* What a container sends is measured before it is parsed (docs/channel.md). */
         jsonrpc_reader_set_limits(conn->reader, JSONRPC_MAX_DEPTH, JSONRPC_MAX_VALUES);
+        jsonrpc_reader_set_filter(conn->reader, connection_filter, conn);
 
         r = sd_event_add_io(c->event, &conn->source, fd, EPOLLIN, on_connection_io, conn);
         if (r < 0) {

@@ -11,6 +11,8 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "channel-events.h"
+
 typedef struct Channel Channel;
 
 #define CHANNEL_MAX_LINE (8U * 1024 * 1024)
@@ -38,6 +40,10 @@ typedef struct ChannelHooks {
          * time and any data. Returns 0 and the acked seq, or a negative errno with *error set: -EBADMSG
          * for a gap (JSON-RPC -32602), other errors -32000. */
         int (*events)(void *userdata, json_t *events, uint64_t *ret_acked, char **error);
+        /* The same for a request the fast path took (channel-events.h): n (1..1000) events whose data are
+         * spans of the line, valid during the call only. NULL: every request goes to events. */
+        int (*events_raw)(
+                void *userdata, const ChannelEvent *events, size_t n, uint64_t *ret_acked, char **error);
         void (*log)(void *userdata, const char *level, const char *message);
         /* The answer to a prompt request: r = 0 delivered, negative: the error the client answered or
          * -ECONNRESET when the connection closed first. */

@@ -111,6 +111,7 @@ struct EventBus {
         StoreEvent *store_events;
         size_t store_events_cap;
         Buffer line; /* one line of a catch-up */
+        Buffer resp; /* one Redis command, formatted (events-redis.c) */
 };
 
 /* ---- the session registry (events.c) ---- */

@@ -131,8 +131,60 @@ static void on_xadd_reply(redisAsyncContext *ac, void *reply, void *userdata) {
         bus_session_maybe_free(s);
 }
 
+/* Decimal digits of v, written to end backwards; returns where they start. */
+static char *format_u64(char *end, uint64_t v) {
+        do {
+                *--end = (char) ('0' + v % 10);
+                v /= 10;
+        } while (v > 0);
+        return end;
+}
+
+/* Appends one argument of a RESP command: $len CRLF bytes CRLF. The room is reserved by the caller. */
+static void resp_arg(Buffer *buf, const char *s, size_t len) {
+        char num[24], *p = format_u64(num + sizeof num, len);
+        char *out = buf->data + buf->end;
+
+        *out++ = '$';
+        memcpy(out, p, (size_t) (num + sizeof num - p));
+        out += num + sizeof num - p;
+        *out++ = '\r';
+        *out++ = '\n';
+        memcpy(out, s, len);
+        out += len;
+        *out++ = '\r';
+        *out++ = '\n';
+        buf->end = (size_t) (out - buf->data);
+}
+
+/* The room resp_format() needs for a command. */
+static size_t resp_size(int argc, const size_t *argv_len) {
+        size_t need = 16;
+
+        for (int i = 0; i < argc; i++)
+                need += argv_len[i] + 32;
+        return need;
+}
+
+/* A command of argc arguments appended to buf (room reserved by the caller, resp_size()), as
+ * redisFormatCommandArgv() would format it, without its printf-style formatting: what that cost was
+ * a tenth of the daemon's time at flood. */
+static void resp_format(Buffer *buf, int argc, const char *const *argv, const size_t *argv_len) {
+        buf->data[buf->end++] = '*';
+        {
+                char num[24], *p = format_u64(num + sizeof num, (uint64_t) argc);
+
+                memcpy(buf->data + buf->end, p, (size_t) (num + sizeof num - p));
+                buf->end += (size_t) (num + sizeof num - p);
+        }
+        buf->data[buf->end++] = '\r';
+        buf->data[buf->end++] = '\n';
+        for (int i = 0; i < argc; i++)
+                resp_arg(buf, argv[i], argv_len[i]);
+}
+
 /* XADD and PUBLISH of one event, pipelined; the ring has room. -ENOTCONN when hiredis takes no more
- * commands (the connection is closing). */
+ * commands (the connection is closing), -ENOMEM. */
 static int redis_publish_one(
         BusSession *s,
         uint64_t seq,
@@ -142,25 +194,49 @@ static int redis_publish_one(
         const char *line,
         size_t line_len) {
         redisAsyncContext *ac = s->bus->redis;
-        char seq_str[24], time_str[24];
+        Buffer *resp = &s->bus->resp;
+        char seq_buf[24], time_buf[24];
+        const char *seq_str = format_u64(seq_buf + sizeof seq_buf, seq),
+                   *time_str = format_u64(time_buf + sizeof time_buf, time);
         const char *xadd[12] = {
                 "XADD", s->key,   "MAXLEN", "~",  STREAM_MAXLEN_STR, "*", "seq", seq_str,
                 "time", time_str, "data",   data,
         };
-        size_t xadd_len[12] = { 4, s->key_len, 6, 1, strlen(STREAM_MAXLEN_STR), 1, 3, 0, 4, 0, 4, data_len };
+        size_t xadd_len[12] = {
+                4,
+                s->key_len,
+                6,
+                1,
+                strlen(STREAM_MAXLEN_STR),
+                1,
+                3,
+                (size_t) (seq_buf + sizeof seq_buf - seq_str),
+                4,
+                (size_t) (time_buf + sizeof time_buf - time_str),
+                4,
+                data_len,
+        };
         const char *publish[3] = { "PUBLISH", s->key, line };
         size_t publish_len[3] = { 7, s->key_len, line_len };
 
-        xadd_len[7] = (size_t) snprintf(seq_str, sizeof seq_str, "%" PRIu64, seq);
-        xadd_len[9] = (size_t) snprintf(time_str, sizeof time_str, "%" PRIu64, time);
+        size_t xadd_end;
 
-        if (redisAsyncCommandArgv(ac, on_xadd_reply, s, 12, xadd, xadd_len) != REDIS_OK)
+        /* Both formatted before either is sent: an event's XADD goes with its PUBLISH. */
+        resp->start = resp->end = 0;
+        if (buffer_reserve(resp, resp_size(12, xadd_len) + resp_size(3, publish_len)) < 0)
+                return -ENOMEM;
+        resp_format(resp, 12, xadd, xadd_len);
+        xadd_end = resp->end;
+        resp_format(resp, 3, publish, publish_len);
+
+        if (redisAsyncFormattedCommand(ac, on_xadd_reply, s, resp->data, xadd_end) != REDIS_OK)
                 return -ENOTCONN;
         inflight_push(s, seq, data_len + line_len + 2 * s->key_len + 128);
         s->sent = seq;
 
-        /* Best effort, and nobody to tell: pub/sub is at-most-once anyway; the stream is the record. */
-        (void) redisAsyncCommandArgv(ac, NULL, NULL, 3, publish, publish_len);
+        /* Nobody to tell if hiredis refuses it now (the connection is closing): pub/sub is at-most-once
+         * anyway, and the stream is the record. */
+        (void) redisAsyncFormattedCommand(ac, NULL, NULL, resp->data + xadd_end, resp->end - xadd_end);
         return 0;
 }
 

@@ -163,6 +163,7 @@ EventBus *event_bus_free(EventBus *b) {
         free(b->redis_socket);
         buffer_done(&b->scratch);
         buffer_done(&b->line);
+        buffer_done(&b->resp);
         free(b->lines);
         free(b->store_events);
         sd_event_unref(b->event);
@@ -176,13 +177,8 @@ int event_bus_last_seq(EventBus *b, const char *session_id, uint64_t *ret) {
         return store_last_seq(b->store, session_id, ret);
 }
 
-/* Renders the batch into the scratch buffer: each line {"seq":N,"time":N,"data":...} and a newline, its
- * data serialized once for SQLite, Redis and the subscribers alike. */
-static int batch_build(EventBus *b, json_t *events, size_t n) {
-        size_t i;
-        json_t *e;
-        int r;
-
+/* Room for n lines of a batch. */
+static int batch_reserve(EventBus *b, size_t n) {
         if (n > b->lines_cap) {
                 BatchLine *lines = reallocarray(b->lines, n, sizeof(BatchLine));
                 StoreEvent *se;
@@ -196,6 +192,19 @@ static int batch_build(EventBus *b, json_t *events, size_t n) {
                 b->store_events = se;
                 b->lines_cap = b->store_events_cap = n;
         }
+        return 0;
+}
+
+/* Renders the batch into the scratch buffer: each line {"seq":N,"time":N,"data":...} and a newline, its
+ * data serialized once for SQLite, Redis and the subscribers alike. */
+static int batch_build(EventBus *b, json_t *events, size_t n) {
+        size_t i;
+        json_t *e;
+        int r;
+
+        r = batch_reserve(b, n);
+        if (r < 0)
+                return r;
 
         buffer_reset(&b->scratch);
         json_array_foreach (events, i, e) {
@@ -245,20 +254,72 @@ static int batch_build(EventBus *b, json_t *events, size_t n) {
         return 0;
 }
 
-int event_bus_append(EventBus *b, const char *session_id, json_t *events) {
-        BusSession *s;
-        size_t n;
-        int r;
+static int batch_commit(EventBus *b, const char *session_id, size_t n, int built);
 
+int event_bus_append(EventBus *b, const char *session_id, json_t *events) {
         if (!b || !session_id || !json_is_array(events))
                 return -EINVAL;
-        n = json_array_size(events);
-        if (n == 0)
-                return 0;
+        return batch_commit(
+                b, session_id, json_array_size(events), batch_build(b, events, json_array_size(events)));
+}
 
-        r = batch_build(b, events, n);
+/* Renders text events into the scratch buffer as batch_build() does, their data copied as they are. */
+static int batch_build_text(EventBus *b, const StoreEvent *events, size_t n) {
+        int r;
+
+        r = batch_reserve(b, n);
         if (r < 0)
                 return r;
+
+        buffer_reset(&b->scratch);
+        for (size_t i = 0; i < n; i++) {
+                char prefix[LINE_PREFIX_MAX];
+                BatchLine *l = &b->lines[i];
+                int k;
+
+                if (!events[i].data || events[i].seq < 1 ||
+                    (i > 0 && events[i].seq != events[i - 1].seq + 1))
+                        return -EINVAL;
+                *l = (BatchLine){ .seq = events[i].seq, .time = events[i].time_usec };
+                k = line_prefix(prefix, sizeof prefix, l->seq, l->time);
+                r = buffer_reserve(&b->scratch, (size_t) k + events[i].data_len + 2);
+                if (r < 0)
+                        return r;
+                l->line_off = buffer_len(&b->scratch);
+                (void) buffer_append(&b->scratch, prefix, (size_t) k);
+                l->data_off = buffer_len(&b->scratch);
+                (void) buffer_append(&b->scratch, events[i].data, events[i].data_len);
+                l->data_len = events[i].data_len;
+                (void) buffer_append(&b->scratch, "}\n", 2);
+                l->line_len = buffer_len(&b->scratch) - 1 - l->line_off;
+        }
+        for (size_t i = 0; i < n; i++)
+                b->store_events[i] = (StoreEvent){
+                        .seq = b->lines[i].seq,
+                        .time_usec = b->lines[i].time,
+                        .data = b->scratch.data + b->lines[i].data_off,
+                        .data_len = b->lines[i].data_len,
+                        .result = events[i].result,
+                };
+        return 0;
+}
+
+int event_bus_append_text(EventBus *b, const char *session_id, const StoreEvent *events, size_t n) {
+        if (!b || !session_id || (!events && n > 0))
+                return -EINVAL;
+        return batch_commit(b, session_id, n, batch_build_text(b, events, n));
+}
+
+/* Stores the batch of n lines rendered in the scratch buffer (built: what rendering it returned), then
+ * publishes it. */
+static int batch_commit(EventBus *b, const char *session_id, size_t n, int built) {
+        BusSession *s;
+        int r;
+
+        if (built < 0)
+                return built;
+        if (n == 0)
+                return 0;
 
         /* The store first: it is the truth, and what Redis and the replays are caught up from. */
         r = store_append_events(b->store, session_id, b->store_events, n);

@@ -25,6 +25,10 @@ int event_bus_last_seq(EventBus *b, const char *session_id, uint64_t *ret);
  * without gaps, duplicates already dropped) in one transaction, then publishes them. */
 int event_bus_append(EventBus *b, const char *session_id, json_t *events);
 
+/* The same for events already in text form (the channel's fast path): each data is compact JSON text, not
+ * NUL-terminated, result says whether it is a "result" event; time_usec is the event's time. */
+int event_bus_append_text(EventBus *b, const char *session_id, const StoreEvent *events, size_t n);
+
 /* Events with seq > since, at most limit (0: no limit), oldest first, as a new JSON array of
  * {seq, time, data}. What one call parses is bounded: it ends early (with at least one event, if there
  * is one) before the values parsed pass EVENT_BUS_GET_MAX_VALUES, and a stored event over the channel's

@@ -642,6 +642,64 @@ static int hook_events(void *userdata, json_t *events, uint64_t *ret_acked, char
         return 0;
 }
 
+/* hook_events() for a request the channel's fast path took: the same checks and effects, the events'
+ * data stored as the line had them. */
+static int hook_events_raw(
+        void *userdata, const ChannelEvent *events, size_t n, uint64_t *ret_acked, char **error) {
+        static StoreEvent fresh[CHANNEL_MAX_EVENTS_PER_CALL];
+        _cleanup_(json_decrefp) json_t *results = NULL;
+        Session *s = userdata;
+        uint64_t next = s->last_seq + 1;
+        size_t k = 0, i;
+        json_t *data;
+        int r;
+
+        for (i = 0; i < n && k < ELEMENTSOF(fresh); i++) {
+                if (events[i].seq < next)
+                        continue; /* already stored: a resend after a reconnect */
+                if (events[i].seq > next) {
+                        if (asprintf(
+                                    error,
+                                    "events[%zu]: gap: expected seq %" PRIu64 ", got %" PRIu64,
+                                    i,
+                                    next,
+                                    events[i].seq) < 0)
+                                *error = NULL;
+                        return -EBADMSG;
+                }
+                fresh[k++] = (StoreEvent){
+                        .seq = events[i].seq,
+                        .time_usec = events[i].time,
+                        .data = events[i].data,
+                        .data_len = events[i].data_len,
+                        .result = events[i].result,
+                };
+                next++;
+                if (events[i].result) {
+                        /* Parsed before anything happens: the spans live as long as the line does. */
+                        if (!results && !(results = json_array()))
+                                return -ENOMEM;
+                        if (json_array_append_new(
+                                    results, json_loadb(events[i].data, events[i].data_len, 0, NULL)) < 0)
+                                return -ENOMEM;
+                }
+        }
+        if (k > 0) {
+                r = event_bus_append_text(s->manager->events, s->id, fresh, k);
+                if (r < 0) {
+                        if (asprintf(error, "could not store the events: %s", strerror(-r)) < 0)
+                                *error = NULL;
+                        return r;
+                }
+                s->last_seq = next - 1;
+                session_mark_changed(s, SESSION_CHANGED_OUTPUT);
+                json_array_foreach (results, i, data)
+                        session_turn_ended(s, data);
+        }
+        *ret_acked = s->last_seq;
+        return 0;
+}
+
 /* A container's log line as the journal gets it: at most SESSION_LOG_LINE_MAX bytes, every control
  * character (a newline that would forge a line, an escape sequence for a terminal) written as \xNN. */
 static void log_line_neutralise(const char *in, char *out, size_t size) {
@@ -779,6 +837,7 @@ const ChannelHooks session_channel_hooks = {
         .hello = hook_hello,
         .heartbeat = hook_heartbeat,
         .events = hook_events,
+        .events_raw = hook_events_raw,
         .log = hook_log,
         .prompt_delivered = hook_prompt_delivered,
         .call = hook_call,

@@ -1,10 +1,10 @@
 /* libFuzzer target: what a session container writes on its channel socket (docs/channel.md). The input is
  * the byte stream of one connection, read by the real daemon/channel.c (its framing on common/jsonrpc, the
- * classification, hello and the roles, the events checks, the answers to prompt requests, the ccdocker-mcp
- * methods) over a real unix socket on a real sd-event loop. The channel's hooks (ChannelHooks, its whole
- * interface) are implemented here, as in tests/unit/test-channel.c, and the target links the real core. Once
- * an init has said hello the daemon sends it a prompt (id "p-1"), so that answers to it are reached too. A
- * fresh channel per input keeps each run deterministic. */
+ * classification, hello and the roles, the events checks (the fast path of channel-events.c too), the
+ * answers to prompt requests, the ccdocker-mcp methods) over a real unix socket on a real sd-event loop. The
+ * channel's hooks (ChannelHooks, its whole interface) are implemented here, as in tests/unit/test-channel.c,
+ * and the target links the real core. Once an init has said hello the daemon sends it a prompt (id "p-1"),
+ * so that answers to it are reached too. A fresh channel per input keeps each run deterministic. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
@@ -47,6 +47,25 @@ static int hook_events(void *userdata, json_t *events, uint64_t *ret_acked, char
         return 0;
 }
 
+/* The fast path's events (daemon/channel-events.c): each data it hands on must be JSON jansson takes. */
+static int hook_events_raw(
+        void *userdata, const ChannelEvent *events, size_t n, uint64_t *ret_acked, char **error) {
+        for (size_t i = 0; i < n; i++) {
+                json_t *d = json_loadb(
+                        events[i].data, events[i].data_len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+
+                if (!d)
+                        abort();
+                json_decref(d);
+        }
+        if (events[n - 1].seq % 7 == 3) {
+                *error = strdup("a gap");
+                return -EBADMSG;
+        }
+        *ret_acked = events[n - 1].seq;
+        return 0;
+}
+
 static void hook_log(void *userdata, const char *level, const char *message) {
 }
 
@@ -71,6 +90,7 @@ static const ChannelHooks hooks = {
         .hello = hook_hello,
         .heartbeat = hook_heartbeat,
         .events = hook_events,
+        .events_raw = hook_events_raw,
         .log = hook_log,
         .prompt_delivered = hook_prompt_delivered,
         .call = hook_call,

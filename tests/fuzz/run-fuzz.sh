@@ -24,6 +24,7 @@ shift 2
 # channel target, a socket and an event loop per input, is the slow one.
 declare -A TEST_RUNS=(
     [fuzz-channel]=3000
+    [fuzz-channel-events]=50000
     [fuzz-websocket]=20000
     [fuzz-config]=20000
     [fuzz-mcp]=30000
