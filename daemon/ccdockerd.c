@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cleanup.h"
 #include "config-build.h"
@@ -59,6 +60,23 @@ static int parse_level(const char *s) {
                 if (streq(levels[i].name, s))
                         return levels[i].level;
         return -EINVAL;
+}
+
+/* Every live session holds file descriptors (its channel, egress and model sockets; more while its
+ * container is made), so the soft limit of 1024 that systemd gives a service (for select()'s sake: nothing
+ * here calls select(), and the forked workers of async.c exec nothing) would refuse new sessions at a few
+ * hundred (tests/bench/scale.py). The hard limit is the admin's bound; the soft one goes up to it. */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_warning_errno(
+                        errno,
+                        "could not raise the open-file limit to %llu: %m",
+                        (unsigned long long) rl.rlim_max);
 }
 
 /* The Discord sink, when DiscordChannelID= is set (docs/discord.md): without a token that is a
@@ -205,6 +223,7 @@ int main(int argc, char *argv[]) {
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
+        raise_fd_limit();
 
         r = manager_new(&config, &m);
         if (r < 0) {

@@ -293,6 +293,10 @@ static int session_list_json(
                 r = sd_bus_message_enter_container(m, 'a', "(ssssto)");
         if (r < 0)
                 return r;
+        /* One read transaction for all the scope checks: SQLite locks and checks the file once, not per
+         * session. */
+        _cleanup_(token_store_read_endp) TokenStore *reading =
+                token_store_read_begin(req->server->tokens) >= 0 ? req->server->tokens : NULL;
         while ((r = sd_bus_message_read(m, "(ssssto)", &id, &parent_id, &st, &unit, &created, &path)) > 0) {
                 json_t *o;
 

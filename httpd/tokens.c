@@ -409,6 +409,20 @@ int token_store_has_session(TokenStore *s, int64_t token_id, const char *session
         return sqlite_error(s, rc, "checking a session of a token");
 }
 
+int token_store_read_begin(TokenStore *s) {
+        int rc;
+
+        if (!s)
+                return -EINVAL;
+        rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+        return rc == SQLITE_OK ? 0 : sqlite_error(s, rc, "starting a read");
+}
+
+void token_store_read_end(TokenStore *s) {
+        if (s && !sqlite3_get_autocommit(s->db))
+                (void) sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+}
+
 int token_store_has_id(TokenStore *s, int64_t id) {
         sqlite3_stmt *st = NULL;
         int rc;

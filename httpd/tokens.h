@@ -58,3 +58,12 @@ int token_store_has_id(TokenStore *s, int64_t id);
 int token_store_add_session(TokenStore *s, int64_t token_id, const char *session_id);
 /* > 0 if token id created session_id, 0 if not. */
 int token_store_has_session(TokenStore *s, int64_t token_id, const char *session_id);
+/* One read transaction around many token_store_has_session() calls (a list of sessions), so that SQLite
+ * takes its lock and checks the file once rather than per call; token_store_read_end() ends it (a no-op
+ * when begin failed). Nothing may write between them. */
+int token_store_read_begin(TokenStore *s);
+void token_store_read_end(TokenStore *s);
+static inline void token_store_read_endp(TokenStore **s) {
+        if (*s)
+                token_store_read_end(*s);
+}

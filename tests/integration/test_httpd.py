@@ -376,6 +376,16 @@ class HttpdTest(unittest.TestCase):
         self.assertEqual(curl("GET", "/api/v1/sessions", token)[0], 401)
         self.assertNotEqual(HTTPD.ctl("token", "revoke", name, check=False).returncode, 0)
 
+    def test_list_leaves_the_token_store_writable(self):
+        """A list checks its sessions' scope inside one read transaction (httpd/tokens.c): it must end with
+        the request, or the store stays locked against every other writer (ccdockerctl token)."""
+        s = self.create()
+        self.assertIn(s["id"], [x["id"] for x in jcurl("GET", "/api/v1/sessions", self.token)["sessions"]])
+        name = sb.unique("after-list")
+        HTTPD.token(name)  # another process writes the store; a lock left behind makes it fail
+        self.assertIn(name, [t["name"] for t in json.loads(HTTPD.ctl("--json", "token", "list").stdout)])
+        HTTPD.ctl("token", "revoke", name)
+
     # ---- REST ----
 
     def test_create_get_list_stop_with_curl(self):
