@@ -11,6 +11,11 @@ void byte_queue_free(ByteQueue *q) {
         *q = (ByteQueue){};
 }
 
+void byte_queue_release_if_empty(ByteQueue *q) {
+        if (q->start == q->end && q->cap > BYTE_QUEUE_KEEP)
+                byte_queue_free(q);
+}
+
 int byte_queue_put(ByteQueue *q, const void *p, size_t n) {
         if (q->start == q->end)
                 byte_queue_clear(q);
@@ -51,5 +56,6 @@ int byte_queue_write(ByteQueue *q, int fd) {
                         return errno == EAGAIN ? 0 : -errno;
                 q->start += (size_t) k;
         }
+        byte_queue_release_if_empty(q);
         return 0;
 }

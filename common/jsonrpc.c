@@ -145,6 +145,10 @@ size_t jsonrpc_reader_pending(const struct jsonrpc_reader *r) {
         return byte_queue_len(&r->buf);
 }
 
+size_t jsonrpc_reader_allocated(const struct jsonrpc_reader *r) {
+        return r->buf.cap;
+}
+
 int jsonrpc_reader_feed(struct jsonrpc_reader *r, const void *data, size_t len) {
         const char *p = data;
 
@@ -206,8 +210,13 @@ int jsonrpc_reader_next(struct jsonrpc_reader *r, json_t **ret_msg, struct jsonr
                         /* A trailing "\r" may be the start of "\r\n": it does not count yet. */
                         if (content > 0 && line[content - 1] == '\r')
                                 content--;
-                        if (content <= r->max_line)
+                        if (content <= r->max_line) {
+                                /* All read: no line of it is held past this call (a filter's
+                                 * spans end with it), so a burst's memory can go. */
+                                if (avail == 0)
+                                        byte_queue_release_if_empty(&r->buf);
                                 return 0;
+                        }
 
                         /* Nothing buffered is worth keeping: drop it, and the rest of the line as it
                          * arrives. */

@@ -86,6 +86,9 @@ void jsonrpc_reader_set_filter(struct jsonrpc_reader *r, jsonrpc_line_filter_t f
 /* Bytes buffered that do not yet form a complete line: non-zero at end of stream means the peer
  * stopped in the middle of a message. */
 size_t jsonrpc_reader_pending(const struct jsonrpc_reader *r);
+/* Bytes the reader holds allocated: once every line is read, at most BYTE_QUEUE_KEEP (a long line's
+ * memory goes back when it has been handled). */
+size_t jsonrpc_reader_allocated(const struct jsonrpc_reader *r);
 
 /* ---- Classifying ---- */
 

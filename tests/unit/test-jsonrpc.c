@@ -1,12 +1,14 @@
 /* Unit tests for common/jsonrpc.h: the line reader (partial and combined feeds, CRLF, blank lines,
- * oversized lines with recovery in the same and later feeds, bad JSON and UTF-8, lines over its nesting
- * and value limits), the pre-scan (its counts, strings with brackets and escaped quotes, the limits),
- * every refusal of the classifier, the builders' ownership and validation, and the line formatter. */
+ * oversized lines with recovery in the same and later feeds, a long line's memory given back, bad JSON and
+ * UTF-8, lines over its nesting and value limits), the pre-scan (its counts, strings with brackets and
+ * escaped quotes, the limits), every refusal of the classifier, the builders' ownership and validation, and
+ * the line formatter. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "byte-queue.h"
 #include "cleanup.h"
 #include "jsonrpc.h"
 #include "unit-test.h"
@@ -969,6 +971,34 @@ static void test_format_line_rejects_invalid_utf8(void **state) {
         assert_null(line);
 }
 
+/* A long line's memory goes back once it is read, and the reader goes on: an idle connection must
+ * not keep its biggest message's buffer. A line not yet complete keeps it. */
+static void test_reader_gives_back_a_long_lines_memory(void **state) {
+        _cleanup_(jsonrpc_reader_freep) struct jsonrpc_reader *r = reader_new(1024 * 1024);
+        size_t len = 300 * 1024;
+        _cleanup_free_ char *line = malloc(len + 64);
+
+        assert_non_null(line);
+        memcpy(line, "{\"id\":1,\"s\":\"", 13);
+        memset(line + 13, 'x', len);
+        strcpy(line + 13 + len, "\"}");
+
+        feed(r, line);
+        expect_nothing(r);
+        assert_true(jsonrpc_reader_allocated(r) > len); /* half a line: kept */
+        feed(r, "\n");
+        expect_message_with_id(r, 1);
+        expect_nothing(r);
+        assert_true(jsonrpc_reader_allocated(r) <= BYTE_QUEUE_KEEP);
+
+        feed(r, "{\"id\":2}\n{\"id\":3");
+        expect_message_with_id(r, 2);
+        expect_nothing(r);
+        feed(r, "}\n");
+        expect_message_with_id(r, 3);
+        expect_nothing(r);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_reader_new_rejects_zero_max_line),
@@ -1018,6 +1048,7 @@ int main(void) {
                 cmocka_unit_test(test_scan_skips_strings_and_their_escapes),
                 cmocka_unit_test(test_scan_refuses_over_the_limits),
                 cmocka_unit_test(test_reader_refuses_lines_over_its_limits_and_goes_on),
+                cmocka_unit_test(test_reader_gives_back_a_long_lines_memory),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,9 +1,15 @@
 /* Unit tests for common/util.h: the string helpers and the strict integer and size parsers, which
- * must accept exactly the documented forms and nothing that strtoull() would let through. */
+ * must accept exactly the documented forms and nothing that strtoull() would let through; and
+ * common/byte-queue.h, which gives a burst's memory back once it is written. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "byte-queue.h"
 #include "cleanup.h"
 #include "unit-test.h"
 #include "util.h"
@@ -145,6 +151,30 @@ static void test_parse_size_rejects_overflow(void **state) {
         assert_true(v == UINT64_MAX);
 }
 
+static void test_byte_queue_gives_back_a_burst_once_written(void **state) {
+        ByteQueue q = {};
+        size_t len = 256 * 1024;
+        _cleanup_free_ char *burst = malloc(len);
+        _cleanup_close_ int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+        assert_non_null(burst);
+        assert_true(fd >= 0);
+        memset(burst, 'b', len);
+        assert_int_equal(byte_queue_put(&q, burst, len), 0);
+        assert_true(q.cap > len);
+        assert_int_equal(byte_queue_write(&q, fd), 0);
+        assert_int_equal(byte_queue_len(&q), 0);
+        assert_true(q.cap <= BYTE_QUEUE_KEEP);
+
+        /* A small queue keeps its memory, and the queue is usable after either. */
+        assert_int_equal(byte_queue_puts(&q, "small"), 0);
+        assert_int_equal(byte_queue_write(&q, fd), 0);
+        assert_int_equal(q.cap, 4096);
+        assert_int_equal(byte_queue_put(&q, burst, len), 0);
+        assert_int_equal(byte_queue_len(&q), len);
+        byte_queue_free(&q);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_streq_compares_contents),
@@ -158,6 +188,7 @@ int main(void) {
                 cmocka_unit_test(test_parse_size_applies_binary_suffixes),
                 cmocka_unit_test(test_parse_size_rejects_junk),
                 cmocka_unit_test(test_parse_size_rejects_overflow),
+                cmocka_unit_test(test_byte_queue_gives_back_a_burst_once_written),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
