@@ -150,6 +150,12 @@ Runtime *session_runtime(Session *s) {
         return manager_runtime(s->manager, k);
 }
 
+const char *session_runtime_name(const Session *s) {
+        RuntimeKind k = runtime_kind_from_string(s->config ? s->config->runtime : NULL);
+
+        return runtime_kind_to_string(k) ?: "the container runtime";
+}
+
 int session_unit_cgroup(Session *s, char **ret) {
         Manager *m = s->manager;
 

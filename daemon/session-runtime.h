@@ -21,5 +21,8 @@ RuntimeKind manager_runtime_kind(const Manager *m);
 
 /* The runtime the session's container lives in: its config's (podman for records from before). */
 Runtime *session_runtime(Session *s);
+/* "podman" or "docker", the runtime of the session's config, for messages (failure reasons name the
+ * runtime that failed). */
+const char *session_runtime_name(const Session *s);
 /* The absolute cgroup of the session's unit, for a Docker container's CgroupParent. */
 int session_unit_cgroup(Session *s, char **ret);

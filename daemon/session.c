@@ -448,7 +448,11 @@ static int on_remove_retry(sd_event_source *source, uint64_t usec, void *userdat
         s->remove_attempts++;
         r = runtime_container_remove(session_runtime(s), s->container_name, on_container_removed, s);
         if (r < 0) {
-                log_warning_errno(r, "session %s: could not ask podman to remove the container: %m", s->id);
+                log_warning_errno(
+                        r,
+                        "session %s: could not ask %s to remove the container: %m",
+                        s->id,
+                        session_runtime_name(s));
                 session_unref(s);
         }
         /* On success the reference passes to on_container_removed(). */
@@ -494,7 +498,11 @@ static void session_cleanup(Session *s) {
                 session_runtime(s), s->container_name, on_container_removed, session_ref(s));
         if (r < 0) {
                 session_unref(s);
-                log_warning_errno(r, "session %s: could not ask podman to remove the container: %m", s->id);
+                log_warning_errno(
+                        r,
+                        "session %s: could not ask %s to remove the container: %m",
+                        s->id,
+                        session_runtime_name(s));
         }
         r = unit_reset_failed(m->systemd_bus, s->unit, on_unit_reset, session_ref(s));
         if (r < 0)
@@ -828,7 +836,8 @@ static void on_container_created(int r, long status, json_t *reply, const char *
 
                 if (asprintf(
                             &reason,
-                            "podman could not create the container: %s",
+                            "%s could not create the container: %s",
+                            session_runtime_name(s),
                             error ? error : strerror(-r)) < 0)
                         reason = NULL;
                 audit_log(
@@ -839,7 +848,7 @@ static void on_container_created(int r, long status, json_t *reply, const char *
                         (uid_t) -1,
                         "%s",
                         reason ? reason : "container create failed");
-                session_fail(s, reason ? reason : "podman could not create the container");
+                session_fail(s, reason ? reason : "the runtime could not create the container");
                 return;
         }
 
@@ -980,11 +989,12 @@ static void on_secret_created(int r, long status, json_t *reply, const char *err
                 /* The message is podman's, about the request: it never quotes the value. */
                 if (asprintf(
                             &reason,
-                            "podman could not create the session's secrets: %s",
+                            "%s could not create the session's secrets: %s",
+                            session_runtime_name(s),
                             error ?: strerror(-r)) < 0)
                         reason = NULL;
                 if (!session_state_is_final(s->state))
-                        session_fail(s, reason ?: "podman could not create the session's secrets");
+                        session_fail(s, reason ?: "the runtime could not create the session's secrets");
         }
         if (--s->secrets_pending > 0 || s->secrets_failed || session_state_is_final(s->state) || s->removed)
                 return;
@@ -1224,9 +1234,13 @@ static void session_create_container(Session *s) {
         r = runtime_container_create(session_runtime(s), spec, on_container_created, session_ref(s));
         if (r < 0) {
                 session_unref(s);
-                if (asprintf(&reason, "could not ask podman to create the container: %s", strerror(-r)) < 0)
+                if (asprintf(
+                            &reason,
+                            "could not ask %s to create the container: %s",
+                            session_runtime_name(s),
+                            strerror(-r)) < 0)
                         reason = NULL;
-                session_fail(s, reason ? reason : "could not ask podman to create the container");
+                session_fail(s, reason ? reason : "could not ask the runtime to create the container");
         }
 }
 
