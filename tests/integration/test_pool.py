@@ -2,8 +2,8 @@
 session of the default configuration started, with the real ccdocker-init and Claude Code CLI, and
 hands it to a CreateSession it can serve. A pooled session's id, CLAUDE.md and settings, limits (read
 from its unit and slice), owner and audit record are those of a cold one; a config it cannot serve
-starts cold; the pool refills; its members are in no list and no quota; a prompt gets its result
-through a pooled session; a daemon stop leaves no member behind, and a daemon killed leaves none
+starts cold; the pool refills; its members are in no list, no quota and not in Redis; a prompt gets
+its result through a pooled session, whose events reach Redis from the hand-over; a daemon stop leaves no member behind, and a daemon killed leaves none
 after its restart."""
 
 import json
@@ -43,6 +43,7 @@ def setUpModule():
         "MaxSessions": "2",
         "ModelUpstreamURL": MODEL.base_url,
         "HeartbeatTimeoutSec": "30",
+        "RedisSocket": sb.env("CCDOCKER_REDIS_SOCKET"),
     }, extra_env={"ANTHROPIC_API_KEY": "sk-ant-test-pool-0c2f"})
     # The image's own entrypoint: ccdocker-init and the real CLI.
     del DAEMON.settings["SessionCommand"]
@@ -89,6 +90,15 @@ def list_ids():
     return {row[0] for row in json.loads(p.stdout)["data"][0]}
 
 
+def redis(*args):
+    return sb.run("/usr/bin/redis-cli", "-s", sb.env("CCDOCKER_REDIS_SOCKET"), *args).stdout.strip()
+
+
+def in_redis(sid):
+    """Whether the session's output stream exists in Redis (daemon/events-redis.c)."""
+    return redis("EXISTS", f"session:{sid}:output") != "0"
+
+
 def call(path, method, *args, check=True):
     return sb.busctl("call", "org.ccdocker1", path, "org.ccdocker1.Session", method, *args, check=check)
 
@@ -119,6 +129,7 @@ def without(text, sid):
 class PoolTest(unittest.TestCase):
     def create(self, *config):
         sid, path = sb.create_session(*config)
+        self.addCleanup(redis, "DEL", f"session:{sid}:output")
         self.addCleanup(self.stop, path)
         return sid, path
 
@@ -181,9 +192,14 @@ class PoolTest(unittest.TestCase):
 
     def test_b_a_prompt_through_a_pooled_session(self):
         member = ready_member()
+        self.assertFalse(in_redis(member))
         sid, path = self.create("prompt", "s", "say hello")
         self.assertEqual(sid, member)
         self.assertEqual(result(path), ("completed", "hello from the pool", ""))
+        # From the hand-over on its events are published as a cold session's are.
+        stream = sb.wait_until(lambda: redis("XRANGE", f"session:{sid}:output", "-", "+"), 30,
+                               what="the pooled session's events in Redis")
+        self.assertIn("hello from the pool", stream)
         call(path, "SendPrompt", "s", "once more")
         sb.wait_until(lambda: result(path)[1] == "and again", 120, 0.3, what="the follow-up's result")
 
@@ -219,10 +235,12 @@ class PoolTest(unittest.TestCase):
                       "a{sv}", "0", check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("MaxSessions", p.stderr)
-        for m in members():
+        # b may have taken the pool's next member: then its replacement comes a few seconds later. A
+        # member is in no list, has no audit record and nothing in Redis.
+        for m in sb.wait_until(members, 60, 0.2, what="a member of the pool beside a and b"):
             self.assertNotIn(m, list_ids())
-        # No store row, no audit record, no Redis-visible state for a member.
-        self.assertEqual(audit_events(next(iter(members()))), [])
+            self.assertFalse(in_redis(m))
+            self.assertEqual(audit_events(m), [])
 
     def test_f_timeout_seconds_ends_a_pooled_session_as_a_cold_one(self):
         member = ready_member()
