@@ -459,6 +459,33 @@ def ws_handshake(port, path, headers=(), rcvbuf=None):
     return s, status, hdrs, rest
 
 
+def dechunk(raw):
+    """The body of an HTTP/1.1 chunked response read so far (an incomplete last chunk as far as it goes)
+    and whether its last chunk came."""
+    body, i = bytearray(), 0
+    while True:
+        j = raw.find(b"\r\n", i)
+        if j < 0:
+            return bytes(body), False
+        size = int(raw[i:j].split(b";")[0], 16)
+        if size == 0:
+            return bytes(body), True
+        body.extend(raw[j + 2:j + 2 + size])
+        if len(raw) < j + 2 + size + 2:
+            return bytes(body), False
+        i = j + 2 + size + 2
+
+
+def sse_events(body):
+    """(event, data) of each complete Server-Sent Event in body; comments are skipped."""
+    out = []
+    for block in body.decode(errors="replace").split("\n\n")[:-1]:
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if line and not line.startswith(":"))
+        if fields:
+            out.append((fields.get("event"), json.loads(fields["data"])))
+    return out
+
+
 def ws_read_all(s, rest):
     """Reads server frames until a close frame or EOF: ([seq, ...], close code or None, close reason)."""
     buf = bytearray(rest)
@@ -682,6 +709,85 @@ class StreamFanoutTest(unittest.TestCase):
         self.assertEqual(seqs, list(range(2, 2 + len(seqs))), "a gap before the drop")
         self.assertLess(len(seqs), n)
         self.assertEqual(self.metric(r'reason="slow_client"\} (\d+)') - drops, 1)
+
+    def events_client(self, rcvbuf=None):
+        """A raw GET /api/v1/events: the socket, once the response's head has been read."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(60)
+        s.connect(("127.0.0.1", self.httpd.port))
+        self.addCleanup(s.close)
+        s.sendall(("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                   f"Authorization: Bearer {self.token}\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(1)
+            if not chunk:
+                raise AssertionError(f"/api/v1/events closed before its head: {head!r}")
+            head += chunk
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+        return s
+
+    def test_events_client_that_does_not_read_is_dropped_and_a_reader_is_not(self):
+        """GET /api/v1/events bounds what waits for a client as a stream does: one that does not read is
+        ended with "too slow" once --stream-queue bytes wait, while a client that reads beside it gets
+        every change to the end."""
+        slow = self.events_client(rcvbuf=4096)
+        reader = self.events_client()
+        got = bytearray()
+        stop = threading.Event()
+
+        def read():
+            while not stop.is_set():
+                try:
+                    chunk = reader.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    return
+                got.extend(chunk)
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 70)
+        self.addCleanup(stop.set)
+
+        drops = self.metric(r'reason="slow_client"\} (\d+)')
+        # One event a call, one call at a time: each changes last_seq, about 100 bytes on /events. What
+        # the kernel holds for a client of loopback TCP that does not read grows to about 4 MB
+        # (tcp_wmem), beside --stream-queue: 60000 changes are well past both.
+        sid, ws = self.emitter_session(mode="flood", n=60000, batch=1)
+        open(os.path.join(ws, "go"), "w").close()
+        sb.wait_until(lambda: os.path.exists(os.path.join(ws, "stats.json")), 300, 0.2, what="the emitter")
+        last = self.jcurl("GET", f"/api/v1/sessions/{sid}", self.token)["last_seq"]
+        self.assertEqual(last, 60001)
+
+        def seqs_of(events):
+            """The last_seq of each change of the session: {"id", "change": "changed", "session": {...}}."""
+            return [d["session"]["last_seq"] for name, d in events
+                    if name == "session" and d.get("id") == sid and "last_seq" in d.get("session", {})]
+
+        def seen_last():
+            return last in seqs_of(sse_events(dechunk(bytes(got))[0]))
+        sb.wait_until(seen_last, 60, 0.5, what=f"the reader to see last_seq {last}")
+        self.assertNotIn("end", [e[0] for e in sse_events(dechunk(bytes(got))[0])])
+        self.assertEqual(self.metric(r'reason="slow_client"\} (\d+)') - drops, 1)
+
+        # Only now does the slow client read: changes of the session, then the end, and the response ends.
+        raw = bytearray()
+        while not dechunk(bytes(raw))[1]:
+            chunk = slow.recv(65536)
+            if not chunk:
+                break
+            raw.extend(chunk)
+        body, complete = dechunk(bytes(raw))
+        self.assertTrue(complete, "the response did not end")
+        events = sse_events(body)
+        self.assertEqual(events[-1], ("end", {"reason": "too slow"}))
+        self.assertEqual([e for e in events if e[0] == "end"], [events[-1]])
+        seqs = seqs_of(events)
+        self.assertTrue(seqs, "no change of the session before the end")
+        self.assertLess(seqs[-1], last)
 
     def test_websocket_subprotocol_bearer_is_accepted_and_only_the_protocol_echoed(self):
         sid, ws = self.emitter_session(mode="flood", n=50, batch=50)
