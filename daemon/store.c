@@ -17,6 +17,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "store-checkpoint.h"
 #include "util.h"
 
 /* How long a statement waits for another process's lock (the daemon is the only writer; in WAL mode
@@ -254,6 +255,7 @@ struct Store {
         sqlite3 *db;
         char *path;
         sqlite3_stmt *stmt[_STMT_MAX];
+        StoreCheckpointer *checkpointer; /* NULL: SQLite's automatic checkpoints, in the commits */
 };
 
 /* Maps a (possibly extended) result code to a negative errno. */
@@ -432,6 +434,8 @@ Store *store_close(Store *s) {
         if (!s)
                 return NULL;
 
+        /* First: the last connection to close checkpoints the WAL and removes it. */
+        s->checkpointer = store_checkpointer_stop(s->checkpointer);
         for (size_t i = 0; i < _STMT_MAX; i++)
                 (void) sqlite3_finalize(s->stmt[i]);
         if (s->db)
@@ -513,7 +517,17 @@ int store_open(const char *path, Store **ret) {
                         return log_sqlite(s, rc, "prepare a statement");
         }
 
+        /* Checkpoints off the loop (store-checkpoint.h); without the thread, in the commits as before. */
+        (void) store_checkpointer_start(s->db, s->path, &s->checkpointer);
+
         *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int store_checkpoint_stats(Store *s, StoreCheckpointStats *ret) {
+        if (!s->checkpointer)
+                return -ENOTCONN;
+        store_checkpointer_stats(s->checkpointer, ret);
         return 0;
 }
 

@@ -34,6 +34,11 @@ typedef struct SessionRecord {
 int store_open(const char *path, Store **ret);
 Store *store_close(Store *s);
 
+/* How the WAL's checkpoints went (store-checkpoint.h); -ENOTCONN if they are SQLite's own, in the
+ * commits (the thread could not start). */
+typedef struct StoreCheckpointStats StoreCheckpointStats;
+int store_checkpoint_stats(Store *s, StoreCheckpointStats *ret);
+
 /* Inserts or replaces the whole record (id and state required); a replaced record keeps its history. */
 int store_save_session(Store *s, const SessionRecord *r);
 

@@ -1,8 +1,9 @@
 /* Unit tests for daemon/store.c against real SQLite files in a mkdtemp() directory: records survive a
  * close and reopen, a save replaces the whole record but keeps its history, state changes are appended
  * in order, deleting takes the history along, the file is in WAL mode at the current schema version,
- * a newer schema is refused, and each session's latest result is kept as events are appended and found
- * by the migration in an older store. */
+ * a newer schema is refused, each session's latest result is kept as events are appended and found
+ * by the migration in an older store, and the WAL is checkpointed by the store's thread, not in the
+ * commits. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sqlite3.h>
@@ -14,6 +15,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "store-checkpoint.h"
 #include "store.h"
 #include "unit-test.h"
 #include "util.h"
@@ -605,6 +607,64 @@ static void test_store_interaction_survives_reopen_and_updates(void **state) {
         assert_int_equal(store_interaction_load(s, "nope", &got), 0);
 }
 
+static int count_event(uint64_t seq, uint64_t time_usec, const char *data, size_t data_len, void *userdata) {
+        size_t *n = userdata;
+
+        (*n)++;
+        return data_len == 1000 ? 0 : -EBADMSG;
+}
+
+static off_t file_size(const char *path, const char *suffix) {
+        char p[160];
+        struct stat st;
+
+        snprintf(p, sizeof p, "%s%s", path, suffix);
+        return stat(p, &st) < 0 ? -errno : st.st_size;
+}
+
+/* Commits past STORE_CHECKPOINT_FRAMES are checkpointed by the thread: the database file has the events
+ * while the store is open, no commit checkpointed (far below STORE_CHECKPOINT_INLINE_FRAMES), and the
+ * close leaves no WAL and every event. */
+static void test_store_checkpoints_in_its_thread(void **state) {
+        Fixture *f = *state;
+        _cleanup_(store_closep) Store *s = NULL;
+        StoreCheckpointStats stats = {};
+        static char data[1001];
+        StoreEvent batch[50];
+        uint64_t seq = 0;
+        size_t n = 0;
+
+        memset(data, 'x', 1000);
+        data[0] = '"';
+        data[999] = '"';
+        assert_int_equal(store_open(f->path, &s), 0);
+        /* 6000 events of 1000 bytes: about 1500 pages of 4 KiB, in 120 commits. */
+        for (unsigned b = 0; b < 120; b++) {
+                for (size_t i = 0; i < ELEMENTSOF(batch); i++)
+                        batch[i] = (StoreEvent){
+                                .seq = ++seq, .time_usec = seq, .data = data, .data_len = 1000
+                        };
+                assert_int_equal(store_append_events(s, "a", batch, ELEMENTSOF(batch)), 0);
+        }
+
+        for (unsigned i = 0; i < 2000; i++) { /* up to 20 s, for a slow machine */
+                assert_int_equal(store_checkpoint_stats(s, &stats), 0);
+                if (stats.background > 0 && file_size(f->path, "") > 5 * 1000 * 1000)
+                        break;
+                (void) usleep(10 * 1000);
+        }
+        assert_true(stats.background > 0);
+        assert_int_equal(stats.inline_, 0);
+        assert_int_equal(stats.last_error, 0);
+        assert_true(file_size(f->path, "") > 5 * 1000 * 1000);
+
+        s = store_close(s);
+        assert_int_equal(file_size(f->path, "-wal"), -ENOENT);
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_load_events(s, "a", 0, 0, count_event, &n), 6000);
+        assert_int_equal(n, 6000);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
@@ -622,6 +682,7 @@ int main(void) {
                 T(test_store_migration_finds_the_latest_results_of_an_older_store),
                 T(test_store_fails_busy_when_another_writer_holds_the_lock),
                 T(test_store_interaction_survives_reopen_and_updates),
+                T(test_store_checkpoints_in_its_thread),
         };
 #undef T
 
