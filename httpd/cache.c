@@ -55,8 +55,7 @@ static void cache_clear(SessionCache *c) {
         cache_entry_free(hashmap_remove(c->entries, e->id));
 }
 
-/* The session id of an object path under SESSION_PATH_PREFIX, or NULL. */
-static char *path_to_id(const char *path) {
+char *session_path_to_id(const char *path) {
         char *id = NULL;
 
         if (!path || sd_bus_path_decode(path, SESSION_PATH_PREFIX, &id) <= 0)
@@ -66,7 +65,7 @@ static char *path_to_id(const char *path) {
 
 static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         SessionCache *c = userdata;
-        _cleanup_free_ char *id = path_to_id(sd_bus_message_get_path(m));
+        _cleanup_free_ char *id = session_path_to_id(sd_bus_message_get_path(m));
         _cleanup_(strv_freep) char **invalidated = NULL;
         const char *iface;
         CacheEntry *e;

@@ -158,18 +158,9 @@ static void broadcast(Events *e, const char *name, const char *id, json_t *data)
         }
 }
 
-/* The session id of an object path under SESSION_PATH_PREFIX, or NULL. */
-static char *path_to_id(const char *path) {
-        char *id = NULL;
-
-        if (!path || sd_bus_path_decode(path, SESSION_PATH_PREFIX, &id) <= 0)
-                return NULL;
-        return id;
-}
-
 static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Events *e = userdata;
-        _cleanup_free_ char *id = path_to_id(sd_bus_message_get_path(m));
+        _cleanup_free_ char *id = session_path_to_id(sd_bus_message_get_path(m));
         json_t *o;
         const char *iface;
 
@@ -262,7 +253,7 @@ static int on_session_removed(sd_bus_message *m, void *userdata, sd_bus_error *r
 
 static int on_question(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Events *e = userdata;
-        _cleanup_free_ char *id = path_to_id(sd_bus_message_get_path(m));
+        _cleanup_free_ char *id = session_path_to_id(sd_bus_message_get_path(m));
         const char *qid, *a, *b = NULL;
         bool asked = streq_ptr(sd_bus_message_get_member(m), "QuestionAsked");
 

@@ -189,6 +189,8 @@ unsigned stream_count(Server *s, bool websocket);
 int session_json_update(sd_bus_message *m, json_t *o);
 
 /* cache.c: the sessions' properties, kept by the daemon's signals. */
+/* The session id of an object path under SESSION_PATH_PREFIX (a signal's sender), or NULL. */
+char *session_path_to_id(const char *path);
 int session_cache_new(sd_bus *bus, SessionCache **ret);
 SessionCache *session_cache_free(SessionCache *c);
 /* The cached object (borrowed), or NULL. */
