@@ -5,7 +5,9 @@ refused with an error naming it, and nothing else changes."""
 
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import unittest
 
@@ -152,21 +154,39 @@ class LimitsTest(unittest.TestCase):
     def test_attach_subscribers(self):
         sid, path = self.session()
         ctl = os.path.join(sb.env("CCDOCKER_BUILD_DIR"), "ctl", "ccdockerctl")
-        followers = [subprocess.Popen([ctl, "--user", "attach", sid], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        for f in followers:
+        # One event, sent on the session's channel as ccdocker-init sends claude's output, so that a
+        # follower attached from seq 0 prints a line: that line is how the test knows it holds its slot.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as init:
+            init.connect(os.path.join(DAEMON.settings["RuntimeDirectory"], "sessions", sid, "session.sock"))
+            channel = init.makefile("rwb")
+            for n, (method, params) in enumerate((
+                    ("hello", {"role": "init", "protocol": 1}),
+                    ("events", {"events": [{"seq": 1, "time": 1, "data": {"type": "system"}}]})), 1):
+                channel.write(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}).encode()
+                              + b"\n")
+                channel.flush()
+                answer = json.loads(channel.readline())
+                self.assertIn("result", answer, answer)
+        self.assertEqual(json.loads(call(path, "GetOutput", "tu", "0", "0").stdout)["data"][0][0][0], 1)
+
+        def follow():
+            f = subprocess.Popen([ctl, "--user", "--json", "attach", sid], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
             self.addCleanup(f.wait, 30)
             self.addCleanup(f.terminate)
-        # Until both followers are attached, a third Attach still gets through (and lets go at once).
-        # On a loaded machine (the ASan build, two cores shared) two ctl processes may take a while
-        # to attach; a follower that has exited instead says why on its stderr.
-        def refused_while_two_follow():
-            ended = [f for f in followers if f.poll() is not None]
-            if ended:
-                raise AssertionError(f"a follower exited {ended[0].returncode}: {ended[0].stderr.read()}")
-            return call(path, "Attach", "t", "0", check=False).returncode != 0
-        sb.wait_until(refused_while_two_follow, 120, 0.5, what="a third Attach to be refused while two follow")
+            # Until it has printed an event it may not have attached: a probing Attach meanwhile would
+            # take the slot it needs for an instant. It is waited for before anything else attaches.
+            if not select.select([f.stdout], [], [], 120)[0]:
+                raise AssertionError("a follower printed no event in 120 s")
+            line = f.stdout.readline()
+            if not line:
+                raise AssertionError(f"a follower exited {f.wait(30)}: {f.stderr.read()}")
+            self.assertEqual(json.loads(line)["seq"], 1)
+            return f
+
+        followers = [follow(), follow()]
         refused = call(path, "Attach", "t", "0", check=False)
+        self.assertNotEqual(refused.returncode, 0, "a third Attach while two follow")
         self.assertIn("has 2 subscribers, the configured MaxAttachPerSession", refused.stderr)
         self.assertTrue(all(f.poll() is None for f in followers), "the two followers are not disturbed")
         followers[0].terminate()
