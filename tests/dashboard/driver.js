@@ -1,17 +1,19 @@
-// A headless Chromium (Debian's /usr/bin/chromium, never a download) driven by playwright-core for
-// tests/integration/test_dashboard.py. It reads one JSON command per line on stdin and answers one JSON
-// line on stdout: {"id", "ok": true, "value"} or {"id", "ok": false, "error"}. It records every request
-// the page makes and every console message and page error, so that a test can check that nothing was
-// fetched from an injected URL and nothing ran.
+// A headless browser driven for tests/integration/test_dashboard.py: Debian's Chromium
+// (/usr/bin/chromium) through playwright-core, or with the argument "firefox" Debian's Firefox ESR
+// (/usr/bin/firefox-esr) through puppeteer-core over WebDriver BiDi (playwright drives only its own
+// patched Firefox, which is a download). Never a browser download. It reads one JSON command per line
+// on stdin and answers one JSON line on stdout: {"id", "ok": true, "value"} or {"id", "ok": false,
+// "error"}. It records every request the page makes and every console message and page error, so that
+// a test can check that nothing was fetched from an injected URL and nothing ran.
 'use strict';
 const readline = require('readline');
-const { chromium } = require('playwright-core');
 
 // The test's function source as a function (in Node, never in the page, whose CSP forbids eval).
 // eslint-disable-next-line no-new-func
 const fn = (source) => new Function(`return (${source});`)();
 
-async function main() {
+async function chromiumPage() {
+  const { chromium } = require('playwright-core');
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
@@ -20,6 +22,62 @@ async function main() {
   });
   const context = await browser.newContext({ viewport: { width: 1480, height: 900 } });
   const page = await context.newPage();
+  return {
+    browser,
+    page,
+    ops: {
+      goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
+      reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
+      fill: (c) => page.fill(c.selector, c.value),
+      click: (c) => page.click(c.selector),
+      select: (c) => page.selectOption(c.selector, c.value),
+      wait: (c) => page.waitForSelector(c.selector, { state: c.state || 'visible', timeout: c.timeout || 30000 })
+        .then(() => true),
+      // expr: a function's source ("(arg) => ..."), run in the page with arg (until: until it returns
+      // something truthy). Made into a function here, in Node: playwright sends its source to the page.
+      until: (c) => page.waitForFunction(fn(c.expr), c.arg ?? null, { timeout: c.timeout || 30000, polling: 200 })
+        .then((h) => h.jsonValue()),
+      eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
+      text: (c) => page.textContent(c.selector),
+    },
+  };
+}
+
+async function firefoxPage() {
+  const puppeteer = require('puppeteer-core');
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: '/usr/bin/firefox-esr',
+    headless: true,
+    defaultViewport: { width: 1480, height: 900 },
+  });
+  const page = await browser.newPage();
+  const waitState = { visible: { visible: true }, hidden: { hidden: true }, detached: { hidden: true }, attached: {} };
+  return {
+    browser,
+    page,
+    ops: {
+      goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
+      reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
+      // Cleared first, as playwright's fill does, then typed key by key.
+      fill: async (c) => {
+        await page.$eval(c.selector, (e) => { e.value = ''; });
+        await page.type(c.selector, c.value);
+      },
+      click: (c) => page.click(c.selector),
+      select: (c) => page.select(c.selector, c.value),
+      wait: (c) => page.waitForSelector(c.selector, { ...waitState[c.state || 'visible'], timeout: c.timeout || 30000 })
+        .then(() => true),
+      until: (c) => page.waitForFunction(fn(c.expr), { timeout: c.timeout || 30000, polling: 200 }, c.arg ?? null)
+        .then((h) => h.jsonValue()),
+      eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
+      text: (c) => page.$eval(c.selector, (e) => e.textContent),
+    },
+  };
+}
+
+async function main() {
+  const { browser, page, ops: own } = await (process.argv[2] === 'firefox' ? firefoxPage() : chromiumPage());
   const requests = [];
   const messages = [];
   page.on('request', (r) => requests.push(r.url()));
@@ -28,19 +86,7 @@ async function main() {
   page.on('dialog', (d) => { messages.push(`dialog: ${d.message()}`); d.dismiss(); });
 
   const ops = {
-    goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
-    reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
-    fill: (c) => page.fill(c.selector, c.value),
-    click: (c) => page.click(c.selector),
-    select: (c) => page.selectOption(c.selector, c.value),
-    wait: (c) => page.waitForSelector(c.selector, { state: c.state || 'visible', timeout: c.timeout || 30000 })
-      .then(() => true),
-    // expr: a function's source ("(arg) => ..."), run in the page with arg (until: until it returns
-    // something truthy). Made into a function here, in Node: playwright sends its source to the page.
-    until: (c) => page.waitForFunction(fn(c.expr), c.arg ?? null, { timeout: c.timeout || 30000, polling: 200 })
-      .then((h) => h.jsonValue()),
-    eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
-    text: (c) => page.textContent(c.selector),
+    ...own,
     screenshot: (c) => page.screenshot({ path: c.path, fullPage: !!c.full }).then(() => c.path),
     requests: () => requests.slice(),
     messages: () => messages.slice(),

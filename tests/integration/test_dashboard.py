@@ -1,5 +1,7 @@
-"""The web dashboard of ccdocker-httpd (issue 19, docs/dashboard.md) in a real browser: Debian's chromium,
-headless, driven by playwright-core (tests/dashboard/driver.js), against a ccdocker-httpd and a ccdockerd of
+"""The web dashboard of ccdocker-httpd (issue 19, docs/dashboard.md) in real browsers: Debian's chromium,
+headless, driven by playwright-core (tests/dashboard/driver.js), for every step; and Debian's Firefox
+ESR, headless, driven by puppeteer-core over WebDriver BiDi, for one pass of sign-in, a live session and
+its output shown as text. Both against a ccdocker-httpd and a ccdockerd of
 this module's own, with real sessions: the real Claude Code CLI in the containers, answered by the scripted
 model through the daemon's model proxy. The page is used as a person uses it (typing, clicking) and checked
 against what the REST API says.
@@ -56,14 +58,15 @@ def output_dir():
 
 
 class Browser:
-    """tests/dashboard/driver.js: one headless chromium page, one JSON command per line."""
+    """tests/dashboard/driver.js: one headless page of kind ("chromium" or "firefox"), one JSON command
+    per line."""
 
-    def __init__(self):
+    def __init__(self, kind="chromium"):
         driver = os.path.join(sb.env("CCDOCKER_SRC"), "tests", "dashboard", "driver.js")
         env = dict(os.environ, NODE_PATH=os.path.join(sb.env("CCDOCKER_NPM_DIR"), "node_modules"),
                    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", PLAYWRIGHT_BROWSERS_PATH="0")
-        self.stderr = open(os.path.join(output_dir(), "driver.log"), "w")
-        self.proc = subprocess.Popen(["node", driver], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.stderr = open(os.path.join(output_dir(), f"driver-{kind}.log"), "w")
+        self.proc = subprocess.Popen(["node", driver, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, env=env)
         self.n = 0
         self.lock = threading.Lock()
@@ -147,6 +150,10 @@ class DashboardTest(unittest.TestCase):
     def setUpClass(cls):
         cls.token = HTTPD.token(sb.unique("dash"))
 
+    @property
+    def browser(self):
+        return BROWSER
+
     def create(self, prompt, keep=False, **extra):
         """A session of self.token; keep: for the later steps too (removed after the last)."""
         body = {"workspace": {"type": "ephemeral"}, "prompt": prompt, "config": {"memory": "1G"}, **extra}
@@ -162,7 +169,7 @@ class DashboardTest(unittest.TestCase):
         return r["result"]
 
     def sign_in(self, token=None):
-        b = BROWSER
+        b = self.browser
         b("goto", url=HTTPD.url + "/")
         b("eval", expr="() => sessionStorage.clear()")  # signed out, as a new tab is
         b("goto", url=HTTPD.url + "/")
@@ -173,14 +180,14 @@ class DashboardTest(unittest.TestCase):
         b.until("() => document.getElementById('live-status').textContent === 'live'")
 
     def open_session(self, sid):
-        BROWSER("click", selector=f'#tree .node[data-id="{sid}"]')
-        BROWSER.until("(id) => document.getElementById('session-title').textContent.startsWith(id)", sid)
+        self.browser("click", selector=f'#tree .node[data-id="{sid}"]')
+        self.browser.until("(id) => document.getElementById('session-title').textContent.startsWith(id)", sid)
 
     def events_text(self):
-        return "\n".join(t for _, t in BROWSER("eval", expr=EVENTS))
+        return "\n".join(t for _, t in self.browser("eval", expr=EVENTS))
 
     def wait_text(self, selector, text, timeout=120):
-        return BROWSER.until(
+        return self.browser.until(
             "([sel, text]) => { const e = document.querySelector(sel); return e && e.textContent.includes(text); }",
             [selector, text], timeout=timeout)
 
@@ -401,6 +408,56 @@ class DashboardTest(unittest.TestCase):
         self.sign_in(t)
         HTTPD.ctl("token", "revoke", name)
         self.wait_text("#signin-message", "the live updates were refused", timeout=90)
+
+
+class FirefoxTest(unittest.TestCase):
+    """The dashboard in Debian's Firefox ESR: signed in, a session followed live from the tree, its
+    events shown as the characters they are (the injected markup runs nothing and fetches nothing), and
+    the CSP keeping an inline script from running."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.token = HTTPD.token(sb.unique("dash-firefox"))
+        cls.browser = Browser("firefox")
+        cls.addClassCleanup(cls.browser.stop)
+
+    create = DashboardTest.create
+    forget = DashboardTest.forget
+    result = DashboardTest.result
+    sign_in = DashboardTest.sign_in
+    open_session = DashboardTest.open_session
+    events_text = DashboardTest.events_text
+    wait_text = DashboardTest.wait_text
+
+    def test_sign_in_follow_a_session_and_its_output_runs_nothing(self):
+        b = self.browser
+        self.sign_in()
+        self.assertEqual(b("eval", expr="() => sessionStorage.getItem('ccdocker.token')"), self.token)
+        self.assertNotIn("ccd_", b("url"))
+        s = self.create("dash xss please")
+        sid = s["id"]
+        b("wait", selector=f'#tree .node[data-id="{sid}"]')
+        self.open_session(sid)
+        self.assertEqual(self.result(sid), "look: " + XSS + " end")
+        b.until("() => document.querySelectorAll('#events .event-result').length > 0")
+        self.assertIn("look: " + XSS + " end", self.events_text())
+        self.assertEqual(b("eval", expr="() => document.querySelectorAll('#events img, #events script').length"), 0)
+        self.assertEqual(b("eval", expr="() => [...document.images].map(i => i.src)"), [])
+        self.assertIsNone(b("eval", expr="() => window.__xss ?? null"))
+        self.assertFalse([u for u in b("requests") if u.rstrip("/").endswith("/x") or "/x?" in u], b("requests"))
+        self.wait_text(f'#tree .node[data-id="{sid}"] .state', "idle")
+        before = b("messages")
+        self.assertFalse([m for m in before if m.startswith("pageerror")], before)
+        # A script's text is an injection sink: Firefox enforces the CSP's require-trusted-types-for
+        # too, refuses it and says so, and the script does not run.
+        b("eval", expr="() => { try { const s = document.createElement('script'); s.append('window.__inline = 1');"
+                       " document.body.append(s); } catch (e) {} }")
+        refused = sb.wait_until(lambda: [m for m in b("messages")[len(before):] if m.startswith("pageerror")], 30,
+                                0.2, what="Firefox to report the refused script")
+        self.assertTrue(all("require-trusted-types-for" in m for m in refused), refused)
+        self.assertIsNone(b("eval", expr="() => window.__inline ?? null"))
+        b("screenshot", path=os.path.join(output_dir(), "dashboard-firefox.png"))
+
 
 if __name__ == "__main__":
     unittest.main()
