@@ -26,10 +26,7 @@ async function chromiumPage() {
     browser,
     page,
     ops: {
-      goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
-      reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
       fill: (c) => page.fill(c.selector, c.value),
-      click: (c) => page.click(c.selector),
       select: (c) => page.selectOption(c.selector, c.value),
       wait: (c) => page.waitForSelector(c.selector, { state: c.state || 'visible', timeout: c.timeout || 30000 })
         .then(() => true),
@@ -37,7 +34,6 @@ async function chromiumPage() {
       // something truthy). Made into a function here, in Node: playwright sends its source to the page.
       until: (c) => page.waitForFunction(fn(c.expr), c.arg ?? null, { timeout: c.timeout || 30000, polling: 200 })
         .then((h) => h.jsonValue()),
-      eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
       text: (c) => page.textContent(c.selector),
     },
   };
@@ -57,20 +53,16 @@ async function firefoxPage() {
     browser,
     page,
     ops: {
-      goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
-      reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
       // Cleared first, as playwright's fill does, then typed key by key.
       fill: async (c) => {
         await page.$eval(c.selector, (e) => { e.value = ''; });
         await page.type(c.selector, c.value);
       },
-      click: (c) => page.click(c.selector),
       select: (c) => page.select(c.selector, c.value),
       wait: (c) => page.waitForSelector(c.selector, { ...waitState[c.state || 'visible'], timeout: c.timeout || 30000 })
         .then(() => true),
       until: (c) => page.waitForFunction(fn(c.expr), { timeout: c.timeout || 30000, polling: 200 }, c.arg ?? null)
         .then((h) => h.jsonValue()),
-      eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
       text: (c) => page.$eval(c.selector, (e) => e.textContent),
     },
   };
@@ -85,7 +77,12 @@ async function main() {
   page.on('pageerror', (e) => messages.push(`pageerror: ${e.message}`));
   page.on('dialog', (d) => { messages.push(`dialog: ${d.message()}`); d.dismiss(); });
 
+  // What both libraries spell alike; the rest is each browser's own (ops above).
   const ops = {
+    goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
+    reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
+    click: (c) => page.click(c.selector),
+    eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
     ...own,
     screenshot: (c) => page.screenshot({ path: c.path, fullPage: !!c.full }).then(() => c.path),
     requests: () => requests.slice(),

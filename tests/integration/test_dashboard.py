@@ -191,6 +191,22 @@ class DashboardTest(unittest.TestCase):
             "([sel, text]) => { const e = document.querySelector(sel); return e && e.textContent.includes(text); }",
             [selector, text], timeout=timeout)
 
+    def follow_markup_session(self):
+        """A new session whose answer is markup, opened from the tree: its id once the page shows the
+        answer as the characters it is, with nothing of it run and nothing fetched."""
+        b = self.browser
+        sid = self.create("dash xss please")["id"]
+        b("wait", selector=f'#tree .node[data-id="{sid}"]')
+        self.open_session(sid)
+        self.assertEqual(self.result(sid), "look: " + XSS + " end")
+        b.until("() => document.querySelectorAll('#events .event-result').length > 0")
+        self.assertIn("look: " + XSS + " end", self.events_text())
+        self.assertEqual(b("eval", expr="() => document.querySelectorAll('#events img, #events script').length"), 0)
+        self.assertEqual(b("eval", expr="() => [...document.images].map(i => i.src)"), [])
+        self.assertIsNone(b("eval", expr="() => window.__xss ?? null"))
+        self.assertFalse([u for u in b("requests") if u.rstrip("/").endswith("/x") or "/x?" in u], b("requests"))
+        return sid
+
     def test_0_headers_and_files(self):
         """Every dashboard answer: strict CSP, no framing, no sniffing, the right type; nothing outside
         the embedded files is served, whatever the path."""
@@ -366,18 +382,8 @@ class DashboardTest(unittest.TestCase):
     def test_5_session_output_is_text_and_runs_nothing(self):
         b = BROWSER
         self.sign_in()
-        s = self.create("dash xss please")
-        sid = s["id"]
-        b("wait", selector=f'#tree .node[data-id="{sid}"]')
-        self.open_session(sid)
-        self.assertEqual(self.result(sid), "look: " + XSS + " end")
-        b.until("() => document.querySelectorAll('#events .event-result').length > 0")
-        self.assertEqual(b("eval", expr="() => document.querySelectorAll('#events img, #events script').length"), 0)
-        self.assertEqual(b("eval", expr="() => [...document.images].map(i => i.src)"), [])
+        self.follow_markup_session()
         self.assertEqual(b("eval", expr="() => document.querySelectorAll('script:not([src])').length"), 0)
-        self.assertIsNone(b("eval", expr="() => window.__xss ?? null"))
-        self.assertFalse([u for u in b("requests") if u.rstrip("/").endswith("/x") or "/x?" in u], b("requests"))
-        self.assertIn("look: " + XSS + " end", self.events_text())  # shown, as the characters it is
         # The CSP holds by itself too: an inline script put in the page does not run.
         b("eval", expr="() => { try { const s = document.createElement('script'); s.append('window.__inline = 1');"
                        " document.body.append(s); } catch (e) {} }")
@@ -428,23 +434,14 @@ class FirefoxTest(unittest.TestCase):
     open_session = DashboardTest.open_session
     events_text = DashboardTest.events_text
     wait_text = DashboardTest.wait_text
+    follow_markup_session = DashboardTest.follow_markup_session
 
     def test_sign_in_follow_a_session_and_its_output_runs_nothing(self):
         b = self.browser
         self.sign_in()
         self.assertEqual(b("eval", expr="() => sessionStorage.getItem('ccdocker.token')"), self.token)
         self.assertNotIn("ccd_", b("url"))
-        s = self.create("dash xss please")
-        sid = s["id"]
-        b("wait", selector=f'#tree .node[data-id="{sid}"]')
-        self.open_session(sid)
-        self.assertEqual(self.result(sid), "look: " + XSS + " end")
-        b.until("() => document.querySelectorAll('#events .event-result').length > 0")
-        self.assertIn("look: " + XSS + " end", self.events_text())
-        self.assertEqual(b("eval", expr="() => document.querySelectorAll('#events img, #events script').length"), 0)
-        self.assertEqual(b("eval", expr="() => [...document.images].map(i => i.src)"), [])
-        self.assertIsNone(b("eval", expr="() => window.__xss ?? null"))
-        self.assertFalse([u for u in b("requests") if u.rstrip("/").endswith("/x") or "/x?" in u], b("requests"))
+        sid = self.follow_markup_session()
         self.wait_text(f'#tree .node[data-id="{sid}"] .state', "idle")
         before = b("messages")
         self.assertFalse([m for m in before if m.startswith("pageerror")], before)
