@@ -50,6 +50,7 @@ static void *checkpoint_thread(void *userdata) {
 /* After each commit, on the loop, with the frames now in the WAL. */
 static int on_wal(void *userdata, sqlite3 *db, const char *name, int frames) {
         StoreCheckpointer *c = userdata;
+        bool behind = frames >= STORE_CHECKPOINT_INLINE_FRAMES;
         int error;
 
         if (frames < STORE_CHECKPOINT_FRAMES)
@@ -57,7 +58,7 @@ static int on_wal(void *userdata, sqlite3 *db, const char *name, int frames) {
 
         pthread_mutex_lock(&c->lock);
         error = c->stats.last_error;
-        if (frames >= STORE_CHECKPOINT_INLINE_FRAMES)
+        if (behind)
                 c->stats.inline_++;
         else {
                 c->wanted = true;
@@ -69,7 +70,7 @@ static int on_wal(void *userdata, sqlite3 *db, const char *name, int frames) {
                 c->logged_error = error;
                 log_warning("The store's background checkpoint failed: %s", sqlite3_errstr(error));
         }
-        if (frames >= STORE_CHECKPOINT_INLINE_FRAMES) {
+        if (behind) {
                 log_debug("The store's WAL holds %d frames: checkpointing in the commit.", frames);
                 (void) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         }

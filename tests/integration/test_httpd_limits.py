@@ -436,13 +436,20 @@ setTimeout(() => { for (const r of out) r.error = r.error || 'timeout'; finish()
 """
 
 
-def ws_handshake(port, path, headers=(), rcvbuf=None):
-    """A WebSocket handshake on a raw socket: (socket, status, {header: value}, bytes after the head)."""
+def loopback_client(port, rcvbuf=None):
+    """A TCP connection to port on the loopback address (rcvbuf: its receive buffer, set before the
+    connection so that the window follows it)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(60)
     s.connect(("127.0.0.1", port))
+    return s
+
+
+def ws_handshake(port, path, headers=(), rcvbuf=None):
+    """A WebSocket handshake on a raw socket: (socket, status, {header: value}, bytes after the head)."""
+    s = loopback_client(port, rcvbuf)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", *headers]
@@ -715,21 +722,16 @@ class StreamFanoutTest(unittest.TestCase):
 
     def events_client(self, rcvbuf=None):
         """A raw GET /api/v1/events: the socket, once the response's head has been read."""
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.settimeout(60)
-        s.connect(("127.0.0.1", self.httpd.port))
+        s = loopback_client(self.httpd.port, rcvbuf)
         self.addCleanup(s.close)
-        s.sendall(("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                   f"Authorization: Bearer {self.token}\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(1)
+        s.sendall(head("GET", "/api/v1/events", self.token, extra=["Accept: text/event-stream"]))
+        top = b""
+        while b"\r\n\r\n" not in top:
+            chunk = s.recv(1)  # byte by byte: what follows the head is the test's to read
             if not chunk:
-                raise AssertionError(f"/api/v1/events closed before its head: {head!r}")
-            head += chunk
-        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+                raise AssertionError(f"/api/v1/events closed before its head: {top!r}")
+            top += chunk
+        self.assertIn(b" 200 ", top.split(b"\r\n")[0])
         return s
 
     def test_events_client_that_does_not_read_is_dropped_and_a_reader_is_not(self):
