@@ -27,6 +27,7 @@ async function chromiumPage() {
     page,
     ops: {
       fill: (c) => page.fill(c.selector, c.value),
+      click: (c) => page.click(c.selector),
       select: (c) => page.selectOption(c.selector, c.value),
       wait: (c) => page.waitForSelector(c.selector, { state: c.state || 'visible', timeout: c.timeout || 30000 })
         .then(() => true),
@@ -58,6 +59,9 @@ async function firefoxPage() {
         await page.$eval(c.selector, (e) => { e.value = ''; });
         await page.type(c.selector, c.value);
       },
+      // A locator, not page.click: the tree is redrawn as changes come, and a locator finds the node
+      // again when the one it found is replaced (page.click fails "Node is detached"), as playwright does.
+      click: (c) => page.locator(c.selector).setTimeout(c.timeout || 30000).click(),
       select: (c) => page.select(c.selector, c.value),
       wait: (c) => page.waitForSelector(c.selector, { ...waitState[c.state || 'visible'], timeout: c.timeout || 30000 })
         .then(() => true),
@@ -81,7 +85,6 @@ async function main() {
   const ops = {
     goto: (c) => page.goto(c.url, { waitUntil: 'load' }).then((r) => r && r.status()),
     reload: () => page.reload({ waitUntil: 'load' }).then((r) => r && r.status()),
-    click: (c) => page.click(c.selector),
     eval: (c) => page.evaluate(fn(c.expr), c.arg ?? null),
     ...own,
     screenshot: (c) => page.screenshot({ path: c.path, fullPage: !!c.full }).then(() => c.path),
