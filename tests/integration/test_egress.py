@@ -407,8 +407,17 @@ class FakeModel:
                     if not chunk:
                         break
                     data += chunk
-                head = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                top, _, got = data.partition(b"\r\n\r\n")
+                head = top.decode("latin-1").split("\r\n")
                 headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+                # The whole body is read before the answer, as a real server does: a unix socket closed
+                # with bytes unread resets its peer, and the reset may overtake the answer.
+                want = int(headers.get("content-length") or 0)
+                while len(got) < want:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
                 self.requests.append(head[0])
                 body = json.dumps({"request": head[0], "x-api-key": headers.get("x-api-key")}).encode()
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
